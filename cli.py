@@ -1,0 +1,49 @@
+"""`rad3d`: the one command-line entry point. Each part of the project offers its own subcommands
+in a module with `register(subparsers)`; heavy imports (torch, transformers) happen inside the
+handlers so that `rad3d --help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that add subcommands, in the order `rad3d --help` lists them.
+COMMAND_MODULES = [
+    "engine.commands.synth",
+    "engine.commands.scan",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rad3d",
+        description="Draft radiology reports from 3D chest CT (RAD3D-Prefix) and tools to judge them.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    from engine.errors import Rad3dError
+
+    try:
+        result = args.handler(args)
+    except Rad3dError as err:
+        print(f"rad3d {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"rad3d {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

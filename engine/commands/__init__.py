@@ -1,0 +1,1 @@
+"""The engine's `rad3d` subcommands, one module each (see cli.py)."""

@@ -1,0 +1,79 @@
+"""Label sets: the ordered finding names a classifier predicts and the extractor looks for.
+
+A label set is data, so INSPECT's findings or a user's own set is a JSON file, not a code change:
+{"name": "...", "findings": [{"name": "Cardiomegaly", "synonyms": ["enlarged heart", ...]}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+_BUILTIN_DIR = Path(__file__).with_name("label_sets")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    name: str
+    names: tuple[str, ...]
+    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(set(self.names)) != len(self.names):
+            raise ConfigError(f"label set {self.name!r} repeats a finding name")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, finding: str) -> int:
+        return self.names.index(finding)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "findings": [{"name": n, "synonyms": list(self.synonyms.get(n, ()))} for n in self.names],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "LabelSet":
+        try:
+            findings = data["findings"]
+            names = tuple(str(f["name"]) for f in findings)
+            synonyms = {str(f["name"]): tuple(f.get("synonyms", ())) for f in findings}
+            return cls(name=str(data["name"]), names=names, synonyms=synonyms)
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"not a label set (missing {err})", source) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "LabelSet":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read label set: {err}", path) from None
+        return cls.from_dict(data, str(path))
+
+
+def builtin_label_sets() -> list[str]:
+    return sorted(p.stem for p in _BUILTIN_DIR.glob("*.json"))
+
+
+def load_label_set(name_or_path: str | Path) -> LabelSet:
+    """A built-in label set by name (e.g. "ct-rate") or a JSON file by path."""
+    builtin = _BUILTIN_DIR / f"{name_or_path}.json"
+    if builtin.is_file():
+        return LabelSet.from_file(builtin)
+    path = Path(name_or_path)
+    if path.is_file():
+        return LabelSet.from_file(path)
+    raise ConfigError(
+        f"no label set {str(name_or_path)!r}: not a built-in ({', '.join(builtin_label_sets())}) nor a file"
+    )
+
+
+def ct_rate() -> LabelSet:
+    """CT-RATE's 18 abnormality labels in the dataset's column order."""
+    return load_label_set("ct-rate")

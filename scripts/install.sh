@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs rad3d (editable) into the current Python environment.
+#   bash scripts/install.sh          the app and the CLI
+#   bash scripts/install.sh test     the same plus the test extras
+# A machine without torch gets the CPU build 2.13.0 first: an unpinned torch would pull a
+# multi-GB CUDA build. A machine that already has torch (a GPU box) keeps its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+extras="${1:-}"
+
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "rad3d install: no torch found, installing the CPU build torch==2.13.0"
+    "$PY" -m pip install "torch==2.13.0"
+fi
+if [ -n "$extras" ]; then
+    "$PY" -m pip install -e ".[$extras]"
+else
+    "$PY" -m pip install -e .
+fi

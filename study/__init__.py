@@ -1,0 +1,1 @@
+"""Report metrics with bootstrap statistics, reader-study storage and aggregation, UMAP, exports."""
