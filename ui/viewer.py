@@ -1,0 +1,121 @@
+"""View logic for the CT viewer, free of any UI toolkit: windowing, reslicing along the three
+planes with the voxel spacing's aspect ratio, orientation letters and a crosshair.
+
+Volumes are in rad3d's canonical voxel order (axis 0 → patient Left, 1 → Posterior, 2 → Superior).
+Images follow the radiological convention: the patient's right on the image's left, anterior at
+the top of axial images, superior at the top of coronal and sagittal images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+PLANES = ("axial", "coronal", "sagittal")
+
+# Window presets in HU as (width, level).
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (1500.0, -600.0),
+    "mediastinum": (350.0, 40.0),
+    "bone": (1800.0, 400.0),
+    "abdomen": (400.0, 50.0),
+}
+
+# Letters on the (top, bottom, left, right) edges of each plane's image.
+ORIENTATION_LETTERS: dict[str, tuple[str, str, str, str]] = {
+    "axial": ("A", "P", "R", "L"),
+    "coronal": ("S", "I", "R", "L"),
+    "sagittal": ("S", "I", "A", "P"),
+}
+
+# Which volume axis each plane's slider moves along.
+PLANE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
+    """HU → uint8 grey levels: level − width/2 maps to 0 and level + width/2 to 255."""
+    if width <= 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    low = level - width / 2.0
+    scaled = (hu.astype(np.float32) - low) * (255.0 / width)
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def plane_slice(hu: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """The 2-D slice of a canonical (L, P, S) volume as it is displayed (rows top→bottom)."""
+    axis = PLANE_AXIS[plane]
+    n = hu.shape[axis]
+    if not 0 <= index < n:
+        raise IndexError(f"{plane} slice {index} outside 0..{n - 1}")
+    if plane == "axial":  # rows: anterior→posterior (y), columns: right→left (x)
+        return hu[:, :, index].T
+    if plane == "coronal":  # rows: superior→inferior (z reversed), columns: right→left (x)
+        return hu[:, index, :].T[::-1]
+    return hu[index, :, :].T[::-1]  # sagittal: rows superior→inferior, columns anterior→posterior
+
+
+def pixel_spacing(spacing_mm: tuple[float, float, float], plane: str) -> tuple[float, float]:
+    """(row, column) pixel size in mm of a displayed plane."""
+    sx, sy, sz = spacing_mm
+    return {"axial": (sy, sx), "coronal": (sz, sx), "sagittal": (sz, sy)}[plane]
+
+
+def display_size(shape2d: tuple[int, int], spacing_rc: tuple[float, float], max_side: int = 512) -> tuple[int, int]:
+    """(width, height) in screen pixels giving square physical pixels, the longer side max_side."""
+    height_mm = shape2d[0] * spacing_rc[0]
+    width_mm = shape2d[1] * spacing_rc[1]
+    scale = max_side / max(height_mm, width_mm)
+    return max(1, round(width_mm * scale)), max(1, round(height_mm * scale))
+
+
+@dataclass(frozen=True)
+class Crosshair:
+    """A point in voxel coordinates (x, y, z) shared by the three planes."""
+
+    x: int
+    y: int
+    z: int
+
+    def index(self, plane: str) -> int:
+        return (self.x, self.y, self.z)[PLANE_AXIS[plane]]
+
+    def in_plane(self, plane: str, shape: tuple[int, int, int]) -> tuple[int, int]:
+        """(row, column) of the crosshair in the displayed image of `plane` (before resizing)."""
+        nz = shape[2]
+        if plane == "axial":
+            return self.y, self.x
+        if plane == "coronal":
+            return nz - 1 - self.z, self.x
+        return nz - 1 - self.z, self.y
+
+
+def render_plane(
+    hu: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    plane: str,
+    crosshair: Crosshair,
+    width: float,
+    level: float,
+    *,
+    max_side: int = 512,
+    show_crosshair: bool = True,
+) -> Image.Image:
+    """One plane as an RGB image with square physical pixels, a crosshair and edge letters."""
+    grey = window(plane_slice(hu, plane, crosshair.index(plane)), width, level)
+    size = display_size(grey.shape, pixel_spacing(spacing_mm, plane), max_side)
+    image = Image.fromarray(np.ascontiguousarray(grey), mode="L").resize(size, Image.BILINEAR).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    if show_crosshair:
+        row, col = crosshair.in_plane(plane, hu.shape)
+        sy = size[1] / grey.shape[0]
+        sx = size[0] / grey.shape[1]
+        cy, cx = (row + 0.5) * sy, (col + 0.5) * sx
+        draw.line([(0, cy), (size[0], cy)], fill=(255, 200, 0), width=1)
+        draw.line([(cx, 0), (cx, size[1])], fill=(255, 200, 0), width=1)
+    top, bottom, left, right = ORIENTATION_LETTERS[plane]
+    w, h = size
+    for text, xy in ((top, (w / 2 - 4, 2)), (bottom, (w / 2 - 4, h - 14)), (left, (3, h / 2 - 6)), (right, (w - 11, h / 2 - 6))):
+        draw.text(xy, text, fill=(0, 255, 255))
+    return image
