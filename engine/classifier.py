@@ -1,0 +1,156 @@
+"""AbnormalityHead: the multi-label classifier over the image latent (18 CT-RATE findings), its
+class-weighted loss, per-class thresholds and the per-class report.
+
+The paper adds "a classification layer" on the CT-CLIP latent trained with class-weighted binary
+cross-entropy; hidden = 0 gives exactly that (one Linear), hidden > 0 a small MLP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AbnormalityHeadConfig:
+    in_dim: int = 512
+    hidden: int = 0  # 0: a single Linear layer; > 0: Linear → GELU → dropout → Linear
+    n_labels: int = 18
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.in_dim < 1 or self.n_labels < 1 or self.hidden < 0:
+            raise ConfigError(f"bad classifier head sizes: {self}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"classifier dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AbnormalityHead(nn.Module):
+    def __init__(self, config: AbnormalityHeadConfig = AbnormalityHeadConfig()):
+        super().__init__()
+        self.config = config
+        if config.hidden:
+            self.proj = nn.Linear(config.in_dim, config.hidden)
+            self.act = nn.GELU()
+            self.dropout = nn.Dropout(config.dropout)
+            self.out = nn.Linear(config.hidden, config.n_labels)
+        else:
+            self.dropout = nn.Dropout(config.dropout)
+            self.out = nn.Linear(config.in_dim, config.n_labels)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """(B, in_dim) latent → (B, n_labels) logits (no sigmoid)."""
+        x = latent
+        if self.config.hidden:
+            x = self.act(self.proj(x))
+        return self.out(self.dropout(x))
+
+
+def class_weighted_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+    """Mean over cases and labels of −[w·y·log σ(x) + (1 − y)·log(1 − σ(x))], w per label."""
+    return F.binary_cross_entropy_with_logits(
+        logits, targets.to(logits.dtype), pos_weight=pos_weight.to(logits.device, logits.dtype)
+    )
+
+
+def pos_weight_from_prevalence(labels, min_weight: float = 1.0, max_weight: float = 100.0) -> torch.Tensor:
+    """neg/pos per label from a (N, n_labels) 0/1 matrix, clamped to [min_weight, max_weight]; a label
+    with no positives gets max_weight (no positives: the weight cannot be estimated)."""
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
+    if y.dim() != 2:
+        raise ValueError(f"labels must be (cases, labels), got shape {tuple(y.shape)}")
+    pos = y.sum(0)
+    neg = y.shape[0] - pos
+    ratio = torch.where(pos > 0, neg / pos.clamp(min=1), torch.full_like(pos, max_weight))
+    return ratio.clamp(min_weight, max_weight).float()
+
+
+def choose_thresholds(probs, labels, method: str = "f1") -> np.ndarray:
+    """Per-label decision thresholds chosen on validation data.
+
+    method "f1": the probability threshold maximising F1 of that label (precision–recall curve);
+    method "youden": the ROC point maximising sensitivity + specificity − 1. A label whose validation
+    labels are all one value gets 0.5 (nothing to choose from).
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    p, y = _as_matrix(probs, labels)
+    thresholds = np.full(p.shape[1], 0.5)
+    for j in range(p.shape[1]):
+        if len(np.unique(y[:, j])) < 2:
+            continue
+        if method == "f1":
+            precision, recall, cuts = precision_recall_curve(y[:, j], p[:, j])
+            f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+            thresholds[j] = cuts[int(np.argmax(f1))]
+        elif method == "youden":
+            fpr, tpr, cuts = roc_curve(y[:, j], p[:, j])
+            best = int(np.argmax(tpr - fpr))
+            thresholds[j] = min(cuts[best], 1.0)  # roc_curve's first cut is +inf
+        else:
+            raise ValueError(f"unknown threshold method {method!r} (use 'f1' or 'youden')")
+    return thresholds
+
+
+def classification_report(probs, labels, thresholds, names: Sequence[str]):
+    """A pandas DataFrame, one row per label plus a "macro" row (mean over labels, NaN skipped):
+    name, threshold, n_pos, n_neg, auroc, f1, sensitivity, specificity, note. AUROC is NaN when the
+    label has a single value in `labels` (undefined), and the note says so; sensitivity is NaN with
+    no positives, specificity NaN with no negatives."""
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
+
+    p, y = _as_matrix(probs, labels)
+    thresholds = np.broadcast_to(np.asarray(thresholds, dtype=float), (p.shape[1],))
+    if len(names) != p.shape[1]:
+        raise ValueError(f"{len(names)} names for {p.shape[1]} labels")
+    rows = []
+    for j, name in enumerate(names):
+        truth, pred = y[:, j], (p[:, j] >= thresholds[j]).astype(int)
+        n_pos, n_neg = int(truth.sum()), int(len(truth) - truth.sum())
+        tn, fp, fn, tp = confusion_matrix(truth, pred, labels=[0, 1]).ravel()
+        note = ""
+        if n_pos == 0 or n_neg == 0:
+            auroc = float("nan")
+            note = f"AUROC undefined: only {'negatives' if n_pos == 0 else 'positives'}"
+        else:
+            auroc = float(roc_auc_score(truth, p[:, j]))
+        rows.append(
+            {
+                "name": name,
+                "threshold": float(thresholds[j]),
+                "n_pos": n_pos,
+                "n_neg": n_neg,
+                "auroc": auroc,
+                "f1": float(f1_score(truth, pred, zero_division=0)),
+                "sensitivity": tp / (tp + fn) if n_pos else float("nan"),
+                "specificity": tn / (tn + fp) if n_neg else float("nan"),
+                "note": note,
+            }
+        )
+    table = pd.DataFrame(rows)
+    metrics = ["auroc", "f1", "sensitivity", "specificity"]
+    macro = {"name": "macro", "threshold": float("nan"), "n_pos": table.n_pos.sum(), "n_neg": table.n_neg.sum()}
+    macro.update({m: float(np.nanmean(table[m])) if table[m].notna().any() else float("nan") for m in metrics})
+    macro["note"] = "mean over labels, undefined values skipped"
+    return pd.concat([table, pd.DataFrame([macro])], ignore_index=True)
+
+
+def _as_matrix(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs.detach().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=float)
+    y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
+    if p.ndim == 1:
+        p, y = p[:, None], y.reshape(-1, 1)
+    if p.shape != y.shape:
+        raise ValueError(f"probabilities {p.shape} and labels {y.shape} differ in shape")
+    return p, y

@@ -1,0 +1,84 @@
+"""`rad3d embed`: fill the embedding cache for a dataset with a frozen encoder (and classifier)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "embed",
+        help="compute each volume's encoder latent (and classifier logits) once into a cache",
+        description="Read every volume of a CT-RATE-format dataset, preprocess it, run the frozen encoder "
+        "and store the latent under its VolumeName. A rerun skips volumes already cached. Give either "
+        "--run (encoder, classifier and preprocessing of a trained run; logits are stored too) or "
+        "--encoder with --encoder-config (e.g. a CT-CLIP checkpoint).",
+    )
+    p.add_argument("--data", required=True, help="dataset folder (reports.csv, labels.csv, volumes/)")
+    p.add_argument("--out", required=True, help="cache folder (created or resumed)")
+    p.add_argument("--run", help="take encoder, classifier and preprocessing from this run directory")
+    p.add_argument("--encoder", help="encoder weights: a CT-CLIP checkpoint (.pt) or rad3d safetensors")
+    p.add_argument("--encoder-config", default="ctclip-full", help="encoder config name or JSON file (default ctclip-full)")
+    p.add_argument("--preprocess", help="PreprocessConfig as a JSON file (default: CT-CLIP's 480x480x240 grid)")
+    p.add_argument("--split", action="append", help="only these splits (repeatable; default all)")
+    p.add_argument("--workers", type=int, default=2, help="reader processes (default 2)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from engine.cache import EmbeddingCache
+    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.data import CTRateDataset
+    from engine.embedding import embed_dataset, identity_for
+    from engine.encoders import ENCODERS, load_encoder_config
+    from engine.encoders.checkpoint import load_ctclip_vision
+    from engine.errors import ConfigError, DatasetError
+    from engine.inference import _load_strict, pick_device
+    from engine.preprocess import PreprocessConfig
+    from engine.rundir import open_run
+
+    device, _ = pick_device(args.device)
+    classifier = None
+    if args.run:
+        run_dir = open_run(args.run)
+        cfg = run_dir.config
+        name, enc_cfg, weights = cfg.encoder.name, cfg.encoder.config, run_dir.resolve(cfg.encoder.weights)
+        pp = PreprocessConfig.from_dict(cfg.preprocess)
+        classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+        _load_strict(classifier, run_dir.resolve(cfg.classifier.weights), "classifier")
+    elif args.encoder:
+        name, weights = "ctvit", Path(args.encoder)
+        enc_cfg = load_encoder_config(args.encoder_config).to_dict()
+        if args.preprocess:
+            try:
+                pp = PreprocessConfig.from_dict(json.loads(Path(args.preprocess).read_text()))
+            except (OSError, json.JSONDecodeError) as err:
+                raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
+        else:
+            pp = PreprocessConfig()
+    else:
+        raise ConfigError("give --run RUN or --encoder WEIGHTS")
+
+    dataset = CTRateDataset.open(args.data)
+    cases = [c for c in dataset.cases if not args.split or c.split in args.split]
+    if not cases:
+        raise DatasetError(f"no cases in split(s) {args.split}", args.data)
+    with torch.device("meta"):
+        encoder = ENCODERS.build(name, enc_cfg)
+    load_ctclip_vision(encoder, weights)
+    cache = EmbeddingCache.create_or_open(args.out, identity_for(name, enc_cfg, weights, pp, encoder.cfg.dim_latent))
+    summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache,
+                            classifier=classifier, workers=args.workers, device=device)
+    if classifier is not None and summary.done:
+        cache.set_logits({}, label_set=cfg.label_set["name"], classifier=str(run_dir.root))
+    print(f"{summary.done} embedded, {summary.skipped} already cached, {len(summary.failed)} failed -> {args.out}")
+    if summary.failed:
+        raise DatasetError(f"{len(summary.failed)} volume(s) could not be embedded", args.data,
+                           problems=[f"{n}: {e}" for n, e in summary.failed.items()])
+    return 0

@@ -1,0 +1,79 @@
+"""`rad3d params`: trainable and frozen parameter counts of a variant on a shipped LLM architecture,
+built on the meta device (shapes only: no weights are read or allocated)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "params",
+        help="count trainable and frozen parameters of a report-generator variant (no weights needed)",
+        description="Builds the report generator of a variant on an LLM architecture config on the meta "
+        "device and prints its trainable and frozen parameter counts. Example: "
+        "rad3d params --variant v3 --llm-config llama-3.2-1b",
+    )
+    parser.add_argument("--variant", default="v3", help="v1, v2, v3, linear, linear-prefix, r2gengpt or baseline")
+    parser.add_argument(
+        "--llm-config", default="llama-3.2-1b", help="a shipped LLM architecture name or a config.json path"
+    )
+    parser.add_argument("--prefix-len", type=int, default=10, help="prefix tokens (default 10)")
+    parser.add_argument("--clip-len", type=int, default=10, help="tokens the input is projected to (default 10)")
+    parser.add_argument("--layers", type=int, default=8, help="transformer mapper layers (default 8)")
+    parser.add_argument("--d-embed", type=int, default=512, help="image latent size (default 512)")
+    parser.add_argument("--n-labels", type=int, default=18, help="classifier labels (default 18)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.decoders import build_meta_causal_lm
+    from engine.model import build_report_generator
+    from engine.variants import get_variant
+
+    spec = get_variant(args.variant)
+    decoder = build_meta_causal_lm(args.llm_config)
+    with torch.device("meta"):
+        model = build_report_generator(
+            spec.name,
+            decoder,
+            d_embed=args.d_embed,
+            n_labels=args.n_labels,
+            prefix_len=args.prefix_len,
+            clip_len=args.clip_len,
+            n_layers=args.layers,
+        )
+        head = AbnormalityHead(AbnormalityHeadConfig(in_dim=args.d_embed, n_labels=args.n_labels))
+
+    def split(module) -> tuple[int, int]:
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        return trainable, sum(p.numel() for p in module.parameters()) - trainable
+
+    connector = split(model.connector)
+    decoder_counts = split(model.decoder)
+    trainable, frozen = model.count_parameters()
+    alias = f" (alias {args.variant})" if args.variant.lower() != spec.name else ""
+    print(f"variant {spec.name}{alias}: {spec.description}")
+    print(f"LLM {args.llm_config}; prefix length {model.prefix_len}, connector {model.config.connector.kind}")
+    rows = [
+        ("connector", *connector),
+        ("decoder", *decoder_counts),
+        ("total", trainable, frozen),
+        ("classifier head (separate, frozen)", 0, sum(p.numel() for p in head.parameters())),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'part':<{width}}  {'trainable':>15}  {'frozen':>15}")
+    for name, t, f in rows:
+        print(f"{name:<{width}}  {t:>15,}  {f:>15,}  ({human(t)} / {human(f)})")
+    return 0
+
+
+def human(n: int) -> str:
+    """279461888 → '279.46M', 1514907648 → '1.51B'."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)

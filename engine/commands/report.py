@@ -1,0 +1,69 @@
+"""`rad3d report VOLUME --run RUN`: the label probabilities and a generated report for one volume."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="generate a draft report for one CT volume",
+        description="Read one volume (NIfTI file, DICOM folder or zipped series), print the probability "
+        "of each finding and the generated findings text.",
+    )
+    p.add_argument("volume", help="a .nii/.nii.gz file, a DICOM series folder or a .zip of one series")
+    p.add_argument("--run", required=True, help="run directory (config.json + weights)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens")
+    p.add_argument("--beams", type=int, default=None, help="beam width (1 = greedy, the paper's setting)")
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from engine.inference import InferenceSession
+
+    session = InferenceSession.load(args.run, device=args.device)
+    overrides = {
+        k: v
+        for k, v in (
+            ("max_new_tokens", args.max_new_tokens),
+            ("num_beams", args.beams),
+            ("repetition_penalty", args.repetition_penalty),
+        )
+        if v is not None
+    }
+    settings = dataclasses.replace(session.settings, **overrides)
+    result = session.report(args.volume, settings)
+    if args.json:
+        print(json.dumps({
+            "volume": result.source,
+            "run": str(session.run.root),
+            "variant": session.run.config.variant,
+            "probabilities": result.probabilities,
+            "positives": result.positives,
+            "report": result.report,
+            "finished": result.finished,
+            "timings": result.timings,
+        }, indent=2))
+        return 0
+    width = max(len(n) for n in result.probabilities)
+    print(f"{result.source}  (run {session.run.root.name}, variant {session.run.config.variant})\n")
+    print(f"{'finding':<{width}}  probability  threshold")
+    for (name, prob), thr in zip(result.probabilities.items(), session.thresholds):
+        mark = "  *" if prob >= thr else ""
+        print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}{mark}")
+    print("\n* at or above the finding's threshold\n")
+    print("Findings (generated draft):")
+    print(result.report or "(empty)")
+    if not result.finished:
+        print(f"[cut at {result.n_tokens} tokens]")
+    t = result.timings
+    print(f"\n{t['total_s']:.1f} s: read {t['load_s']:.1f}, preprocess {t['preprocess_s']:.1f}, "
+          f"encode {t['encode_s']:.1f}, generate {t['generate_s']:.1f}")
+    return 0

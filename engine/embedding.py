@@ -1,0 +1,108 @@
+"""Filling the embedding cache: each volume is read, preprocessed and encoded once (the encoder and
+the classifier are frozen). Volumes are read and preprocessed in DataLoader worker processes while
+the main process encodes; a rerun skips cached volumes, and a crash loses at most the volumes in
+flight because every entry is written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from engine.cache import CacheIdentity, EmbeddingCache
+from engine.errors import Rad3dError
+from engine.preprocess import PreprocessConfig, preprocess
+
+
+def file_fingerprint(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a weights file (first 16 hex digits): the cache records which weights made it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def encoder_identity(name: str, config_dict: dict, weights_path: str | Path) -> str:
+    config_hash = hashlib.sha256(repr(sorted(config_dict.items())).encode()).hexdigest()[:12]
+    return f"{name}:{config_hash}:{file_fingerprint(weights_path)}"
+
+
+class _PreprocessedVolumes(Dataset):
+    """Worker-side reading and preprocessing; failures come back as messages, not exceptions, so
+    one bad volume does not stop the others."""
+
+    def __init__(self, dataset, names: list[str], config: PreprocessConfig):
+        self.dataset, self.names, self.config = dataset, names, config
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int):
+        name = self.names[i]
+        try:
+            return name, preprocess(self.dataset.load_volume(name), self.config), None
+        except Rad3dError as err:
+            return name, None, str(err)
+
+
+@dataclass
+class EmbedSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def embed_dataset(
+    dataset,
+    names: list[str],
+    encoder: torch.nn.Module,
+    preprocess_config: PreprocessConfig,
+    cache: EmbeddingCache,
+    *,
+    classifier: torch.nn.Module | None = None,
+    workers: int = 2,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> EmbedSummary:
+    from tqdm.auto import tqdm
+
+    summary = EmbedSummary()
+    todo = [n for n in names if n not in cache]
+    summary.skipped = len(names) - len(todo)
+    if not todo:
+        return summary
+    loader = DataLoader(
+        _PreprocessedVolumes(dataset, todo, preprocess_config),
+        batch_size=None,  # one volume at a time: full-size volumes are ~220 MB each
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+    )
+    encoder.eval().to(device)
+    if classifier is not None:
+        classifier.eval().to(device)
+    bar = tqdm(total=len(todo), desc="embed", unit="vol", disable=not progress)
+    for name, x, error in loader:
+        if error is not None:
+            summary.failed[name] = error
+        else:
+            latent = encoder(x.unsqueeze(0).to(device))
+            logits = classifier(latent)[0].float().cpu().numpy() if classifier is not None else None
+            cache.put(name, latent[0].float().cpu().numpy(), logits)
+            summary.done += 1
+        bar.update(1)
+        bar.set_postfix(failed=len(summary.failed))
+    bar.close()
+    return summary
+
+
+def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preprocess_config: PreprocessConfig, latent_dim: int) -> CacheIdentity:
+    return CacheIdentity(
+        encoder=encoder_identity(encoder_name, encoder_config, weights),
+        preprocess=preprocess_config.fingerprint(),
+        latent_dim=latent_dim,
+    )

@@ -1,0 +1,213 @@
+"""ReportGenerator: connector (prefix mapper) + causal-LM decoder, wired per variant.
+
+Training sequence (ClipCap convention: no BOS token; the prefix takes its place):
+
+    inputs  [ prefix_1 … prefix_P | emb(report_1) … emb(report_T) emb(EOS) | padding ]
+    labels  [   -100  …   -100    |   report_1   …   report_T      EOS     |  -100   ]
+
+so the loss is the NLL of the report tokens (and the closing EOS) given the prefix and the tokens
+before them; prefix positions and padding never count. Generation starts from the prefix alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from engine.connectors import ConnectorConfig, build_connector
+from engine.decoders.loading import freeze, unfreeze
+from engine.decoders.lora import LoraSettings, apply_lora
+from engine.errors import CheckpointError, ConfigError
+from engine.variants import get_variant
+
+IGNORE_INDEX = -100  # positions the cross-entropy skips (transformers' convention)
+
+
+@dataclass(frozen=True)
+class ReportGeneratorConfig:
+    variant: str
+    connector: ConnectorConfig
+    decoder_mode: str  # "frozen", "full" (fine-tuned) or "lora"
+
+    def to_dict(self) -> dict:
+        return {"variant": self.variant, "connector": self.connector.to_dict(), "decoder_mode": self.decoder_mode}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | None = None) -> "ReportGeneratorConfig":
+        try:
+            return cls(
+                variant=str(data["variant"]),
+                connector=ConnectorConfig.from_dict(dict(data["connector"]), source),
+                decoder_mode=str(data["decoder_mode"]),
+            )
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"not a report generator config (missing {err})", source) from None
+
+
+class ReportGenerator(nn.Module):
+    def __init__(self, config: ReportGeneratorConfig, decoder: nn.Module, lora: LoraSettings | None = None):
+        super().__init__()
+        if config.decoder_mode not in ("frozen", "full", "lora"):
+            raise ConfigError(f"decoder_mode must be frozen, full or lora, got {config.decoder_mode!r}")
+        d_llm = decoder.get_input_embeddings().embedding_dim
+        if d_llm != config.connector.d_llm:
+            raise ConfigError(f"connector d_llm {config.connector.d_llm} does not match the decoder's {d_llm}")
+        self.config = config
+        self.connector = build_connector(config.connector)
+        if config.decoder_mode == "full":
+            unfreeze(decoder)
+        else:
+            freeze(decoder)
+            if config.decoder_mode == "lora":
+                decoder = apply_lora(decoder, lora or LoraSettings())
+        self.decoder = decoder
+
+    @property
+    def uses_logits(self) -> bool:
+        return self.config.connector.n_labels > 0
+
+    @property
+    def prefix_len(self) -> int:
+        return self.config.connector.prefix_len
+
+    def train(self, mode: bool = True) -> "ReportGenerator":
+        super().train(mode)
+        if self.config.decoder_mode == "frozen":
+            self.decoder.eval()  # a frozen decoder keeps dropout off while the connector trains
+        return self
+
+    def prefix(self, embedding: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d_embed) latent [+ (B, n_labels) logits, detached] → (B, P, d_llm) in the decoder's dtype."""
+        prefix = self.connector(embedding, logits if self.uses_logits else None)
+        return prefix.to(self.decoder.get_input_embeddings().weight.dtype)
+
+    def build_inputs(
+        self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs_embeds, attention_mask, labels) for the prefix followed by right-padded report tokens."""
+        b, p = prefix.shape[:2]
+        tokens = self.decoder.get_input_embeddings()(input_ids)
+        inputs_embeds = torch.cat((prefix, tokens), dim=1)
+        prefix_mask = torch.ones(b, p, dtype=attention_mask.dtype, device=attention_mask.device)
+        mask = torch.cat((prefix_mask, attention_mask), dim=1)
+        report_labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        prefix_labels = torch.full((b, p), IGNORE_INDEX, dtype=input_ids.dtype, device=input_ids.device)
+        return inputs_embeds, mask, torch.cat((prefix_labels, report_labels), dim=1)
+
+    def loss(
+        self,
+        embedding: torch.Tensor,
+        logits: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean NLL of the report tokens given the prefix (prefix positions and padding masked)."""
+        inputs_embeds, mask, labels = self.build_inputs(self.prefix(embedding, logits), input_ids, attention_mask)
+        return self.decoder(inputs_embeds=inputs_embeds, attention_mask=mask, labels=labels).loss
+
+    forward = loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights a run directory stores: every trainable parameter (connector; plus the decoder
+        for V-1/baseline, or its LoRA adapters), by name. The frozen decoder comes from its own folder."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str | None = None) -> None:
+        """Copy `state` into the trainable parameters; CheckpointError naming missing, unexpected or
+        mis-shaped keys (`source`: the file, for the message)."""
+        expected = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        problems = [f"missing {k}" for k in sorted(set(expected) - set(state))]
+        problems += [f"unexpected {k}" for k in sorted(set(state) - set(expected))]
+        problems += [
+            f"{k}: shape {tuple(state[k].shape)} in the checkpoint, {tuple(p.shape)} in the model"
+            for k, p in expected.items()
+            if k in state and tuple(state[k].shape) != tuple(p.shape)
+        ]
+        if problems:
+            shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+            raise CheckpointError(f"weights do not fit variant {self.config.variant}: {shown}", source)
+        with torch.no_grad():
+            for k, p in expected.items():
+                p.copy_(state[k])
+
+    def count_parameters(self) -> tuple[int, int]:
+        """(trainable, frozen) parameter counts; tied weights are counted once."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        return trainable, frozen
+
+    @torch.no_grad()
+    def generate(self, embedding: torch.Tensor, logits: torch.Tensor | None, tokenizer, settings=None, **kwargs):
+        """Reports for a batch of latents: see engine.generation.generate_from_prefix."""
+        from engine.generation import GenerationSettings, generate_from_prefix
+
+        return generate_from_prefix(
+            self.decoder, tokenizer, self.prefix(embedding, logits), settings=settings or GenerationSettings(), **kwargs
+        )
+
+
+def build_report_generator(
+    variant: str,
+    decoder: nn.Module,
+    *,
+    d_embed: int = 512,
+    n_labels: int = 18,
+    prefix_len: int = 10,
+    clip_len: int = 10,
+    n_layers: int = 8,
+    n_heads: int = 8,
+    lora: LoraSettings | None = None,
+) -> ReportGenerator:
+    """The generator of a named variant (engine.variants) on `decoder`. With `lora`, a variant whose
+    decoder would be fine-tuned or frozen gets LoRA adapters instead."""
+    spec = get_variant(variant)
+    connector = ConnectorConfig(
+        kind=spec.connector,
+        d_embed=d_embed,
+        n_labels=n_labels if spec.uses_logits else 0,
+        d_llm=decoder.get_input_embeddings().embedding_dim,
+        prefix_len=spec.prefix_len or prefix_len,
+        clip_len=clip_len,
+        n_layers=n_layers,
+        n_heads=n_heads,
+    )
+    mode = "lora" if lora is not None else ("full" if spec.decoder_trainable else "frozen")
+    return ReportGenerator(ReportGeneratorConfig(spec.name, connector, mode), decoder, lora)
+
+
+def encode_reports(
+    tokenizer, reports: Sequence[str], max_tokens: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), right-padded: each report's tokens without special tokens, then
+    EOS so the model learns to stop. `max_tokens` truncates the text tokens (EOS kept)."""
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("the tokenizer has no EOS token")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for text in reports:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if max_tokens is not None:
+            ids = ids[: max(max_tokens - 1, 0)]
+        rows.append(ids + [tokenizer.eos_token_id])
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "ReportGenerator",
+    "ReportGeneratorConfig",
+    "build_report_generator",
+    "encode_reports",
+]

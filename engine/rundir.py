@@ -1,0 +1,206 @@
+"""The run directory: everything needed to run inference, and nothing else.
+
+    RUN/config.json              RunConfig below (component configs, paths, settings)
+    RUN/encoder.safetensors      encoder weights (CT-CLIP key names), unless config points elsewhere
+    RUN/classifier.safetensors   AbnormalityHead weights
+    RUN/connector.safetensors    the trained prefix mapper
+    RUN/decoder.safetensors      only when the decoder itself was trained (V-1, baseline, LoRA)
+    RUN/metrics.csv              the training log (not needed for inference)
+
+Paths in config.json are relative to RUN unless absolute, so a run folder can be moved together
+with what it references (the demo keeps its LLM next to its runs), while a multi-GB CT-CLIP
+checkpoint or LLaMA folder can stay where the user keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+RUN_FORMAT = "rad3d-run/1"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class EncoderSpec:
+    name: str  # a name in engine.encoders.ENCODERS
+    config: dict  # that encoder's config as a dict
+    weights: str  # file (relative to the run) or absolute path
+
+
+@dataclass
+class ClassifierSpec:
+    config: dict  # AbnormalityHeadConfig as a dict
+    weights: str
+    thresholds: list[float]  # per-label decision thresholds chosen on validation
+
+
+@dataclass
+class DecoderSpec:
+    path: str  # a local Hugging Face causal LM folder
+    gguf_file: str | None = None  # a GGUF file inside `path`, de-quantised on load
+    weights: str | None = None  # trained decoder weights (V-1, baseline, LoRA adapters)
+
+
+@dataclass
+class RunConfig:
+    variant: str
+    label_set: dict  # engine.labels.LabelSet.to_dict()
+    preprocess: dict  # engine.preprocess.PreprocessConfig.to_dict()
+    encoder: EncoderSpec
+    classifier: ClassifierSpec
+    generator: dict  # engine.model.ReportGeneratorConfig.to_dict()
+    decoder: DecoderSpec
+    connector_weights: str = "connector.safetensors"
+    generation: dict = field(default_factory=dict)  # engine.generation.GenerationSettings fields
+    notes: dict = field(default_factory=dict)  # provenance: versions, commands, data
+
+    def to_dict(self) -> dict:
+        return {"format": RUN_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | Path | None = None) -> "RunConfig":
+        if data.get("format") != RUN_FORMAT:
+            raise ConfigError(f"not a rad3d run config (format {data.get('format')!r}, expected {RUN_FORMAT!r})", source)
+        try:
+            return cls(
+                variant=str(data["variant"]),
+                label_set=dict(data["label_set"]),
+                preprocess=dict(data["preprocess"]),
+                encoder=EncoderSpec(**data["encoder"]),
+                classifier=ClassifierSpec(**data["classifier"]),
+                generator=dict(data["generator"]),
+                decoder=DecoderSpec(**data["decoder"]),
+                connector_weights=str(data.get("connector_weights", "connector.safetensors")),
+                generation=dict(data.get("generation", {})),
+                notes=dict(data.get("notes", {})),
+            )
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"incomplete run config ({err})", source) from None
+
+
+@dataclass
+class RunDir:
+    root: Path
+    config: RunConfig
+
+    def resolve(self, path: str | None) -> Path | None:
+        if path is None:
+            return None
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else (self.root / p).resolve()
+
+    def required_files(self) -> dict[str, Path]:
+        """What inference reads, by role; every one must exist."""
+        cfg = self.config
+        files = {
+            "encoder weights": self.resolve(cfg.encoder.weights),
+            "classifier weights": self.resolve(cfg.classifier.weights),
+            "connector weights": self.resolve(cfg.connector_weights),
+            "decoder": self.resolve(cfg.decoder.path),
+        }
+        if cfg.decoder.weights:
+            files["decoder weights"] = self.resolve(cfg.decoder.weights)
+        return files  # type: ignore[return-value]
+
+    def check(self) -> None:
+        """Raise one ConfigError naming every missing file of the run."""
+        missing = [f"{role} ({path})" for role, path in self.required_files().items() if not path.exists()]
+        if missing:
+            raise ConfigError("run directory is incomplete, missing: " + "; ".join(missing), self.root)
+
+
+def save_run_config(root: str | Path, config: RunConfig) -> Path:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / CONFIG_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def open_run(root: str | Path, *, check: bool = True) -> RunDir:
+    root = Path(root)
+    path = root / CONFIG_FILE
+    if not root.is_dir():
+        raise ConfigError("no such run directory", root)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("not a run directory (config.json missing)", root) from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config.json is not valid JSON ({err})", path) from None
+    run = RunDir(root.resolve(), RunConfig.from_dict(data, path))
+    if check:
+        run.check()
+    return run
+
+
+def write_run(
+    root: str | Path,
+    *,
+    label_set,
+    preprocess,
+    encoder_name: str,
+    encoder,
+    classifier,
+    thresholds,
+    generator,
+    decoder_path: str | Path,
+    gguf_file: str | None = None,
+    generation=None,
+    notes: dict | None = None,
+    encoder_weights: str | Path | None = None,
+    relative_decoder: bool = False,
+) -> RunDir:
+    """Save trained modules and their configs as a run directory that `InferenceSession.load` reads.
+
+    encoder_weights: an existing weights file (e.g. a CT-CLIP checkpoint) to reference instead of
+    writing the encoder's weights into the run. The decoder is referenced by path; its weights are
+    written only when they were trained (V-1, baseline, LoRA). relative_decoder stores the decoder
+    path relative to the run, for a run shipped together with its LLM (the demo)."""
+    from safetensors.torch import save_file
+
+    from engine.encoders.checkpoint import save_encoder_weights
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def tensors(module) -> dict:
+        return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+    if encoder_weights is None:
+        save_encoder_weights(encoder, root / "encoder.safetensors")
+        encoder_file = "encoder.safetensors"
+    else:
+        encoder_file = str(Path(encoder_weights).resolve())
+    save_file(tensors(classifier), str(root / "classifier.safetensors"))
+    save_file(tensors(generator.connector), str(root / "connector.safetensors"))
+    decoder_weights = None
+    if generator.config.decoder_mode != "frozen":
+        trained = {k: v for k, v in generator.decoder.named_parameters() if v.requires_grad}
+        save_file({k: v.detach().cpu().contiguous() for k, v in trained.items()}, str(root / "decoder.safetensors"))
+        decoder_weights = "decoder.safetensors"
+    decoder_path = Path(decoder_path).resolve()
+    decoder_ref = os.path.relpath(decoder_path, root.resolve()) if relative_decoder else str(decoder_path)
+
+    config = RunConfig(
+        variant=generator.config.variant,
+        label_set=label_set.to_dict(),
+        preprocess=preprocess.to_dict(),
+        encoder=EncoderSpec(name=encoder_name, config=encoder.cfg.to_dict(), weights=encoder_file),
+        classifier=ClassifierSpec(
+            config=classifier.config.to_dict(), weights="classifier.safetensors", thresholds=[float(t) for t in thresholds]
+        ),
+        generator=generator.config.to_dict(),
+        decoder=DecoderSpec(path=decoder_ref, gguf_file=gguf_file, weights=decoder_weights),
+        generation=dict(vars(generation)) if generation is not None else {},
+        notes=dict(notes or {}),
+    )
+    save_run_config(root, config)
+    return open_run(root)

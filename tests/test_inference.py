@@ -1,0 +1,138 @@
+"""The inference session and run directory, end to end on tiny models: a run written to disk and
+loaded back computes exactly what its parts compute, and broken runs are refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+from engine.decoders import load_causal_lm
+from engine.encoders import ENCODERS
+from engine.errors import CheckpointError, ConfigError
+from engine.generation import GenerationSettings
+from engine.inference import InferenceSession
+from engine.labels import ct_rate
+from engine.model import build_report_generator
+from engine.preprocess import PreprocessConfig, preprocess
+from engine.rundir import open_run, write_run
+from engine.volume import Volume
+from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+
+# The fixture encoder takes (B, 1, 20, 48, 48): a 360 x 360 x 300 mm field of view on this grid.
+SMALL_GRID = PreprocessConfig(spacing_mm=(7.5, 7.5, 15.0), shape_xyz=(48, 48, 20))
+SETTINGS = GenerationSettings(max_new_tokens=12)
+
+
+def chest_like_volume(seed: int = 0) -> Volume:
+    """Air around an elliptic soft-tissue body with two low-density 'lungs' (HU, L-P-S order)."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(np.arange(120), np.arange(110), np.arange(60), indexing="ij")
+    hu = np.full(x.shape, -1000.0, dtype=np.float32)
+    body = ((x - 60) / 52) ** 2 + ((y - 55) / 40) ** 2 <= 1
+    hu[body] = 40.0
+    for cx in (38, 82):
+        hu[body & (((x - cx) / 18) ** 2 + ((y - 52) / 26) ** 2 <= 1)] = -850.0
+    hu += rng.normal(0, 15, hu.shape).astype(np.float32)
+    return Volume(hu=hu, spacing_mm=(3.0, 3.0, 5.0), source=f"chest-like-{seed}")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_gpt2_dir):
+    torch.manual_seed(0)
+    encoder = ENCODERS.build("ctvit", "ctclip-small-fixture")
+    torch.nn.init.normal_(encoder.visual_transformer.vq._codebook.embed)  # a codebook that varies
+    encoder.visual_transformer.vq._codebook.initted.fill_(1)
+    classifier = AbnormalityHead(AbnormalityHeadConfig(in_dim=encoder.cfg.dim_latent, n_labels=18))
+    decoder, _ = load_causal_lm(tiny_gpt2_dir)
+    generator = build_report_generator("v3", decoder, d_embed=encoder.cfg.dim_latent, n_labels=18,
+                                       prefix_len=4, clip_len=4, n_layers=2, n_heads=4)
+    thresholds = np.linspace(0.2, 0.8, 18)
+    root = tmp_path_factory.mktemp("run")
+    write_run(root, label_set=ct_rate(), preprocess=SMALL_GRID, encoder_name="ctvit", encoder=encoder,
+              classifier=classifier, thresholds=thresholds, generator=generator, decoder_path=tiny_gpt2_dir,
+              generation=SETTINGS)
+    return root, encoder, classifier, generator
+
+
+def test_loaded_run_reproduces_its_parts(tiny_run):
+    root, encoder, classifier, generator = tiny_run
+    session = InferenceSession.load(root, device="cpu")
+    volume = chest_like_volume()
+    result = session.report(volume)
+
+    with torch.no_grad():
+        latent = encoder(preprocess(volume, SMALL_GRID).unsqueeze(0))
+        logits = classifier(latent)
+        expected = generator.generate(latent, logits, session.tokenizer, SETTINGS)
+    probs = torch.sigmoid(logits)[0].numpy()
+    assert list(result.probabilities) == list(ct_rate().names)
+    np.testing.assert_allclose(list(result.probabilities.values()), probs, atol=1e-6)
+    assert result.positives == [n for n, p, t in zip(ct_rate().names, probs, np.linspace(0.2, 0.8, 18)) if p >= t]
+    assert result.report == expected.texts[0] and result.report
+    assert result.prefix.shape == (4, generator.config.connector.d_llm)
+    assert set(result.timings) == {"load_s", "preprocess_s", "encode_s", "generate_s", "total_s"}
+
+
+def test_logits_change_the_v3_prefix(tiny_run):
+    root = tiny_run[0]
+    session = InferenceSession.load(root, device="cpu")
+    latent = torch.randn(1, 32)
+    a = session.prefixes(latent, torch.zeros(1, 18))
+    b = session.prefixes(latent, torch.full((1, 18), 4.0))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ConfigError, match="needs classifier logits"):
+        session.prefixes(latent, None)
+
+
+def test_batched_generation_from_cached_latents_matches_single(tiny_run):
+    session = InferenceSession.load(tiny_run[0], device="cpu")
+    torch.manual_seed(1)
+    latents, logits = torch.randn(5, 32), torch.randn(5, 18)
+    batch = session.generate(latents, logits).texts
+    alone = [session.generate(latents[i : i + 1], logits[i : i + 1]).texts[0] for i in range(5)]
+    assert batch == alone
+    assert len(set(batch)) > 1, "different cases should give different reports"
+
+
+def test_report_command_prints_probabilities_and_report(tiny_run, tmp_path, capsys):
+    import nibabel as nib
+
+    import cli
+
+    volume = chest_like_volume(1)
+    path = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(volume.hu.astype(np.int16), np.diag([-3.0, -3.0, 5.0, 1.0])), path)
+    assert cli.main(["report", str(path), "--run", str(tiny_run[0]), "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["probabilities"]) == list(ct_rate().names)
+    assert all(0.0 <= p <= 1.0 for p in out["probabilities"].values())
+    assert isinstance(out["report"], str) and out["report"]
+    assert cli.main(["report", str(path), "--run", str(tiny_run[0]), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "Pleural effusion" in text and "Findings (generated draft):" in text
+
+
+def test_incomplete_or_mismatched_runs_are_refused_by_name(tiny_run, tmp_path):
+    import shutil
+
+    root = tiny_run[0]
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    (broken / "connector.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"missing: connector weights \(.*connector.safetensors\)"):
+        open_run(broken)
+
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(root, mismatched)
+    cfg = json.loads((mismatched / "config.json").read_text())
+    cfg["generator"]["connector"]["n_layers"] = 3
+    (mismatched / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="connector.safetensors"):
+        InferenceSession.load(mismatched, device="cpu")
+
+    with pytest.raises(ConfigError, match="config.json missing"):
+        open_run(tmp_path)
