@@ -12,6 +12,15 @@ import sys
 COMMAND_MODULES = [
     "engine.commands.synth",
     "engine.commands.scan",
+    "engine.commands.params",
+    "engine.commands.embed",
+    "engine.commands.report",
+    "ui.commands.app",
+    "study.commands.metrics",
+    "study.commands.compare",
+    "training.commands.train",
+    "training.commands.evaluate",
+    "training.commands.sweep",
 ]
 
 

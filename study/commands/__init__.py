@@ -1,0 +1,1 @@
+"""`rad3d` subcommands offered by study/: metrics and compare."""

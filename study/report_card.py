@@ -1,0 +1,115 @@
+"""Writing an evaluation folder (metrics.json, metrics.md, per_case.csv, predictions.csv) and a
+comparison (comparison.json, comparison.md), and reading an evaluation folder back."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from engine.errors import DatasetError
+
+FILES = ("metrics.json", "metrics.md", "per_case.csv", "predictions.csv")
+
+
+def _num(v: float, digits: int = 4) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _json_value(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def write_evaluation(result, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.predictions.to_csv(out / "predictions.csv", index=False)
+    result.per_case.to_csv(out / "per_case.csv", index=False)
+    doc = dict(result.info)
+    doc["metrics"] = [{k: _json_value(v) for k, v in vars(m).items()} for m in result.metrics]
+    doc["skipped"] = result.skipped
+    (out / "metrics.json").write_text(json.dumps(doc, indent=1))
+    (out / "metrics.md").write_text(metrics_markdown(doc))
+    return out
+
+
+def metrics_markdown(doc: dict) -> str:
+    boot = doc["bootstrap"]
+    lines = [
+        f"# Metrics: run {doc['run']}, variant {doc['variant']} ({doc['n_cases']} cases)",
+        "",
+        f"Text convention for n-gram metrics: {doc['text_convention']}.",
+        f"BERTScore encoder: {doc.get('bertscore_encoder') or 'none'} (on raw text; not comparable with roberta-large scores).",
+        f"95% CI: {boot['interval']} bootstrap over cases, {boot['resamples']} resamples, seed {boot['seed']}.",
+        f"Label set: {doc['label_set']['name']}; uncertain findings count as {doc['uncertain_as']}.",
+        "",
+        "| metric | value | 95% CI | implementation |",
+        "|---|---|---|---|",
+    ]
+    for m in doc["metrics"]:
+        if m["group"] == "finding":
+            continue
+        lines.append(f"| {m['label']} | {_num(m['value'])} | {_num(m['ci_low'])} – {_num(m['ci_high'])} | {m['implementation']} |")
+    for s in doc.get("skipped", []):
+        lines.append(f"| {s['label']} | — | — | {s['reason']} |")
+    lines += ["", "## Per finding (F1, precision, recall)", "", "| finding | F1 | 95% CI | precision | recall |",
+              "|---|---|---|---|---|"]
+    by_key = {m["key"]: m for m in doc["metrics"]}
+    for name in doc["label_set"]["names"]:
+        f1 = by_key.get(f"f1:{name}")
+        if f1 is None:
+            continue
+        p, r = by_key[f"precision:{name}"], by_key[f"recall:{name}"]
+        lines.append(f"| {name} | {_num(f1['value'])} | {_num(f1['ci_low'])} – {_num(f1['ci_high'])} | "
+                     f"{_num(p['value'])} | {_num(r['value'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def read_evaluation(folder: str | Path) -> tuple[dict, pd.DataFrame]:
+    """metrics.json and per_case.csv of an evaluation folder, with a clear error if either is missing."""
+    folder = Path(folder)
+    meta_path, cases_path = folder / "metrics.json", folder / "per_case.csv"
+    for p in (meta_path, cases_path):
+        if not p.is_file():
+            raise DatasetError(f"not an evaluation folder (no {p.name}; make one with `rad3d metrics`)", folder)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"unreadable metrics.json ({err})", meta_path) from None
+    if "label_set" not in meta or "n_cases" not in meta:
+        raise DatasetError("metrics.json lacks label_set or n_cases (not written by rad3d metrics)", meta_path)
+    cases = pd.read_csv(cases_path, dtype={"VolumeName": str}, keep_default_na=False, na_values=[""])
+    return meta, cases
+
+
+def write_comparison(comparison: dict, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(comparison, indent=1, default=_json_value))
+    (out / "comparison.md").write_text(comparison_markdown(comparison))
+    return out
+
+
+def comparison_markdown(c: dict) -> str:
+    boot = c["bootstrap"]
+    lines = [
+        f"# Paired comparison: B = {c['b']['label']} vs A = {c['a']['label']} ({c['n_cases']} shared cases)",
+        "",
+        f"Difference B − A with 95% {boot['interval']} interval and two-sided p-value from a paired bootstrap "
+        f"over cases ({boot['resamples']} resamples, seed {boot['seed']}). Text convention: {c['text_convention']}.",
+        "",
+        "| metric | A | B | B − A | 95% CI | p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in c["metrics"]:
+        if m["group"] == "finding":
+            continue
+        p = m["p_value"]
+        p_text = "n/a" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.4f}"
+        lines.append(f"| {m['label']} | {_num(m['value_a'])} | {_num(m['value_b'])} | {_num(m['difference'])} | "
+                     f"{_num(m['ci_low'])} – {_num(m['ci_high'])} | {p_text} |")
+    for s in c.get("not_compared", []):
+        lines.append(f"| {s['key']} | — | — | — | — | not compared: {s['reason']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,53 @@
+"""Case bootstrap intervals and paired comparisons."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.bootstrap import bootstrap, mean_statistic, paired_bootstrap, resample_counts
+
+MEAN = [mean_statistic("score", "score", "test", "mean", "score")]
+
+
+def _table(values):
+    return pd.DataFrame({"score": values, "_one": np.ones(len(values))})
+
+
+def test_resample_counts_are_seeded_multinomial():
+    a = np.concatenate(list(resample_counts(30, 600, seed=3)))
+    b = np.concatenate(list(resample_counts(30, 600, seed=3)))
+    assert a.shape == (600, 30) and np.array_equal(a, b)
+    assert (a.sum(axis=1) == 30).all()
+    assert not np.array_equal(a, np.concatenate(list(resample_counts(30, 600, seed=4))))
+    assert a.mean() == pytest.approx(1.0, abs=0.02)
+
+
+def test_interval_shrinks_with_more_cases():
+    rng = np.random.default_rng(0)
+    small = bootstrap(_table(rng.beta(2, 5, 50)), MEAN, resamples=2000, seed=1)["score"]
+    large = bootstrap(_table(rng.beta(2, 5, 800)), MEAN, resamples=2000, seed=1)["score"]
+    width_small, width_large = small.ci_high - small.ci_low, large.ci_high - large.ci_low
+    # Width scales like 1/sqrt(n): sqrt(800/50) = 4.
+    assert 2.5 < width_small / width_large < 6
+    assert small.ci_low < small.value < small.ci_high
+    # sd of Beta(2,5) is 0.16; a 95% interval of the mean spans about 3.92·sd/sqrt(n).
+    assert width_large == pytest.approx(3.92 * 0.16 / np.sqrt(800), rel=0.2)
+
+
+def test_paired_comparison_with_itself_is_null():
+    t = _table(np.random.default_rng(1).random(200))
+    est = paired_bootstrap(t, t, MEAN, resamples=1000, seed=0)["score"]
+    assert est.difference == 0 and est.ci_low == 0 and est.ci_high == 0
+    assert est.p_value == pytest.approx(1.0)
+
+
+def test_paired_comparison_detects_clearly_better_run():
+    rng = np.random.default_rng(2)
+    a = rng.random(200)
+    b = np.clip(a + rng.normal(0.05, 0.05, 200), 0, 1)
+    est = paired_bootstrap(_table(a), _table(b), MEAN, resamples=2000, seed=0)["score"]
+    assert est.p_value < 0.01
+    assert 0 < est.ci_low < est.difference < est.ci_high
+    # A shift much smaller than the noise is not significant.
+    c = a + rng.normal(0.0, 0.2, 200)
+    assert paired_bootstrap(_table(a), _table(c), MEAN, resamples=2000, seed=0)["score"].p_value > 0.01
