@@ -46,6 +46,73 @@ class DecoderSpec:
     weights: str | None = None  # trained decoder weights (V-1, baseline, LoRA adapters)
 
 
+IMAGE_MODEL_FORMAT = "rad3d-image-model/1"
+IMAGE_MODEL_FILE = "image_model.json"
+
+
+@dataclass
+class ImageModelConfig:
+    """The frozen image side of a run on its own: encoder + classifier + preprocessing + label set.
+    `rad3d train-encoder` / `train-classifier` write it (IMAGE/image_model.json with weights beside
+    it); `rad3d embed` and `rad3d train` read it, and every run made from it repeats it."""
+
+    label_set: dict
+    preprocess: dict
+    encoder: EncoderSpec
+    classifier: ClassifierSpec
+    notes: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"format": IMAGE_MODEL_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | Path | None = None) -> "ImageModelConfig":
+        if data.get("format") != IMAGE_MODEL_FORMAT:
+            raise ConfigError(f"not a rad3d image model (format {data.get('format')!r})", source)
+        try:
+            return cls(
+                label_set=dict(data["label_set"]),
+                preprocess=dict(data["preprocess"]),
+                encoder=EncoderSpec(**data["encoder"]),
+                classifier=ClassifierSpec(**data["classifier"]),
+                notes=dict(data.get("notes", {})),
+            )
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"incomplete image model config ({err})", source) from None
+
+
+def save_image_model(root: str | Path, config: ImageModelConfig) -> Path:
+    """Write IMAGE/image_model.json (weights paths in it are relative to IMAGE unless absolute)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / IMAGE_MODEL_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def load_image_model(root: str | Path) -> tuple[Path, ImageModelConfig]:
+    """(folder, config) with weights paths made absolute; accepts an image-model folder or a run
+    directory (whose image side is the same thing)."""
+    root = Path(root).resolve()
+    if (root / IMAGE_MODEL_FILE).is_file():
+        path = root / IMAGE_MODEL_FILE
+        try:
+            cfg = ImageModelConfig.from_dict(json.loads(path.read_text()), path)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"not valid JSON ({err})", path) from None
+    else:
+        run = open_run(root, check=False).config
+        cfg = ImageModelConfig(run.label_set, run.preprocess, run.encoder, run.classifier, {})
+    for spec in (cfg.encoder, cfg.classifier):
+        p = Path(spec.weights)
+        spec.weights = str(p if p.is_absolute() else (root / p).resolve())
+        if not Path(spec.weights).is_file():
+            raise ConfigError(f"image model weights missing: {spec.weights}", root)
+    return root, cfg
+
+
 @dataclass
 class RunConfig:
     variant: str

@@ -1,0 +1,1 @@
+"""The app's `rad3d` subcommands."""
