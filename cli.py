@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "study.commands.metrics",
     "study.commands.compare",
     "training.commands.train",
+    "training.commands.train_classifier",
+    "training.commands.train_encoder",
     "training.commands.evaluate",
     "training.commands.sweep",
 ]

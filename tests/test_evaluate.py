@@ -1,0 +1,75 @@
+"""`rad3d evaluate`: predictions for the split with the agreed columns, the reports the run really
+generates for those cases, the metrics files, and refusals (label sets, mixed runs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from engine.cache import EmbeddingCache
+from engine.data import CTRateDataset
+from engine.errors import ConfigError, DatasetError
+from engine.generation import GenerationSettings
+from engine.inference import InferenceSession
+from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from training.evaluate import PREDICTION_COLUMNS, EvaluateConfig, evaluate_run
+from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+FAST = ["--max-new-tokens", "6", "--no-bertscore", "--no-meteor", "--resamples", "50", "--no-progress"]
+
+
+def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run, tmp_path, capsys):
+    import cli
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--run", str(trained_v3_run), "--data", str(training_setup["data"]), "--cache",
+            str(training_setup["cache"]), "--split", "test", "--out", str(out), "--batch-size", "3", *FAST]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| metric | value | 95% CI |" in printed and "BLEU-4" in printed
+
+    predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    test_cases = CTRateDataset.open(training_setup["data"]).split("test")
+    assert predictions["VolumeName"].tolist() == [c.volume_name for c in test_cases]
+    assert predictions["reference"].tolist() == [c.findings for c in test_cases]
+    assert set(predictions["run"]) == {trained_v3_run.name} and set(predictions["variant"]) == {"v3"}
+    assert (predictions["seconds"] > 0).all() and predictions["new_tokens"].between(0, 6).all()
+
+    # Batches of 3 over 4 cases give what the run generates for each case alone (greedy).
+    session = InferenceSession.load(trained_v3_run, device="cpu")
+    cache = EmbeddingCache.open(training_setup["cache"])
+    settings = GenerationSettings(max_new_tokens=6)
+    for row in predictions.itertuples():
+        entry = cache.get(row.VolumeName)
+        alone = session.generate(torch.from_numpy(entry.latent)[None], torch.from_numpy(entry.logits)[None], settings)
+        assert row.generated == alone.texts[0]
+
+    doc = json.loads((out / "metrics.json").read_text())
+    keys = {m["key"] for m in doc["metrics"]}
+    assert {"bleu_1", "bleu_4", "bleu_avg", "rouge_l", "f1_macro", "green_style"} <= keys
+    assert doc["n_cases"] == 4 and doc["generation"]["split"] == "test" and doc["generation"]["max_new_tokens"] == 6
+    assert (out / "metrics.md").is_file() and len(pd.read_csv(out / "per_case.csv")) == 4
+
+    # Another run's predictions never go into the same folder.
+    other = tmp_path / "other-run"
+    shutil.copytree(trained_v3_run, other)
+    with pytest.raises(ConfigError, match="predictions of another run"):
+        evaluate_run(EvaluateConfig(run=str(other), data=str(training_setup["data"]), cache=str(training_setup["cache"]),
+                                    out=str(out), bertscore=False, meteor=False, resamples=50), progress=False)
+
+
+def test_evaluate_refuses_a_dataset_with_another_label_set(training_setup, trained_v3_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(training_setup["data"], data)
+    labels = pd.read_csv(data / "labels.csv")
+    labels.drop(columns=["Emphysema"]).to_csv(data / "labels.csv", index=False)
+    with pytest.raises(DatasetError, match=r"lacks label columns \['Emphysema'\]"):
+        evaluate_run(EvaluateConfig(run=str(trained_v3_run), data=str(data), cache=str(training_setup["cache"]),
+                                    out=str(tmp_path / "eval"), limit=1, bertscore=False, meteor=False), progress=False)
+    assert not (tmp_path / "eval").exists()

@@ -1,0 +1,175 @@
+"""Training checkpoints of a connector run, and its per-step log.
+
+    RUN/checkpoints/last/   trainable.safetensors   every trainable tensor (connector; decoder or LoRA when trained)
+                            optimizer.pt            AdamW state (torch.save; loaded with weights_only=True)
+                            scheduler.pt            LR scheduler state
+                            rng.pt                  torch CPU (and CUDA) RNG states
+                            state.json              TrainState: step, epoch, batches done, best so far
+    RUN/checkpoints/best/   trainable.safetensors + state.json of the lowest validation loss
+    RUN/metrics.csv         one row per optimiser step: step, epoch, loss, lr, val_loss, samples_per_s
+
+Only trainable tensors are saved (accelerate's save_state would write the whole frozen LLM every
+time). A checkpoint folder is written beside its target and renamed into place, so the one that
+exists is complete; the previous one stays as `last.old` until the new one is in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.errors import CheckpointError
+
+CHECKPOINTS = "checkpoints"
+METRICS_FILE = "metrics.csv"
+METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "val_loss", "samples_per_s")
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimiser steps done
+    epoch: int = 0  # the epoch in progress (or next to start)
+    batches_done: int = 0  # batches of `epoch` already trained on (per process)
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    finished: bool = False
+    run_config: dict | None = None  # TrainConfig.identity() of the run that wrote it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: Path) -> "TrainState":
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise CheckpointError(f"unreadable training state ({err})", source) from None
+
+
+def checkpoint_dir(run: Path, name: str) -> Path:
+    return Path(run) / CHECKPOINTS / name
+
+
+def save_checkpoint(
+    run: Path,
+    name: str,
+    state: TrainState,
+    trainable: dict[str, torch.Tensor],
+    *,
+    optimizer=None,
+    scheduler=None,
+) -> Path:
+    """Write checkpoint `name` (last / best) atomically."""
+    target = checkpoint_dir(run, name)
+    tmp = target.with_name(name + ".tmp")
+    old = target.with_name(name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scheduler is not None:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    if optimizer is not None:
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+        torch.save(rng, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=1))
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def find_checkpoint(run: Path, name: str = "last") -> Path | None:
+    """The complete checkpoint `name`, or the previous one when a crash hit between the renames."""
+    for candidate in (checkpoint_dir(run, name), checkpoint_dir(run, name + ".old")):
+        if (candidate / "state.json").is_file() and (candidate / "trainable.safetensors").is_file():
+            return candidate
+    return None
+
+
+def read_state(folder: Path) -> TrainState:
+    path = folder / "state.json"
+    try:
+        return TrainState.from_dict(json.loads(path.read_text()), path)
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read training state ({err})", path) from None
+
+
+def read_trainable(folder: Path) -> dict[str, torch.Tensor]:
+    path = folder / "trainable.safetensors"
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own types for truncated files
+        raise CheckpointError(f"cannot read checkpoint weights ({err})", path) from None
+
+
+def load_optimizer_state(folder: Path, optimizer, scheduler) -> None:
+    """Restore optimiser, scheduler and RNG states saved with the weights in `folder`."""
+    for file, obj in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
+        path = folder / file
+        try:
+            obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint lacks {file}", folder) from None
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{file} does not fit this run ({err})", path) from None
+    rng_path = folder / "rng.pt"
+    if rng_path.is_file():
+        rng = torch.load(rng_path, map_location="cpu", weights_only=True)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(list(rng["cuda"]))
+
+
+class MetricsLog:
+    """RUN/metrics.csv, appended a row per step. On resume, rows after the checkpoint's step are
+    dropped first (those steps are trained again), so every step appears once."""
+
+    def __init__(self, run: Path, *, resume_step: int | None):
+        self.path = Path(run) / METRICS_FILE
+        rows = []
+        if resume_step is not None and self.path.is_file():
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+        self._file = self.path.open("a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+
+    def write(self, **row) -> None:
+        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def read_metrics(run: Path):
+    """RUN/metrics.csv as a DataFrame (empty val_loss cells as NaN)."""
+    import pandas as pd
+
+    return pd.read_csv(Path(run) / METRICS_FILE)

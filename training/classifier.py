@@ -1,0 +1,292 @@
+"""`rad3d train-classifier`: the 18-label AbnormalityHead on cached latents of a frozen encoder.
+
+Class-weighted BCE with positive weights from the train split's prevalence; the epoch with the
+lowest validation loss is kept (early stop after `patience` epochs without improvement); per-class
+thresholds are chosen on valid; the report covers valid and test. The head trains on standardised
+latents (train mean/std) and is saved with that affine folded into its first layer, so the saved
+head takes the raw cached latent, as inference gives it. Afterwards every cached case gets its
+logits (`EmbeddingCache.set_logits`), which V-3 reads.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.cache import EmbeddingCache
+from engine.classifier import (
+    AbnormalityHead,
+    AbnormalityHeadConfig,
+    choose_thresholds,
+    class_weighted_bce,
+    pos_weight_from_prevalence,
+)
+from engine.errors import ConfigError
+from engine.rundir import EncoderSpec
+from training.image_side import (
+    CLASSIFIER_FILE,
+    LabelledSplit,
+    check_label_sets_agree,
+    fold_input_affine,
+    labelled_split,
+    macro_auroc,
+    report_table,
+    weights_reference,
+    write_image_model,
+    write_report,
+)
+
+
+@dataclass
+class ClassifierTrainConfig:
+    epochs: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    hidden: int = 0  # 0: one Linear layer, as the paper's "classification layer"
+    dropout: float = 0.0
+    patience: int = 30  # epochs without a lower validation loss before stopping
+    seed: int = 0
+    threshold_method: str = "f1"  # engine.classifier.choose_thresholds
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
+            raise ConfigError(f"bad classifier training settings: {self}")
+
+
+@dataclass
+class HeadFit:
+    head: AbnormalityHead  # takes raw latents (standardisation folded in)
+    pos_weight: torch.Tensor
+    best_epoch: int
+    best_valid_loss: float
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)  # per epoch: epoch, train_loss, valid_loss, lr
+
+
+def fit_abnormality_head(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    valid_x: torch.Tensor,
+    valid_y: torch.Tensor,
+    config: ClassifierTrainConfig = ClassifierTrainConfig(),
+    *,
+    accelerator=None,
+    pos_weight: torch.Tensor | None = None,
+    progress: bool = True,
+) -> HeadFit:
+    """Train a head on (N, d) latents and (N, n_labels) 0/1 labels; returns the best-validation head.
+    pos_weight defaults to the training prevalence (negatives / positives per label)."""
+    from tqdm.auto import tqdm
+
+    from training.accelerate_utils import make_accelerator
+
+    accelerator = accelerator or make_accelerator()
+    torch.manual_seed(config.seed)
+    train_x, train_y = train_x.float(), train_y.float()
+    valid_x, valid_y = valid_x.float(), valid_y.float()
+    shift = train_x.mean(0)
+    scale = 1.0 / train_x.std(0).clamp_min(1e-6)
+    pos_weight = pos_weight_from_prevalence(train_y.numpy()) if pos_weight is None else pos_weight.float()
+
+    head = AbnormalityHead(AbnormalityHeadConfig(in_dim=train_x.shape[1], hidden=config.hidden,
+                                                 n_labels=train_y.shape[1], dropout=config.dropout))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    head, optimizer = accelerator.prepare(head, optimizer)
+    device = accelerator.device
+    tx, ty = ((train_x - shift) * scale).to(device), train_y.to(device)
+    vx, vy = ((valid_x - shift) * scale).to(device), valid_y.to(device)
+    pw = pos_weight.to(device)
+    gen = torch.Generator().manual_seed(config.seed)
+    bar = tqdm(range(config.epochs), desc="train-classifier", unit="epoch", disable=not progress)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # a head this small is overhead-bound: more threads only wait on each other
+    try:
+        best_state, best_loss, best_epoch, history = _epochs(bar, head, optimizer, accelerator, tx, ty, vx, vy, pw,
+                                                             gen, config, device)
+    finally:
+        torch.set_num_threads(threads)
+    bar.close()
+
+    final = AbnormalityHead(accelerator.unwrap_model(head).config)
+    final.load_state_dict({k: v.detach().cpu().float() for k, v in best_state.items()})
+    fold_input_affine(final, shift, scale)
+    final.eval()
+    return HeadFit(final, pos_weight, best_epoch, best_loss, len(history), history)
+
+
+def _epochs(bar, head, optimizer, accelerator, tx, ty, vx, vy, pw, gen, config, device):
+    best_state, best_loss, best_epoch, bad_epochs = None, float("inf"), 0, 0
+    history = []
+    for epoch in bar:
+        head.train()
+        order = torch.randperm(len(tx), generator=gen)
+        total = 0.0
+        for i in range(0, len(tx), config.batch_size):
+            idx = order[i:i + config.batch_size].to(device)
+            with accelerator.autocast():
+                loss = class_weighted_bce(head(tx[idx]), ty[idx], pw)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            total += loss.item() * len(idx)
+        head.eval()
+        with torch.no_grad():
+            valid_loss = float(class_weighted_bce(head(vx).float(), vy, pw))
+        history.append({"epoch": epoch + 1, "train_loss": total / len(tx), "valid_loss": valid_loss, "lr": config.lr})
+        bar.set_postfix(train=f"{total / len(tx):.4f}", valid=f"{valid_loss:.4f}")
+        if valid_loss < best_loss - 1e-6:
+            best_loss, best_epoch, bad_epochs = valid_loss, epoch + 1, 0
+            best_state = copy.deepcopy(accelerator.unwrap_model(head).state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs >= config.patience:
+                break
+    return best_state, best_loss, best_epoch, history
+
+
+@torch.no_grad()
+def head_logits(head: AbnormalityHead, latents: np.ndarray | torch.Tensor, batch: int = 4096) -> np.ndarray:
+    x = torch.as_tensor(np.asarray(latents), dtype=torch.float32)
+    head = head.eval().float().cpu()
+    return torch.cat([head(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy() if len(x) else np.zeros((0, head.config.n_labels), np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class EncoderSource:
+    """The encoder whose latents the cache holds: name, config dict, weights file, preprocessing."""
+
+    name: str
+    config: dict
+    weights: Path
+    preprocess: object  # PreprocessConfig
+
+
+def encoder_source(*, image_model: str | Path | None = None, encoder_weights: str | Path | None = None,
+                   encoder_config: str | Path | None = None, preprocess: str | Path | None = None):
+    """(EncoderSource, label set dict or None) from an image model folder, or from weights + config
+    (+ preprocessing JSON; CT-CLIP's grid by default), exactly as `rad3d embed` was given them."""
+    import json
+
+    from engine.encoders import load_encoder_config
+    from engine.preprocess import PreprocessConfig
+    from engine.rundir import load_image_model
+
+    if image_model is not None:
+        if encoder_weights is not None:
+            raise ConfigError("give --image-model or --encoder, not both")
+        root, cfg = load_image_model(image_model)
+        return EncoderSource(cfg.encoder.name, cfg.encoder.config, Path(cfg.encoder.weights),
+                             PreprocessConfig.from_dict(cfg.preprocess)), cfg.label_set
+    if encoder_weights is None:
+        raise ConfigError("give --image-model IMAGE or --encoder WEIGHTS (the encoder the cache was made with)")
+    weights = Path(encoder_weights)
+    if not weights.is_file():
+        raise ConfigError("encoder weights file not found", weights)
+    pp = PreprocessConfig()
+    if preprocess is not None:
+        try:
+            pp = PreprocessConfig.from_dict(json.loads(Path(preprocess).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read preprocessing config ({err})", preprocess) from None
+    enc_cfg = load_encoder_config(encoder_config or "ctclip-full").to_dict()
+    return EncoderSource("ctvit", enc_cfg, weights, pp), None
+
+
+def check_cache_made_by(cache: EmbeddingCache, source: EncoderSource) -> None:
+    """Refuse a cache whose latents another encoder or preprocessing made: a head trained on them
+    would not see at inference what it saw in training. (Logits of another label set are fine:
+    this command replaces them.)"""
+    from engine.embedding import encoder_identity
+
+    problems = []
+    ours = encoder_identity(source.name, source.config, source.weights)
+    if cache.identity.encoder != ours:
+        problems.append(f"encoder: cache has {cache.identity.encoder!r}, given encoder is {ours!r}")
+    if cache.identity.preprocess != source.preprocess.fingerprint():
+        problems.append(f"preprocessing: cache has {cache.identity.preprocess!r}, given {source.preprocess.fingerprint()!r}")
+    if problems:
+        raise ConfigError("embedding cache was not made with the given encoder: " + "; ".join(problems), cache.root)
+
+
+@dataclass
+class ClassifierTrainResult:
+    out: Path
+    fit: HeadFit
+    thresholds: np.ndarray
+    report: object  # pandas DataFrame (split, name, auroc, f1, ...)
+    logits_written: int
+
+
+def train_classifier(
+    cache_dir: str | Path,
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    image_model: str | Path | None = None,
+    encoder_weights: str | Path | None = None,
+    encoder_config: str | Path | None = None,
+    preprocess: str | Path | None = None,
+    label_set=None,
+    config: ClassifierTrainConfig = ClassifierTrainConfig(),
+    progress: bool = True,
+) -> ClassifierTrainResult:
+    from engine.data import CTRateDataset
+    from engine.embedding import file_fingerprint
+
+    out = Path(out)
+    source, model_labels = encoder_source(image_model=image_model, encoder_weights=encoder_weights,
+                                          encoder_config=encoder_config, preprocess=preprocess)
+    cache = EmbeddingCache.open(cache_dir)
+    check_cache_made_by(cache, source)
+    dataset = CTRateDataset.open(data_dir, label_set=label_set)  # label columns checked here
+    if model_labels is not None:
+        check_label_sets_agree(dataset.label_set, model_labels, "the image model", image_model)
+    splits: dict[str, LabelledSplit] = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
+    cache.require([n for s in splits.values() for n in s.volume_names])  # names every missing case
+
+    x = {s: torch.from_numpy(cache.stack(sp.volume_names)[0]) for s, sp in splits.items()}
+    y = {s: torch.from_numpy(sp.labels) for s, sp in splits.items()}
+    fit = fit_abnormality_head(x["train"], y["train"], x["valid"], y["valid"], config, progress=progress)
+
+    probs = {s: _sigmoid(head_logits(fit.head, x[s])) for s in ("valid", "test")}
+    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method)
+    table = report_table(probs, {s: splits[s].labels for s in probs}, thresholds, dataset.label_set)
+
+    notes = {
+        "trained_by": "rad3d train-classifier",
+        "cache": str(Path(cache_dir).resolve()),
+        "data": str(Path(data_dir).resolve()),
+        "train_config": asdict(config),
+        "best_epoch": fit.best_epoch,
+        "best_valid_loss": fit.best_valid_loss,
+        "pos_weight": [round(float(w), 4) for w in fit.pos_weight],
+        "macro_auroc": {s: macro_auroc(table, s) for s in probs},
+    }
+    spec = EncoderSpec(name=source.name, config=source.config, weights=weights_reference(source.weights, out))
+    write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
+                      head=fit.head, thresholds=thresholds, notes=notes)
+    write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
+    _write_history(out / "classifier_metrics.csv", fit.history)
+
+    names = cache.names()
+    latents, _ = cache.stack(names)
+    logits = head_logits(fit.head, latents)
+    cache.set_logits(dict(zip(names, logits)), label_set=dataset.label_set.name,
+                     classifier=f"{out.resolve() / CLASSIFIER_FILE}:{file_fingerprint(out / CLASSIFIER_FILE)}")
+    return ClassifierTrainResult(out, fit, thresholds, table, len(names))
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    import pandas as pd
+
+    pd.DataFrame(history).to_csv(path, index=False)

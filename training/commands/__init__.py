@@ -1,0 +1,1 @@
+"""`rad3d` subcommands of the training recipes (one module per command, registered in cli.py)."""

@@ -1,0 +1,51 @@
+"""`rad3d evaluate`: generate a run's reports for a split from the embedding cache and score them."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="generate a run's reports for a split (from the cache) and compute the report metrics",
+        description="Generates each case's findings from its cached latent (and logits) in batches, greedy "
+        "unless --beams > 1, writes EVAL/predictions.csv and scores it (BLEU, METEOR, ROUGE, BERTScore, "
+        "finding precision/recall/F1, GREEN-style, each with a 95%% bootstrap interval) into "
+        "EVAL/metrics.json, metrics.md and per_case.csv. Example: "
+        "rad3d evaluate --run RUN --data DATA --cache CACHE --split test --out EVAL",
+    )
+    p.add_argument("--run", required=True, help="run directory (rad3d train)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--cache", required=True, help="embedding cache of that dataset")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--out", required=True, help="evaluation folder to write")
+    p.add_argument("--batch-size", type=int, default=16, help="cases generated together (default 16)")
+    p.add_argument("--max-new-tokens", type=int, help="report length cap (default: the run's setting)")
+    p.add_argument("--beams", type=int, default=1, help="beam search width (default 1: greedy)")
+    p.add_argument("--limit", type=int, help="only the first N cases of the split")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--bertscore-model", help="local encoder folder for BERTScore (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+    p.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from training.evaluate import EvaluateConfig, evaluate_run
+
+    config = EvaluateConfig(
+        run=args.run, data=args.data, cache=args.cache, out=args.out, split=args.split, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, beams=args.beams, limit=args.limit, device=args.device,
+        bertscore_model=args.bertscore_model, bertscore=not args.no_bertscore, meteor=not args.no_meteor,
+        resamples=args.resamples, seed=args.seed,
+    )
+    predictions, _ = evaluate_run(config, progress=not args.no_progress)
+    print((Path(args.out) / "metrics.md").read_text())
+    print(f"{len(predictions)} cases -> {args.out}")
+    return 0

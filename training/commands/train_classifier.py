@@ -1,0 +1,55 @@
+"""`rad3d train-classifier`: the abnormality head on cached latents, thresholds, report, logits into the cache."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-classifier",
+        help="train the 18-finding classifier head on cached latents and write its logits into the cache",
+        description="Train the AbnormalityHead on the embedding cache's latents of the train split (class-weighted "
+        "BCE, positive weights from the training prevalence), keep the epoch with the lowest validation loss, choose "
+        "per-class thresholds on valid, and write IMAGE (image_model.json, classifier.safetensors, "
+        "classifier_report.csv/.md on valid and test). Then every cached case gets its logits (for V-3). Name the "
+        "encoder the cache was made with: --image-model IMAGE0, or --encoder WEIGHTS --encoder-config NAME.",
+    )
+    p.add_argument("--cache", required=True, help="embedding cache folder (from `rad3d embed`)")
+    p.add_argument("--data", required=True, help="dataset folder (labels.csv, splits.csv ...)")
+    p.add_argument("--out", required=True, help="image model folder to write")
+    p.add_argument("--image-model", help="take encoder and preprocessing from this image model folder")
+    p.add_argument("--encoder", help="encoder weights the cache was made with (CT-CLIP .pt or rad3d safetensors)")
+    p.add_argument("--encoder-config", default="ctclip-full", help="encoder config name or JSON (default ctclip-full)")
+    p.add_argument("--preprocess", help="PreprocessConfig JSON the cache was made with (default CT-CLIP's grid)")
+    p.add_argument("--label-set", help="label set name or JSON file (default ct-rate)")
+    p.add_argument("--epochs", type=int, default=300, help="maximum epochs (default 300)")
+    p.add_argument("--patience", type=int, default=30, help="stop after this many epochs without a better valid loss")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: one Linear layer, the default)")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.labels import load_label_set
+    from training.classifier import ClassifierTrainConfig, train_classifier
+    from training.image_side import REPORT_MD, macro_auroc
+
+    config = ClassifierTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, hidden=args.hidden,
+                                   dropout=args.dropout, patience=args.patience, seed=args.seed)
+    result = train_classifier(
+        args.cache, args.data, args.out,
+        image_model=args.image_model,
+        encoder_weights=args.encoder,
+        encoder_config=args.encoder_config,
+        preprocess=args.preprocess,
+        label_set=load_label_set(args.label_set) if args.label_set else None,
+        config=config,
+    )
+    print(f"best epoch {result.fit.best_epoch} of {result.fit.epochs_run} (valid loss {result.fit.best_valid_loss:.4f}); "
+          f"macro AUROC valid {macro_auroc(result.report, 'valid'):.3f}, test {macro_auroc(result.report, 'test'):.3f}")
+    print(f"wrote {result.out} ({REPORT_MD}); logits of {result.logits_written} cached cases -> {args.cache}")
+    return 0

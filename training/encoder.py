@@ -1,0 +1,471 @@
+"""`rad3d train-encoder`: a small CT-ViT and its AbnormalityHead trained end to end on phantoms,
+for the embedded demo (a real CT-CLIP checkpoint is not shippable and cannot be trained here).
+
+The encoder is CT-CLIP's architecture with CT-CLIP's key names (engine.encoders, config
+`demo-small`), and what is saved runs through CT-CLIP's unchanged inference path, VQ lookup
+included. Training through that lookup from the start would be poor: with a random codebook the
+quantised tokens carry little of what the encoder computes, and the straight-through gradient
+describes the identity, not the lookup. So training has three phases:
+
+1. `epochs` epochs end to end WITHOUT the VQ (pooled pre-quantisation tokens → latent → head);
+2. the codebook is fitted to the trained encoder: spherical k-means (the VQ picks rows by cosine)
+   on pre-VQ tokens of the training volumes; each row is the mean of its tokens, raw magnitude
+   kept, since the VQ returns the stored row as it is;
+3. `vq_epochs` epochs through the VQ with the codebook fixed (straight-through, as CT-CLIP
+   trained), so encoder and head adapt to the quantised tokens. The epoch of this phase with the
+   lowest validation loss (computed on the inference path) is kept.
+
+Every parameter the latent path uses is trained (the engine's encoder offers only "none" and
+"last_layer"; this recipe sets requires_grad itself). Modules CT-CLIP's checkpoint carries but the
+latent never uses keep their random initialisation and are saved so the file loads strictly.
+
+The head trains on the L2-normalised latent times sqrt(dim_latent) (unit-scale entries, which the
+optimiser fits quickly); the factor is folded into the head when it is saved.
+
+Volumes are preprocessed once (training/volume_tensors.py). Checkpoints (training/checkpointing.py)
+are written at the end of every epoch; `resume=True` continues from the last one with the same
+batches, augmentations and learning rates an uninterrupted run would have used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.classifier import (
+    AbnormalityHead,
+    AbnormalityHeadConfig,
+    choose_thresholds,
+    class_weighted_bce,
+    pos_weight_from_prevalence,
+)
+from engine.encoders import CTCLIPImageEncoder
+from engine.errors import CheckpointError, ConfigError
+from engine.preprocess import PreprocessConfig
+
+# The demo grid: 3.75 mm in-plane over 96 voxels = a 360 mm field of view (the phantoms' body
+# spans up to ~330 mm), 7.5 mm slices over 48 = 360 mm along z (the phantoms' chest is ~300 mm).
+DEMO_PREPROCESS = PreprocessConfig(spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48))
+ENCODER_FILE = "encoder.safetensors"
+
+
+@dataclass
+class EncoderTrainConfig:
+    encoder_config: str = "demo-small"  # engine/configs/encoders name or JSON path
+    preprocess: dict = field(default_factory=DEMO_PREPROCESS.to_dict)
+    epochs: int = 12  # phase 1: end to end without the VQ
+    vq_epochs: int = 3  # phase 3: through the fitted codebook
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    batch_size: int = 8
+    hidden: int = 0  # AbnormalityHead hidden width (0: one Linear layer)
+    grad_clip: float = 1.0
+    shift_voxels: tuple[int, int, int] = (2, 4, 4)  # max random shift along (D, H, W)
+    intensity_jitter: float = 0.03  # sd of the random gain and offset (input scale is [-1, 1])
+    kmeans_tokens: int = 100_000
+    kmeans_iters: int = 15
+    threshold_method: str = "f1"
+    seed: int = 0
+
+    def __post_init__(self):
+        self.shift_voxels = tuple(int(s) for s in self.shift_voxels)
+        if self.epochs < 0 or self.vq_epochs < 0 or self.epochs + self.vq_epochs < 1:
+            raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
+        if self.batch_size < 1 or self.lr <= 0 or self.kmeans_iters < 1 or self.kmeans_tokens < 1:
+            raise ConfigError(f"bad encoder training settings: {self}")
+
+    def identity(self) -> dict:
+        """What a resumed run must share with the one that wrote the checkpoint."""
+        return asdict(self) | {"shift_voxels": list(self.shift_voxels)}
+
+
+class EncoderWithHead(nn.Module):
+    """Encoder + head as one trainable module. `quantize=False` skips the VQ (phase 1); with
+    `quantize=True` in eval mode the computation is exactly head(encoder(video))."""
+
+    def __init__(self, encoder: CTCLIPImageEncoder, head: AbnormalityHead):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.latent_scale = math.sqrt(encoder.cfg.dim_latent)
+
+    def latent(self, video: torch.Tensor, quantize: bool) -> torch.Tensor:
+        enc = self.encoder
+        tokens = enc.visual_transformer.encode(video)
+        if quantize:
+            tokens, _ = enc.visual_transformer.vq(tokens)  # straight-through when grad is on
+        return F.normalize(enc.to_visual_latent(enc.pool(tokens)), dim=-1)
+
+    def forward(self, video: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        return self.head(self.latent(video, quantize) * self.latent_scale)
+
+
+def unused_by_latent(name: str) -> bool:
+    """Parameters a CT-CLIP checkpoint holds that the latent path never reads."""
+    return (
+        name.startswith(("visual_transformer.to_patch_emb_first_frame.", "visual_transformer.to_pixels",
+                         "to_visual_latent_extra."))
+        or ".context_norm." in name
+        or name.endswith(".null_kv")
+    )
+
+
+def make_trainable(model: EncoderWithHead) -> list[nn.Parameter]:
+    """requires_grad on every parameter the forward uses; the list the optimiser gets."""
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(not unused_by_latent(name.removeprefix("encoder.")))
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+def augment(videos: torch.Tensor, indices: list[int], *, seed: int, epoch: int,
+            shift: tuple[int, int, int], jitter: float) -> torch.Tensor:
+    """Small random shifts (empty space filled with air, -1) and intensity gain/offset. The draws
+    depend only on (seed, epoch, case), so a resumed run augments exactly as the first would.
+    No flips: a mirrored chest puts the heart on the wrong side."""
+    out = torch.empty_like(videos)
+    for k, (video, case) in enumerate(zip(videos, indices)):
+        rng = np.random.default_rng([seed, epoch, int(case)])
+        moves = [int(rng.integers(-s, s + 1)) if s else 0 for s in shift]
+        gain, offset = 1.0 + jitter * rng.standard_normal(), jitter * rng.standard_normal()
+        out[k] = _shift_fill(video, moves, -1.0) * gain + offset
+    return out.clamp_(-1.0, 1.0)
+
+
+def _shift_fill(video: torch.Tensor, moves: list[int], fill: float) -> torch.Tensor:
+    """Shift a (C, D, H, W) tensor by `moves` voxels along D, H, W; vacated voxels get `fill`."""
+    out = torch.full_like(video, fill)
+    src, dst = [slice(None)], [slice(None)]
+    for m, n in zip(moves, video.shape[1:]):
+        src.append(slice(max(-m, 0), n - max(m, 0)))
+        dst.append(slice(max(m, 0), n - max(-m, 0)))
+    out[tuple(dst)] = video[tuple(src)]
+    return out
+
+
+@torch.no_grad()
+def pre_vq_tokens(encoder: CTCLIPImageEncoder, videos: torch.Tensor, *, batch: int, device, limit: int,
+                  seed: int) -> torch.Tensor:
+    """Up to `limit` pre-quantisation tokens (n, dim) of `videos`, an even sample over volumes."""
+    gen = torch.Generator().manual_seed(seed)
+    per_volume = max(1, limit // len(videos))
+    chunks = []
+    for i in range(0, len(videos), batch):
+        tokens = encoder.visual_transformer.encode(videos[i:i + batch].to(device)).float().cpu()
+        for t in tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]):
+            pick = torch.randperm(len(t), generator=gen)[:per_volume]
+            chunks.append(t[pick])
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def fit_codebook(encoder: CTCLIPImageEncoder, tokens: torch.Tensor, *, iters: int, seed: int) -> dict:
+    """Spherical k-means of `tokens` into the encoder's VQ codebook (assignment by cosine, as the
+    VQ looks up; each row the raw mean of its tokens, as the VQ returns rows unnormalised).
+    Empty clusters are re-seeded from the tokens worst served. Returns fit statistics."""
+    codebook = encoder.visual_transformer.vq._codebook
+    k = codebook.embed.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    tokens = tokens.float()
+    unit = F.normalize(tokens, dim=-1)
+    if len(tokens) < k:
+        raise ConfigError(f"{len(tokens)} tokens are too few to fit a codebook of {k} rows; "
+                          "use more training volumes or a smaller codebook_size")
+    centres = tokens[torch.randperm(len(tokens), generator=gen)[:k]].clone()
+    for _ in range(iters):
+        sim = unit @ F.normalize(centres, dim=-1).t()
+        best, assign = sim.max(dim=1)
+        counts = torch.bincount(assign, minlength=k)
+        sums = torch.zeros_like(centres).index_add_(0, assign, tokens)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+        empty = int((~filled).sum())
+        if empty:  # the tokens farthest from their centre start the empty clusters
+            centres[~filled] = tokens[best.argsort()[:empty]]
+    sim = unit @ F.normalize(centres, dim=-1).t()
+    best, assign = sim.max(dim=1)
+    counts = torch.bincount(assign, minlength=k)
+    codebook.embed.copy_(centres[None].to(codebook.embed))
+    codebook.cluster_size.copy_(counts[None].to(codebook.cluster_size))
+    codebook.initted.fill_(1.0)
+    return {"tokens": len(tokens), "rows_used": int((counts > 0).sum()), "mean_cosine": float(best.mean())}
+
+
+@torch.no_grad()
+def predict_logits(model: EncoderWithHead, videos: torch.Tensor, *, quantize: bool, batch: int, device,
+                   autocast=None) -> torch.Tensor:
+    model.eval()
+    outs = []
+    for i in range(0, len(videos), batch):
+        x = videos[i:i + batch].to(device)
+        if autocast is not None:
+            with autocast():
+                outs.append(model(x, quantize).float().cpu())
+        else:
+            outs.append(model(x, quantize).float().cpu())
+    return torch.cat(outs)
+
+
+def _macro_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    aucs = [roc_auc_score(labels[:, j], probs[:, j]) for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@dataclass
+class EncoderTrainResult:
+    out: Path
+    steps: int
+    report: object  # pandas DataFrame: split, name, auroc, f1, ...
+    notes: dict
+
+
+def train_encoder(
+    data_dir: str | Path,
+    out: str | Path,
+    config: EncoderTrainConfig = EncoderTrainConfig(),
+    *,
+    resume: bool = False,
+    workers: int = 2,
+    tensor_cache: str | Path | None = None,
+    cache_out: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> EncoderTrainResult:
+    """Train, then write the image model folder OUT (see training/image_side.py). `cache_out`:
+    also fill an embedding cache with every case's latent and logits (what `rad3d embed` and
+    `train-classifier` would write), from the tensors already in memory. `on_step(step)` is
+    called after every optimiser step."""
+    from tqdm.auto import tqdm
+
+    from engine.data import CTRateDataset
+    from engine.encoders import ENCODERS, load_encoder_config
+    from training.accelerate_utils import make_accelerator
+    from training.checkpointing import (
+        MetricsLog,
+        TrainState,
+        find_checkpoint,
+        load_optimizer_state,
+        read_state,
+        read_trainable,
+        save_checkpoint,
+    )
+    from training.data import epoch_batches
+    from training.image_side import labelled_split
+    from training.volume_tensors import load_volume_tensors
+
+    out = Path(out)
+    started = time.perf_counter()
+    enc_cfg = load_encoder_config(config.encoder_config)
+    pp = PreprocessConfig.from_dict(config.preprocess)
+    tx, ty, tz = pp.shape_xyz
+    if tx != enc_cfg.image_size or ty != enc_cfg.image_size or (enc_cfg.num_slices not in (None, tz)):
+        raise ConfigError(f"preprocessing grid {pp.shape_xyz} (x, y, z) does not fit encoder config "
+                          f"{config.encoder_config!r} (image_size {enc_cfg.image_size}, num_slices {enc_cfg.num_slices})")
+
+    last = find_checkpoint(out, "last")
+    if last is not None and not resume:
+        raise ConfigError("holds a training checkpoint: pass --resume to continue it, or choose another --out", out)
+    state = read_state(last) if (resume and last is not None) else TrainState()
+    if state.run_config is not None and state.run_config != _jsonable(config.identity()):
+        raise CheckpointError("checkpoint was written with other training settings; resume with the same ones "
+                              f"(checkpoint: {state.run_config})", last)
+    state.run_config = _jsonable(config.identity())
+
+    dataset = CTRateDataset.open(data_dir)
+    splits = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
+    all_names = [n for s in splits.values() for n in s.volume_names]
+    volumes = load_volume_tensors(dataset, all_names, pp, workers=workers, cache_dir=tensor_cache, progress=progress)
+    bounds = np.cumsum([0] + [len(s) for s in splits.values()])
+    videos = {s: volumes[bounds[i]:bounds[i + 1]] for i, s in enumerate(splits)}
+    labels = {s: torch.from_numpy(sp.labels) for s, sp in splits.items()}
+    pos_weight = pos_weight_from_prevalence(splits["train"].labels)
+
+    accelerator = make_accelerator()
+    device = accelerator.device
+    torch.manual_seed(config.seed)
+    encoder = ENCODERS.build("ctvit", enc_cfg)
+    head = AbnormalityHead(AbnormalityHeadConfig(in_dim=enc_cfg.dim_latent, hidden=config.hidden,
+                                                 n_labels=len(dataset.label_set)))
+    model = EncoderWithHead(encoder, head)
+    params = make_trainable(model)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    n_train = len(splits["train"])
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total_epochs = config.epochs + config.vq_epochs
+    total_steps = steps_per_epoch * total_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, min(config.warmup_steps, total_steps)))
+    if last is not None and resume:
+        _load_weights(model, read_trainable(last), last)
+        load_optimizer_state(last, optimizer, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    core: EncoderWithHead = accelerator.unwrap_model(model)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(out, resume_step=state.step if state.step else None)
+    pw = pos_weight.to(device)
+    eval_batch = max(config.batch_size, 16)
+
+    bar = tqdm(total=total_steps * config.batch_size, initial=state.step * config.batch_size,
+               desc="train-encoder", unit="vol", disable=not progress or not accelerator.is_main_process)
+    codebook_stats = None
+    for epoch in range(state.epoch, total_epochs):
+        quantize = epoch >= config.epochs
+        if quantize and epoch == config.epochs:
+            codebook_stats = _fit_codebook(core, videos["train"], config, device)
+        model.train()
+        batches = epoch_batches(n_train, config.batch_size, seed=config.seed, epoch=epoch)
+        for batch in batches:
+            tick = time.perf_counter()
+            mine = batch[accelerator.process_index::accelerator.num_processes] or batch
+            x = augment(videos["train"][mine], mine, seed=config.seed, epoch=epoch,
+                        shift=config.shift_voxels, jitter=config.intensity_jitter).to(device)
+            with accelerator.autocast():
+                logits = model(x, quantize)
+            loss = class_weighted_bce(logits.float(), labels["train"][mine].to(device), pw)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if config.grad_clip:
+                accelerator.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state.step += 1
+            rate = len(batch) / max(time.perf_counter() - tick, 1e-9)
+            if accelerator.is_main_process:
+                metrics.write(step=state.step, epoch=epoch, loss=loss.item(), lr=scheduler.get_last_lr()[0],
+                              samples_per_s=rate)
+            bar.update(len(batch))
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", vq="on" if quantize else "off")
+            if on_step is not None:
+                on_step(state.step)
+        val_logits = predict_logits(core, videos["valid"], quantize=quantize, batch=eval_batch, device=device)
+        val_loss = float(class_weighted_bce(val_logits, labels["valid"], pos_weight))
+        val_auroc = _macro_auroc(torch.sigmoid(val_logits).numpy(), splits["valid"].labels)
+        if accelerator.is_main_process:
+            metrics.write(step=state.step, epoch=epoch, val_loss=val_loss)
+        bar.write(f"epoch {epoch + 1}/{total_epochs} ({'through the VQ' if quantize else 'no VQ'}): "
+                  f"valid loss {val_loss:.4f}, valid macro AUROC {val_auroc:.3f}")
+        state.epoch = epoch + 1
+        state.batches_done = 0
+        trainable = {k: v for k, v in core.state_dict().items()}
+        if quantize and (state.best_val_loss is None or val_loss < state.best_val_loss):
+            state.best_val_loss, state.best_step = val_loss, state.step
+            if accelerator.is_main_process:
+                save_checkpoint(out, "best", state, trainable)
+        if accelerator.is_main_process:
+            save_checkpoint(out, "last", state, trainable, optimizer=optimizer, scheduler=scheduler)
+    bar.close()
+    metrics.close()
+    train_seconds = time.perf_counter() - started
+
+    if config.vq_epochs == 0:  # no fine-tune through the VQ: fit the codebook to the final encoder
+        codebook_stats = _fit_codebook(core, videos["train"], config, device)
+    else:
+        best = find_checkpoint(out, "best")
+        if best is None:
+            raise CheckpointError("no best checkpoint was written", out / "checkpoints")
+        _load_weights(core, read_trainable(best), best)
+    state.finished = True
+    return _write_outputs(out, core, dataset, splits, videos, labels, pp, config, device, eval_batch,
+                          state=state, codebook_stats=codebook_stats, train_seconds=train_seconds,
+                          pos_weight=pos_weight, cache_out=cache_out)
+
+
+def _fit_codebook(core: EncoderWithHead, train_videos: torch.Tensor, config: EncoderTrainConfig, device) -> dict:
+    core.eval()
+    tokens = pre_vq_tokens(core.encoder, train_videos, batch=max(config.batch_size, 16), device=device,
+                           limit=config.kmeans_tokens, seed=config.seed)
+    return fit_codebook(core.encoder, tokens, iters=config.kmeans_iters, seed=config.seed)
+
+
+def _load_weights(model: nn.Module, state: dict, source: Path) -> None:
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"checkpoint does not fit the model: missing {result.missing_keys[:8]}, "
+                              f"unexpected {result.unexpected_keys[:8]}", source)
+
+
+def _jsonable(d: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(d))
+
+
+def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, device, eval_batch, *, state,
+                   codebook_stats, train_seconds, pos_weight, cache_out) -> EncoderTrainResult:
+    """Freeze: split the module into encoder weights (CT-CLIP keys) and a plain head, then compute
+    every case's latent and logits on the inference path for the report (and the cache)."""
+    from engine.encoders.checkpoint import save_encoder_weights
+    from engine.rundir import EncoderSpec
+    from training.image_side import fold_input_affine, macro_auroc, report_table, write_image_model, write_report
+
+    encoder, head = core.encoder.cpu().eval(), core.head.cpu().eval()
+    head.requires_grad_(False)
+    fold_input_affine(head, torch.zeros(head.config.in_dim), torch.full((head.config.in_dim,), core.latent_scale))
+    encoder.set_trainable("none")
+    save_encoder_weights(encoder, Path(out) / ENCODER_FILE)
+
+    latents, logits = {}, {}
+    with torch.no_grad():
+        for s, v in videos.items():
+            latents[s] = torch.cat([encoder(v[i:i + eval_batch]) for i in range(0, len(v), eval_batch)])
+            logits[s] = head(latents[s])
+    probs = {s: torch.sigmoid(logits[s]).numpy() for s in ("valid", "test")}
+    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method)
+    table = report_table(probs, {s: splits[s].labels for s in probs}, thresholds, dataset.label_set)
+    notes = {
+        "trained_by": "rad3d train-encoder",
+        "data": str(Path(dataset.root).resolve()),
+        "train_config": _jsonable(config.identity()),
+        "steps": state.step,
+        "best_step": state.best_step,
+        "best_valid_loss": state.best_val_loss,
+        "codebook": codebook_stats,
+        "train_seconds": round(train_seconds, 1),
+        "pos_weight": [round(float(w), 4) for w in pos_weight],
+        "macro_auroc": {s: macro_auroc(table, s) for s in probs},
+    }
+    spec = EncoderSpec(name="ctvit", config=encoder.cfg.to_dict(), weights=ENCODER_FILE)
+    write_image_model(out, label_set=dataset.label_set, preprocess=pp, encoder_spec=spec, head=head,
+                      thresholds=thresholds, notes=notes)
+    write_report(out, table, f"Demo encoder + classifier trained end to end on phantoms ({dataset.label_set.name})")
+    if cache_out is not None:
+        _fill_cache(cache_out, Path(out), encoder, pp, splits, latents, logits, dataset.label_set)
+    return EncoderTrainResult(Path(out), state.step, table, notes)
+
+
+def _fill_cache(cache_out, out: Path, encoder, pp, splits, latents, logits, label_set) -> None:
+    from engine.cache import EmbeddingCache
+    from engine.embedding import file_fingerprint, identity_for
+
+    weights = out / ENCODER_FILE
+    cache = EmbeddingCache.create_or_open(cache_out, identity_for("ctvit", encoder.cfg.to_dict(), weights, pp,
+                                                                  encoder.cfg.dim_latent))
+    by_name = {}
+    for s, sp in splits.items():
+        for name, lat, lg in zip(sp.volume_names, latents[s].numpy(), logits[s].numpy()):
+            cache.put(name, lat)
+            by_name[name] = lg
+    classifier = out / "classifier.safetensors"
+    cache.set_logits(by_name, label_set=label_set.name,
+                     classifier=f"{classifier.resolve()}:{file_fingerprint(classifier)}")

@@ -1,0 +1,127 @@
+"""`rad3d evaluate`: a trained run writes a report for every case of a split, from the cached
+latents (and logits), in batches; the predictions are then scored by study.metrics.
+
+EVAL/predictions.csv  VolumeName, reference, generated, run, variant, seconds, new_tokens, finished
+                      (seconds: the batch's generation time shared equally by its cases)
+EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
+
+The reference is the case's Findings text (what the connectors are trained to write); cases
+without one are left out and counted. Greedy decoding unless --beams > 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from engine.errors import ConfigError
+
+PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    run: str
+    data: str
+    cache: str
+    out: str
+    split: str = "test"
+    batch_size: int = 16
+    max_new_tokens: int | None = None  # None: the run's generation settings
+    beams: int = 1
+    limit: int | None = None  # first N cases of the split (quick looks)
+    device: str | None = None  # None: CUDA when present
+    run_name: str | None = None  # the `run` column; default the run folder's name
+    bertscore_model: str | None = None
+    bertscore: bool = True
+    meteor: bool = True
+    resamples: int = 5000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be at least 1, got {self.limit}")
+
+
+def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, progress: bool = True) -> pd.DataFrame:
+    """One row per case of `split` (a training.data.ReportSplit) with the generated report."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    variant = session.run.config.variant
+    bar = tqdm(total=len(split), desc=f"generate {run_name}", unit="case", disable=not progress)
+    for start in range(0, len(split), batch_size):
+        end = min(start + batch_size, len(split))
+        logits = split.logits[start:end] if split.logits is not None else None
+        result = session.generate(split.latents[start:end], logits, settings)
+        per_case = result.seconds / (end - start)
+        for i, report in zip(range(start, end), result.reports):
+            rows.append({"VolumeName": split.volume_names[i], "reference": split.reports[i], "generated": report.text,
+                         "run": run_name, "variant": variant, "seconds": per_case, "new_tokens": report.n_tokens,
+                         "finished": report.finished})
+        bar.update(end - start)
+        bar.set_postfix(tok_s=f"{result.tokens_per_second:.1f}")
+    bar.close()
+    return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+
+
+def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None):
+    """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an
+    already loaded InferenceSession for config.run (the sweep reuses nothing, tests may)."""
+    from engine.cache import EmbeddingCache
+    from engine.data import CTRateDataset
+    from engine.inference import InferenceSession
+    from study.metrics import evaluate_predictions, write_evaluation
+    from training.data import check_cache_matches, check_logits_from_classifier, load_report_split
+
+    out = Path(config.out)
+    session = session or InferenceSession.load(config.run, device=config.device)
+    run_cfg = session.run.config
+    run_name = config.run_name or session.run.root.name
+    _refuse_other_run(out / "predictions.csv", run_name, run_cfg.variant)
+    what = f"run {session.run.root}"
+    # The dataset is read with the run's label set: label columns that disagree are refused there.
+    dataset = CTRateDataset.open(config.data, label_set=session.label_set)
+    cache = EmbeddingCache.open(config.cache)
+    check_cache_matches(cache, encoder_name=run_cfg.encoder.name, encoder_config=run_cfg.encoder.config,
+                        encoder_weights=session.run.resolve(run_cfg.encoder.weights),
+                        preprocess_config=session.preprocess_config, label_set=session.label_set, what=what)
+    split = load_report_split(dataset, cache, config.split, with_logits=session.generator.uses_logits, limit=config.limit)
+    check_logits_from_classifier(split, session.classifier, session.label_set, cache.root, what=what)
+    if split.without_findings:
+        print(f"{len(split.without_findings)} {config.split} cases have no findings text; left out")
+
+    settings = session.settings
+    if config.max_new_tokens is not None:
+        settings = dataclasses.replace(settings, max_new_tokens=config.max_new_tokens)
+    settings = dataclasses.replace(settings, num_beams=config.beams)
+    predictions = generate_predictions(session, split, run_name=run_name, batch_size=config.batch_size,
+                                       settings=settings, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions.to_csv(out / "predictions.csv", index=False)
+
+    result = evaluate_predictions(predictions, session.label_set, bertscore_model=config.bertscore_model,
+                                  bertscore=config.bertscore, meteor=config.meteor, resamples=config.resamples,
+                                  seed=config.seed, progress=progress, source=str(out / "predictions.csv"))
+    result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
+                                 "batch_size": config.batch_size, **dataclasses.asdict(settings)}
+    write_evaluation(result, out)
+    return predictions, result
+
+
+def _refuse_other_run(path: Path, run_name: str, variant: str) -> None:
+    """An EVAL folder holds one run's predictions: writing another run's over them would mix them."""
+    if not path.is_file():
+        return
+    try:
+        old = pd.read_csv(path, usecols=["run", "variant"], dtype=str, keep_default_na=False)
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return  # not a predictions table we wrote: replaced
+    others = sorted({f"{r}/{v}" for r, v in zip(old["run"], old["variant"])} - {f"{run_name}/{variant}"})
+    if others:
+        raise ConfigError(f"holds predictions of another run ({', '.join(others)}); evaluate into a new folder", path.parent)

@@ -1,0 +1,146 @@
+"""What the two image-side recipes share: the train/valid/test labels of a dataset, writing the
+image-model folder, the per-class report on valid and test, and folding an input affine into the
+first layer of a trained AbnormalityHead.
+
+    IMAGE/image_model.json          engine.rundir.ImageModelConfig (label set, preprocessing, specs)
+    IMAGE/encoder.safetensors       CT-CLIP key names (train-encoder), or a path to the weights used
+    IMAGE/classifier.safetensors    AbnormalityHead
+    IMAGE/classifier_report.csv/.md per-class AUROC, F1, sensitivity, specificity on valid and test
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.classifier import AbnormalityHead, classification_report
+from engine.errors import ConfigError, DatasetError
+from engine.labels import LabelSet
+from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, save_image_model
+
+REPORT_SPLITS = ("valid", "test")
+CLASSIFIER_FILE = "classifier.safetensors"
+REPORT_CSV = "classifier_report.csv"
+REPORT_MD = "classifier_report.md"
+
+
+@dataclass
+class LabelledSplit:
+    name: str
+    volume_names: list[str]
+    labels: np.ndarray  # (N, n_labels) float32 0/1, label-set order
+
+    def __len__(self) -> int:
+        return len(self.volume_names)
+
+
+def labelled_split(dataset, split: str) -> LabelledSplit:
+    """The cases of one split with their labels; an empty split or a dataset without labels is an
+    error, since nothing could be trained or judged on it."""
+    cases = dataset.split(split)
+    if not cases:
+        raise DatasetError(f"the {split!r} split is empty ({dataset.split_source}); the image side needs "
+                           "train, valid and test cases", dataset.root)
+    if cases[0].labels is None:
+        raise DatasetError("dataset has no labels CSV; the classifier needs one 0/1 column per finding", dataset.root)
+    return LabelledSplit(split, [c.volume_name for c in cases], np.stack([c.labels for c in cases]).astype(np.float32))
+
+
+def check_label_sets_agree(ours: LabelSet, theirs: dict | LabelSet, what: str, path=None) -> None:
+    """The image model being extended must predict the same findings in the same order."""
+    names = tuple(theirs.names) if isinstance(theirs, LabelSet) else tuple(f["name"] for f in theirs["findings"])
+    if names != tuple(ours.names):
+        missing = [n for n in ours.names if n not in names]
+        extra = [n for n in names if n not in ours.names]
+        detail = f"lacks {missing}, has extra {extra}" if (missing or extra) else "same names in another order"
+        raise ConfigError(f"label set of {what} disagrees with the dataset's {ours.name!r}: {detail}", path)
+
+
+@torch.no_grad()
+def fold_input_affine(head: AbnormalityHead, shift: torch.Tensor, scale: torch.Tensor) -> None:
+    """Rewrite `head` in place so that head(z) equals the trained head((z - shift) * scale).
+
+    The heads are trained on standardised (or rescaled) latents, which Adam fits in far fewer steps
+    than raw unit-norm latents, and then saved as a plain AbnormalityHead on the raw latent: the
+    affine is exact algebra on the first Linear (W' = W·diag(scale), b' = b − W'·shift)."""
+    first = head.proj if head.config.hidden else head.out
+    w = first.weight * scale.to(first.weight)[None, :]
+    first.bias.sub_(w @ shift.to(w))
+    first.weight.copy_(w)
+
+
+def report_table(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], thresholds, label_set: LabelSet):
+    """One DataFrame with a `split` column: classification_report of each split given."""
+    import pandas as pd
+
+    tables = []
+    for split in probs:
+        table = classification_report(probs[split], labels[split], thresholds, label_set.names)
+        table.insert(0, "split", split)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def write_report(out: Path, table, title: str) -> None:
+    """classifier_report.csv (every column) and .md (AUROC/F1/sensitivity/specificity per split)."""
+    out = Path(out)
+    table.to_csv(out / REPORT_CSV, index=False)
+    lines = [f"# {title}", ""]
+    for split, part in table.groupby("split", sort=False):
+        lines += [f"## {split} ({int(part.n_pos.iloc[0] + part.n_neg.iloc[0])} cases)", "",
+                  "| finding | n_pos | threshold | AUROC | F1 | sensitivity | specificity |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for row in part.itertuples():
+            lines.append(f"| {row.name} | {row.n_pos} | {_num(row.threshold)} | {_num(row.auroc)} | {_num(row.f1)} | "
+                         f"{_num(row.sensitivity)} | {_num(row.specificity)} |")
+        lines.append("")
+    (out / REPORT_MD).write_text("\n".join(lines))
+
+
+def macro_auroc(table, split: str) -> float:
+    row = table[(table.split == split) & (table.name == "macro")]
+    return float(row.auroc.iloc[0])
+
+
+def _num(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{float(x):.3f}"
+
+
+def write_image_model(
+    out: Path,
+    *,
+    label_set: LabelSet,
+    preprocess,
+    encoder_spec: EncoderSpec,
+    head: AbnormalityHead,
+    thresholds,
+    notes: dict,
+) -> Path:
+    """Save the head as IMAGE/classifier.safetensors and IMAGE/image_model.json beside it."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}, str(out / CLASSIFIER_FILE))
+    config = ImageModelConfig(
+        label_set=label_set.to_dict(),
+        preprocess=preprocess.to_dict(),
+        encoder=encoder_spec,
+        classifier=ClassifierSpec(config=head.config.to_dict(), weights=CLASSIFIER_FILE,
+                                  thresholds=[float(t) for t in thresholds]),
+        notes=notes,
+    )
+    return save_image_model(out, config)
+
+
+def weights_reference(weights: str | Path, out: Path) -> str:
+    """How image_model.json names an encoder weights file: relative when it lies inside IMAGE (the
+    folder then moves as one), absolute otherwise."""
+    weights, out = Path(weights).resolve(), Path(out).resolve()
+    try:
+        return str(weights.relative_to(out))
+    except ValueError:
+        return str(weights)
