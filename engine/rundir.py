@@ -123,6 +123,7 @@ class RunConfig:
     generator: dict  # engine.model.ReportGeneratorConfig.to_dict()
     decoder: DecoderSpec
     connector_weights: str = "connector.safetensors"
+    report_section: str = "findings"  # the report section the connector was trained to write
     generation: dict = field(default_factory=dict)  # engine.generation.GenerationSettings fields
     notes: dict = field(default_factory=dict)  # provenance: versions, commands, data
 
@@ -143,6 +144,7 @@ class RunConfig:
                 generator=dict(data["generator"]),
                 decoder=DecoderSpec(**data["decoder"]),
                 connector_weights=str(data.get("connector_weights", "connector.safetensors")),
+                report_section=str(data.get("report_section", "findings")),
                 generation=dict(data.get("generation", {})),
                 notes=dict(data.get("notes", {})),
             )
@@ -224,6 +226,7 @@ def write_run(
     notes: dict | None = None,
     encoder_weights: str | Path | None = None,
     relative_decoder: bool = False,
+    report_section: str = "findings",
 ) -> RunDir:
     """Save trained modules and their configs as a run directory that `InferenceSession.load` reads.
 
@@ -266,6 +269,7 @@ def write_run(
         ),
         generator=generator.config.to_dict(),
         decoder=DecoderSpec(path=decoder_ref, gguf_file=gguf_file, weights=decoder_weights),
+        report_section=report_section,
         generation=dict(vars(generation)) if generation is not None else {},
         notes=dict(notes or {}),
     )

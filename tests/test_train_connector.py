@@ -173,3 +173,15 @@ def test_stop_at_step_leaves_a_resumable_run_without_writing_it(training_setup, 
     assert read_state(find_checkpoint(tmp_path / "run")).step == 3
     done = train_connector(config, resume=True, progress=False)
     assert done.finished and done.step == 8 and (tmp_path / "run" / "config.json").is_file()
+
+
+def test_report_section_is_chosen_checked_and_recorded(training_setup, tiny_gpt2_dir, tmp_path):
+    from engine.errors import DatasetError
+    from engine.rundir import open_run
+
+    # the fixture's impressions are all "Not given.": nothing to learn, said by name
+    with pytest.raises(DatasetError, match="has no cases with impression text"):
+        train_connector(train_config(training_setup, tiny_gpt2_dir, tmp_path / "imp", section="impression"),
+                        progress=False)
+    train_connector(train_config(training_setup, tiny_gpt2_dir, tmp_path / "run", epochs=1), progress=False)
+    assert open_run(tmp_path / "run").config.report_section == "findings"

@@ -63,7 +63,8 @@ class TrainConfig:
     clip_len: int = 10
     layers: int = 8
     heads: int = 8
-    max_report_tokens: int | None = None  # truncate longer findings (EOS kept)
+    max_report_tokens: int | None = None  # truncate longer reports (EOS kept)
+    section: str = "findings"  # report section to learn: "findings" (the paper) or "impression"
     seed: int = 0
     schedule: str = "linear"  # after warmup: linear decay, cosine decay or constant
     warmup_steps: int | None = None  # None: 5% of the training steps
@@ -165,12 +166,13 @@ def train_connector(
     check_cache_matches(cache, encoder_name=image.config.encoder.name, encoder_config=image.config.encoder.config,
                         encoder_weights=image.config.encoder.weights, preprocess_config=image.preprocess,
                         label_set=image.label_set, what=what)
-    train = load_report_split(dataset, cache, config.train_split, with_logits=spec.uses_logits)
-    valid = load_report_split(dataset, cache, config.valid_split, with_logits=spec.uses_logits, allow_empty=True)
+    train = load_report_split(dataset, cache, config.train_split, with_logits=spec.uses_logits, section=config.section)
+    valid = load_report_split(dataset, cache, config.valid_split, with_logits=spec.uses_logits, allow_empty=True,
+                              section=config.section)
     for split in (train, valid):
         check_logits_from_classifier(split, image.classifier, image.label_set, cache.root, what=what)
-    if train.without_findings:
-        main_print(accelerator, f"{len(train.without_findings)} {config.train_split} cases have no findings text; left out")
+    if train.without_text:
+        main_print(accelerator, f"{len(train.without_text)} {config.train_split} cases have no {config.section} text; left out")
     if not len(valid):
         main_print(accelerator, f"warning: split {config.valid_split!r} is empty: no validation, the last weights are kept")
 
@@ -439,5 +441,5 @@ def write_trained_run(out: Path, model, image: ImageSide, config: TrainConfig, *
         out, label_set=image.label_set, preprocess=image.preprocess, encoder_name=image.config.encoder.name,
         encoder=encoder, classifier=image.classifier, thresholds=image.config.classifier.thresholds,
         generator=model, decoder_path=config.llm, gguf_file=config.gguf_file, generation=generation,
-        notes=notes, encoder_weights=image.config.encoder.weights,
+        notes=notes, encoder_weights=image.config.encoder.weights, report_section=config.section,
     )

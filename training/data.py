@@ -1,10 +1,11 @@
 """Cache + reports → training batches. Connectors train on the embedding cache, never the volumes:
-each case is its cached latent (and classifier logits for V-3) with its Findings text as target.
+each case is its cached latent (and classifier logits for V-3) with one report section as target:
+the Findings (the paper's task, default) or the Impression (short; the CPU demo's target).
 
 Checks done here, each a typed error naming what is wrong:
 - the cache was made by the image model's encoder and preprocessing (`check_cache_matches`);
 - the cache holds every case of the split (EmbeddingCache.require names the missing ones);
-- a split has cases with a findings section at all;
+- a split has cases with the target section at all;
 - cached logits have one value per label of the label set and were written by the image model's
   classifier (recomputed from the cached latents: a stale cache is refused, not trained on).
 """
@@ -25,14 +26,14 @@ from engine.model import encode_reports
 
 @dataclass
 class ReportSplit:
-    """One split's cases, in dataset order: cached inputs and the findings text to learn."""
+    """One split's cases, in dataset order: cached inputs and the report text to learn."""
 
     name: str
     volume_names: list[str]
     latents: torch.Tensor  # (N, d_embed) float32
     logits: torch.Tensor | None  # (N, n_labels) float32, or None for variants without logits
     reports: list[str]
-    without_findings: list[str] = field(default_factory=list)  # cases left out: no findings text
+    without_text: list[str] = field(default_factory=list)  # cases left out: no text in the section
 
     def __len__(self) -> int:
         return len(self.volume_names)
@@ -46,19 +47,22 @@ def load_report_split(
     with_logits: bool,
     limit: int | None = None,
     allow_empty: bool = False,
+    section: str = "findings",
 ) -> ReportSplit:
-    """The cases of `split` that have a findings section, with their cached latents (and logits).
-    DatasetError when none is left (unless allow_empty); ConfigError naming the cases the cache lacks."""
+    """The cases of `split` whose report has `section` ("findings" or "impression"), with their
+    cached latents (and logits). DatasetError when none is left (unless allow_empty); ConfigError
+    naming the cases the cache lacks."""
+    text = section_text(section)
     cases = dataset.split(split)
-    usable = [c for c in cases if c.findings]
-    without = [c.volume_name for c in cases if not c.findings]
+    usable = [c for c in cases if text(c)]
+    without = [c.volume_name for c in cases if not text(c)]
     if limit is not None:
         usable = usable[:limit]
     if not usable:
         if allow_empty:
             return ReportSplit(split, [], torch.zeros(0, cache.identity.latent_dim), None, [], without)
-        detail = f" ({len(without)} cases there have no findings text)" if without else ""
-        raise DatasetError(f"split {split!r} has no cases with a findings report{detail}", dataset.root)
+        detail = f" ({len(without)} cases there have no {section} text)" if without else ""
+        raise DatasetError(f"split {split!r} has no cases with {section} text{detail}", dataset.root)
     names = [c.volume_name for c in usable]
     latents, logits = cache.stack(names, with_logits=with_logits)
     return ReportSplit(
@@ -66,9 +70,19 @@ def load_report_split(
         volume_names=names,
         latents=torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32)),
         logits=None if logits is None else torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
-        reports=[c.findings for c in usable],
-        without_findings=without,
+        reports=[text(c) for c in usable],
+        without_text=without,
     )
+
+
+REPORT_SECTIONS = ("findings", "impression")
+
+
+def section_text(section: str):
+    """The function reading `section` of a dataset case."""
+    if section not in REPORT_SECTIONS:
+        raise ConfigError(f"unknown report section {section!r} (known: {', '.join(REPORT_SECTIONS)})")
+    return (lambda case: case.findings) if section == "findings" else (lambda case: case.impression)
 
 
 def check_cache_matches(cache: EmbeddingCache, *, encoder_name: str, encoder_config: dict, encoder_weights: str | Path,

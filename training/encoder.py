@@ -251,11 +251,26 @@ def train_encoder(
     cache_out: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    threads: int | None = 1,
 ) -> EncoderTrainResult:
     """Train, then write the image model folder OUT (see training/image_side.py). `cache_out`:
     also fill an embedding cache with every case's latent and logits (what `rad3d embed` and
     `train-classifier` would write), from the tensors already in memory. `on_step(step)` is
-    called after every optimiser step."""
+    called after every optimiser step. `threads`: torch CPU threads while training (None: leave
+    as is). One by default: this model's ops are small, and with two threads on two shared cores a
+    step ran 5-100x slower than with one (threads wait on each other whenever another process runs)."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train_encoder(data_dir, out, config, resume=resume, workers=workers, tensor_cache=tensor_cache,
+                              cache_out=cache_out, progress=progress, on_step=on_step)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers, tensor_cache, cache_out, progress,
+                   on_step) -> EncoderTrainResult:
     from tqdm.auto import tqdm
 
     from engine.data import CTRateDataset

@@ -91,10 +91,12 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     check_cache_matches(cache, encoder_name=run_cfg.encoder.name, encoder_config=run_cfg.encoder.config,
                         encoder_weights=session.run.resolve(run_cfg.encoder.weights),
                         preprocess_config=session.preprocess_config, label_set=session.label_set, what=what)
-    split = load_report_split(dataset, cache, config.split, with_logits=session.generator.uses_logits, limit=config.limit)
+    section = session.run.config.report_section
+    split = load_report_split(dataset, cache, config.split, with_logits=session.generator.uses_logits, limit=config.limit,
+                              section=section)
     check_logits_from_classifier(split, session.classifier, session.label_set, cache.root, what=what)
-    if split.without_findings:
-        print(f"{len(split.without_findings)} {config.split} cases have no findings text; left out")
+    if split.without_text:
+        print(f"{len(split.without_text)} {config.split} cases have no {section} text; left out")
 
     settings = session.settings
     if config.max_new_tokens is not None:

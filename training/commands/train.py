@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--clip-len", type=int, default=10, help="tokens the input is projected to (default 10)")
     p.add_argument("--layers", type=int, default=8, help="transformer mapper layers (default 8)")
     p.add_argument("--heads", type=int, default=8, help="mapper attention heads (default 8)")
-    p.add_argument("--max-report-tokens", type=int, help="truncate longer findings to N tokens (EOS kept)")
+    p.add_argument("--max-report-tokens", type=int, help="truncate longer reports to N tokens (EOS kept)")
+    p.add_argument("--section", choices=("findings", "impression"), default="findings",
+                   help="report section to learn (default findings, the paper's task; impression is short)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data order (default 0)")
     p.add_argument("--schedule", choices=("linear", "cosine", "constant"), default="linear",
                    help="LR after the warmup (default linear decay to 0)")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         heads=args.heads, max_report_tokens=args.max_report_tokens, seed=args.seed, schedule=args.schedule,
         warmup_steps=args.warmup_steps, max_steps=args.max_steps, max_grad_norm=args.max_grad_norm, lora=args.lora,
         train_split=args.train_split, valid_split=args.valid_split, save_every_steps=args.save_every_steps,
-        eval_every_steps=args.eval_every_steps, mixed_precision=args.mixed_precision,
+        eval_every_steps=args.eval_every_steps, mixed_precision=args.mixed_precision, section=args.section,
     )
     train_connector(
         config, resume=args.resume, stop_at_step=args.stop_at_step,
