@@ -15,7 +15,9 @@ describes the identity, not the lookup. So training has three phases:
    trained), so encoder and head adapt to the quantised tokens. The epoch of this phase with the
    lowest validation loss (computed on the inference path) is kept.
 
-Every parameter the latent path uses is trained (the engine's encoder offers only "none" and
+The latent projection is trained shared over token positions and written into CT-CLIP's
+position-wise `to_visual_latent` at the end (exact; see EncoderWithHead). Every other parameter
+the latent path uses is trained (the engine's encoder offers only "none" and
 "last_layer"; this recipe sets requires_grad itself). Modules CT-CLIP's checkpoint carries but the
 latent never uses keep their random initialisation and are saved so the file loads strictly.
 
@@ -68,6 +70,7 @@ class EncoderTrainConfig:
     warmup_steps: int = 20
     batch_size: int = 8
     hidden: int = 0  # AbnormalityHead hidden width (0: one Linear layer)
+    tied_projection: bool = True  # train the latent projection shared over positions (EncoderWithHead)
     grad_clip: float = 1.0
     shift_voxels: tuple[int, int, int] = (2, 4, 4)  # max random shift along (D, H, W)
     intensity_jitter: float = 0.03  # sd of the random gain and offset (input scale is [-1, 1])
@@ -89,24 +92,50 @@ class EncoderTrainConfig:
 
 
 class EncoderWithHead(nn.Module):
-    """Encoder + head as one trainable module. `quantize=False` skips the VQ (phase 1); with
-    `quantize=True` in eval mode the computation is exactly head(encoder(video))."""
+    """Encoder + head as one trainable module. `quantize=False` skips the VQ (phase 1).
 
-    def __init__(self, encoder: CTCLIPImageEncoder, head: AbnormalityHead):
+    With `tied_projection` the latent projection is trained as one (dim_latent x dim) matrix A
+    applied to the mean of all tokens, instead of CT-CLIP's (dim_latent x h*w*dim) matrix on the
+    flattened (h, w, dim) grid: a position-specific projection memorises a few hundred training
+    volumes instead of learning findings that may lie anywhere. `export_projection` writes A into
+    CT-CLIP's to_visual_latent as W[:, (i*w + j)*dim + k] = A[:, k] / (h*w), which computes exactly
+    A · mean over (h, w) of the t-mean tokens, so the saved encoder runs CT-CLIP's unchanged path.
+    After export (or without tying), `quantize=True` in eval mode is exactly head(encoder(video))."""
+
+    def __init__(self, encoder: CTCLIPImageEncoder, head: AbnormalityHead, *, tied_projection: bool = True):
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.latent_scale = math.sqrt(encoder.cfg.dim_latent)
+        cfg = encoder.cfg
+        self.tied_projection = tied_projection
+        if tied_projection:
+            self.shared_projection = nn.Linear(cfg.dim, cfg.dim_latent, bias=False)
 
     def latent(self, video: torch.Tensor, quantize: bool) -> torch.Tensor:
         enc = self.encoder
         tokens = enc.visual_transformer.encode(video)
         if quantize:
             tokens, _ = enc.visual_transformer.vq(tokens)  # straight-through when grad is on
-        return F.normalize(enc.to_visual_latent(enc.pool(tokens)), dim=-1)
+        if self.tied_projection:
+            latent = self.shared_projection(tokens.mean(dim=(1, 2, 3)))
+        else:
+            latent = enc.to_visual_latent(enc.pool(tokens))
+        return F.normalize(latent, dim=-1)
 
     def forward(self, video: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         return self.head(self.latent(video, quantize) * self.latent_scale)
+
+    @torch.no_grad()
+    def export_projection(self) -> None:
+        """Write the shared projection into the encoder's to_visual_latent (see class doc)."""
+        if not self.tied_projection:
+            return
+        positions = self.encoder.cfg.grid_size ** 2
+        a = self.shared_projection.weight / positions  # (dim_latent, dim)
+        self.encoder.to_visual_latent.weight.copy_(a.repeat(1, positions))
+        self.tied_projection = False
+        del self.shared_projection
 
 
 def unused_by_latent(name: str) -> bool:
@@ -119,11 +148,16 @@ def unused_by_latent(name: str) -> bool:
     )
 
 
+def _unused_here(model: "EncoderWithHead", name: str) -> bool:
+    # With a tied projection the grid projection is written at export, not trained.
+    return unused_by_latent(name) or (model.tied_projection and name == "to_visual_latent.weight")
+
+
 def make_trainable(model: EncoderWithHead) -> list[nn.Parameter]:
     """requires_grad on every parameter the forward uses; the list the optimiser gets."""
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad_(not unused_by_latent(name.removeprefix("encoder.")))
+        p.requires_grad_(not _unused_here(model, name.removeprefix("encoder.")))
         if p.requires_grad:
             params.append(p)
     return params
@@ -322,7 +356,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
     encoder = ENCODERS.build("ctvit", enc_cfg)
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=enc_cfg.dim_latent, hidden=config.hidden,
                                                  n_labels=len(dataset.label_set)))
-    model = EncoderWithHead(encoder, head)
+    model = EncoderWithHead(encoder, head, tied_projection=config.tied_projection)
     params = make_trainable(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n_train = len(splits["train"])
@@ -400,6 +434,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
         if best is None:
             raise CheckpointError("no best checkpoint was written", out / "checkpoints")
         _load_weights(core, read_trainable(best), best)
+    core.export_projection()
     state.finished = True
     return _write_outputs(out, core, dataset, splits, videos, labels, pp, config, device, eval_batch,
                           state=state, codebook_stats=codebook_stats, train_seconds=train_seconds,

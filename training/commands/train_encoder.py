@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes reading and preprocessing volumes")
     p.add_argument("--tensor-cache", help="keep the preprocessed volumes here (reused by a rerun)")
     p.add_argument("--cache", help="also write every case's latent and logits into this embedding cache")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: this small model's ops ran far slower with 2 on 2 shared cores)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
     p.set_defaults(handler=run)
 
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     config = EncoderTrainConfig(encoder_config=args.encoder_config, epochs=args.epochs, vq_epochs=args.vq_epochs,
                                 lr=args.lr, batch_size=args.batch_size, hidden=args.hidden, seed=args.seed, **extra)
     result = train_encoder(args.data, args.out, config, resume=args.resume, workers=args.workers,
-                           tensor_cache=args.tensor_cache, cache_out=args.cache)
+                           tensor_cache=args.tensor_cache, cache_out=args.cache,
+                           threads=args.threads)
     auroc = result.notes["macro_auroc"]
     print(f"{result.steps} steps in {result.notes['train_seconds']:.0f} s; macro AUROC valid {auroc['valid']:.3f}, "
           f"test {auroc['test']:.3f}")

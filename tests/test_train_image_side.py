@@ -1,0 +1,304 @@
+"""Image-side training: the classifier head on cached latents (`rad3d train-classifier`) and the demo
+encoder + head trained end to end on phantoms (`rad3d train-encoder`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cli
+from engine.cache import EmbeddingCache
+from engine.classifier import AbnormalityHead, AbnormalityHeadConfig, pos_weight_from_prevalence
+from engine.embedding import identity_for
+from engine.encoders import ENCODERS, load_encoder_config
+from engine.encoders.checkpoint import load_ctclip_vision, save_encoder_weights
+from engine.errors import ConfigError, DatasetError
+from engine.labels import ct_rate
+from engine.preprocess import PreprocessConfig, preprocess
+from engine.rundir import load_image_model
+from tests.conftest import lps_affine, write_nifti
+from training.classifier import ClassifierTrainConfig, fit_abnormality_head
+from training.encoder import EncoderTrainConfig, train_encoder
+
+LABELS = ct_rate().names
+TINY_ENCODER = {"dim": 32, "codebook_size": 64, "image_size": 32, "patch_size": 8, "temporal_patch_size": 4,
+                "spatial_depth": 1, "temporal_depth": 1, "dim_head": 8, "heads": 2, "dim_latent": 32,
+                "num_slices": 16}
+TINY_GRID = {"spacing_mm": [12.0, 12.0, 24.0], "shape_xyz": [32, 32, 16]}  # a 384 mm cube
+
+
+# ---------------------------------------------------------------------------------------------
+# train-classifier on cached latents
+
+
+def _labelled_folder(root: Path, labels: np.ndarray, splits: list[str]) -> list[str]:
+    """A CT-RATE-format dataset whose volumes are tiny placeholder NIfTIs (the classifier never
+    reads volumes, only the dataset's labels and splits)."""
+    names = [f"train_{i + 1}_a_1.nii.gz" for i in range(len(labels))]
+    (root / "volumes").mkdir(parents=True)
+    for n in names:
+        write_nifti(root / "volumes" / n, np.zeros((2, 2, 2), np.int16), lps_affine((1.0, 1.0, 1.0)))
+    pd.DataFrame({"VolumeName": names, "Findings_EN": "x", "Impressions_EN": "y"}).to_csv(root / "reports.csv", index=False)
+    table = pd.DataFrame(labels.astype(int), columns=list(LABELS))
+    table.insert(0, "VolumeName", names)
+    table.to_csv(root / "labels.csv", index=False)
+    pd.DataFrame({"VolumeName": names, "split": splits}).to_csv(root / "splits.csv", index=False)
+    return names
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """Latents with planted structure: finding j shifts the latent along its own direction, so a
+    linear head can find it through noise; prevalence differs per finding (5%..50%)."""
+    rng = np.random.default_rng(0)
+    n, d = 360, 32
+    prevalence = np.linspace(0.05, 0.5, len(LABELS))
+    labels = (rng.random((n, len(LABELS))) < prevalence).astype(np.float32)
+    directions = rng.normal(size=(len(LABELS), d))
+    latents = rng.normal(size=(n, d)) + 1.5 * labels @ directions / np.sqrt(d) * 3
+    latents = (latents / np.linalg.norm(latents, axis=1, keepdims=True)).astype(np.float32)  # unit norm, as CT-CLIP's
+    splits = ["train"] * 240 + ["valid"] * 60 + ["test"] * 60
+    data = tmp_path / "data"
+    names = _labelled_folder(data, labels, splits)
+
+    weights = tmp_path / "encoder.safetensors"
+    save_encoder_weights(ENCODERS.build("ctvit", TINY_ENCODER), weights)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_ENCODER))
+    (tmp_path / "grid.json").write_text(json.dumps(TINY_GRID))
+    pp = PreprocessConfig.from_dict(TINY_GRID)
+    cache = EmbeddingCache.create_or_open(tmp_path / "cache", identity_for(
+        "ctvit", load_encoder_config(TINY_ENCODER).to_dict(), weights, pp, d))
+    for name, z in zip(names, latents):
+        cache.put(name, z)
+    args = ["--cache", str(tmp_path / "cache"), "--data", str(data), "--encoder", str(weights),
+            "--encoder-config", str(tmp_path / "tiny.json"), "--preprocess", str(tmp_path / "grid.json")]
+    return {"root": tmp_path, "names": names, "latents": latents, "labels": labels, "args": args, "data": data}
+
+
+def test_train_classifier_learns_planted_findings_and_writes_logits_into_the_cache(planted, capsys):
+    out = planted["root"] / "image"
+    assert cli.main(["train-classifier", *planted["args"], "--out", str(out), "--epochs", "200"]) == 0
+
+    report = pd.read_csv(out / "classifier_report.csv")
+    macro = report[report.name == "macro"].set_index("split").auroc
+    assert macro["valid"] > 0.95 and macro["test"] > 0.95, macro
+    assert set(report.split) == {"valid", "test"}
+    assert "| Lung nodule |" in (out / "classifier_report.md").read_text()
+
+    # The image model loads back, names the encoder the cache was made with, and its head
+    # reproduces the logits written into the cache from the raw (unit-norm) latents.
+    root, cfg = load_image_model(out)
+    assert Path(cfg.encoder.weights) == (planted["root"] / "encoder.safetensors").resolve()
+    assert len(cfg.classifier.thresholds) == len(LABELS)
+    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head.load_state_dict(load_file(cfg.classifier.weights))
+    with torch.no_grad():
+        expected = head(torch.from_numpy(planted["latents"])).numpy()
+    cache = EmbeddingCache.open(planted["root"] / "cache")
+    _, cached = cache.stack(planted["names"], with_logits=True)
+    np.testing.assert_allclose(cached, expected, atol=1e-5)
+    assert cache.identity.label_set == "ct-rate" and "classifier.safetensors" in cache.identity.classifier
+    assert "macro AUROC valid" in capsys.readouterr().out
+
+
+def test_positive_weights_from_prevalence_are_really_used():
+    """On latents that carry no information the best constant prediction is the prevalence p with
+    plain BCE, but 0.5 with pos_weight = (1 - p) / p: the weighted fit must land near 0.5."""
+    rng = np.random.default_rng(1)
+    y = torch.from_numpy((rng.random((400, 3)) < np.array([0.1, 0.2, 0.4])).astype(np.float32))
+    x = torch.from_numpy(rng.normal(size=(400, 8)).astype(np.float32))
+    cfg = ClassifierTrainConfig(epochs=150, lr=3e-2, patience=150, batch_size=400)
+    weighted = fit_abnormality_head(x[:300], y[:300], x[300:], y[300:], cfg, progress=False)
+    plain = fit_abnormality_head(x[:300], y[:300], x[300:], y[300:], cfg, pos_weight=torch.ones(3), progress=False)
+    assert torch.allclose(weighted.pos_weight, pos_weight_from_prevalence(y[:300].numpy()))
+    with torch.no_grad():
+        p_weighted = torch.sigmoid(weighted.head(x[:300])).mean(0)
+        p_plain = torch.sigmoid(plain.head(x[:300])).mean(0)
+    prevalence = y[:300].mean(0)
+    assert torch.allclose(p_plain, prevalence, atol=0.06), (p_plain, prevalence)
+    assert torch.allclose(p_weighted, torch.full((3,), 0.5), atol=0.08), p_weighted
+
+
+def test_train_classifier_names_the_cases_the_cache_lacks(planted, capsys):
+    cache = planted["root"] / "cache" / "entries"
+    for name in planted["names"][250:252]:  # two valid cases
+        (cache / f"{name}.safetensors").unlink()
+    assert cli.main(["train-classifier", *planted["args"], "--out", str(planted["root"] / "image")]) == 1
+    err = capsys.readouterr().err
+    assert "lacks 2 requested case(s)" in err
+    assert planted["names"][250] in err and planted["names"][251] in err
+    assert not (planted["root"] / "image" / "image_model.json").exists()
+
+
+def test_train_classifier_refuses_label_columns_that_disagree(planted, capsys):
+    labels = planted["data"] / "labels.csv"
+    table = pd.read_csv(labels).rename(columns={"Emphysema": "Emphysema (CT)"})
+    table.to_csv(labels, index=False)
+    assert cli.main(["train-classifier", *planted["args"], "--out", str(planted["root"] / "image")]) == 1
+    err = capsys.readouterr().err
+    assert "lacks label columns ['Emphysema']" in err and "Emphysema (CT)" in err
+
+
+def test_train_classifier_refuses_an_empty_split_and_another_encoders_cache(planted, capsys):
+    splits = planted["data"] / "splits.csv"
+    table = pd.read_csv(splits)
+    table.loc[table.split == "test", "split"] = "valid"
+    table.to_csv(splits, index=False)
+    assert cli.main(["train-classifier", *planted["args"], "--out", str(planted["root"] / "image")]) == 1
+    assert "the 'test' split is empty" in capsys.readouterr().err
+
+    other = planted["root"] / "other.safetensors"
+    save_encoder_weights(ENCODERS.build("ctvit", TINY_ENCODER), other)  # new random weights
+    args = list(planted["args"])
+    args[args.index("--encoder") + 1] = str(other)
+    assert cli.main(["train-classifier", *args, "--out", str(planted["root"] / "image")]) == 1
+    assert "not made with the given encoder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# train-encoder on tiny phantoms
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    from engine.synth.config import SynthConfig
+    from engine.synth.writer import write_dataset
+
+    root = tmp_path_factory.mktemp("phantoms") / "data"
+    write_dataset(SynthConfig(n=14, seed=3, scale=8, prevalence={n: 0.4 for n in LABELS}),
+                  root, progress=False)
+    return root
+
+
+def _tiny_config(tmp: Path, **kw) -> EncoderTrainConfig:
+    path = tmp / "tiny.json"
+    path.write_text(json.dumps(TINY_ENCODER))
+    base = dict(encoder_config=str(path), preprocess=TINY_GRID, epochs=8, vq_epochs=1, batch_size=4,
+                lr=3e-3, warmup_steps=2, kmeans_tokens=4000, kmeans_iters=5, seed=0,
+                shift_voxels=(0, 0, 0), intensity_jitter=0.0)
+    return EncoderTrainConfig(**{**base, **kw})
+
+
+def _steps(run: Path) -> list[int]:
+    with (run / "metrics.csv").open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def test_train_encoder_learns_saves_ctclip_weights_and_resumes_after_a_crash(phantoms, tmp_path):
+    config = _tiny_config(tmp_path)
+    full = train_encoder(phantoms, tmp_path / "full", config, workers=0, progress=False,
+                         cache_out=tmp_path / "cache")
+    log = pd.read_csv(tmp_path / "full" / "metrics.csv").dropna(subset=["loss"])
+    per_epoch = log.groupby("epoch").loss.mean()
+    assert per_epoch.iloc[config.epochs - 1] < 0.7 * per_epoch.iloc[0], per_epoch  # the training loss falls
+    assert _steps(tmp_path / "full") == list(range(1, full.steps + 1))
+
+    # The encoder file loads strictly into a fresh CT-ViT of the config, and image model +
+    # preprocessing + the unchanged inference path reproduce the logits written to the cache.
+    root, cfg = load_image_model(tmp_path / "full")
+    with torch.device("meta"):
+        encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
+    load_ctclip_vision(encoder, cfg.encoder.weights, strict=True)
+    codebook = encoder.visual_transformer.vq._codebook
+    assert codebook.initted.item() == 1 and (codebook.cluster_size > 0).sum() > 1  # fitted, not random
+    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head.load_state_dict(load_file(cfg.classifier.weights))
+    from engine.data import CTRateDataset
+
+    dataset = CTRateDataset.open(phantoms)
+    name = dataset.split("test")[0].volume_name
+    x = preprocess(dataset.load_volume(name), PreprocessConfig.from_dict(cfg.preprocess))
+    with torch.no_grad():
+        logits = head(encoder.eval()(x[None]))[0].numpy()
+    cached = EmbeddingCache.open(tmp_path / "cache").get(name).logits
+    np.testing.assert_allclose(logits, cached, atol=1e-4)
+    report = pd.read_csv(tmp_path / "full" / "classifier_report.csv")
+    assert set(report.split) == {"valid", "test"}
+
+    # A run killed mid-epoch resumes from its last checkpoint and ends where the full run ended.
+    class Crash(Exception):
+        pass
+
+    def crash_at(step):
+        if step == full.steps - 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_encoder(phantoms, tmp_path / "crashed", config, workers=0, progress=False, on_step=crash_at)
+    with pytest.raises(ConfigError, match="--resume"):
+        train_encoder(phantoms, tmp_path / "crashed", config, workers=0, progress=False)
+    resumed = train_encoder(phantoms, tmp_path / "crashed", config, workers=0, progress=False, resume=True)
+    assert resumed.steps == full.steps
+    assert _steps(tmp_path / "crashed") == list(range(1, full.steps + 1))  # each step logged once
+    a = load_file(str(tmp_path / "full" / "encoder.safetensors"))
+    b = load_file(str(tmp_path / "crashed" / "encoder.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+    with pytest.raises(ConfigError, match="other training settings"):
+        shutil.rmtree(tmp_path / "crashed" / "checkpoints" / "best")
+        train_encoder(phantoms, tmp_path / "crashed", _tiny_config(tmp_path, lr=1e-3), workers=0,
+                      progress=False, resume=True)
+
+
+def test_train_encoder_refuses_a_grid_that_does_not_fit_the_encoder(phantoms, tmp_path):
+    config = _tiny_config(tmp_path, preprocess={"spacing_mm": [12.0, 12.0, 24.0], "shape_xyz": [40, 40, 16]})
+    with pytest.raises(ConfigError, match="does not fit encoder config"):
+        train_encoder(phantoms, tmp_path / "out", config, workers=0, progress=False)
+
+
+def test_train_encoder_names_a_volume_it_cannot_read(phantoms, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    victim = next((data / "volumes").rglob("*.nii.gz"))
+    victim.write_bytes(b"not a nifti")
+    with pytest.raises(DatasetError, match=victim.name):
+        train_encoder(data, tmp_path / "out", _tiny_config(tmp_path), workers=0, progress=False)
+
+
+def test_shared_projection_and_head_scale_export_exactly_into_the_ctclip_path():
+    """Trained with the projection shared over positions and a scaled latent, saved as CT-CLIP's
+    grid projection and a plain head: the saved pair computes the same logits."""
+    from training.encoder import EncoderWithHead, make_trainable
+    from training.image_side import fold_input_affine
+
+    torch.manual_seed(0)
+    encoder = ENCODERS.build("ctvit", TINY_ENCODER)
+    model = EncoderWithHead(encoder, AbnormalityHead(AbnormalityHeadConfig(in_dim=32)), tied_projection=True)
+    trained = {n for n, p in model.named_parameters() if p in set(make_trainable(model))}
+    assert "shared_projection.weight" in trained and "encoder.to_visual_latent.weight" not in trained
+    assert "encoder.to_visual_latent_extra.weight" not in trained
+    x = torch.rand(2, 1, 16, 32, 32) * 2 - 1
+    model.eval()
+    with torch.no_grad():
+        expected = model(x, quantize=True)
+        model.export_projection()
+        head = model.head
+        fold_input_affine(head, torch.zeros(32), torch.full((32,), model.latent_scale))
+        got = head(encoder.eval()(x))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_codebook_fit_recovers_token_clusters_by_cosine():
+    from training.encoder import fit_codebook
+
+    encoder = ENCODERS.build("ctvit", {**TINY_ENCODER, "codebook_size": 3})
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[4.0] + [0.0] * 31, [0.0, 2.0] + [0.0] * 30, [0.0, 0.0, -3.0] + [0.0] * 29])
+    tokens = torch.cat([c + 0.05 * torch.randn(200, 32, generator=g) for c in centres])
+    stats = fit_codebook(encoder, tokens, iters=10, seed=0)
+    assert stats["rows_used"] == 3 and stats["mean_cosine"] > 0.95
+    vq = encoder.visual_transformer.vq
+    quantised, _ = vq(tokens)
+    # each token comes back as its cluster's raw mean (magnitude kept), as CT-CLIP's VQ returns rows
+    for i, c in enumerate(centres):
+        torch.testing.assert_close(quantised[i * 200:(i + 1) * 200].mean(0), c, atol=0.02, rtol=0)
