@@ -4,8 +4,25 @@ connector was built for them (V-3). Shapes are checked here so every connector f
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from engine.connectors.config import ConnectorConfig
+
+
+class Connector(nn.Module):
+    """What every connector shares: its config and the facts the report generator asks of it."""
+
+    def __init__(self, config: ConnectorConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    def prefix_len(self) -> int:
+        return self.config.prefix_len
+
+    @property
+    def uses_logits(self) -> bool:
+        return self.config.n_labels > 0
 
 
 def connector_input(

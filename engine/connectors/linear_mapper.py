@@ -11,22 +11,13 @@ import torch
 from torch import nn
 
 from engine.connectors.config import ConnectorConfig
-from engine.connectors.inputs import connector_input
+from engine.connectors.inputs import Connector, connector_input
 
 
-class LinearMapper(nn.Module):
+class LinearMapper(Connector):
     def __init__(self, config: ConnectorConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.linear = nn.Linear(config.d_in, config.prefix_len * config.d_llm)
-
-    @property
-    def prefix_len(self) -> int:
-        return self.config.prefix_len
-
-    @property
-    def uses_logits(self) -> bool:
-        return self.config.n_labels > 0
 
     def forward(self, embedding: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         x = connector_input(self.config, embedding, logits, self.linear.weight.dtype)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.connectors.config import ConnectorConfig
-from engine.connectors.inputs import connector_input
+from engine.connectors.inputs import Connector, connector_input
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -89,23 +89,14 @@ class Transformer(nn.Module):
         return x
 
 
-class TransformerMapper(nn.Module):
+class TransformerMapper(Connector):
     def __init__(self, config: ConnectorConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.linear = nn.Linear(config.d_in, config.clip_len * config.d_llm)
         self.prefix_const = nn.Parameter(torch.randn(config.prefix_len, config.d_llm))
         self.transformer = Transformer(
             config.d_llm, config.n_heads, config.n_layers, config.mlp_ratio, config.act, config.dropout
         )
-
-    @property
-    def prefix_len(self) -> int:
-        return self.config.prefix_len
-
-    @property
-    def uses_logits(self) -> bool:
-        return self.config.n_labels > 0
 
     def forward(self, embedding: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d_embed) latent [+ (B, n_labels) logits] → (B, prefix_len, d_llm) prefix."""
