@@ -79,3 +79,31 @@ def test_bad_volumes_are_all_reported_and_the_rest_cached(setup, tmp_path, capsy
     assert "2 volume(s) could not be embedded" in err
     assert all(c.volume_name in err for c in cases[:2])
     assert len(EmbeddingCache.open(tmp_path / "cache")) == len(cases) - 2
+
+
+def test_embed_with_an_image_model_stores_its_classifier_logits(setup, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.labels import ct_rate
+    from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, save_image_model
+
+    root, data, encoder, weights = setup
+    head = AbnormalityHead(AbnormalityHeadConfig(in_dim=encoder.cfg.dim_latent))
+    image = tmp_path / "image"
+    image.mkdir()
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(image / "classifier.safetensors"))
+    save_image_model(image, ImageModelConfig(
+        label_set=ct_rate().to_dict(), preprocess=GRID.to_dict(),
+        encoder=EncoderSpec("ctvit", encoder.cfg.to_dict(), str(weights)),
+        classifier=ClassifierSpec(head.config.to_dict(), "classifier.safetensors", [0.5] * 18)))
+    out = tmp_path / "cache"
+    assert cli.main(["embed", "--data", str(data), "--image-model", str(image), "--out", str(out),
+                     "--workers", "0", "--device", "cpu"]) == 0
+    cache = EmbeddingCache.open(out)
+    names = cache.names()
+    latents, logits = cache.stack(names, with_logits=True)
+    with torch.no_grad():
+        expected = head(torch.from_numpy(latents)).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    assert cache.identity.label_set == "ct-rate" and cache.identity.classifier == str(image.resolve())

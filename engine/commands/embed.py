@@ -11,12 +11,13 @@ def register(subparsers) -> None:
         help="compute each volume's encoder latent (and classifier logits) once into a cache",
         description="Read every volume of a CT-RATE-format dataset, preprocess it, run the frozen encoder "
         "and store the latent under its VolumeName. A rerun skips volumes already cached. Give either "
-        "--run (encoder, classifier and preprocessing of a trained run; logits are stored too) or "
-        "--encoder with --encoder-config (e.g. a CT-CLIP checkpoint).",
+        "--image-model (an image model folder or a run: encoder, classifier and preprocessing; logits are "
+        "stored too) or --encoder with --encoder-config (e.g. a CT-CLIP checkpoint).",
     )
     p.add_argument("--data", required=True, help="dataset folder (reports.csv, labels.csv, volumes/)")
     p.add_argument("--out", required=True, help="cache folder (created or resumed)")
-    p.add_argument("--run", help="take encoder, classifier and preprocessing from this run directory")
+    p.add_argument("--image-model", "--run", dest="image_model",
+                   help="take encoder, classifier and preprocessing from this image model folder or run directory")
     p.add_argument("--encoder", help="encoder weights: a CT-CLIP checkpoint (.pt) or rad3d safetensors")
     p.add_argument("--encoder-config", default="ctclip-full", help="encoder config name or JSON file (default ctclip-full)")
     p.add_argument("--preprocess", help="PreprocessConfig as a JSON file (default: CT-CLIP's 480x480x240 grid)")
@@ -41,17 +42,16 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import ConfigError, DatasetError
     from engine.inference import _load_strict, pick_device
     from engine.preprocess import PreprocessConfig
-    from engine.rundir import open_run
+    from engine.rundir import load_image_model
 
     device, _ = pick_device(args.device)
     classifier = None
-    if args.run:
-        run_dir = open_run(args.run)
-        cfg = run_dir.config
-        name, enc_cfg, weights = cfg.encoder.name, cfg.encoder.config, run_dir.resolve(cfg.encoder.weights)
+    if args.image_model:
+        image_root, cfg = load_image_model(args.image_model)
+        name, enc_cfg, weights = cfg.encoder.name, cfg.encoder.config, Path(cfg.encoder.weights)
         pp = PreprocessConfig.from_dict(cfg.preprocess)
         classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
-        _load_strict(classifier, run_dir.resolve(cfg.classifier.weights), "classifier")
+        _load_strict(classifier, Path(cfg.classifier.weights), "classifier")
     elif args.encoder:
         name, weights = "ctvit", Path(args.encoder)
         enc_cfg = load_encoder_config(args.encoder_config).to_dict()
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             pp = PreprocessConfig()
     else:
-        raise ConfigError("give --run RUN or --encoder WEIGHTS")
+        raise ConfigError("give --image-model IMAGE (or a run) or --encoder WEIGHTS")
 
     dataset = CTRateDataset.open(args.data)
     cases = [c for c in dataset.cases if not args.split or c.split in args.split]
@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     cache = EmbeddingCache.create_or_open(args.out, identity_for(name, enc_cfg, weights, pp, encoder.cfg.dim_latent))
     summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache,
                             classifier=classifier, workers=args.workers, device=device)
-    if classifier is not None and summary.done:
-        cache.set_logits({}, label_set=cfg.label_set["name"], classifier=str(run_dir.root))
+    if classifier is not None and summary.done:  # record which classifier wrote the logits
+        cache.set_logits({}, label_set=cfg.label_set["name"], classifier=str(image_root))
     print(f"{summary.done} embedded, {summary.skipped} already cached, {len(summary.failed)} failed -> {args.out}")
     if summary.failed:
         raise DatasetError(f"{len(summary.failed)} volume(s) could not be embedded", args.data,
