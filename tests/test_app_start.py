@@ -1,0 +1,61 @@
+"""The app starts on the embedded default: demo phantoms written on first start, then served on
+loopback. (The browser-driven test of the screens belongs with the app's own tests.)"""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+
+from ui import demo
+from ui.app import AppConfig, CaseBrowser, build_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAD3D_HOME", str(home))
+    mp.setattr(demo, "DEMO_CASES", 3)
+    yield home
+    mp.undo()
+
+
+def test_first_start_writes_the_demo_phantoms_once(demo_home):
+    data = demo.ensure_demo_data()
+    assert data == demo_home / "demo" / "phantoms" and (data / "reports.csv").is_file()
+    stamp = (data / "reports.csv").stat().st_mtime_ns
+    assert demo.ensure_demo_data() == data
+    assert (data / "reports.csv").stat().st_mtime_ns == stamp  # not rewritten on later starts
+    assert demo.demo_runs() == {}
+
+
+def test_case_browser_searches_and_filters(demo_home):
+    browser = CaseBrowser(AppConfig(data_dir=demo.ensure_demo_data()))
+    names = browser.case_names()
+    assert len(names) == 3
+    assert browser.case_names(names[1].upper()) == [names[1]]  # case-insensitive
+    assert browser.case_names("no-such-case") == []
+    for finding in browser.dataset.label_set.names:
+        expected = [c.volume_name for c in browser.dataset.cases if c.labels[browser.dataset.label_set.index(finding)]]
+        assert browser.case_names("", finding) == expected
+    volume = browser.volumes.get(names[0])
+    assert browser.volumes.get(names[0]) is volume and browser.volumes.loads == 1
+
+
+def test_app_serves_on_loopback(demo_home):
+    app = build_app(AppConfig(data_dir=demo.ensure_demo_data()))
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+        assert "rad3d" in page or "gradio" in page.lower()
+    finally:
+        app.close()
