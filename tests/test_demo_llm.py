@@ -1,0 +1,28 @@
+"""The demo decoder is a real pretrained LLM shipped by a registry package: converted once, it
+loads offline from a local folder and continues text sensibly."""
+
+import pytest
+import torch
+
+from engine.decoders import load_causal_lm
+from engine.errors import ConfigError
+from training.demo.llm import ensure_smollm2, package_folder
+
+
+def test_missing_package_is_named():
+    with pytest.raises(ConfigError, match="not installed"):
+        package_folder("no_such_package_rad3d")
+
+
+@pytest.mark.slow
+def test_smollm2_converts_once_and_generates(tmp_path):
+    out = ensure_smollm2(tmp_path / "smollm2")
+    assert (out / "config.json").is_file() and not (tmp_path / "smollm2.partial").exists()
+    stamp = (out / "config.json").stat().st_mtime_ns
+    assert ensure_smollm2(out) == out and (out / "config.json").stat().st_mtime_ns == stamp
+    model, tokenizer = load_causal_lm(out)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008  # SmolLM2-135M
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        out_ids = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in tokenizer.decode(out_ids[0, ids["input_ids"].shape[1]:])
