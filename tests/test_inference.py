@@ -9,53 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-from engine.decoders import load_causal_lm
-from engine.encoders import ENCODERS
 from engine.errors import CheckpointError, ConfigError
-from engine.generation import GenerationSettings
 from engine.inference import InferenceSession
 from engine.labels import ct_rate
-from engine.model import build_report_generator
-from engine.preprocess import PreprocessConfig, preprocess
-from engine.rundir import open_run, write_run
-from engine.volume import Volume
+from engine.preprocess import preprocess
+from engine.rundir import open_run
 from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-
-# The fixture encoder takes (B, 1, 20, 48, 48): a 360 x 360 x 300 mm field of view on this grid.
-SMALL_GRID = PreprocessConfig(spacing_mm=(7.5, 7.5, 15.0), shape_xyz=(48, 48, 20))
-SETTINGS = GenerationSettings(max_new_tokens=12)
-
-
-def chest_like_volume(seed: int = 0) -> Volume:
-    """Air around an elliptic soft-tissue body with two low-density 'lungs' (HU, L-P-S order)."""
-    rng = np.random.default_rng(seed)
-    x, y, z = np.meshgrid(np.arange(120), np.arange(110), np.arange(60), indexing="ij")
-    hu = np.full(x.shape, -1000.0, dtype=np.float32)
-    body = ((x - 60) / 52) ** 2 + ((y - 55) / 40) ** 2 <= 1
-    hu[body] = 40.0
-    for cx in (38, 82):
-        hu[body & (((x - cx) / 18) ** 2 + ((y - 52) / 26) ** 2 <= 1)] = -850.0
-    hu += rng.normal(0, 15, hu.shape).astype(np.float32)
-    return Volume(hu=hu, spacing_mm=(3.0, 3.0, 5.0), source=f"chest-like-{seed}")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_gpt2_dir):
-    torch.manual_seed(0)
-    encoder = ENCODERS.build("ctvit", "ctclip-small-fixture")
-    torch.nn.init.normal_(encoder.visual_transformer.vq._codebook.embed)  # a codebook that varies
-    encoder.visual_transformer.vq._codebook.initted.fill_(1)
-    classifier = AbnormalityHead(AbnormalityHeadConfig(in_dim=encoder.cfg.dim_latent, n_labels=18))
-    decoder, _ = load_causal_lm(tiny_gpt2_dir)
-    generator = build_report_generator("v3", decoder, d_embed=encoder.cfg.dim_latent, n_labels=18,
-                                       prefix_len=4, clip_len=4, n_layers=2, n_heads=4)
-    thresholds = np.linspace(0.2, 0.8, 18)
-    root = tmp_path_factory.mktemp("run")
-    write_run(root, label_set=ct_rate(), preprocess=SMALL_GRID, encoder_name="ctvit", encoder=encoder,
-              classifier=classifier, thresholds=thresholds, generator=generator, decoder_path=tiny_gpt2_dir,
-              generation=SETTINGS)
-    return root, encoder, classifier, generator
+from run_fixtures import SETTINGS, SMALL_GRID, THRESHOLDS, chest_like_volume, tiny_run  # noqa: F401
 
 
 def test_loaded_run_reproduces_its_parts(tiny_run):
@@ -71,7 +31,7 @@ def test_loaded_run_reproduces_its_parts(tiny_run):
     probs = torch.sigmoid(logits)[0].numpy()
     assert list(result.probabilities) == list(ct_rate().names)
     np.testing.assert_allclose(list(result.probabilities.values()), probs, atol=1e-6)
-    assert result.positives == [n for n, p, t in zip(ct_rate().names, probs, np.linspace(0.2, 0.8, 18)) if p >= t]
+    assert result.positives == [n for n, p, t in zip(ct_rate().names, probs, THRESHOLDS) if p >= t]
     assert result.report == expected.texts[0] and result.report
     assert result.prefix.shape == (4, generator.config.connector.d_llm)
     assert set(result.timings) == {"load_s", "preprocess_s", "encode_s", "generate_s", "total_s"}

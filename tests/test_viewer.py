@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ui.viewer import (ORIENTATION_LETTERS, WINDOW_PRESETS, Crosshair, display_size, pixel_spacing,
-                       plane_slice, render_plane, window)
+from ui.viewer import (ORIENTATION_LETTERS, WINDOW_PRESETS, Crosshair, clamp_crosshair, display_size,
+                       letter_size, pixel_spacing, plane_slice, render_plane, window)
 
 
 def marked_volume():
@@ -58,6 +58,47 @@ def test_render_plane_draws_crosshair_and_has_square_pixels():
     assert image.size == (160, 160)  # 40 mm wide, 40 mm tall
     arr = np.asarray(image)
     yellow = (arr[..., 0] > 200) & (arr[..., 1] > 150) & (arr[..., 2] < 80)
-    assert yellow.any(axis=1).sum() >= 150  # a full vertical line plus a horizontal one
+    band = letter_size(image.size) + 6  # the edge letters are drawn over the line ends
+    assert yellow[band:-band].any(axis=1).all()  # a vertical line through every row
+    assert yellow.sum(axis=1).max() >= 160 - 2 * band  # and a horizontal one across
     with pytest.raises(IndexError):
         plane_slice(hu, "axial", 10)
+
+
+def _letter_pixels(image):
+    arr = np.asarray(image).astype(int)
+    return (arr[..., 0] < 60) & (arr[..., 1] > 200) & (arr[..., 2] > 200)  # the letters' cyan
+
+
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+def test_orientation_letters_sit_on_their_edges_and_are_legible(plane):
+    hu = np.zeros((50, 40, 30), dtype=np.float32)
+    image = render_plane(hu, (1.0, 1.0, 2.0), plane, Crosshair(25, 20, 15), 400, 40, max_side=400,
+                         show_crosshair=False)
+    cyan = _letter_pixels(image)
+    h, w = cyan.shape
+    band = letter_size((w, h)) + 6
+    regions = {"top": cyan[:band, w // 3: 2 * w // 3], "bottom": cyan[-band:, w // 3: 2 * w // 3],
+               "left": cyan[h // 3: 2 * h // 3, :band], "right": cyan[h // 3: 2 * h // 3, -band:]}
+    for edge, region in regions.items():
+        rows = np.nonzero(region.any(axis=1))[0]
+        assert rows.size, f"no letter on the {edge} edge of {plane}"
+        assert rows.max() - rows.min() + 1 >= 9, f"{edge} letter of {plane} is too small to read"
+    assert cyan[band:-band, band:-band].sum() == 0  # nothing drawn in the image's middle
+    assert letter_size((w, h)) >= 14
+
+
+@pytest.mark.parametrize("plane, expected", [("axial", (400, 320)), ("coronal", (400, 240)),
+                                             ("sagittal", (320, 240))])
+def test_every_plane_keeps_the_physical_aspect(plane, expected):
+    # 50 x 40 x 30 voxels of 1 x 1 x 2 mm: 50 mm (x) by 40 mm (y) by 60 mm (z)
+    hu = np.zeros((50, 40, 30), dtype=np.float32)
+    image = render_plane(hu, (1.0, 1.0, 2.0), plane, Crosshair(0, 0, 0), 400, 40, max_side=400)
+    w, h = image.size
+    extent = {"axial": (50, 40), "coronal": (50, 60), "sagittal": (40, 60)}[plane]  # (width, height) mm
+    assert abs(w / h - extent[0] / extent[1]) < 0.01
+    assert max(w, h) == 400
+
+
+def test_crosshair_is_clamped_into_the_volume():
+    assert clamp_crosshair((10, 20, 30), -5, 25, 29.7) == Crosshair(0, 19, 29)

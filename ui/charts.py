@@ -27,10 +27,10 @@ def probability_chart(probabilities: dict[str, float], thresholds: dict[str, flo
         marker=dict(symbol="line-ns-open", size=14, color="black", line=dict(width=2)),
         name="threshold", hovertemplate="threshold %{x:.3f}<extra></extra>",
     )
-    title = "Finding probabilities (red: at or above threshold"
-    title += "; ● labelled present in the reference)" if reference is not None else ")"
+    title = "Finding probabilities<br>red: at or above its threshold (black tick)"
+    title += "<br>● labelled present in the reference" if reference is not None else ""
     fig.update_layout(
         title=dict(text=title, font=dict(size=12)), xaxis=dict(range=[0, 1], title="probability"),
-        height=520, margin=dict(l=10, r=10, t=40, b=30), showlegend=False,
+        height=560, margin=dict(l=10, r=10, t=70, b=30), showlegend=False,
     )
     return fig

@@ -9,9 +9,10 @@ the top of axial images, superior at the top of coronal and sagittal images.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -114,8 +115,42 @@ def render_plane(
         cy, cx = (row + 0.5) * sy, (col + 0.5) * sx
         draw.line([(0, cy), (size[0], cy)], fill=(255, 200, 0), width=1)
         draw.line([(cx, 0), (cx, size[1])], fill=(255, 200, 0), width=1)
+    draw_orientation_letters(draw, plane, size)
+    return image
+
+
+LETTER_COLOUR = (0, 255, 255)
+
+
+def letter_size(size: tuple[int, int]) -> int:
+    """Font size of the edge letters: legible on small images, not dominating large ones."""
+    return max(14, min(28, round(min(size) / 16)))
+
+
+@lru_cache(maxsize=8)
+def _font(px: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=px)
+
+
+def draw_orientation_letters(draw: ImageDraw.ImageDraw, plane: str, size: tuple[int, int]) -> None:
+    """The plane's four edge letters, centred on each edge, cyan with a black outline so they read
+    on bone as on air."""
     top, bottom, left, right = ORIENTATION_LETTERS[plane]
     w, h = size
-    for text, xy in ((top, (w / 2 - 4, 2)), (bottom, (w / 2 - 4, h - 14)), (left, (3, h / 2 - 6)), (right, (w - 11, h / 2 - 6))):
-        draw.text(xy, text, fill=(0, 255, 255))
-    return image
+    font = _font(letter_size(size))
+    pad = 3
+    anchors = ((top, (w / 2, pad), "mt"), (bottom, (w / 2, h - pad), "mb"),
+               (left, (pad, h / 2), "lm"), (right, (w - pad, h / 2), "rm"))
+    for text, xy, anchor in anchors:
+        draw.text(xy, text, fill=LETTER_COLOUR, font=font, anchor=anchor, stroke_width=2, stroke_fill=(0, 0, 0))
+
+
+def clamp_crosshair(shape: tuple[int, int, int], x: float, y: float, z: float) -> Crosshair:
+    """A crosshair inside the volume, whatever (possibly stale) slider values came in."""
+    return Crosshair(*(min(max(int(v), 0), n - 1) for v, n in zip((x, y, z), shape)))
+
+
+def render_views(hu: np.ndarray, spacing_mm: tuple[float, float, float], crosshair: Crosshair,
+                 width: float, level: float, *, max_side: int = 512) -> list[Image.Image]:
+    """The three planes (PLANES order) through one crosshair: what the page redraws on any change."""
+    return [render_plane(hu, spacing_mm, p, crosshair, width, level, max_side=max_side) for p in PLANES]

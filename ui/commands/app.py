@@ -16,9 +16,13 @@ def register(subparsers) -> None:
     p.add_argument("--data", help="dataset folder in CT-RATE's format (default: the embedded demo phantoms)")
     p.add_argument("--run", action="append", default=[], metavar="[NAME=]RUN",
                    help="run directory to generate with (repeatable; NAME= sets the shown name)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--eval", dest="eval_dir", metavar="EVAL_DIR",
+                   help="evaluation folder (`rad3d metrics` output) shown in the Research tab")
+    p.add_argument("--upload-dir", help="where uploads are kept (default: $RAD3D_HOME/uploads)")
+    p.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest accepted upload in MiB (default 1024)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help=argparse.SUPPRESS)  # never: no tunnels from here
     p.set_defaults(handler=run)
 
 
@@ -36,12 +40,14 @@ def parse_runs(specs: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ui.app import AppConfig, build_app
-    from ui.demo import ensure_demo_data, demo_runs
+    from ui.app import AppConfig, build_app, launch
+    from ui.demo import demo_runs, ensure_demo_data
 
     data = Path(args.data) if args.data else ensure_demo_data()
     runs = parse_runs(args.run) if args.run else demo_runs()
-    app = build_app(AppConfig(data_dir=data, runs=runs))
+    config = AppConfig(data_dir=data, runs=runs, eval_dir=args.eval_dir, upload_dir=args.upload_dir,
+                       max_upload_mb=args.max_upload_mb)
+    app = build_app(config)
     print(f"rad3d app: {len(runs)} run(s), data {data}; serving on http://{args.host}:{args.port}")
-    app.launch(server_name=args.host, server_port=args.port, share=False, show_error=True)
+    launch(app, config, host=args.host, port=args.port)
     return 0

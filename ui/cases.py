@@ -1,0 +1,80 @@
+"""What the app can show: the configured dataset's cases, uploaded volumes and the configured runs,
+shared by every browser session. Cases and runs are looked up by name in what was configured;
+no name from a client ever becomes a path except through the upload area's checks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from engine.errors import ConfigError
+from engine.volume import Volume
+from ui.uploads import UPLOAD_PREFIX, UploadArea
+from ui.volumes import VolumeStore
+
+
+class CaseBrowser:
+    def __init__(self, config):
+        from engine.data import CTRateDataset
+
+        self.config = config
+        self.dataset = CTRateDataset.open(config.data_dir)
+        self.label_names = list(self.dataset.label_set.names)
+        self.uploads = UploadArea(config.upload_dir, int(config.max_upload_mb * 2**20))
+        self.uploaded: list[str] = []
+        self.volumes = VolumeStore(self._load)
+        self._sessions: dict[str, object] = {}
+        self._session_lock = threading.Lock()
+
+    # -- cases ---------------------------------------------------------------------------------
+    def _load(self, key: str) -> Volume:
+        if key.startswith(UPLOAD_PREFIX):
+            return self.uploads.load(key)
+        return self.dataset.load_volume(key)  # unknown names: DatasetError, no path is built
+
+    def case_names(self, query: str = "", finding: str | None = None) -> list[str]:
+        """Uploaded volumes first (when no finding filter is set), then the dataset's cases."""
+        names = [k for k in self.uploaded if not finding or finding == "(any)"]
+        names = [k for k in names if not query or query.lower() in k.lower()]
+        for case in self.dataset.cases:
+            if query and query.lower() not in case.volume_name.lower():
+                continue
+            if finding and finding != "(any)" and case.labels is not None:
+                if not case.labels[self.dataset.label_set.index(finding)]:
+                    continue
+            names.append(case.volume_name)
+        return names
+
+    def add_upload(self, temp_path: str | Path, client_name: str) -> str:
+        """Store and read an uploaded file; returns its case key (VolumeError if refused or unreadable)."""
+        key = self.uploads.store(temp_path, client_name)
+        try:
+            self.volumes.get(key)
+        except Exception:
+            self.uploads.path(key).unlink(missing_ok=True)
+            raise
+        self.uploaded.insert(0, key)
+        return key
+
+    def reference(self, key: str, section: str = "findings") -> tuple[str, dict[str, int] | None]:
+        """(reference text of `section`, {finding: 0/1} or None) of a dataset case; ("", None) for
+        uploads. `section` is what the run writes (run.config.report_section): findings, impression
+        or anything else for both."""
+        if key.startswith(UPLOAD_PREFIX):
+            return "", None
+        case = self.dataset.case(key)
+        labels = None if case.labels is None else dict(zip(self.label_names, (int(v) for v in case.labels)))
+        text = {"findings": case.findings, "impression": case.impression}.get(section, case.report)
+        return text, labels
+
+    # -- runs ----------------------------------------------------------------------------------
+    def session(self, run_name: str):
+        """The loaded InferenceSession of a configured run (loaded once, on first use)."""
+        from engine.inference import InferenceSession
+
+        if run_name not in self.config.runs:
+            raise ConfigError(f"no run named {run_name!r} is configured (start the app with --run NAME=RUN_DIR)")
+        with self._session_lock:
+            if run_name not in self._sessions:
+                self._sessions[run_name] = InferenceSession.load(self.config.runs[run_name])
+            return self._sessions[run_name]

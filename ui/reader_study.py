@@ -1,0 +1,276 @@
+"""The reader-study screens: a reader logs in, sees only their own queue (the case in the viewer,
+one report under its opaque code, the paper's rubric), scores it and moves on; an admin login
+shows progress and the summary.
+
+Every handler is a plain function of the service layer; the same functions are exposed over
+Gradio's HTTP API (api_name login, next_item, item_at, submit_rating, finish, admin_login,
+admin_summary) with the session token as an explicit argument, so scripts and tests can drive a
+study exactly as the browser does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from engine.errors import Rad3dError
+from study.readers.rubric import CRITERIA, SCALE, SCORES
+from study.readers.service import ReaderStudyService
+from ui.viewer import PLANE_AXIS, WINDOW_PRESETS, Crosshair, render_plane
+from ui.volumes import VolumeStore
+
+log = logging.getLogger("rad3d.reader_study")
+
+
+@dataclass
+class ReaderStudyAppConfig:
+    db_path: Path
+    study: str
+    data_dir: Path | None = None  # default: the dataset named when the study was created
+    max_side: int = 380
+
+
+class ReaderStudyHandlers:
+    """The screens' logic: each method takes plain values and returns plain dicts; a refusal
+    becomes a gr.Error carrying the service's message."""
+
+    def __init__(self, config: ReaderStudyAppConfig):
+        self.config = config
+        self.service = ReaderStudyService(config.db_path)
+        self.info = self.service.study_info(config.study)  # refuses an unknown study at start
+        data = config.data_dir or (Path(self.info["data_dir"]) if self.info["data_dir"] else None)
+        self.data_dir = data
+        self._dataset = None
+        self.volumes = VolumeStore(self._load_volume)
+
+    # -- data for the viewer ----------------------------------------------------------------------
+    def _load_volume(self, name: str):
+        if self._dataset is None:
+            from engine.data import CTRateDataset
+
+            self._dataset = CTRateDataset.open(self.data_dir)
+        return self._dataset.load_volume(name)
+
+    def render(self, volume_name: str | None, plane: str, position: float, preset: str):
+        """(image, message): one plane of the case at a relative position 0..1 along its axis."""
+        if not volume_name or self.data_dir is None:
+            return None, "" if not volume_name else "No dataset folder given: the case cannot be shown."
+        try:
+            volume = self.volumes.get(volume_name)
+        except Rad3dError as err:
+            log.warning("cannot show %s: %s", volume_name, err)
+            return None, f"The case's volume cannot be shown ({err.problem})."
+        shape = volume.shape
+        axis = PLANE_AXIS[plane]
+        index = min(shape[axis] - 1, max(0, round(float(position) * (shape[axis] - 1))))
+        centre = [s // 2 for s in shape]
+        centre[axis] = index
+        width, level = WINDOW_PRESETS[preset]
+        image = render_plane(volume.hu, volume.spacing_mm, plane, Crosshair(*centre), width, level,
+                             max_side=self.config.max_side, show_crosshair=False)
+        return image, ""
+
+    # -- API --------------------------------------------------------------------------------------
+    @staticmethod
+    def _call(fn, *args):
+        try:
+            return fn(*args)
+        except Rad3dError as err:
+            raise gr.Error(err.problem, print_exception=False) from None
+
+    def login(self, reader: str, password: str) -> dict:
+        token = self._call(self.service.login, self.config.study, reader, password)
+        return {"token": token, "reader": reader.strip(), "item": self._call(self.service.next_item, token).to_dict()}
+
+    def next_item(self, token: str) -> dict:
+        return self._call(self.service.next_item, token).to_dict()
+
+    def item_at(self, token: str, position: int) -> dict:
+        return self._call(self.service.item_at, token, int(position)).to_dict()
+
+    def submit_rating(self, token: str, code: str, clinical: int | None, technical: int | None,
+                      criteria: list[str] | None = None, comment: str = "") -> dict:
+        return self._call(self.service.submit_rating, token, code, clinical, technical, criteria or [], comment).to_dict()
+
+    def finish(self, token: str) -> dict:
+        return self._call(self.service.finish, token).to_dict()
+
+    def admin_login(self, password: str) -> dict:
+        return {"token": self._call(lambda: self.service.login(self.config.study, "admin", password, role="admin"))}
+
+    def admin_summary(self, token: str) -> dict:
+        from study.readers.stats import format_summary, summarize
+
+        self._call(self.service.admin_study, token)
+        ratings = self.service.ratings_frame(self.config.study)
+        summary = summarize(ratings, resamples=1000)
+        return {"progress": self.service.progress(self.config.study).astype(str).to_dict("records"),
+                "summary": format_summary(summary), "ratings": len(ratings)}
+
+
+# -- what the reader's screen shows for an item view ------------------------------------------------
+def progress_text(view: dict) -> str:
+    if view.get("finished"):
+        return f"**Finished** — {view['rated']} of {view['total']} rated. Thank you."
+    if view.get("done") and not view.get("code"):
+        return f"**All {view['total']} items rated.** Revise any with *Previous*, or press *Finish*."
+    return f"**Item {view['position']} of {view['total']}** · {view['rated']} of {view['total']} rated"
+
+
+def report_text(view: dict) -> str:
+    if not view.get("code"):
+        return ""
+    text = (view.get("report") or "").strip() or "*(no text was generated)*"
+    return f"#### Report {view['code']}\n\n{text}"
+
+
+def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
+    h = ReaderStudyHandlers(config)
+    scale_choices = [(f"{k} — {v}", k) for k, v in SCALE.items()]
+
+    with gr.Blocks(title=f"rad3d reader study: {config.study}") as app:
+        gr.Markdown(f"## Reader study: {config.study}\nResearch software: drafts are not for patient care.")
+        token = gr.State("")
+        view = gr.State({})
+        with gr.Tabs():
+            with gr.Tab("Reader"):
+                with gr.Column(visible=True) as login_box:
+                    name_in = gr.Textbox(label="Reader name", elem_id="reader-name")
+                    password_in = gr.Textbox(label="Password", type="password", elem_id="reader-password")
+                    login_btn = gr.Button("Log in", variant="primary", elem_id="login-button")
+                message = gr.Markdown("", elem_id="message")
+                with gr.Column(visible=False) as work_box:
+                    progress = gr.Markdown("", elem_id="progress")
+                    with gr.Row():
+                        with gr.Column(scale=1):
+                            plane = gr.Radio(["axial", "coronal", "sagittal"], value="axial", label="Plane")
+                            position = gr.Slider(0, 1, value=0.5, step=0.01, label="Slice")
+                            preset = gr.Dropdown(list(WINDOW_PRESETS), value="lung", label="Window")
+                            image = gr.Image(label="Case", type="pil", interactive=False, height=config.max_side, elem_id="case-image")
+                        with gr.Column(scale=1):
+                            report = gr.Markdown("", elem_id="report")
+                            reference = gr.Markdown("", elem_id="reference", visible=bool(h.info["show_reference"]))
+                            clinical = gr.Radio(scale_choices, label=f"{SCORES['clinical']} (1–5, required)",
+                                                elem_id="clinical-score")
+                            clinical_criteria = gr.CheckboxGroup([(v, k) for k, v in CRITERIA["clinical"].items()],
+                                                                 label="Clinical criteria met", elem_id="clinical-criteria")
+                            technical = gr.Radio(scale_choices, label=f"{SCORES['technical']} (1–5, required)",
+                                                 elem_id="technical-score")
+                            technical_criteria = gr.CheckboxGroup([(v, k) for k, v in CRITERIA["technical"].items()],
+                                                                  label="Technical criteria met", elem_id="technical-criteria")
+                            comment = gr.Textbox(label="Comment", lines=3, elem_id="comment")
+                            with gr.Row():
+                                previous_btn = gr.Button("Previous", elem_id="previous-button")
+                                submit_btn = gr.Button("Submit and next", variant="primary", elem_id="submit-button")
+                                skip_btn = gr.Button("First unrated", elem_id="next-button")
+                                finish_btn = gr.Button("Finish", variant="stop", elem_id="finish-button")
+            with gr.Tab("Admin"):
+                admin_token = gr.State("")
+                admin_password = gr.Textbox(label="Admin password", type="password", elem_id="admin-password")
+                admin_btn = gr.Button("Log in as admin", elem_id="admin-login-button")
+                admin_refresh = gr.Button("Refresh")
+                admin_progress = gr.Dataframe(label="Progress per reader", interactive=False)
+                admin_text = gr.Markdown("")
+                admin_plot = gr.Plot(label="Scores per arm")
+
+        screen = [token, view, login_box, work_box, message, progress, report, reference, clinical, clinical_criteria,
+                  technical, technical_criteria, comment, image]
+
+        def show(tok: str, v: dict, note: str = ""):
+            rating = v.get("rating") or {}
+            has_item = bool(v.get("code"))
+            img, img_note = h.render(v.get("volume_name"), "axial", 0.5, "lung") if has_item else (None, "")
+            ref = v.get("reference")
+            return [tok, v, gr.update(visible=False), gr.update(visible=True), note or img_note, progress_text(v),
+                    report_text(v), f"**Reference report**\n\n{ref}" if ref else "",
+                    gr.update(value=rating.get("clinical"), interactive=has_item and not v.get("finished")),
+                    gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["clinical"]]),
+                    gr.update(value=rating.get("technical"), interactive=has_item and not v.get("finished")),
+                    gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["technical"]]),
+                    rating.get("comment", ""), img]
+
+        def keep(note: str):
+            return [gr.update()] * 4 + [note] + [gr.update()] * (len(screen) - 5)
+
+        def ui_login(reader, password):
+            try:
+                out = h.login(reader, password)
+            except gr.Error as err:
+                return keep(f"⚠ {err.message}")
+            return show(out["token"], out["item"], f"Logged in as {out['reader']}.")
+
+        def ui_submit(tok, v, c, cc, t, tc, note):
+            try:
+                nxt = h.submit_rating(tok, v.get("code") or "", c, t, list(cc or []) + list(tc or []), note or "")
+            except gr.Error as err:
+                return keep(f"⚠ {err.message}")
+            return show(tok, nxt, f"Saved {v.get('code')}.")
+
+        def ui_move(tok, v, step):
+            try:
+                if step == 0:
+                    nxt = h.next_item(tok)
+                else:
+                    here = v.get("position") or (v.get("total", 0) + 1)
+                    nxt = h.item_at(tok, max(1, here + step))
+            except gr.Error as err:
+                return keep(f"⚠ {err.message}")
+            return show(tok, nxt)
+
+        def ui_finish(tok, v):
+            try:
+                return show(tok, h.finish(tok))
+            except gr.Error as err:
+                return keep(f"⚠ {err.message}")
+
+        def ui_render(v, pl, pos, pr):
+            img, _ = h.render((v or {}).get("volume_name"), pl, pos, pr)
+            return img
+
+        private = dict(api_visibility="private")
+        login_btn.click(ui_login, [name_in, password_in], screen, **private)
+        password_in.submit(ui_login, [name_in, password_in], screen, **private)
+        submit_btn.click(ui_submit, [token, view, clinical, clinical_criteria, technical, technical_criteria, comment],
+                         screen, **private)
+        previous_btn.click(lambda t, v: ui_move(t, v, -1), [token, view], screen, **private)
+        skip_btn.click(lambda t, v: ui_move(t, v, 0), [token, view], screen, **private)
+        finish_btn.click(ui_finish, [token, view], screen, **private)
+        for control in (plane, position, preset):
+            control.change(ui_render, [view, plane, position, preset], image, **private)
+
+        def ui_admin_login(password):
+            try:
+                tok = h.admin_login(password)["token"]
+            except gr.Error as err:
+                return "", gr.update(), f"⚠ {err.message}", gr.update()
+            return (tok, *ui_admin_refresh(tok)[1:])
+
+        def ui_admin_refresh(tok):
+            try:
+                data = h.admin_summary(tok)
+            except gr.Error as err:
+                return tok, gr.update(), f"⚠ {err.message}", gr.update()
+            import pandas as pd
+
+            from study.readers.stats import score_figure
+
+            ratings = h.service.ratings_frame(config.study)
+            fig = score_figure(ratings) if not ratings.empty else None
+            return tok, pd.DataFrame(data["progress"]), f"```\n{data['summary']}\n```", fig
+
+        admin_btn.click(ui_admin_login, [admin_password], [admin_token, admin_progress, admin_text, admin_plot], **private)
+        admin_refresh.click(ui_admin_refresh, [admin_token], [admin_token, admin_progress, admin_text, admin_plot], **private)
+
+        # The HTTP API: the same handlers with the token passed explicitly.
+        gr.api(h.login, api_name="login")
+        gr.api(h.next_item, api_name="next_item")
+        gr.api(h.item_at, api_name="item_at")
+        gr.api(h.submit_rating, api_name="submit_rating")
+        gr.api(h.finish, api_name="finish")
+        gr.api(h.admin_login, api_name="admin_login")
+        gr.api(h.admin_summary, api_name="admin_summary")
+    app.reader_study = h  # for the lead's app and for tests
+    return app

@@ -1,0 +1,73 @@
+"""Compare mode: the chosen case's reports from two or three runs side by side, each with its
+highlighted findings, agreement with the reference and time to report."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import gradio as gr
+
+from study.findings import FindingExtractor
+from ui.findings_view import agreement, agreement_html, highlight_html
+from ui.reporting import DECODING, report_steps, settings_for
+from ui.screens.common import NO_RUN_HINT, escaped, message
+from ui.uploads import display_name
+
+log = logging.getLogger("rad3d.app")
+MAX_COLUMNS = 3
+
+
+def build_compare(browser, config, case: gr.Dropdown) -> None:
+    extractor = FindingExtractor(browser.dataset.label_set)
+    run_names = list(config.runs)
+    gr.Markdown("Reports for the case chosen in **Review**, from up to three runs with the same decoding.")
+    with gr.Row():
+        runs = gr.CheckboxGroup(run_names, value=run_names[:MAX_COLUMNS], label="Runs (two or three)",
+                                elem_id="compare-runs")
+        decoding = gr.Radio(list(DECODING), value=DECODING[0], label="Decoding")
+        max_tokens = gr.Slider(8, 512, value=200, step=1, label="Max new tokens")
+        go = gr.Button("Compare", variant="primary", elem_id="compare")
+    status = gr.Markdown("" if run_names else NO_RUN_HINT, elem_id="compare-status")
+    with gr.Row():
+        reference = gr.HTML(elem_id="compare-reference")
+        columns = [gr.HTML(elem_id=f"compare-{i}") for i in range(MAX_COLUMNS)]
+
+    def on_compare(name, chosen, decoding_choice, n_tokens):
+        out = [""] * (MAX_COLUMNS + 2)
+        if not chosen:
+            out[0] = NO_RUN_HINT if not run_names else "Tick two or three runs."
+            yield out
+            return
+        if len(chosen) > MAX_COLUMNS:
+            out[0] = f"Tick at most {MAX_COLUMNS} runs."
+            yield out
+            return
+        if not name:
+            out[0] = "Choose a case in Review first."
+            yield out
+            return
+        ref_text, _ = browser.reference(name)
+        out[1] = "<h4>Reference</h4>" + (highlight_html(ref_text, extractor) if ref_text else escaped("(none)"))
+        for i, run_name in enumerate(chosen):
+            out[0] = f"{display_name(name)}: generating with `{run_name}` ({i + 1} of {len(chosen)})…"
+            yield out
+            title = f"<h4>{html.escape(run_name)}</h4>"
+            try:
+                session = browser.session(run_name)
+                settings = settings_for(session.settings, decoding_choice, n_tokens)
+                for step in report_steps(session, browser.volumes.get(name), settings):
+                    pass
+                body = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
+                if ref_text:
+                    body += agreement_html(agreement(step.text, ref_text, extractor))
+                body += (f"<p>variant {html.escape(session.run.config.variant)} · time to report "
+                         f"{step.timings['total_s']:.1f} s · positives: {html.escape(', '.join(step.positives) or 'none')}</p>")
+            except Exception as err:
+                log.exception("compare: %s failed", run_name)
+                body = f"<p>{html.escape(message(err, 'Report generation'))}</p>"
+            out[2 + i] = title + body
+        out[0] = f"{display_name(name)}: {len(chosen)} runs compared."
+        yield out
+
+    go.click(on_compare, [case, runs, decoding, max_tokens], [status, reference] + columns)

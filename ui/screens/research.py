@@ -1,0 +1,70 @@
+"""Research tab: the last evaluation's metrics with their 95% intervals (an evaluation folder
+written by `rad3d metrics`, given with --eval) and its UMAP plot when the folder has one."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+UMAP_NAMES = ("umap.html", "umap.png", "umap.svg", "umap.jpg")
+
+
+def metrics_tables(meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(report-level metrics, per-finding F1) with value and 95% CI columns."""
+    rows, per_finding = [], []
+    for m in meta.get("metrics", []):
+        row = {"metric": m.get("label", m.get("key")), "value": m.get("value"),
+               "95% CI low": m.get("ci_low"), "95% CI high": m.get("ci_high")}
+        if m.get("group") == "finding":
+            if str(m.get("key", "")).startswith("f1:"):
+                per_finding.append({"finding": m["key"][3:], **{k: v for k, v in row.items() if k != "metric"}})
+        else:
+            rows.append({**row, "implementation": m.get("implementation", "")})
+    return pd.DataFrame(rows).round(4), pd.DataFrame(per_finding).round(4)
+
+
+def find_umap(eval_dir: Path) -> Path | None:
+    for name in UMAP_NAMES:
+        if (eval_dir / name).is_file():
+            return eval_dir / name
+    found = sorted(p for p in eval_dir.glob("*umap*") if p.suffix in (".html", ".png", ".svg", ".jpg"))
+    return found[0] if found else None
+
+
+def build_research(eval_dir: Path | None) -> None:
+    if eval_dir is None:
+        gr.Markdown("No evaluation folder given. Start the app with `--eval EVAL_DIR` (a folder written by "
+                    "`rad3d metrics`) to see its metrics with 95% intervals here.", elem_id="research-status")
+        return
+    from study.report_card import read_evaluation
+
+    try:
+        meta, _ = read_evaluation(eval_dir)
+    except Exception as err:
+        gr.Markdown(f"⚠️ Cannot read the evaluation: {err}", elem_id="research-status")
+        return
+    boot = meta.get("bootstrap", {})
+    gr.Markdown(
+        f"### Run `{meta.get('run', '?')}`, variant {meta.get('variant', '?')}: {meta['n_cases']} cases\n"
+        f"95% CI: {boot.get('interval', '?')} bootstrap over cases, {boot.get('resamples', '?')} resamples. "
+        f"Text convention: {meta.get('text_convention', '?')}.", elem_id="research-status")
+    report_level, per_finding = metrics_tables(meta)
+    gr.Dataframe(report_level, label="Report metrics", interactive=False, elem_id="research-metrics")
+    if len(per_finding):
+        gr.Dataframe(per_finding, label="Per-finding F1", interactive=False)
+    umap = find_umap(Path(eval_dir))
+    if umap is None:
+        gr.Markdown("No UMAP plot in this evaluation folder (umap.html or umap.png).")
+    elif umap.suffix == ".html":
+        doc = html.escape(umap.read_text(errors="replace"), quote=True)
+        gr.HTML(f'<iframe srcdoc="{doc}" style="width:100%;height:640px;border:0" '
+                f'sandbox="allow-scripts"></iframe>', elem_id="research-umap")
+    elif umap.suffix == ".svg":
+        gr.HTML(umap.read_text(errors="replace"), elem_id="research-umap")
+    else:  # handed over as pixels: the app serves no file from the evaluation folder
+        from PIL import Image
+
+        gr.Image(Image.open(umap).convert("RGB"), label="UMAP", interactive=False, elem_id="research-umap")

@@ -1,0 +1,190 @@
+"""Case review: case list with search, finding filter and upload; the three-plane viewer; the
+abnormality panel; the generated report (streamed) beside the reference with highlighted findings
+and their agreement."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from study.findings import FindingExtractor
+from ui.charts import probability_chart
+from ui.findings_view import agreement, agreement_html, highlight_html
+from ui.plane_image import png_file
+from ui.reporting import DECODING, report_steps, settings_for
+from ui.screens.common import NO_RUN, NO_RUN_HINT, escaped, message, timing_line
+from ui.uploads import display_name
+from ui.viewer import PLANES, WINDOW_PRESETS, clamp_crosshair, render_views
+
+log = logging.getLogger("rad3d.app")
+DEFAULT_MAX_TOKENS = 200
+
+
+def _labels_markdown(labels: dict[str, int] | None) -> str:
+    if labels is None:
+        return ""
+    present = [n for n, v in labels.items() if v]
+    return "**Reference labels:** " + (", ".join(present) if present else "none of the findings")
+
+
+def build_review(app: gr.Blocks, browser, config) -> gr.Dropdown:
+    """Build the screen; returns the case selector (other screens follow the chosen case)."""
+    extractor = FindingExtractor(browser.dataset.label_set)
+    names = browser.case_names()
+    run_names = list(config.runs) or [NO_RUN]
+    lung = WINDOW_PRESETS["lung"]
+
+    with gr.Row():
+        with gr.Column(scale=1, min_width=250):
+            query = gr.Textbox(label="Search cases", placeholder="part of a case name", elem_id="case-search")
+            finding = gr.Dropdown(["(any)"] + browser.label_names, value="(any)", label="Labelled finding")
+            case = gr.Dropdown(names, value=names[0] if names else None, label="Case", elem_id="case-select")
+            upload = gr.File(label=f"Upload NIfTI (.nii, .nii.gz) or zipped DICOM (.zip), up to "
+                             f"{config.max_upload_mb:g} MiB", file_types=[".nii", ".gz", ".zip"],
+                             type="filepath", height=110, elem_id="upload")
+            upload_status = gr.Markdown(elem_id="upload-status")
+        with gr.Column(scale=3):
+            with gr.Row():
+                images = [gr.Image(label=p.capitalize(), type="filepath", format="png", interactive=False,
+                                   elem_id=f"plane-{p}", buttons=[]) for p in PLANES]
+            with gr.Row():
+                sliders = {p: gr.Slider(0, 1, value=0, step=1, label=f"{p.capitalize()} slice",
+                                        elem_id=f"slider-{p}") for p in PLANES}
+            with gr.Row():
+                preset = gr.Radio(list(WINDOW_PRESETS), value="lung", label="Window preset", elem_id="window-preset")
+                width = gr.Slider(1, 4000, value=lung[0], step=1, label="Window width (HU)", elem_id="window-width")
+                level = gr.Slider(-1200, 1500, value=lung[1], step=1, label="Window level (HU)",
+                                  elem_id="window-level")
+            case_info = gr.Markdown(elem_id="case-info")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            run = gr.Dropdown(run_names, value=run_names[0], label="Run", elem_id="run-select")
+            with gr.Row():
+                decoding = gr.Radio(list(DECODING), value=DECODING[0], label="Decoding", elem_id="decoding")
+                max_tokens = gr.Slider(8, 512, value=DEFAULT_MAX_TOKENS, step=1, label="Max new tokens",
+                                       elem_id="max-tokens")
+            generate = gr.Button("Generate report", variant="primary", elem_id="generate")
+            report_status = gr.Markdown("" if config.runs else NO_RUN_HINT, elem_id="report-status")
+            chart = gr.Plot(label="Abnormality probabilities", elem_id="probabilities")
+        with gr.Column(scale=1):
+            gr.Markdown("#### Generated report (draft, not for patient care)")
+            generated = gr.HTML(elem_id="generated-report")
+            agreement_box = gr.HTML(elem_id="agreement")
+            timing = gr.Markdown(elem_id="timing")
+        with gr.Column(scale=1):
+            gr.Markdown("#### Reference report")
+            reference = gr.HTML(elem_id="reference-report")
+            reference_labels = gr.Markdown(elem_id="reference-labels")
+
+    xyz = [sliders["sagittal"], sliders["coronal"], sliders["axial"]]  # slider → x, y, z
+
+    def views(name, x, y, z, w, lv):
+        volume = browser.volumes.get(name)
+        cross = clamp_crosshair(volume.shape, x, y, z)
+        planes = render_views(volume.hu, volume.spacing_mm, cross, max(float(w), 1.0), float(lv),
+                              max_side=config.max_side)
+        return [png_file(image, images[0].GRADIO_CACHE) for image in planes]
+
+    def on_case(name, w, lv):
+        blank = [None] * 3 + [gr.Slider()] * 3 + ["", "", "", None, "", "", ""]
+        if not name:
+            return blank
+        try:
+            volume = browser.volumes.get(name)
+            ref_text, labels = browser.reference(name)
+        except Exception as err:  # a bad file in the dataset: say so, keep serving
+            log.warning("cannot open case %s: %s", name, err)
+            blank[8] = message(err, f"Opening {display_name(name)}")
+            return blank
+        centre = [n // 2 for n in volume.shape]
+        new_sliders = [gr.Slider(minimum=0, maximum=n - 1, value=c) for n, c in zip(volume.shape, centre)]
+        sx, sy, sz = volume.spacing_mm
+        info = (f"**{display_name(name)}**: {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} voxels of "
+                f"{sx:.2f}×{sy:.2f}×{sz:.2f} mm")
+        ref_html = highlight_html(ref_text, extractor) if ref_text else escaped("(no reference report)")
+        return (views(name, *centre, w, lv) + new_sliders
+                + [ref_html, _labels_markdown(labels), info, None, "", "", ""])
+
+    case_outputs = images + xyz + [reference, reference_labels, case_info, chart, generated, agreement_box, timing]
+    case.change(on_case, [case, width, level], case_outputs)
+    app.load(on_case, [case, width, level], case_outputs)
+
+    def on_view(name, x, y, z, w, lv):
+        if not name:
+            return [None] * 3
+        try:
+            return views(name, x, y, z, w, lv)
+        except Exception as err:
+            raise gr.Error(message(err, "Drawing the planes")) from None
+
+    for control in xyz + [width, level]:
+        control.input(on_view, [case] + xyz + [width, level], images, show_progress="hidden",
+                      trigger_mode="always_last")
+
+    def on_preset(p, name, x, y, z):
+        w, lv = WINDOW_PRESETS[p]
+        return [w, lv] + (on_view(name, x, y, z, w, lv))
+
+    preset.input(on_preset, [preset, case] + xyz, [width, level] + images, show_progress="hidden")
+
+    def on_filter(q, f):
+        found = browser.case_names(q, f)
+        return gr.Dropdown(choices=found, value=found[0] if found else None)
+
+    query.change(on_filter, [query, finding], [case])
+    finding.change(on_filter, [query, finding], [case])
+
+    def on_upload(path):
+        if not path:
+            return gr.Dropdown(), ""
+        client_name = Path(path).name  # gradio keeps the client's file name as the last component
+        try:
+            key = browser.add_upload(path, client_name)
+        except Exception as err:
+            log.warning("upload refused: %s", err)
+            return gr.Dropdown(), message(err, "Upload")
+        return (gr.Dropdown(choices=browser.case_names(), value=key),
+                f"Uploaded {display_name(key)}: it is now the chosen case.")
+
+    upload.upload(on_upload, [upload], [case, upload_status])
+
+    def on_generate(name, run_name, decoding_choice, n_tokens):
+        outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML()]
+        if run_name == NO_RUN or not config.runs:
+            outputs[4] = NO_RUN_HINT
+            yield outputs
+            return
+        if not name:
+            outputs[4] = "Choose a case first."
+            yield outputs
+            return
+        try:
+            outputs[4] = f"Loading run `{run_name}` and encoding the volume…"
+            yield outputs
+            session = browser.session(run_name)
+            volume = browser.volumes.get(name)
+            ref_text, labels = browser.reference(name, session.run.config.report_section)
+            settings = settings_for(session.settings, decoding_choice, n_tokens)
+            thresholds = dict(zip(session.label_set.names, session.thresholds.tolist()))
+            for step in report_steps(session, volume, settings):
+                outputs[0] = probability_chart(step.probabilities, thresholds, labels)
+                outputs[1] = escaped(step.text)
+                outputs[4] = ("**Positives:** " + (", ".join(step.positives) or "none")) + (
+                    "" if step.done else " · generating…")
+                if step.done:
+                    outputs[1] = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
+                    outputs[2] = agreement_html(agreement(step.text, ref_text, extractor)) if ref_text else ""
+                    outputs[3] = timing_line(step.timings, len(step.text.split()), run_name,
+                                             session.run.config.variant)
+                    outputs[5] = highlight_html(ref_text, extractor) if ref_text else escaped("(no reference report)")
+                yield outputs
+        except Exception as err:  # a missing run, a failed generation: say so, keep serving others
+            log.exception("generation failed for %s with %s", name, run_name)
+            outputs[4] = message(err, "Report generation")
+            yield outputs
+
+    generate.click(on_generate, [case, run, decoding, max_tokens],
+                   [chart, generated, agreement_box, timing, report_status, reference])
+    return case
