@@ -3,6 +3,7 @@ loopback. (The browser-driven test of the screens belongs with the app's own tes
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import urllib.request
 
@@ -23,7 +24,7 @@ def demo_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAD3D_HOME", str(home))
-    mp.setattr(demo, "DEMO_CASES", 3)
+    mp.setattr(demo, "RECIPE", dataclasses.replace(demo.RECIPE, cases=3))
     yield home
     mp.undo()
 

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import gradio as gr
 
 from ui.cases import CaseBrowser
-from ui.home import rad3d_home
+from engine.home import rad3d_home
 
 log = logging.getLogger("rad3d.app")
 

@@ -1,0 +1,39 @@
+"""`rad3d demo build`: make (or continue making) the embedded demo model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="build the embedded demo model (phantoms, small encoder, V-3 and V-2 mappers on SmolLM2)",
+        description="Build the embedded demo under $RAD3D_HOME/demo (default ~/.cache/rad3d/demo) with the "
+        "project's own commands. Every step resumes where an earlier call stopped.",
+    )
+    sub = p.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="build or continue building the demo")
+    b.add_argument("--home", help="where to build (default $RAD3D_HOME or ~/.cache/rad3d)")
+    b.add_argument("--cases", type=int, help="phantoms to write (default from the recipe)")
+    b.add_argument("--time-limit", type=float, help="minutes to spend training mappers before stopping cleanly")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from training.demo.build import DemoRecipe, build_demo
+    from engine.home import rad3d_home
+
+    recipe = DemoRecipe()
+    if args.cases:
+        recipe = dataclasses.replace(recipe, cases=args.cases)
+    home = Path(args.home) if args.home else rad3d_home()
+    runs = build_demo(home, recipe, time_limit_s=None if args.time_limit is None else 60 * args.time_limit,
+                      progress=not args.no_progress)
+    done = ", ".join(f"{k}: {v}" for k, v in runs.items()) or "none yet"
+    print(f"demo runs finished: {done}")
+    return 0 if len(runs) == len(recipe.variants) else 3
