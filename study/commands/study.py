@@ -1,0 +1,184 @@
+"""`rad3d study create|summary|export|readers|serve`: the blinded reader study from the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_DB = "rad3d-studies.sqlite"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study", help="blinded reader study: create, serve, summarize, export",
+                              description="A blinded reader study of generated reports (the paper's rubric: clinical "
+                                          "accuracy and technical & linguistic quality, 1-5 each).")
+    sub = p.add_subparsers(dest="study_command", metavar="ACTION")
+
+    def common(q):
+        q.add_argument("--db", default=DEFAULT_DB, help=f"study database, a SQLite file (default {DEFAULT_DB})")
+        q.add_argument("--name", required=True, help="study name")
+
+    c = sub.add_parser("create", help="create a study from `rad3d evaluate` predictions and print the logins")
+    common(c)
+    c.add_argument("--arms", nargs="+", required=True, metavar="NAME=PREDICTIONS.csv",
+                   help="one predictions CSV per arm (e.g. baseline=a.csv v2=b.csv v3=c.csv)")
+    c.add_argument("--data", help="dataset folder (CT-RATE format): cases must have a volume there; the viewer shows it")
+    c.add_argument("--cases", type=int, default=100, help="cases to sample (default 100)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the case sample and of each reader's order")
+    c.add_argument("--readers", required=True, help="comma-separated reader names")
+    c.add_argument("--stratify", action="store_true", help="sample cases stratified by finding (needs --data with labels)")
+    c.add_argument("--show-reference", action="store_true", help="show readers the reference report beside each draft")
+    c.set_defaults(handler=create)
+
+    s = sub.add_parser("summary", help="per-arm means with 95%% bootstrap intervals, tests and agreement")
+    common(s)
+    s.add_argument("--reference-arm", help="arm the percentage changes are measured against (default: first by name)")
+    s.add_argument("--resamples", type=int, default=2000)
+    s.add_argument("--plot", help="also write box plots to this .html file")
+    s.set_defaults(handler=summary)
+
+    e = sub.add_parser("export", help="write ratings (+ summary and agreement sheets) to .xlsx or .csv")
+    common(e)
+    e.add_argument("--out", required=True, help="FILE.xlsx or FILE.csv")
+    e.add_argument("--blind", action="store_true", help="leave arm identities out (for sharing with readers)")
+    e.add_argument("--reference-arm")
+    e.add_argument("--resamples", type=int, default=2000)
+    e.set_defaults(handler=export)
+
+    r = sub.add_parser("readers", help="list readers and their progress, add readers, or reset a password")
+    common(r)
+    r.add_argument("--add", help="comma-separated new reader names (each gets the whole study in their own order)")
+    r.add_argument("--reset-password", metavar="READER", help="issue a new password for READER (or 'admin')")
+    r.set_defaults(handler=readers)
+
+    v = sub.add_parser("serve", help="serve the reader-study screens in the browser")
+    common(v)
+    v.add_argument("--data", help="dataset folder for the viewer (default: the one given at create)")
+    v.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=7861)
+    v.add_argument("--concurrency", type=int, default=8, help="requests handled at once (default 8)")
+    v.set_defaults(handler=serve)
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def _parse_arms(specs: list[str]) -> dict[str, str]:
+    from engine.errors import ConfigError
+
+    arms = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--arms takes NAME=PREDICTIONS.csv, got {spec!r}")
+        if name in arms:
+            raise ConfigError(f"arm {name!r} given twice")
+        arms[name] = path
+    return arms
+
+
+def _strata(dataset, names: set[str]) -> dict[str, str]:
+    """Each case's rarest labelled finding among the candidates ("normal" without one)."""
+    import numpy as np
+
+    cases = [dataset.case(n) for n in sorted(names)]
+    if not cases or cases[0].labels is None:
+        from engine.errors import DatasetError
+
+        raise DatasetError("--stratify needs a labels CSV in the dataset", dataset.root)
+    labels = np.stack([c.labels for c in cases])
+    counts = labels.sum(axis=0)
+    out = {}
+    for case, row in zip(cases, labels):
+        present = np.flatnonzero(row)
+        out[case.volume_name] = "normal" if present.size == 0 else dataset.label_set.names[present[np.argmin(counts[present])]]
+    return out
+
+
+def create(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.errors import ConfigError
+    from study.predictions import read_predictions
+    from study.readers.service import ReaderStudyService, StudySpec
+
+    arm_paths = _parse_arms(args.arms)
+    tables = {}
+    for arm, path in arm_paths.items():
+        if Path(path).is_dir():
+            raise ConfigError(f"arm {arm}: a run directory; run `rad3d evaluate --run {path} ...` first and give its predictions CSV", path)
+        tables[arm] = read_predictions(path)
+    restrict = strata = None
+    if args.data:
+        from engine.data import CTRateDataset
+
+        dataset = CTRateDataset.open(args.data)
+        restrict = {c.volume_name for c in dataset.cases}
+        if args.stratify:
+            common = set.intersection(*(set(t["VolumeName"]) for t in tables.values())) & restrict
+            strata = _strata(dataset, common)
+    elif args.stratify:
+        raise ConfigError("--stratify needs --data (the labels say which findings a case has)")
+    service = ReaderStudyService(args.db)
+    creds = service.create_study(StudySpec(
+        name=args.name, arms=tables, arm_sources={a: str(Path(p).resolve()) for a, p in arm_paths.items()},
+        readers=args.readers.split(","), cases=args.cases, seed=args.seed, show_reference=args.show_reference,
+        data_dir=str(Path(args.data).resolve()) if args.data else None, strata=strata, restrict_to=restrict))
+    info = service.study_info(args.name)
+    print(f"study {args.name!r}: {info['cases']} cases x {len(info['arms'])} arms = {info['items']} items per reader; "
+          f"database {Path(args.db).resolve()}")
+    print("Logins (shown once; only salted hashes are stored):")
+    for reader, password in creds.passwords.items():
+        print(f"  reader {reader:16s} password {password}")
+    print(f"  admin  {'admin':16s} password {creds.admin_password}")
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    from study.readers.service import ReaderStudyService
+    from study.readers.stats import format_summary, score_figure, summarize
+
+    service = ReaderStudyService(args.db)
+    ratings = service.ratings_frame(args.name)
+    print(service.progress(args.name).to_string(index=False))
+    result = summarize(ratings, args.reference_arm, resamples=args.resamples)
+    print(format_summary(result))
+    if args.plot and not ratings.empty:
+        score_figure(ratings).write_html(args.plot, include_plotlyjs=True)
+        print(f"plots written to {args.plot}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from study.readers.export import export_study
+    from study.readers.service import ReaderStudyService
+
+    service = ReaderStudyService(args.db)
+    n = export_study(service, args.name, args.out, admin=not args.blind, reference_arm=args.reference_arm,
+                     resamples=args.resamples)
+    print(f"{n} ratings written to {args.out}" + (" (arms blinded)" if args.blind else ""))
+    return 0
+
+
+def readers(args: argparse.Namespace) -> int:
+    from study.readers.service import ReaderStudyService
+
+    service = ReaderStudyService(args.db)
+    if args.add:
+        for name, password in service.add_readers(args.name, args.add.split(",")).items():
+            print(f"  reader {name:16s} password {password}")
+    if args.reset_password:
+        print(f"  {args.reset_password:16s} new password {service.reset_password(args.name, args.reset_password)}")
+    print(service.progress(args.name).to_string(index=False))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    # The CLI is the wiring layer: this handler may start the UI; the study package itself never imports ui.
+    from pathlib import Path
+
+    from ui.reader_study import ReaderStudyAppConfig, build_reader_study_app
+
+    config = ReaderStudyAppConfig(db_path=Path(args.db), study=args.name, data_dir=Path(args.data) if args.data else None)
+    app = build_reader_study_app(config)
+    app.queue(default_concurrency_limit=args.concurrency)
+    print(f"rad3d study serve: study {args.name!r} on http://{args.host}:{args.port}", flush=True)
+    app.launch(server_name=args.host, server_port=args.port, share=False, show_error=True, quiet=True)
+    return 0

@@ -1,0 +1,242 @@
+"""Reader-study storage: SQLAlchemy models on one SQLite file.
+
+The file runs in WAL mode with foreign keys on, and every transaction starts with
+`BEGIN IMMEDIATE`, so concurrent submissions queue for the write lock (busy_timeout) instead of
+failing half-way. The schema's version is recorded in `schema_version`; opening an older file runs
+the migrations in MIGRATIONS in order, opening a newer one is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from engine.errors import ConfigError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+# version n → callable migrating a connection from n to n + 1 (none yet: version 1 is the first).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    show_reference: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    data_dir: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Arm(Base):
+    """A source of reports (a predictions file or a run); readers never see its name."""
+
+    __tablename__ = "arms"
+    __table_args__ = (UniqueConstraint("study_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("study_id", "volume_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), nullable=False)
+    volume_name: Mapped[str] = mapped_column(String(400), nullable=False)
+    reference: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Item(Base):
+    """One case × one arm's report, shown under an opaque code."""
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("case_id", "arm_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), nullable=False)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), nullable=False)
+    arm_id: Mapped[int] = mapped_column(ForeignKey("arms.id", ondelete="CASCADE"), nullable=False)
+    code: Mapped[str] = mapped_column(String(40), unique=True, nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Reader(Base):
+    """A login of a study: a reader (role "reader") or the study's admin (role "admin")."""
+
+    __tablename__ = "readers"
+    __table_args__ = (UniqueConstraint("study_id", "name"), CheckConstraint("role IN ('reader', 'admin')"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    role: Mapped[str] = mapped_column(String(10), nullable=False, default="reader")
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LoginSession(Base):
+    """A logged-in browser; only a hash of its token is stored, and it outlives server restarts."""
+
+    __tablename__ = "login_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Assignment(Base):
+    """An item in a reader's queue at a position (1-based, per-reader seeded order)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("reader_id", "item_id"), UniqueConstraint("reader_id", "position"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"), nullable=False)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    viewed_at: Mapped[datetime | None] = mapped_column(DateTime)  # last time it was shown
+
+
+class Rating(Base):
+    """The live rating of one item by one reader (one row at most, by the unique constraint);
+    earlier versions are kept in rating_revisions."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("reader_id", "item_id"),
+        CheckConstraint("clinical BETWEEN 1 AND 5"),
+        CheckConstraint("technical BETWEEN 1 AND 5"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"), nullable=False)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), nullable=False)
+    clinical: Mapped[int] = mapped_column(Integer, nullable=False)
+    technical: Mapped[int] = mapped_column(Integer, nullable=False)
+    criteria: Mapped[str] = mapped_column(Text, nullable=False, default="[]")  # JSON list of criterion keys
+    comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class RatingRevision(Base):
+    """A superseded version of a rating, written when the reader revises it."""
+
+    __tablename__ = "rating_revisions"
+    __table_args__ = (UniqueConstraint("rating_id", "revision"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rating_id: Mapped[int] = mapped_column(ForeignKey("ratings.id", ondelete="CASCADE"), nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    clinical: Mapped[int] = mapped_column(Integer, nullable=False)
+    technical: Mapped[int] = mapped_column(Integer, nullable=False)
+    criteria: Mapped[str] = mapped_column(Text, nullable=False)
+    comment: Mapped[str] = mapped_column(Text, nullable=False)
+    saved_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    reader_id: Mapped[int | None] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40), nullable=False)  # login, login_failed, view, submit, revise, refused, finish
+    item_code: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=FULL")  # a submitted rating survives a killed process
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Take the write lock up front: a deferred transaction that reads then writes can fail
+        # with "database is locked" when another writer got in between.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_engine(path: str | Path) -> Engine:
+    """Engine on the study database at `path` (created with the current schema if missing,
+    migrated if older). Raises ConfigError for a file that is not a study database."""
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise ConfigError("study database path is a directory", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
+    _configure_sqlite(engine)
+    try:
+        _ensure_schema(engine, path)
+    except ConfigError:
+        engine.dispose()
+        raise
+    except Exception as err:  # sqlite3.DatabaseError: "file is not a database" and the like
+        engine.dispose()
+        raise ConfigError(f"not a usable study database ({str(err).splitlines()[0]})", path) from None
+    return engine
+
+
+def _ensure_schema(engine: Engine, path: Path) -> None:
+    with engine.begin() as conn:
+        has_version = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'")).first()
+        existing = conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type='table'")).scalar_one()
+        if not has_version and existing:
+            raise ConfigError("SQLite file holds other tables and no rad3d schema_version", path)
+        if not has_version:
+            Base.metadata.create_all(conn)
+            conn.execute(SchemaVersion.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+            return
+        version = conn.execute(select(SchemaVersion.version).where(SchemaVersion.id == 1)).scalar_one()
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"study database has schema version {version}, newer than this rad3d's {SCHEMA_VERSION}", path)
+        while version < SCHEMA_VERSION:
+            if version not in MIGRATIONS:
+                raise ConfigError(f"no migration from study database schema version {version}", path)
+            MIGRATIONS[version](conn)
+            version += 1
+            conn.execute(SchemaVersion.__table__.update().where(SchemaVersion.id == 1).values(version=version))
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)
