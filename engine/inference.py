@@ -182,8 +182,8 @@ class InferenceSession:
             volume = load_volume(volume)
         loaded = time.perf_counter()
         features = self.image_features(volume)
-        result = self.generate(features.latent[None], features.logits[None], settings)
-        prefix = self.prefixes(features.latent[None], features.logits[None])[0].float().cpu()
+        prefix = self.prefixes(features.latent[None], features.logits[None])
+        result = generate_from_prefix(self.generator.decoder, self.tokenizer, prefix, settings=settings or self.settings)
         probs = features.probabilities
         generated = result.reports[0]
         return CaseReport(
@@ -191,7 +191,7 @@ class InferenceSession:
             probabilities={name: float(p) for name, p in zip(self.label_set.names, probs)},
             positives=[n for n, p, t in zip(self.label_set.names, probs, self.thresholds) if p >= t],
             report=generated.text,
-            prefix=prefix,
+            prefix=prefix[0].float().cpu(),
             n_tokens=generated.n_tokens,
             finished=generated.finished,
             timings={
