@@ -64,6 +64,7 @@ class ReportGenerator(nn.Module):
             if config.decoder_mode == "lora":
                 decoder = apply_lora(decoder, lora or LoraSettings())
         self.decoder = decoder
+        self.chunked_loss = True
 
     @property
     def uses_logits(self) -> bool:
@@ -104,9 +105,23 @@ class ReportGenerator(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Mean NLL of the report tokens given the prefix (prefix positions and padding masked)."""
+        """Mean NLL of the report tokens given the prefix (prefix positions and padding masked).
+        A frozen decoder takes engine.losses' path: logits only at report positions, in chunks (same
+        loss; no full-vocabulary float32 logits for every position)."""
         inputs_embeds, mask, labels = self.build_inputs(self.prefix(embedding, logits), input_ids, attention_mask)
+        if self.uses_chunked_loss:
+            from engine.losses import report_cross_entropy
+
+            return report_cross_entropy(self.decoder, inputs_embeds, mask, labels)
         return self.decoder(inputs_embeds=inputs_embeds, attention_mask=mask, labels=labels).loss
+
+    @property
+    def uses_chunked_loss(self) -> bool:
+        """Whether `loss` skips the decoder's full logits (frozen decoders it supports; set
+        `chunked_loss = False` on the instance to force transformers' path, e.g. as a reference)."""
+        from engine.losses import chunked_loss_supported
+
+        return self.chunked_loss and self.config.decoder_mode == "frozen" and chunked_loss_supported(self.decoder)
 
     forward = loss
 

@@ -210,7 +210,8 @@ def train_connector(
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     warmup = config.warmup_steps if config.warmup_steps is not None else int(0.05 * total_steps)
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=accelerator.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.schedule, warmup, total_steps))
     if checkpoint is not None:
         load_optimizer_state(checkpoint, optimizer, scheduler)

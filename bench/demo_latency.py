@@ -1,0 +1,101 @@
+"""CPU demo latency: "volume already loaded → probabilities and a report" with a demo-like setup
+(demo-small CT-ViT encoder, 18-label head, V-3 mapper of 2 layers, SmolLM2-135M-shaped decoder, all
+random weights), with the project's fast greedy path against plain `generate`; and preprocessing of
+a 512 × 512 × 300 volume to the demo grid and to CT-CLIP's full grid.
+
+Reports are forced to --tokens new tokens (the demo writes the short Impression, ~20–40 tokens);
+the two paths' tokens must be identical or the script exits 1.
+
+    python3 bench/demo_latency.py [--tokens 32] [--repeats 3] [--int8]
+Targets (issue #7, 2 CPU cores): report ≤ 5 s, preprocessing ≤ 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from _common import environment, random_llm, timed
+from preprocess import SPACING, synthetic_ct
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.encoders import ENCODERS
+    from engine.fast_generation import int8_decoder
+    from engine.generation import GenerationSettings
+    from engine.model import build_report_generator
+    from engine.preprocess import PreprocessConfig, preprocess_array
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--int8", action="store_true", help="also time the opt-in int8 decoder (not token-identical)")
+    args = ap.parse_args(argv)
+    device = torch.device("cpu")
+
+    torch.manual_seed(0)
+    encoder = ENCODERS.build("ctvit", "demo-small").eval()
+    head = AbnormalityHead(AbnormalityHeadConfig(in_dim=512, n_labels=18)).eval()
+    decoder = random_llm("smollm2-135m", device, torch.float32)
+    generator = build_report_generator("v3", decoder, n_layers=2).eval()
+    tokenizer = _IdsOnly(decoder.config.eos_token_id)
+    settings = GenerationSettings(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
+    demo_grid = PreprocessConfig(spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48))
+    hu = synthetic_ct((512, 512, 300))
+
+    @torch.no_grad()
+    def case(fast: bool, gen=generator):
+        x = preprocess_array(hu, SPACING, demo_grid)
+        latent = encoder(x.unsqueeze(0))
+        logits = head(latent)
+        probabilities = torch.sigmoid(logits)
+        result = gen.generate(latent, logits, tokenizer, settings, fast=fast)
+        return probabilities, result
+
+    case(True), case(False)  # warm-up
+    fast_s, (_, fast) = timed(lambda: case(True), device, args.repeats)
+    plain_s, (_, plain) = timed(lambda: case(False), device, args.repeats)
+    pre_demo_s, _ = timed(lambda: preprocess_array(hu, SPACING, demo_grid), device, args.repeats)
+    pre_full_s, _ = timed(lambda: preprocess_array(hu, SPACING, PreprocessConfig()), device, args.repeats)
+    with torch.no_grad():
+        x = preprocess_array(hu, SPACING, demo_grid).unsqueeze(0)
+        enc_s, _ = timed(lambda: head(encoder(x)), device, args.repeats)
+    equal = fast.reports[0].token_ids == plain.reports[0].token_ids
+
+    print(environment(device))
+    print(f"demo-small encoder + head + V-3 (2 layers) + smollm2-135m dims, random weights, fp32; "
+          f"{args.tokens}-token report; 512x512x300 int16 volume; median of {args.repeats}")
+    print(f"{'stage':<44} {'seconds':>8}")
+    print(f"{'preprocess to the demo grid (96x96x48)':<44} {pre_demo_s:>8.2f}")
+    print(f"{'preprocess to CT-CLIP grid (480x480x240)':<44} {pre_full_s:>8.2f}")
+    print(f"{'encoder + classifier (demo grid)':<44} {enc_s:>8.2f}")
+    print(f"{'volume -> probabilities + report, plain':<44} {plain_s:>8.2f}")
+    print(f"{'volume -> probabilities + report, fast':<44} {fast_s:>8.2f}")
+    print(f"ratio plain/fast: {plain_s / fast_s:.2f}; report target 5 s: {'met' if fast_s <= 5 else 'NOT met'}; "
+          f"preprocessing target 10 s (CT-CLIP grid): {'met' if pre_full_s <= 10 else 'NOT met'}")
+    if args.int8:
+        quantised = build_report_generator("v3", int8_decoder(decoder), n_layers=2).eval()
+        quantised.connector.load_state_dict(generator.connector.state_dict())
+        case(True, quantised)
+        q_s, (_, q) = timed(lambda: case(True, quantised), device, args.repeats)
+        same = sum(a == b for a, b in zip(q.reports[0].token_ids, plain.reports[0].token_ids))
+        print(f"int8 decoder (opt-in): {q_s:.2f} s; {same}/{args.tokens} tokens equal to fp32")
+    print("tokens verified equal" if equal else "MISMATCH: fast tokens differ from generate")
+    return 0 if equal else 1
+
+
+class _IdsOnly:
+    pad_token_id = None
+
+    def __init__(self, eos):
+        self.eos_token_id = eos
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
