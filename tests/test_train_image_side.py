@@ -302,3 +302,36 @@ def test_codebook_fit_recovers_token_clusters_by_cosine():
     # each token comes back as its cluster's raw mean (magnitude kept), as CT-CLIP's VQ returns rows
     for i, c in enumerate(centres):
         torch.testing.assert_close(quantised[i * 200:(i + 1) * 200].mean(0), c, atol=0.02, rtol=0)
+
+
+def test_token_targets_cover_the_planted_finding_in_the_encoder_grid():
+    """The per-token targets are computed from the truth's coordinates; the planted nodule's own
+    voxels, taken through the real preprocessing, must land only in tokens marked for it."""
+    from engine.preprocess import preprocess_array
+    from engine.synth.canvas import Tissue
+    from engine.synth.case import generate_case
+    from training.token_targets import token_targets
+
+    case = generate_case(5, {"Lung nodule": {"lobe": "RUL", "diameter_mm": 20}, "Emphysema": {}}, scale=8)
+    truth = {"shape": list(case.hu.shape), "spacing_mm": list(case.spacing), "findings": case.truth}
+    grid = PreprocessConfig(spacing_mm=(6.0, 6.0, 12.0), shape_xyz=(64, 64, 32))
+    targets = token_targets(truth, LABELS, grid, patch_size=8, temporal_patch_size=4)
+    assert targets.shape == (8, 8, 8, len(LABELS))
+
+    marker = np.where(case.tissue == Tissue.LESION, 1000.0, -1000.0).astype(np.float32)
+    x = preprocess_array(marker, case.spacing, grid)[0]  # (D, H, W)
+    touched = (x.reshape(8, 4, 8, 8, 8, 8).amax(dim=(1, 3, 5)) > -0.9).numpy()
+    nodule = targets[..., LABELS.index("Lung nodule")] > 0
+    assert touched.any() and (nodule | ~touched).all(), "a token holding nodule voxels is not a target"
+    assert nodule.sum() <= 8  # a 20 mm ball touches at most 2 x 2 x 2 tokens of 48 mm
+    assert (targets[..., LABELS.index("Emphysema")] == 1).all()  # diffuse: every token carries the label
+    others = [j for j, n in enumerate(LABELS) if n not in ("Lung nodule", "Emphysema")]
+    assert not targets[..., others].any()
+
+
+def test_train_encoder_token_loss_needs_the_phantom_truth(phantoms, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    (data / "phantom_truth.json").unlink()
+    with pytest.raises(DatasetError, match="--token-loss-weight 0"):
+        train_encoder(data, tmp_path / "out", _tiny_config(tmp_path), workers=0, progress=False)

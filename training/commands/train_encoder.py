@@ -10,7 +10,8 @@ def register(subparsers) -> None:
         "train-encoder",
         help="train a small CT-CLIP-style encoder and classifier end to end (the embedded demo's image side)",
         description="Preprocess every volume once to the demo grid, train the CT-ViT (config --encoder-config) and "
-        "the AbnormalityHead end to end with class-weighted BCE, fit the VQ codebook to the trained encoder "
+        "the AbnormalityHead end to end with class-weighted BCE (plus, on phantoms, a per-token finding loss from "
+        "DIR/phantom_truth.json), fit the VQ codebook to the trained encoder "
         "(k-means) and fine-tune through it, then write IMAGE (image_model.json, encoder.safetensors with CT-CLIP "
         "key names, classifier.safetensors with thresholds chosen on valid, classifier_report.csv/.md, "
         "metrics.csv). A checkpoint is written every epoch; --resume continues a killed run.",
@@ -24,6 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: one Linear layer)")
+    p.add_argument("--token-loss-weight", type=float, default=None,
+                   help="weight of the auxiliary per-token finding loss, from DIR/phantom_truth.json (default "
+                   "from the training config; 0 turns it off, e.g. for data without phantom truth)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes reading and preprocessing volumes")
     p.add_argument("--tensor-cache", help="keep the preprocessed volumes here (reused by a rerun)")
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from training.image_side import REPORT_MD
 
     extra = {}
+    if args.token_loss_weight is not None:
+        extra["token_loss_weight"] = args.token_loss_weight
     if args.preprocess:
         try:
             extra["preprocess"] = json.loads(Path(args.preprocess).read_text())
