@@ -20,11 +20,12 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    cases: int = 600
+    cases: int = 1200
     seed: int = 0
     scale: float = 4.0
-    encoder_epochs: int = 12
-    encoder_vq_epochs: int = 3
+    encoder_epochs: int = 14
+    encoder_vq_epochs: int = 1
+    token_loss_weight: float = 1.0
     section: str = "impression"
     variants: tuple[str, ...] = ("v3", "v2")
     mapper: dict = field(default_factory=lambda: dict(
@@ -81,7 +82,7 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
     if not (paths.image / "image_model.json").is_file():
         train_encoder(paths.data, paths.image,
                       EncoderTrainConfig(epochs=recipe.encoder_epochs, vq_epochs=recipe.encoder_vq_epochs,
-                                         seed=recipe.seed),
+                                         token_loss_weight=recipe.token_loss_weight, seed=recipe.seed),
                       resume=True, cache_out=paths.cache, progress=progress)
 
     runs: dict[str, Path] = {}
