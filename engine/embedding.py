@@ -31,9 +31,9 @@ def encoder_identity(name: str, config_dict: dict, weights_path: str | Path) -> 
     return f"{name}:{config_hash}:{file_fingerprint(weights_path)}"
 
 
-class _PreprocessedVolumes(Dataset):
-    """Worker-side reading and preprocessing; failures come back as messages, not exceptions, so
-    one bad volume does not stop the others."""
+class PreprocessedVolumes(Dataset):
+    """Worker-side reading and preprocessing of named volumes, giving (name, tensor, error); a
+    failure comes back as a message, not an exception, so one bad volume does not stop the others."""
 
     def __init__(self, dataset, names: list[str], config: PreprocessConfig):
         self.dataset, self.names, self.config = dataset, names, config
@@ -77,7 +77,7 @@ def embed_dataset(
     if not todo:
         return summary
     loader = DataLoader(
-        _PreprocessedVolumes(dataset, todo, preprocess_config),
+        PreprocessedVolumes(dataset, todo, preprocess_config),
         batch_size=None,  # one volume at a time: full-size volumes are ~220 MB each
         num_workers=workers,
         prefetch_factor=2 if workers else None,

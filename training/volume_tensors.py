@@ -15,27 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from engine.errors import DatasetError, Rad3dError
-from engine.preprocess import PreprocessConfig, preprocess
-
-
-class _Preprocessed(Dataset):
-    """Worker-side read + preprocess; a failure comes back as a message so every bad volume is named."""
-
-    def __init__(self, dataset, names: list[str], config: PreprocessConfig):
-        self.dataset, self.names, self.config = dataset, names, config
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, i: int):
-        name = self.names[i]
-        try:
-            return i, preprocess(self.dataset.load_volume(name), self.config), None
-        except Rad3dError as err:
-            return i, None, str(err)
+from engine.embedding import PreprocessedVolumes
+from engine.errors import DatasetError
+from engine.preprocess import PreprocessConfig
 
 
 def _disk_path(cache_dir: Path, config: PreprocessConfig, name: str) -> Path:
@@ -69,18 +53,18 @@ def load_volume_tensors(
     failed: dict[str, str] = {}
     if todo:
         loader = DataLoader(
-            _Preprocessed(dataset, [names[i] for i in todo], config),
+            PreprocessedVolumes(dataset, [names[i] for i in todo], config),
             batch_size=None,
             num_workers=workers,
             prefetch_factor=4 if workers else None,
         )
         bar = tqdm(total=len(todo), desc="preprocess", unit="vol", disable=not progress)
-        for j, x, error in loader:
-            name = names[todo[j]]
+        position = {names[i]: i for i in todo}
+        for name, x, error in loader:
             if error is not None:
                 failed[name] = error
             else:
-                out[todo[j]] = x
+                out[position[name]] = x
                 if cache_dir:
                     _save_npy(_disk_path(cache_dir, config, name), x.numpy())
             bar.update(1)
