@@ -54,3 +54,15 @@ def timed(fn, device, repeats: int) -> tuple[float, object]:
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+class IdsOnlyTokenizer:
+    """The tokenizer surface generate_from_prefix needs, for a random model without a tokenizer."""
+
+    pad_token_id = None
+
+    def __init__(self, eos):
+        self.eos_token_id = eos
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))

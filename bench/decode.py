@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import environment, random_llm, timed
+from _common import IdsOnlyTokenizer, environment, random_llm, timed
 
 
 def main(argv=None) -> int:
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     model = random_llm(args.llm_config, device, dtype)
     d = model.get_input_embeddings().embedding_dim
     settings = GenerationSettings(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
-    tokenizer = _IdsOnly(model.config.eos_token_id)
+    tokenizer = IdsOnlyTokenizer(model.config.eos_token_id)
     print(environment(device))
     print(f"model {args.llm_config} (random weights, {dtype}), prefix {args.prefix_len}, {args.tokens} new tokens, "
           f"median of {args.repeats}")
@@ -66,18 +66,6 @@ def main(argv=None) -> int:
                   f"{same}/{n} tokens equal to fp32 (opt-in, not identical)")
     print("tokens verified equal" if ok else "MISMATCH: fast tokens differ from generate")
     return 0 if ok else 1
-
-
-class _IdsOnly:
-    """The tokenizer surface generate_from_prefix needs, for a random model without a tokenizer."""
-
-    pad_token_id = None
-
-    def __init__(self, eos):
-        self.eos_token_id = eos
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(map(str, ids))
 
 
 if __name__ == "__main__":

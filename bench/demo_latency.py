@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import environment, random_llm, timed
+from _common import IdsOnlyTokenizer, environment, random_llm, timed
 from preprocess import SPACING, synthetic_ct
 
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=512, n_labels=18)).eval()
     decoder = random_llm("smollm2-135m", device, torch.float32)
     generator = build_report_generator("v3", decoder, n_layers=2).eval()
-    tokenizer = _IdsOnly(decoder.config.eos_token_id)
+    tokenizer = IdsOnlyTokenizer(decoder.config.eos_token_id)
     settings = GenerationSettings(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
     demo_grid = PreprocessConfig(spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48))
     hu = synthetic_ct((512, 512, 300))
@@ -85,16 +85,6 @@ def main(argv=None) -> int:
         print(f"int8 decoder (opt-in): {q_s:.2f} s; {same}/{args.tokens} tokens equal to fp32")
     print("tokens verified equal" if equal else "MISMATCH: fast tokens differ from generate")
     return 0 if equal else 1
-
-
-class _IdsOnly:
-    pad_token_id = None
-
-    def __init__(self, eos):
-        self.eos_token_id = eos
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(map(str, ids))
 
 
 if __name__ == "__main__":
