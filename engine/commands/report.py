@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("volume", help="a .nii/.nii.gz file, a DICOM series folder or a .zip of one series")
     p.add_argument("--run", required=True, help="run directory (config.json + weights)")
+    p.add_argument("--rescale", nargs=2, type=float, metavar=("SLOPE", "INTERCEPT"),
+                   help="HU = SLOPE * stored + INTERCEPT on top of the file's own scaling (CT-RATE's "
+                        "metadata CSV values, e.g. 1 -1024; the voxels are then used as stored)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens")
     p.add_argument("--beams", type=int, default=None, help="beam width (1 = greedy, the paper's setting)")
@@ -39,7 +42,13 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = dataclasses.replace(session.settings, **overrides)
-    result = session.report(args.volume, settings)
+    volume = args.volume
+    if args.rescale:
+        from engine.io import load_volume
+
+        # CT-RATE's files: rescale from the metadata CSV and voxels as stored, as CT-CLIP used them
+        volume = load_volume(args.volume, rescale=tuple(args.rescale), reorient=False)
+    result = session.report(volume, settings)
     if args.json:
         print(json.dumps({
             "volume": result.source,
@@ -48,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             "probabilities": result.probabilities,
             "positives": result.positives,
             "report": result.report,
+            "section": session.run.config.report_section,
             "finished": result.finished,
             "timings": result.timings,
         }, indent=2))
@@ -59,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         mark = "  *" if prob >= thr else ""
         print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}{mark}")
     print("\n* at or above the finding's threshold\n")
-    print("Findings (generated draft):")
+    print(f"{session.run.config.report_section.capitalize()} (generated draft):")
     print(result.report or "(empty)")
     if not result.finished:
         print(f"[cut at {result.n_tokens} tokens]")
