@@ -75,6 +75,16 @@ def test_report_command_prints_probabilities_and_report(tiny_run, tmp_path, caps
     text = capsys.readouterr().out
     assert "Pleural effusion" in text and "Findings (generated draft):" in text
 
+    # CT-RATE-style raw values (HU + 1024): refused with one line, read right with --rescale
+    raw = tmp_path / "raw.nii.gz"
+    nib.save(nib.Nifti1Image((volume.hu + 1024).astype(np.int16), np.diag([-3.0, -3.0, 5.0, 1.0])), raw)
+    assert cli.main(["report", str(raw), "--run", str(tiny_run[0]), "--json", "--device", "cpu"]) == 1
+    assert "no air near -1000 HU" in capsys.readouterr().err
+    assert cli.main(["report", str(raw), "--run", str(tiny_run[0]), "--json", "--device", "cpu",
+                     "--rescale", "1", "-1024"]) == 0
+    rescaled = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(list(rescaled["probabilities"].values()), list(out["probabilities"].values()), atol=1e-5)
+
 
 def test_incomplete_or_mismatched_runs_are_refused_by_name(tiny_run, tmp_path):
     import shutil
