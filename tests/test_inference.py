@@ -65,7 +65,8 @@ def test_report_command_prints_probabilities_and_report(tiny_run, tmp_path, caps
 
     volume = chest_like_volume(1)
     path = tmp_path / "case.nii.gz"
-    nib.save(nib.Nifti1Image(volume.hu.astype(np.int16), np.diag([-3.0, -3.0, 5.0, 1.0])), path)
+    stored = np.round(volume.hu).astype(np.int16)
+    nib.save(nib.Nifti1Image(stored, np.diag([-3.0, -3.0, 5.0, 1.0])), path)
     assert cli.main(["report", str(path), "--run", str(tiny_run[0]), "--json", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out["probabilities"]) == list(ct_rate().names)
@@ -77,7 +78,7 @@ def test_report_command_prints_probabilities_and_report(tiny_run, tmp_path, caps
 
     # CT-RATE-style raw values (HU + 1024): refused with one line, read right with --rescale
     raw = tmp_path / "raw.nii.gz"
-    nib.save(nib.Nifti1Image((volume.hu + 1024).astype(np.int16), np.diag([-3.0, -3.0, 5.0, 1.0])), raw)
+    nib.save(nib.Nifti1Image(stored + np.int16(1024), np.diag([-3.0, -3.0, 5.0, 1.0])), raw)
     assert cli.main(["report", str(raw), "--run", str(tiny_run[0]), "--json", "--device", "cpu"]) == 1
     assert "no air near -1000 HU" in capsys.readouterr().err
     assert cli.main(["report", str(raw), "--run", str(tiny_run[0]), "--json", "--device", "cpu",
