@@ -24,18 +24,29 @@ def demo_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAD3D_HOME", str(home))
-    mp.setattr(demo, "RECIPE", dataclasses.replace(demo.RECIPE, cases=3))
+    mp.setattr(demo, "PREVIEW", dataclasses.replace(demo.PREVIEW, cases=3))
     yield home
     mp.undo()
 
 
 def test_first_start_writes_the_demo_phantoms_once(demo_home):
     data = demo.ensure_demo_data()
-    assert data == demo_home / "demo" / "phantoms" and (data / "reports.csv").is_file()
+    assert data == demo_home / "preview" / "demo" / "phantoms" and (data / "reports.csv").is_file()
     stamp = (data / "reports.csv").stat().st_mtime_ns
     assert demo.ensure_demo_data() == data
     assert (data / "reports.csv").stat().st_mtime_ns == stamp  # not rewritten on later starts
     assert demo.demo_runs() == {}
+
+
+def test_the_built_demo_dataset_is_preferred_to_the_preview(demo_home, tmp_path):
+    import shutil
+
+    built = demo_home / "demo" / "phantoms"
+    shutil.copytree(demo.ensure_demo_data(), built)
+    try:
+        assert demo.ensure_demo_data() == built
+    finally:
+        shutil.rmtree(built)
 
 
 def test_case_browser_searches_and_filters(demo_home):

@@ -1,5 +1,6 @@
-"""The embedded default the app opens with nothing downloaded: the demo phantoms (written on first
-start by the demo build's own phantom step) and the demo runs once `rad3d demo build` made them."""
+"""The embedded default the app opens with nothing downloaded: the demo build's phantoms once
+`rad3d demo build` made them (with its runs), else a small preview set written on first start in
+seconds (the full demo set is 1200 phantoms, minutes to write)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from pathlib import Path
 from engine.home import rad3d_home
 from training.demo.build import DemoPaths, DemoRecipe, ensure_phantoms
 
-RECIPE = DemoRecipe()
+PREVIEW = DemoRecipe(cases=24)
 
 
 def ensure_demo_data() -> Path:
-    """The demo phantom dataset, generated on first start (progress in the terminal)."""
+    """The demo dataset when built, else the preview phantoms (written on first start, progress in
+    the terminal)."""
     paths = DemoPaths(rad3d_home())
-    if not (paths.data / "reports.csv").is_file():
-        print(f"rad3d app: first start, writing {RECIPE.cases} synthetic chest CT phantoms to {paths.data}")
-    return ensure_phantoms(paths, RECIPE)
+    if (paths.data / "reports.csv").is_file():
+        return paths.data
+    preview = DemoPaths(rad3d_home() / "preview")
+    if not (preview.data / "reports.csv").is_file():
+        print(f"rad3d app: first start, writing {PREVIEW.cases} synthetic chest CT phantoms to {preview.data}")
+    return ensure_phantoms(preview, PREVIEW)
 
 
 def demo_runs() -> dict[str, Path]:
