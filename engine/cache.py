@@ -146,6 +146,10 @@ class EmbeddingCache:
         """Add (or replace) classifier logits for existing entries and record who wrote them."""
         for name, logits in logits_by_name.items():
             self.put(name, self.get(name).latent, logits)
+        self.record_classifier(label_set=label_set, classifier=classifier)
+
+    def record_classifier(self, *, label_set: str, classifier: str) -> None:
+        """Record in the manifest which classifier (and label set) wrote the cached logits."""
         self.identity = CacheIdentity(**{**asdict(self.identity), "label_set": label_set, "classifier": classifier})
         self._write_manifest()
 

@@ -62,7 +62,7 @@ class CaseReport:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _load_strict(module: torch.nn.Module, path: Path, what: str) -> None:
+def load_weights_strict(module: torch.nn.Module, path: Path, what: str) -> None:
     try:
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for corrupt files
@@ -118,12 +118,12 @@ class InferenceSession:
         encoder.eval().to(device)
 
         classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
-        _load_strict(classifier, run.resolve(cfg.classifier.weights), "classifier")
+        load_weights_strict(classifier, run.resolve(cfg.classifier.weights), "classifier")
         classifier.eval().to(device)
 
         decoder, tokenizer = load_causal_lm(run.resolve(cfg.decoder.path), gguf_file=cfg.decoder.gguf_file, dtype=dtype)
         generator = ReportGenerator(ReportGeneratorConfig.from_dict(cfg.generator, str(run.root)), decoder)
-        _load_strict(generator.connector, run.resolve(cfg.connector_weights), "connector")
+        load_weights_strict(generator.connector, run.resolve(cfg.connector_weights), "connector")
         if cfg.decoder.weights:
             state = load_file(str(run.resolve(cfg.decoder.weights)))
             missing, unexpected = generator.decoder.load_state_dict(state, strict=False)

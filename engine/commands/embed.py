@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.encoders import ENCODERS, load_encoder_config
     from engine.encoders.checkpoint import load_ctclip_vision
     from engine.errors import ConfigError, DatasetError
-    from engine.inference import _load_strict, pick_device
+    from engine.inference import load_weights_strict, pick_device
     from engine.preprocess import PreprocessConfig
     from engine.rundir import load_image_model
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         name, enc_cfg, weights = cfg.encoder.name, cfg.encoder.config, Path(cfg.encoder.weights)
         pp = PreprocessConfig.from_dict(cfg.preprocess)
         classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
-        _load_strict(classifier, Path(cfg.classifier.weights), "classifier")
+        load_weights_strict(classifier, Path(cfg.classifier.weights), "classifier")
     elif args.encoder:
         name, weights = "ctvit", Path(args.encoder)
         enc_cfg = load_encoder_config(args.encoder_config).to_dict()
@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     cache = EmbeddingCache.create_or_open(args.out, identity_for(name, enc_cfg, weights, pp, encoder.cfg.dim_latent))
     summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache,
                             classifier=classifier, workers=args.workers, device=device)
-    if classifier is not None and summary.done:  # record which classifier wrote the logits
-        cache.set_logits({}, label_set=cfg.label_set["name"], classifier=str(image_root))
+    if classifier is not None and summary.done:
+        cache.record_classifier(label_set=cfg.label_set["name"], classifier=str(image_root))
     print(f"{summary.done} embedded, {summary.skipped} already cached, {len(summary.failed)} failed -> {args.out}")
     if summary.failed:
         raise DatasetError(f"{len(summary.failed)} volume(s) could not be embedded", args.data,
