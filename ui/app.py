@@ -47,23 +47,31 @@ class AppConfig:
             raise ConfigError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
 
 
-def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = ()) -> gr.Blocks:
-    from ui.screens.compare import build_compare
+def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_builder=None) -> gr.Blocks:
+    """`demo_builder`: a started ui.demo_builder.DemoBuilder making the demo model in the
+    background; the page then shows its progress and offers its runs once it is done (config.runs
+    grows)."""
+    from ui.screens.compare import MAX_COLUMNS, build_compare
+    from ui.screens.demo_status import attach_demo_status, build_banner
     from ui.screens.research import build_research
     from ui.screens.review import build_review
 
     browser = CaseBrowser(config)
     with gr.Blocks(title="rad3d review") as app:
         gr.Markdown("## rad3d: draft reports from chest CT\nResearch software: drafts are not for patient care.")
+        banner = build_banner(demo_builder)
         with gr.Tab("Review", elem_id="tab-review"):
-            case = build_review(app, browser, config)
+            review = build_review(app, browser, config, demo_builder)
         with gr.Tab("Compare runs", elem_id="tab-compare"):
-            build_compare(browser, config, case)
+            compare = build_compare(browser, config, review.case, demo_builder)
         with gr.Tab("Research", elem_id="tab-research"):
             build_research(config.eval_dir)
-        for title, builder in extra_tabs:
+        for title, build_tab in extra_tabs:
             with gr.Tab(title):
-                builder(browser, config)
+                build_tab(browser, config)
+        app.rad3d_demo_tick = None if demo_builder is None else attach_demo_status(  # for tests
+            app, demo_builder, config, banner, review.run, review.status, compare.runs, compare.status,
+            MAX_COLUMNS)
     app.rad3d_browser = browser  # for tests and callers that mount more screens
     return app
 

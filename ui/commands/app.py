@@ -10,8 +10,8 @@ def register(subparsers) -> None:
         "app",
         help="serve the review app in the browser",
         description="Serve the Gradio review app. Without --data it opens the embedded demo dataset "
-        "(synthetic chest CT phantoms, built on first start); without --run it uses the demo runs when "
-        "they have been built.",
+        "(synthetic chest CT phantoms, built on first start); without --run it uses the demo runs, and "
+        "builds them in the background on first start (progress in the terminal and in the page).",
     )
     p.add_argument("--data", help="dataset folder in CT-RATE's format (default: the embedded demo phantoms)")
     p.add_argument("--run", action="append", default=[], metavar="[NAME=]RUN",
@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--no-demo-build", action="store_true",
+                   help="without --run, do not build the missing demo model in the background")
     p.set_defaults(handler=run)
 
 
@@ -37,6 +39,25 @@ def parse_runs(specs: list[str]) -> dict:
     return runs
 
 
+def start_demo_build(args: argparse.Namespace, runs: dict, make_builder=None):
+    """Without --run and with demo runs missing: a started background DemoBuilder (None when
+    --run is given, the demo is complete, or --no-demo-build says not to)."""
+    from ui.demo_builder import DemoBuilder, missing_demo_runs
+
+    missing = [] if args.run else missing_demo_runs(runs)
+    if not missing:
+        return None
+    if args.no_demo_build:
+        print(f"rad3d app: the demo model is not built (missing runs: {', '.join(missing)}); "
+              "build it with `rad3d demo build`")
+        return None
+    print(f"rad3d app: the demo model is not built yet (missing runs: {', '.join(missing)}); building it in "
+          "the background, a few minutes, progress here and in the page (--no-demo-build skips this)", flush=True)
+    builder = (make_builder or DemoBuilder)()
+    builder.start()
+    return builder
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -47,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     runs = parse_runs(args.run) if args.run else demo_runs()
     config = AppConfig(data_dir=data, runs=runs, eval_dir=args.eval_dir, upload_dir=args.upload_dir,
                        max_upload_mb=args.max_upload_mb)
-    app = build_app(config)
+    builder = start_demo_build(args, runs)
+    app = build_app(config, demo_builder=builder)
     print(f"rad3d app: {len(runs)} run(s), data {data}; serving on http://{args.host}:{args.port}")
     launch(app, config, host=args.host, port=args.port)
     return 0

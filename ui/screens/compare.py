@@ -5,22 +5,35 @@ from __future__ import annotations
 
 import html
 import logging
+from dataclasses import dataclass
 
 import gradio as gr
 
 from study.findings import FindingExtractor
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import NO_RUN_HINT, escaped, message
+from ui.screens.common import escaped, message
+from ui.screens.demo_status import no_run_hint
 from ui.uploads import display_name
 
 log = logging.getLogger("rad3d.app")
 MAX_COLUMNS = 3
 
 
-def build_compare(browser, config, case: gr.Dropdown) -> None:
+@dataclass(frozen=True)
+class CompareControls:
+    runs: gr.CheckboxGroup
+    status: gr.Markdown
+
+
+def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareControls:
+    """Build the screen; `builder` as in build_review (the runs it finishes join config.runs)."""
     extractor = FindingExtractor(browser.dataset.label_set)
     run_names = list(config.runs)
+
+    def hint(live: bool = True) -> str:
+        return no_run_hint(builder.status() if builder else None, bool(config.runs), live)
+
     gr.Markdown("Reports for the case chosen in **Review**, from up to three runs with the same decoding.")
     with gr.Row():
         runs = gr.CheckboxGroup(run_names, value=run_names[:MAX_COLUMNS], label="Runs (two or three)",
@@ -28,7 +41,7 @@ def build_compare(browser, config, case: gr.Dropdown) -> None:
         decoding = gr.Radio(list(DECODING), value=DECODING[0], label="Decoding")
         max_tokens = gr.Slider(8, 512, value=200, step=1, label="Max new tokens")
         go = gr.Button("Compare", variant="primary", elem_id="compare")
-    status = gr.Markdown("" if run_names else NO_RUN_HINT, elem_id="compare-status")
+    status = gr.Markdown("" if run_names else hint(live=False), elem_id="compare-status")
     with gr.Row():
         reference = gr.HTML(elem_id="compare-reference")
         columns = [gr.HTML(elem_id=f"compare-{i}") for i in range(MAX_COLUMNS)]
@@ -36,7 +49,7 @@ def build_compare(browser, config, case: gr.Dropdown) -> None:
     def on_compare(name, chosen, decoding_choice, n_tokens):
         out = [""] * (MAX_COLUMNS + 2)
         if not chosen:
-            out[0] = NO_RUN_HINT if not run_names else "Tick two or three runs."
+            out[0] = hint() if not config.runs else "Tick two or three runs."
             yield out
             return
         if len(chosen) > MAX_COLUMNS:
@@ -71,3 +84,4 @@ def build_compare(browser, config, case: gr.Dropdown) -> None:
         yield out
 
     go.click(on_compare, [case, runs, decoding, max_tokens], [status, reference] + columns)
+    return CompareControls(runs, status)

@@ -5,6 +5,7 @@ and their agreement."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -14,7 +15,8 @@ from ui.charts import probability_chart
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import NO_RUN, NO_RUN_HINT, escaped, message, timing_line
+from ui.screens.common import NO_RUN, escaped, message, timing_line
+from ui.screens.demo_status import no_run_hint
 from ui.uploads import display_name
 from ui.viewer import PLANES, WINDOW_PRESETS, clamp_crosshair, render_views
 
@@ -29,12 +31,23 @@ def _labels_markdown(labels: dict[str, int] | None) -> str:
     return "**Reference labels:** " + (", ".join(present) if present else "none of the findings")
 
 
-def build_review(app: gr.Blocks, browser, config) -> gr.Dropdown:
-    """Build the screen; returns the case selector (other screens follow the chosen case)."""
+@dataclass(frozen=True)
+class ReviewControls:
+    case: gr.Dropdown  # the chosen case (other screens follow it)
+    run: gr.Dropdown
+    status: gr.Markdown  # the report status line
+
+
+def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControls:
+    """Build the screen. `builder` (a ui.demo_builder.DemoBuilder) is the demo build running in the
+    background, if any: its state explains a missing run."""
     extractor = FindingExtractor(browser.dataset.label_set)
     names = browser.case_names()
     run_names = list(config.runs) or [NO_RUN]
     lung = WINDOW_PRESETS["lung"]
+
+    def hint(live: bool = True) -> str:
+        return no_run_hint(builder.status() if builder else None, bool(config.runs), live)
 
     with gr.Row():
         with gr.Column(scale=1, min_width=250):
@@ -66,7 +79,7 @@ def build_review(app: gr.Blocks, browser, config) -> gr.Dropdown:
                 max_tokens = gr.Slider(8, 512, value=DEFAULT_MAX_TOKENS, step=1, label="Max new tokens",
                                        elem_id="max-tokens")
             generate = gr.Button("Generate report", variant="primary", elem_id="generate")
-            report_status = gr.Markdown("" if config.runs else NO_RUN_HINT, elem_id="report-status")
+            report_status = gr.Markdown("" if config.runs else hint(live=False), elem_id="report-status")
             chart = gr.Plot(label="Abnormality probabilities", elem_id="probabilities")
         with gr.Column(scale=1):
             gr.Markdown("#### Generated report (draft, not for patient care)")
@@ -153,7 +166,7 @@ def build_review(app: gr.Blocks, browser, config) -> gr.Dropdown:
     def on_generate(name, run_name, decoding_choice, n_tokens):
         outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML()]
         if run_name == NO_RUN or not config.runs:
-            outputs[4] = NO_RUN_HINT
+            outputs[4] = hint()
             yield outputs
             return
         if not name:
@@ -187,4 +200,4 @@ def build_review(app: gr.Blocks, browser, config) -> gr.Dropdown:
 
     generate.click(on_generate, [case, run, decoding, max_tokens],
                    [chart, generated, agreement_box, timing, report_status, reference])
-    return case
+    return ReviewControls(case, run, report_status)
