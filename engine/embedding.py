@@ -106,3 +106,37 @@ def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preproc
         preprocess=preprocess_config.fingerprint(),
         latent_dim=latent_dim,
     )
+
+
+def embed_with_image_model(data_dir: str | Path, cache_dir: str | Path, image_model: str | Path, *,
+                           splits: tuple[str, ...] = (), workers: int = 2, device: torch.device | str = "cpu",
+                           progress: bool = True) -> EmbedSummary:
+    """Latents and classifier logits of a dataset's volumes (of `splits`, default all) into the cache
+    at `cache_dir`, with the encoder, classifier and preprocessing of an image model folder or run."""
+    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.data import CTRateDataset
+    from engine.encoders import ENCODERS
+    from engine.encoders.checkpoint import load_ctclip_vision
+    from engine.errors import DatasetError
+    from engine.inference import load_weights_strict
+    from engine.rundir import load_image_model
+
+    image_root, cfg = load_image_model(image_model)
+    weights = Path(cfg.encoder.weights)
+    pp = PreprocessConfig.from_dict(cfg.preprocess)
+    classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    load_weights_strict(classifier, Path(cfg.classifier.weights), "classifier")
+    dataset = CTRateDataset.open(data_dir)
+    cases = [c for c in dataset.cases if not splits or c.split in splits]
+    if not cases:
+        raise DatasetError(f"no cases in split(s) {list(splits)}", data_dir)
+    with torch.device("meta"):
+        encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
+    load_ctclip_vision(encoder, weights)
+    cache = EmbeddingCache.create_or_open(
+        cache_dir, identity_for(cfg.encoder.name, cfg.encoder.config, weights, pp, encoder.cfg.dim_latent))
+    summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache, classifier=classifier,
+                            workers=workers, device=device, progress=progress)
+    if summary.done:
+        cache.record_classifier(label_set=cfg.label_set["name"], classifier=str(image_root))
+    return summary

@@ -220,3 +220,19 @@ def test_dataset_loads_through_ctrate_reader(dataset):
     vol = ds.load_volume(case)
     assert abs(np.median(vol.hu[:8, :8, :]) + 1000) < 40
     assert vol.spacing_mm == pytest.approx(tuple(truth[case.volume_name]["spacing_mm"]), rel=1e-6)
+
+
+def test_only_splits_writes_the_very_volumes_of_the_full_dataset(tmp_path):
+    full = write_dataset(SynthConfig(n=8, seed=2, scale=8), tmp_path / "full", progress=False)
+    part = write_dataset(SynthConfig(n=8, seed=2, scale=8), tmp_path / "test", progress=False, only_splits=("test",))
+    splits = pd.read_csv(full / "splits.csv").set_index("VolumeName")["split"]
+    wanted = sorted(n for n, s in splits.items() if s == "test")
+    assert wanted and sorted(pd.read_csv(part / "splits.csv")["VolumeName"]) == wanted
+    assert sorted(pd.read_csv(part / "labels.csv")["VolumeName"]) == wanted
+    files = sorted(f.relative_to(part) for f in part.glob("volumes/*/*/*.nii.gz"))
+    assert len(files) == len(wanted)
+    for rel in files:
+        assert np.array_equal(np.asarray(nib.load(part / rel).dataobj), np.asarray(nib.load(full / rel).dataobj))
+    assert json.loads((part / "phantom_truth.json").read_text())["splits_written"] == ["test"]
+    with pytest.raises(ValueError, match="unknown split"):
+        write_dataset(SynthConfig(n=2, seed=2, scale=8), tmp_path / "bad", progress=False, only_splits=("tset",))

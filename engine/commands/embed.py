@@ -34,24 +34,18 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.cache import EmbeddingCache
-    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
     from engine.data import CTRateDataset
-    from engine.embedding import embed_dataset, identity_for
+    from engine.embedding import embed_dataset, embed_with_image_model, identity_for
     from engine.encoders import ENCODERS, load_encoder_config
     from engine.encoders.checkpoint import load_ctclip_vision
     from engine.errors import ConfigError, DatasetError
-    from engine.inference import load_weights_strict, pick_device
+    from engine.inference import pick_device
     from engine.preprocess import PreprocessConfig
-    from engine.rundir import load_image_model
 
     device, _ = pick_device(args.device)
-    classifier = None
     if args.image_model:
-        image_root, cfg = load_image_model(args.image_model)
-        name, enc_cfg, weights = cfg.encoder.name, cfg.encoder.config, Path(cfg.encoder.weights)
-        pp = PreprocessConfig.from_dict(cfg.preprocess)
-        classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
-        load_weights_strict(classifier, Path(cfg.classifier.weights), "classifier")
+        summary = embed_with_image_model(args.data, args.out, args.image_model, splits=tuple(args.split or ()),
+                                         workers=args.workers, device=device)
     elif args.encoder:
         name, weights = "ctvit", Path(args.encoder)
         enc_cfg = load_encoder_config(args.encoder_config).to_dict()
@@ -62,21 +56,19 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
         else:
             pp = PreprocessConfig()
+        dataset = CTRateDataset.open(args.data)
+        cases = [c for c in dataset.cases if not args.split or c.split in args.split]
+        if not cases:
+            raise DatasetError(f"no cases in split(s) {args.split}", args.data)
+        with torch.device("meta"):
+            encoder = ENCODERS.build(name, enc_cfg)
+        load_ctclip_vision(encoder, weights)
+        cache = EmbeddingCache.create_or_open(args.out, identity_for(name, enc_cfg, weights, pp,
+                                                                     encoder.cfg.dim_latent))
+        summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache,
+                                workers=args.workers, device=device)
     else:
         raise ConfigError("give --image-model IMAGE (or a run) or --encoder WEIGHTS")
-
-    dataset = CTRateDataset.open(args.data)
-    cases = [c for c in dataset.cases if not args.split or c.split in args.split]
-    if not cases:
-        raise DatasetError(f"no cases in split(s) {args.split}", args.data)
-    with torch.device("meta"):
-        encoder = ENCODERS.build(name, enc_cfg)
-    load_ctclip_vision(encoder, weights)
-    cache = EmbeddingCache.create_or_open(args.out, identity_for(name, enc_cfg, weights, pp, encoder.cfg.dim_latent))
-    summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache,
-                            classifier=classifier, workers=args.workers, device=device)
-    if classifier is not None and summary.done:
-        cache.record_classifier(label_set=cfg.label_set["name"], classifier=str(image_root))
     print(f"{summary.done} embedded, {summary.skipped} already cached, {len(summary.failed)} failed -> {args.out}")
     if summary.failed:
         raise DatasetError(f"{len(summary.failed)} volume(s) could not be embedded", args.data,

@@ -25,6 +25,8 @@ def register(subparsers) -> None:
                    help="store HU in the files (RescaleIntercept 0) instead of CT-RATE's HU + 1024")
     p.add_argument("--workers", type=int, default=1, help="processes generating volumes in parallel")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    p.add_argument("--only-splits", nargs="+", choices=("train", "valid", "test"), default=(),
+                   help="write only these splits' cases (the same volumes the full --n dataset holds)")
     p.set_defaults(handler=run)
 
 
@@ -34,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = SynthConfig(n=args.n, seed=args.seed, scale=args.scale, prevalence=parse_prevalence(args.prevalence),
                       store_hu=args.hu, workers=args.workers, normal_fraction=args.normal_fraction)
-    out = write_dataset(cfg, args.out, force=args.force)
+    out = write_dataset(cfg, args.out, force=args.force, only_splits=tuple(args.only_splits))
     print(f"wrote {cfg.n} volumes to {out}")
     return 0

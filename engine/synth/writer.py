@@ -157,8 +157,11 @@ def prepare_out_dir(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progress: bool = True) -> Path:
-    """Write `cfg.n` phantoms and their CSVs under `out`; returns `out`."""
+def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progress: bool = True,
+                  only_splits: tuple[str, ...] = ()) -> Path:
+    """Write `cfg.n` phantoms and their CSVs under `out`; returns `out`. With `only_splits` (e.g.
+    ("test",)) only the cases of those splits are written: each case is seeded on its own and the
+    splits are drawn over the whole plan, so they are the very volumes the full dataset holds."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -166,6 +169,11 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
     prepare_out_dir(out, force)
     plans = plan_dataset(cfg)
     splits = assign_splits(plans, cfg)
+    if only_splits:
+        unknown = set(only_splits) - {"train", "valid", "test"}
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}: choose from train, valid, test")
+        plans = [p for p in plans if splits[p.name] in only_splits]
     args = [(p, str(out), cfg.scale, cfg.store_hu) for p in plans]
     bar = tqdm(total=len(plans), desc="synth", unit="vol", disable=not progress)
     results = []
@@ -187,7 +195,8 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         out / "splits.csv", index=False)
     truth = {
         "generator": "rad3d synth", "version": GENERATOR_VERSION, "seed": cfg.seed, "scale": cfg.scale,
-        "store_hu": cfg.store_hu, "prevalence": cfg.prevalence, "normal_fraction": cfg.normal_fraction,
+        "store_hu": cfg.store_hu, "n_planned": cfg.n,
+        "splits_written": sorted(set(only_splits or ("train", "valid", "test"))), "prevalence": cfg.prevalence, "normal_fraction": cfg.normal_fraction,
         "coordinates": "center_mm: mm from the centre of voxel (0,0,0) along the volume axes (L, P, S); "
                        "center_voxel: voxel index",
         "cases": {p.name: r["truth"] for p, r in zip(plans, results)},

@@ -6,7 +6,11 @@
     $RAD3D_HOME/demo/cache                       latents + logits of every phantom
     $RAD3D_HOME/demo/runs/{v3,v2}                the V-3 mapper (the method) and its V-2 twin
 
-Each step is skipped when its output is already there, so a build interrupted at any point
+When the repository ships weights made by this very recipe (training/demo/shipped.py), the build
+installs them instead of training: it converts the decoder, writes only the test split's phantoms
+and embeds them, a few minutes on 2 cores. `from_scratch=True` (`rad3d demo build --from-scratch`)
+writes all phantoms and trains everything with the project's own commands, about two hours on 2
+cores. Each step is skipped when its output is already there, so a build interrupted at any point
 continues where it stopped. The mappers train in resumable checkpoints (`--time-limit` spreads
 the long CPU run over several calls). The demo learns the Impression section: on 2 CPU cores a
 training step over the ~220-token findings costs ~25–40 s, over the ~30-token impression a few s.
@@ -62,19 +66,56 @@ class DemoPaths:
         return self.root / "runs" / variant
 
 
+SHIPPED_SPLITS = ("test",)  # what a build from shipped weights writes: the held-out cases only
+
+
 def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: float | None = None,
-               progress: bool = True, say=print) -> dict[str, Path]:
+               progress: bool = True, say=print, from_scratch: bool = False) -> dict[str, Path]:
     """Build (or continue building) the demo; returns the finished runs by variant."""
     import time
 
     from training.demo.llm import ensure_smollm2
-    from training.encoder import EncoderTrainConfig, train_encoder
+    from training.demo.shipped import install_shipped, shipped_for
 
     start = time.monotonic()
     paths = DemoPaths(Path(home))
+    manifest = None if from_scratch else shipped_for(recipe)
     say(f"[1/5] decoder: SmolLM2-135M-Instruct -> {paths.llm}")
     ensure_smollm2(paths.llm)
 
+    if manifest is not None:
+        say(f"[2/5] phantoms: the {', '.join(SHIPPED_SPLITS)} split of {recipe.cases} cases, seed {recipe.seed}, "
+            f"scale {recipe.scale} -> {paths.data}")
+        ensure_phantoms(paths, recipe, progress=progress, splits=SHIPPED_SPLITS)
+        say(f"[3/5] image model and {', '.join(manifest['variants'])} mappers: the shipped weights -> {paths.root}")
+        runs = install_shipped(paths, manifest)
+        say(f"[4/5] embedding cache of the phantoms -> {paths.cache}")
+        _embed(paths, progress)
+        say("[5/5] done: " + ", ".join(f"{v} {p}" for v, p in runs.items()))
+        return runs
+    return _build_from_scratch(paths, recipe, start, time_limit_s, progress, say)
+
+
+def _embed(paths: DemoPaths, progress: bool) -> None:
+    from engine.embedding import embed_with_image_model
+    from engine.errors import DatasetError
+
+    summary = embed_with_image_model(paths.data, paths.cache, paths.image, progress=progress)
+    if summary.failed:
+        raise DatasetError(f"{len(summary.failed)} phantom(s) could not be embedded", paths.data,
+                           problems=[f"{n}: {e}" for n, e in summary.failed.items()])
+
+
+def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time_limit_s, progress, say):
+    import time
+
+    from engine.errors import ConfigError
+    from training.demo.shipped import INSTALLED_MARK
+    from training.encoder import EncoderTrainConfig, train_encoder
+
+    if (paths.root / INSTALLED_MARK).is_file():
+        raise ConfigError("this demo home holds the shipped weights; build from scratch in another --home "
+                          "(or delete this folder)", paths.root)
     say(f"[2/5] phantoms: {recipe.cases} cases, seed {recipe.seed}, scale {recipe.scale} -> {paths.data}")
     ensure_phantoms(paths, recipe, progress=progress)
 
@@ -105,17 +146,34 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
     return runs
 
 
-def ensure_phantoms(paths: DemoPaths, recipe: DemoRecipe, *, progress: bool = True) -> Path:
-    """The recipe's phantom dataset (written once; a half-written one is redone, never used)."""
+def ensure_phantoms(paths: DemoPaths, recipe: DemoRecipe, *, progress: bool = True,
+                    splits: tuple[str, ...] = ()) -> Path:
+    """The recipe's phantom dataset, all splits or only `splits` (written once; a half-written one is
+    redone, never used; one lacking a needed split is rewritten)."""
+    import shutil
+
     from engine.synth.config import SynthConfig
     from engine.synth.writer import write_dataset
 
+    needed = set(splits or ("train", "valid", "test"))
+    if (paths.data / "reports.csv").is_file() and not needed <= _written_splits(paths.data):
+        shutil.rmtree(paths.data)
     if not (paths.data / "reports.csv").is_file():
         partial = paths.data.with_name(paths.data.name + ".partial")
         write_dataset(SynthConfig(n=recipe.cases, seed=recipe.seed, scale=recipe.scale, workers=2), partial,
-                      force=True, progress=progress)
+                      force=True, progress=progress, only_splits=tuple(splits))
         partial.rename(paths.data)
     return paths.data
+
+
+def _written_splits(data: Path) -> set[str]:
+    import json
+
+    try:
+        truth = json.loads((data / "phantom_truth.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return set()
+    return set(truth.get("splits_written", ("train", "valid", "test")))
 
 
 def _train_mapper(paths: DemoPaths, recipe: DemoRecipe, variant: str, time_limit_s, progress):

