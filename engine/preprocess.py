@@ -40,11 +40,23 @@ class PreprocessConfig:
     hu_range: tuple[float, float] = (-1000.0, 1000.0)  # clipped, then mapped to [-1, 1]
     shape_xyz: tuple[int, int, int] = (480, 480, 240)  # centre crop / pad target
     clip_before_resample: bool = True  # CT-CLIP inference clips first; its training loader clips after
+    # HU windows (low, high), one input channel each, mapped to [-1, 1]; empty: CT-CLIP's one channel.
+    # Why: CT-ViT's patch embedding LayerNorms every patch, which removes the patch's mean and
+    # contrast; windows saturate at fixed HU, so absolute attenuation (emphysema vs normal lung,
+    # metal vs bone) survives that normalisation as the relation between channels.
+    windows: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "spacing_mm", tuple(float(s) for s in self.spacing_mm))
         object.__setattr__(self, "hu_range", tuple(float(h) for h in self.hu_range))
         object.__setattr__(self, "shape_xyz", tuple(int(n) for n in self.shape_xyz))
+        try:
+            object.__setattr__(self, "windows", tuple((float(lo), float(hi)) for lo, hi in self.windows))
+        except (TypeError, ValueError):
+            raise ConfigError(f"preprocess windows {self.windows} must be a list of (low, high) HU pairs") from None
+        for lo, hi in self.windows:
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ConfigError(f"preprocess window ({lo}, {hi}) must be finite with low < high")
         if len(self.spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing_mm):
             raise ConfigError(f"preprocess spacing_mm {self.spacing_mm} must be three positive numbers")
         if len(self.hu_range) != 2 or not self.hu_range[0] < self.hu_range[1]:
@@ -52,8 +64,16 @@ class PreprocessConfig:
         if len(self.shape_xyz) != 3 or not all(n > 0 for n in self.shape_xyz):
             raise ConfigError(f"preprocess shape_xyz {self.shape_xyz} must be three positive sizes")
 
+    @property
+    def channels(self) -> int:
+        return max(1, len(self.windows))
+
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data["windows"] = [list(w) for w in self.windows]
+        if not self.windows:  # one-channel configs keep the fingerprints they had before windows existed
+            del data["windows"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
@@ -184,7 +204,8 @@ def _is_identity(i0: np.ndarray, w1: np.ndarray, n: int) -> bool:
 
 def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: PreprocessConfig = PreprocessConfig(),
                      *, source: str = "<array>") -> torch.Tensor:
-    """HU array (X, Y, Z), any real dtype (int16 works) → encoder input (1, D=z, H=x, W=y) float32."""
+    """HU array (X, Y, Z), any real dtype (int16 works) → encoder input (C, D=z, H=x, W=y) float32
+    (C = 1, or one channel per window of `config.windows`)."""
     hu = _as_array(hu)
     sizes = [resampled_size(n, s, t) for n, s, t in zip(hu.shape, spacing_mm, config.spacing_mm)]
     if min(sizes) < 1:
@@ -229,7 +250,19 @@ def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: Preproc
         np.clip(inner, -1.0, 1.0, out=inner)
     if not math.isfinite(float(np.sum(inner, dtype=np.float64))):
         raise VolumeError("preprocessing produced non-finite values (NaN or infinite voxels in the input?)", source)
-    return torch.from_numpy(out).unsqueeze(0)
+    return apply_windows(torch.from_numpy(out).unsqueeze(0), config)
+
+
+def apply_windows(x: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """(1, D, H, W) in [-1, 1] over `config.hu_range` → (channels, D, H, W): one channel per HU window
+    (clip to the window, map to [-1, 1]); unchanged when the config has no windows. Pointwise, so it
+    may follow resampling, crop and padding (padding reads as `hu_range`'s low end)."""
+    if not config.windows:
+        return x
+    lo, hi = config.hu_range
+    hu = x[0] * ((hi - lo) / 2) + (lo + hi) / 2
+    return torch.stack([((hu - w_lo) / ((w_hi - w_lo) / 2) - 1.0).clamp_(-1.0, 1.0)
+                        for w_lo, w_hi in config.windows]).to(torch.float32)
 
 
 def _check_orientation(volume: Volume) -> None:
@@ -265,4 +298,4 @@ def preprocess_plain(hu, spacing_mm: tuple[float, float, float], config: Preproc
     x = x[tuple(slice(w[0], w[1]) for w in windows)]
     (_, _, xb, xa), (_, _, yb, ya), (_, _, zb, za) = windows
     x = F.pad(x, (zb, za, yb, ya, xb, xa), value=-1.0)
-    return x.permute(2, 0, 1).unsqueeze(0).contiguous()
+    return apply_windows(x.permute(2, 0, 1).unsqueeze(0).contiguous(), config)

@@ -100,3 +100,26 @@ def test_config_round_trip_and_fingerprint():
         PreprocessConfig(spacing_mm=(0.75, 0.0, 1.5))
     with pytest.raises(ConfigError, match="hu_range"):
         PreprocessConfig(hu_range=(1000, -1000))
+
+
+def test_hu_windows_give_one_channel_each_and_leave_one_channel_configs_unchanged():
+    rng = np.random.default_rng(4)
+    hu = rng.uniform(-1100, 2800, (40, 36, 12)).astype(np.float32)
+    hu[:20] = -900.0  # a block of 'lung' whose value each window should map exactly
+    windows = ((-1350.0, 150.0), (-135.0, 215.0), (1000.0, 3000.0))
+    cfg = PreprocessConfig(spacing_mm=(2.0, 2.0, 4.0), shape_xyz=(20, 18, 12), hu_range=(-1000.0, 3000.0),
+                           windows=windows)
+    x = preprocess_array(hu, (1.0, 1.0, 4.0), cfg)
+    assert x.shape == (3, 12, 20, 18) and cfg.channels == 3
+    torch.testing.assert_close(x, preprocess_plain(hu, (1.0, 1.0, 4.0), cfg), atol=1e-5, rtol=0)
+    lung = x[:, :, 5]  # output row 5 reads input rows 10-11: the -900 HU block
+    expected = [(-900 - lo) / ((hi - lo) / 2) - 1 for lo, hi in windows]
+    for c, value in enumerate(expected):
+        assert torch.allclose(lung[c], torch.tensor(max(-1.0, min(1.0, value))), atol=1e-5)
+    assert (x >= -1).all() and (x <= 1).all()
+    # Configs without windows keep the fingerprint they had before windows existed (caches stay valid).
+    assert "windows" not in PreprocessConfig().to_dict() and PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.fingerprint() != PreprocessConfig(spacing_mm=(2.0, 2.0, 4.0), shape_xyz=(20, 18, 12),
+                                                 hu_range=(-1000.0, 3000.0)).fingerprint()
+    with pytest.raises(ConfigError, match="low < high"):
+        PreprocessConfig(windows=((100.0, -100.0),))

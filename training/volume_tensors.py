@@ -35,14 +35,14 @@ def load_volume_tensors(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """(N, 1, D, H, W) float32 encoder inputs of `names` (VolumeNames of `dataset`), in that order.
+    """(N, C, D, H, W) float32 encoder inputs of `names` (VolumeNames of `dataset`), in that order.
     Raises one DatasetError naming every volume that could not be read or preprocessed."""
     from tqdm.auto import tqdm
 
     if not names:
         raise DatasetError("no volumes to preprocess", getattr(dataset, "root", None))
     tx, ty, tz = config.shape_xyz
-    out = torch.empty((len(names), 1, tz, tx, ty), dtype=torch.float32)
+    out = torch.empty((len(names), config.channels, tz, tx, ty), dtype=torch.float32)
     todo = []
     for i, name in enumerate(names):
         path = _disk_path(cache_dir, config, name) if cache_dir else None
