@@ -16,6 +16,7 @@ from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import chest_like_volume
 from training.demo.build import DemoPaths, DemoRecipe, build_demo
 from training.demo.shipped import export_demo, install_shipped, shipped_for
+from training.encoder import unused_by_latent
 from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 
@@ -53,6 +54,10 @@ def test_export_then_install_gives_a_working_run_with_bf16_rounded_weights(
     for name, tensor in session.generator.connector.state_dict().items():
         assert tensor.dtype == torch.float32
         assert torch.equal(tensor, original[name].to(torch.bfloat16).float())
+    enc_original = load_file(str(finished_home.image / "encoder.safetensors"))
+    for name, tensor in session.encoder.state_dict().items():
+        want = torch.zeros_like(tensor) if unused_by_latent(name) else enc_original[name].to(torch.bfloat16).float()
+        assert torch.equal(tensor, want), name
     case = session.report(chest_like_volume(1))
     assert len(case.probabilities) == 18 and case.n_tokens > 0
 

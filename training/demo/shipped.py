@@ -7,7 +7,8 @@
 `rad3d demo build --from-scratch` remakes every file with the project's own commands and `rad3d demo
 export` writes them here. The shipped run configs point at the decoder and the image model by paths
 relative to the run folder (../../llm/..., ../../image/...), which is the demo home's layout, so
-installing is a plain copy. Weights are stored in bfloat16 to halve their size; they load into the
+installing is a plain copy. Weights are stored in bfloat16 to halve their size (the encoder's
+tensors that its latent path never reads, kept for strict loading, as zeros); they load into the
 float32 modules (load_state_dict casts), and every number the README reports was measured on these
 shipped weights, not on the float32 originals.
 """
@@ -67,10 +68,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _save_half(src: Path, dst: Path) -> None:
+def _save_half(src: Path, dst: Path, *, zero=lambda name: False) -> None:
+    """bf16 copy of a safetensors file; tensors `zero(name)` names are stored as zeros (kept, so the
+    file still loads strictly, but compressible to nothing)."""
     tensors = load_file(str(src))
-    save_file({k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
-              str(dst))
+    out = {}
+    for k, v in tensors.items():
+        if v.is_floating_point():
+            v = torch.zeros_like(v, dtype=torch.bfloat16) if zero(k) else v.to(torch.bfloat16)
+        out[k] = v.contiguous()
+    save_file(out, str(dst))
+
+
+def _unused_by_latent(name: str) -> bool:
+    # CT-CLIP checkpoints hold decoder heads and a second latent projection the latent path never reads
+    from training.encoder import unused_by_latent
+
+    return unused_by_latent(name)
 
 
 def _relative_run_config(src: Path, dst: Path) -> None:
@@ -100,7 +114,9 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
         raise CheckpointError(f"the demo build is not finished: missing {missing[:4]}", paths.root)
     for src, dst in plan:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.name in HALF_PRECISION:
+        if src.name == "encoder.safetensors":
+            _save_half(src, dst, zero=_unused_by_latent)
+        elif src.name in HALF_PRECISION:
             _save_half(src, dst)
         elif src.name == "config.json" and dst.parent.parent.name == "runs":
             _relative_run_config(src, dst)
