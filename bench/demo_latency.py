@@ -6,7 +6,15 @@ a 512 × 512 × 300 volume to the demo grid and to CT-CLIP's full grid.
 Reports are forced to --tokens new tokens (the demo writes the short Impression, ~20–40 tokens);
 the two paths' tokens must be identical or the script exits 1.
 
+With --run, the REAL trained run instead (e.g. the embedded demo, $RAD3D_HOME/demo/runs/v3) on one
+volume read beforehand (not timed): --volume FILE (NIfTI / DICOM; --rescale SLOPE INTERCEPT as in
+`rad3d report`, e.g. 1 -1024 for the demo phantoms' raw values) or --data DIR (its first test-split
+case, metadata.csv applied by the dataset). Times preprocessing, encoder + classifier and the whole
+case with the project's fast greedy path and with plain `generate(inputs_embeds=...)`, both greedy
+with the run's max_new_tokens and stopping at EOS as the app does; tokens must be identical (exit 1).
+
     python3 bench/demo_latency.py [--tokens 32] [--repeats 3] [--int8]
+    python3 bench/demo_latency.py --run RUN (--volume FILE [--rescale SLOPE INTERCEPT] | --data DIR) [--repeats 3]
 Targets (issue #7, 2 CPU cores): report ≤ 5 s, preprocessing ≤ 10 s.
 """
 
@@ -30,10 +38,29 @@ def main(argv=None) -> int:
     from engine.preprocess import PreprocessConfig, preprocess_array
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=32, help="random weights: forced report length")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--int8", action="store_true", help="also time the opt-in int8 decoder (not token-identical)")
+    real = ap.add_argument_group("real run (instead of random weights)")
+    real.add_argument("--run", help="run directory, e.g. $RAD3D_HOME/demo/runs/v3")
+    source = real.add_mutually_exclusive_group()
+    source.add_argument("--volume", help="a NIfTI file, DICOM series folder or zipped series to time")
+    source.add_argument("--data", help="a dataset folder (CT-RATE format): its first test-split case is timed")
+    real.add_argument("--rescale", nargs=2, type=float, metavar=("SLOPE", "INTERCEPT"),
+                      help="with --volume: HU = SLOPE * stored + INTERCEPT, voxels as stored (as rad3d report)")
     args = ap.parse_args(argv)
+    if args.run is None and (args.volume or args.data or args.rescale):
+        ap.error("--volume, --data and --rescale go with --run")
+    if args.run is not None:
+        if not (args.volume or args.data):
+            ap.error("--run needs --volume FILE or --data DIR")
+        if args.int8:
+            ap.error("--int8 is for the random-weight mode only")
+        if args.rescale and args.data:
+            ap.error("--rescale goes with --volume; --data takes each case's rescale from its metadata.csv")
+        import _demo_run
+
+        return _demo_run.main(args)
     device = torch.device("cpu")
 
     torch.manual_seed(0)
