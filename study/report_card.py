@@ -49,7 +49,7 @@ def metrics_markdown(doc: dict) -> str:
         "|---|---|---|---|",
     ]
     for m in doc["metrics"]:
-        if m["group"] == "finding":
+        if m["group"] in ("finding", "classifier-finding"):
             continue
         lines.append(f"| {m['label']} | {_num(m['value'])} | {_num(m['ci_low'])} – {_num(m['ci_high'])} | {m['implementation']} |")
     for s in doc.get("skipped", []):
@@ -64,6 +64,12 @@ def metrics_markdown(doc: dict) -> str:
         p, r = by_key[f"precision:{name}"], by_key[f"recall:{name}"]
         lines.append(f"| {name} | {_num(f1['value'])} | {_num(f1['ci_low'])} – {_num(f1['ci_high'])} | "
                      f"{_num(p['value'])} | {_num(r['value'])} |")
+    auroc = [m for m in doc["metrics"] if m["group"] == "classifier-finding"]
+    if auroc:
+        lines += ["", "## Classifier AUROC per finding (cached logits vs labels)", "", "| finding | AUROC | 95% CI |",
+                  "|---|---|---|"]
+        lines += [f"| {m['label'].removeprefix('AUROC ')} | {_num(m['value'])} | {_num(m['ci_low'])} – "
+                  f"{_num(m['ci_high'])} |" for m in auroc]
     return "\n".join(lines) + "\n"
 
 

@@ -51,3 +51,33 @@ def test_paired_comparison_detects_clearly_better_run():
     # A shift much smaller than the noise is not significant.
     c = a + rng.normal(0.0, 0.2, 200)
     assert paired_bootstrap(_table(a), _table(c), MEAN, resamples=2000, seed=0)["score"].p_value > 0.01
+
+
+def test_classifier_auroc_equals_sklearn_and_its_interval_shrinks_with_more_cases():
+    from sklearn.metrics import roc_auc_score
+
+    from study.metrics.classifier import classifier_auroc, weighted_auroc
+
+    rng = np.random.default_rng(0)
+    names = ["a", "b", "never"]
+
+    def draw(n):
+        labels = (rng.random((n, 3)) < [0.3, 0.5, 0.0]).astype(int)
+        probs = np.clip(0.5 + 0.25 * (labels - 0.5) + 0.2 * rng.normal(size=(n, 3)), 0, 1).round(2)  # ties too
+        return probs, labels
+
+    probs, labels = draw(120)
+    got = {m["key"]: m for m in classifier_auroc(probs, labels, names, resamples=400, seed=1)}
+    assert set(got) == {"auroc_macro", "auroc:a", "auroc:b"}  # a finding without positives is left out
+    for j, name in enumerate(names[:2]):
+        assert got[f"auroc:{name}"]["value"] == pytest.approx(roc_auc_score(labels[:, j], probs[:, j]), abs=1e-12)
+        assert got[f"auroc:{name}"]["ci_low"] < got[f"auroc:{name}"]["value"] < got[f"auroc:{name}"]["ci_high"]
+    # Case weights act like repeated cases.
+    w = rng.integers(0, 4, size=120).astype(float)
+    rep = np.repeat(np.arange(120), w.astype(int))
+    assert weighted_auroc(probs[:, 1], labels[:, 1], w[None])[0] == pytest.approx(
+        roc_auc_score(labels[rep, 1], probs[rep, 1]), abs=1e-12)
+    big_p, big_l = draw(1200)
+    big = {m["key"]: m for m in classifier_auroc(big_p, big_l, names, resamples=400, seed=1)}
+    width = lambda m: m["ci_high"] - m["ci_low"]  # noqa: E731
+    assert width(big["auroc_macro"]) < 0.6 * width(got["auroc_macro"])

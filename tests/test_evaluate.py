@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -54,6 +55,18 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
     keys = {m["key"] for m in doc["metrics"]}
     assert {"bleu_1", "bleu_4", "bleu_avg", "rouge_l", "f1_macro", "green_style"} <= keys
     assert doc["n_cases"] == 4 and doc["generation"]["split"] == "test" and doc["generation"]["max_new_tokens"] == 6
+    # The classifier's AUROC from the cached logits against the labels, per finding present in both classes.
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.stack([c.labels for c in test_cases])
+    logits = np.stack([cache.get(c.volume_name).logits for c in test_cases])
+    by_key = {m["key"]: m for m in doc["metrics"]}
+    both = [j for j, name in enumerate(session.label_set.names) if 0 < labels[:, j].sum() < len(labels)]
+    assert both and {f"auroc:{session.label_set.names[j]}" for j in both} | {"auroc_macro"} == {
+        k for k in keys if k.startswith("auroc")}
+    assert by_key["auroc_macro"]["value"] == pytest.approx(
+        np.mean([roc_auc_score(labels[:, j], logits[:, j]) for j in both]), abs=1e-6)
+    assert "Classifier macro AUROC" in printed
     assert (out / "metrics.md").is_file() and len(pd.read_csv(out / "per_case.csv")) == 4
 
     # Another run's predictions never go into the same folder.

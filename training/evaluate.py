@@ -5,8 +5,10 @@ EVAL/predictions.csv  VolumeName, reference, generated, run, variant, seconds, n
                       (seconds: the batch's generation time shared equally by its cases)
 EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
 
-The reference is the case's Findings text (what the connectors are trained to write); cases
-without one are left out and counted. Greedy decoding unless --beams > 1.
+The reference is the case's text in the run's report section (Findings unless the run was trained
+on another; what the connector learned to write); cases without one are left out and counted.
+Greedy decoding unless --beams > 1. When the cache holds classifier logits and the dataset has
+labels, the classifier's AUROC per finding and macro (with the same bootstrap) is added.
 """
 
 from __future__ import annotations
@@ -110,10 +112,33 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     result = evaluate_predictions(predictions, session.label_set, bertscore_model=config.bertscore_model,
                                   bertscore=config.bertscore, meteor=config.meteor, resamples=config.resamples,
                                   seed=config.seed, progress=progress, source=str(out / "predictions.csv"))
+    result.metrics += classifier_metrics(dataset, cache, split.volume_names, session.label_set,
+                                         resamples=config.resamples, seed=config.seed)
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
                                  "batch_size": config.batch_size, **dataclasses.asdict(settings)}
     write_evaluation(result, out)
     return predictions, result
+
+
+def classifier_metrics(dataset, cache, names: list[str], label_set, *, resamples: int, seed: int) -> list:
+    """AUROC metrics of the cached classifier logits against the dataset's labels on `names`
+    (empty when the cache has no logits or the dataset no labels)."""
+    import numpy as np
+    import torch
+
+    from study.metrics.classifier import IMPLEMENTATION, classifier_auroc
+    from study.metrics.evaluate import MetricValue
+
+    cases = [dataset.case(n) for n in names]
+    entries = [cache.get(n) for n in names]
+    if not cases or any(c.labels is None for c in cases) or any(e.logits is None for e in entries):
+        return []
+    logits = np.stack([e.logits for e in entries]).astype(np.float32)
+    probs = torch.sigmoid(torch.from_numpy(logits)).numpy()
+    labels = np.stack([c.labels for c in cases])
+    return [MetricValue(m["key"], m["label"], "classifier" if m["key"] == "auroc_macro" else "classifier-finding",
+                        m["value"], m["ci_low"], m["ci_high"], IMPLEMENTATION)
+            for m in classifier_auroc(probs, labels, list(label_set.names), resamples=resamples, seed=seed)]
 
 
 def _refuse_other_run(path: Path, run_name: str, variant: str) -> None:
