@@ -27,13 +27,13 @@ class DemoRecipe:
     cases: int = 1200
     seed: int = 0
     scale: float = 4.0
-    encoder_epochs: int = 14
+    encoder_epochs: int = 40
     encoder_vq_epochs: int = 1
     token_loss_weight: float = 1.0
     section: str = "impression"
     variants: tuple[str, ...] = ("v3", "v2")
     mapper: dict = field(default_factory=lambda: dict(
-        prefix_len=10, clip_len=10, layers=2, heads=8, batch_size=8, lr=1e-3, epochs=8,
+        prefix_len=10, clip_len=10, layers=2, heads=8, batch_size=8, lr=1e-3, epochs=6,
         schedule="linear", save_every_steps=25, max_report_tokens=64,
     ))
 
