@@ -9,6 +9,8 @@ above negative j, ½ on a tie. So each resample is two matrix products, no re-so
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from study.bootstrap import DEFAULT_RESAMPLES, percentile_interval, resample_counts
@@ -55,7 +57,9 @@ def classifier_auroc(probabilities: np.ndarray, labels: np.ndarray, names: list[
         out.append({"key": f"auroc:{names[j]}", "label": f"AUROC {names[j]}", "value": point[j],
                     "ci_low": low, "ci_high": high})
     if usable:
-        macro = np.nanmean(np.stack([per[j] for j in usable]), axis=0)
+        with warnings.catch_warnings():  # a resample may draw no positive of every finding: NaN, dropped below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            macro = np.nanmean(np.stack([per[j] for j in usable]), axis=0)
         low, high = percentile_interval(macro[np.isfinite(macro)])
         out.insert(0, {"key": "auroc_macro", "label": f"Classifier macro AUROC ({len(usable)} findings)",
                        "value": float(np.mean([point[j] for j in usable])), "ci_low": low, "ci_high": high})
