@@ -61,6 +61,16 @@ def test_export_then_install_gives_a_working_run_with_bf16_rounded_weights(
     case = session.report(chest_like_volume(1))
     assert len(case.probabilities) == 18 and case.n_tokens > 0
 
+    # A home holding another build is refused, and nothing of it is overwritten.
+    mixed = DemoPaths(tmp_path / "mixed")
+    shutil.copytree(finished_home.image, mixed.image)
+    before = (mixed.image / "encoder.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="holds another build"):
+        install_shipped(mixed, manifest, shipped)
+    assert (mixed.image / "encoder.safetensors").read_bytes() == before and not mixed.run("v3").exists()
+    # Installing again over a finished install is a no-op.
+    assert install_shipped(home, manifest, shipped) == runs
+
     # A corrupted shipped file is refused by name, before anything is copied.
     (shipped / "runs" / "v2" / "connector.safetensors").write_bytes(b"not weights")
     with pytest.raises(CheckpointError, match="does not match its manifest"):
@@ -77,3 +87,11 @@ def test_a_from_scratch_build_refuses_a_home_holding_shipped_weights(finished_ho
     monkeypatch.setattr("training.demo.llm.ensure_smollm2", lambda out: out)
     with pytest.raises(ConfigError, match="holds the shipped weights"):
         build_demo(home.home, recipe, from_scratch=True, progress=False, say=lambda s: None)
+    # A finished from-scratch home is used as it is by a plain build (the shipped weights are not mixed in).
+    monkeypatch.setattr("training.demo.shipped.SHIPPED_DIR", shipped)
+    monkeypatch.setattr("training.demo.shipped.shipped_for", lambda r, folder=shipped: json.loads(
+        (shipped / "manifest.json").read_text()))
+    said = []
+    runs = build_demo(finished_home.home, recipe, progress=False, say=said.append)
+    assert runs == {"v3": finished_home.run("v3"), "v2": finished_home.run("v2")}
+    assert any("finished build of its own" in line for line in said)

@@ -83,6 +83,12 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
     say(f"[1/5] decoder: SmolLM2-135M-Instruct -> {paths.llm}")
     ensure_smollm2(paths.llm)
 
+    from training.demo.shipped import INSTALLED_MARK
+
+    finished = {v: paths.run(v) for v in recipe.variants if (paths.run(v) / "config.json").is_file()}
+    if manifest is not None and len(finished) == len(recipe.variants) and not (paths.root / INSTALLED_MARK).is_file():
+        say("[2/5] the demo home holds a finished build of its own (--from-scratch); using it")
+        return finished
     if manifest is not None:
         say(f"[2/5] phantoms: the {', '.join(SHIPPED_SPLITS)} split of {recipe.cases} cases, seed {recipe.seed}, "
             f"scale {recipe.scale} -> {paths.data}")

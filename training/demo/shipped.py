@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, ConfigError
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = "manifest.json"
@@ -140,6 +140,11 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
     return dest
 
 
+def _target(paths, rel: str) -> Path:
+    parts = Path(rel).parts
+    return (paths.image / Path(*parts[1:])) if parts[0] == "image" else (paths.root / rel)
+
+
 def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[str, Path]:
     """Copy the shipped image model and runs into the demo home (files already there are kept);
     every file is checked against the manifest's sha256 first. Returns the installed runs."""
@@ -149,9 +154,15 @@ def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[s
         if not src.is_file() or _sha256(src) != digest:
             raise CheckpointError("shipped demo file is missing or does not match its manifest "
                                   "(rebuild with `rad3d demo build --from-scratch`)", src)
-    for rel in manifest["files"]:
-        parts = Path(rel).parts
-        dst = (paths.image / Path(*parts[1:])) if parts[0] == "image" else (paths.root / rel)
+    targets = {rel: _target(paths, rel) for rel in manifest["files"]}
+    # Never overwrite: a file already there must be the shipped one (an interrupted install), else
+    # the home holds another build that the shipped runs would silently mix with.
+    other = [dst for rel, dst in targets.items() if dst.is_file() and _sha256(dst) != manifest["files"][rel]]
+    if other:
+        raise ConfigError(f"this demo home holds another build ({len(other)} file(s) differ from the shipped ones, "
+                          f"e.g. {other[0].name}); use another --home, or delete it to install the shipped weights",
+                          other[0].parent)
+    for rel, dst in targets.items():
         if not dst.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(dst.name + ".partial")
