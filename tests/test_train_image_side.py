@@ -335,3 +335,22 @@ def test_train_encoder_token_loss_needs_the_phantom_truth(phantoms, tmp_path):
     (data / "phantom_truth.json").unlink()
     with pytest.raises(DatasetError, match="--token-loss-weight 0"):
         train_encoder(data, tmp_path / "out", _tiny_config(tmp_path), workers=0, progress=False)
+
+
+def test_train_encoder_cli_passes_shift_voxels_and_refuses_negative_ones(tmp_path, capsys, monkeypatch):
+    import cli
+    import training.encoder as encoder_module
+
+    seen = {}
+
+    def fake_train(data, out, config, **kw):
+        seen["shift"] = config.shift_voxels
+        raise SystemExit(0)
+
+    monkeypatch.setattr(encoder_module, "train_encoder", fake_train)
+    with pytest.raises(SystemExit):
+        cli.main(["train-encoder", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--shift-voxels", "0", "1", "2"])
+    assert seen["shift"] == (0, 1, 2)
+    assert cli.main(["train-encoder", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                     "--shift-voxels", "-1", "0", "0"]) == 1
+    assert "--shift-voxels must be 0 or more" in capsys.readouterr().err

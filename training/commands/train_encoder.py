@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--token-loss-weight", type=float, default=None,
                    help="weight of the auxiliary per-token finding loss, from DIR/phantom_truth.json (default "
                    "from the training config; 0 turns it off, e.g. for data without phantom truth)")
+    p.add_argument("--shift-voxels", type=int, nargs=3, metavar=("D", "H", "W"),
+                   help="largest random shift of the training augmentation along D, H, W (default from the "
+                   "training config, 2 4 4; 0 0 0 turns shifts off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes reading and preprocessing volumes")
     p.add_argument("--tensor-cache", help="keep the preprocessed volumes here (reused by a rerun)")
@@ -49,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     extra = {}
     if args.token_loss_weight is not None:
         extra["token_loss_weight"] = args.token_loss_weight
+    if args.shift_voxels is not None:
+        if min(args.shift_voxels) < 0:
+            raise ConfigError(f"--shift-voxels must be 0 or more, got {args.shift_voxels}")
+        extra["shift_voxels"] = tuple(args.shift_voxels)
     if args.preprocess:
         try:
             extra["preprocess"] = json.loads(Path(args.preprocess).read_text())
