@@ -108,35 +108,46 @@ def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preproc
     )
 
 
+def embed_with_encoder(data_dir: str | Path, cache_dir: str | Path, encoder_name: str, encoder_config: dict,
+                       weights: str | Path, preprocess_config: PreprocessConfig, *,
+                       classifier: torch.nn.Module | None = None, splits: tuple[str, ...] = (), workers: int = 2,
+                       device: torch.device | str = "cpu", progress: bool = True) -> tuple[EmbeddingCache, EmbedSummary]:
+    """A dataset's volumes (of `splits`, default all) through encoder weights (and a classifier) into
+    the cache at `cache_dir`, created or resumed under this encoder's identity; returns both."""
+    from engine.data import CTRateDataset
+    from engine.encoders import ENCODERS
+    from engine.encoders.checkpoint import load_ctclip_vision
+    from engine.errors import DatasetError
+
+    dataset = CTRateDataset.open(data_dir)
+    cases = [c for c in dataset.cases if not splits or c.split in splits]
+    if not cases:
+        raise DatasetError(f"no cases in split(s) {list(splits)}", data_dir)
+    with torch.device("meta"):
+        encoder = ENCODERS.build(encoder_name, encoder_config)
+    load_ctclip_vision(encoder, Path(weights))
+    cache = EmbeddingCache.create_or_open(
+        cache_dir, identity_for(encoder_name, encoder_config, Path(weights), preprocess_config, encoder.cfg.dim_latent))
+    summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, preprocess_config, cache,
+                            classifier=classifier, workers=workers, device=device, progress=progress)
+    return cache, summary
+
+
 def embed_with_image_model(data_dir: str | Path, cache_dir: str | Path, image_model: str | Path, *,
                            splits: tuple[str, ...] = (), workers: int = 2, device: torch.device | str = "cpu",
                            progress: bool = True) -> EmbedSummary:
     """Latents and classifier logits of a dataset's volumes (of `splits`, default all) into the cache
     at `cache_dir`, with the encoder, classifier and preprocessing of an image model folder or run."""
     from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-    from engine.data import CTRateDataset
-    from engine.encoders import ENCODERS
-    from engine.encoders.checkpoint import load_ctclip_vision
-    from engine.errors import DatasetError
     from engine.inference import load_weights_strict
     from engine.rundir import load_image_model
 
     image_root, cfg = load_image_model(image_model)
-    weights = Path(cfg.encoder.weights)
-    pp = PreprocessConfig.from_dict(cfg.preprocess)
     classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
     load_weights_strict(classifier, Path(cfg.classifier.weights), "classifier")
-    dataset = CTRateDataset.open(data_dir)
-    cases = [c for c in dataset.cases if not splits or c.split in splits]
-    if not cases:
-        raise DatasetError(f"no cases in split(s) {list(splits)}", data_dir)
-    with torch.device("meta"):
-        encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
-    load_ctclip_vision(encoder, weights)
-    cache = EmbeddingCache.create_or_open(
-        cache_dir, identity_for(cfg.encoder.name, cfg.encoder.config, weights, pp, encoder.cfg.dim_latent))
-    summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache, classifier=classifier,
-                            workers=workers, device=device, progress=progress)
+    cache, summary = embed_with_encoder(data_dir, cache_dir, cfg.encoder.name, cfg.encoder.config, cfg.encoder.weights,
+                                 PreprocessConfig.from_dict(cfg.preprocess), classifier=classifier, splits=splits,
+                                 workers=workers, device=device, progress=progress)
     if summary.done:
         cache.record_classifier(label_set=cfg.label_set["name"], classifier=str(image_root))
     return summary

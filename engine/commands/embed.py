@@ -31,13 +31,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import torch
-
-    from engine.cache import EmbeddingCache
-    from engine.data import CTRateDataset
-    from engine.embedding import embed_dataset, embed_with_image_model, identity_for
-    from engine.encoders import ENCODERS, load_encoder_config
-    from engine.encoders.checkpoint import load_ctclip_vision
+    from engine.embedding import embed_with_encoder, embed_with_image_model
+    from engine.encoders import load_encoder_config
     from engine.errors import ConfigError, DatasetError
     from engine.inference import pick_device
     from engine.preprocess import PreprocessConfig
@@ -47,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
         summary = embed_with_image_model(args.data, args.out, args.image_model, splits=tuple(args.split or ()),
                                          workers=args.workers, device=device)
     elif args.encoder:
-        name, weights = "ctvit", Path(args.encoder)
-        enc_cfg = load_encoder_config(args.encoder_config).to_dict()
         if args.preprocess:
             try:
                 pp = PreprocessConfig.from_dict(json.loads(Path(args.preprocess).read_text()))
@@ -56,17 +49,9 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
         else:
             pp = PreprocessConfig()
-        dataset = CTRateDataset.open(args.data)
-        cases = [c for c in dataset.cases if not args.split or c.split in args.split]
-        if not cases:
-            raise DatasetError(f"no cases in split(s) {args.split}", args.data)
-        with torch.device("meta"):
-            encoder = ENCODERS.build(name, enc_cfg)
-        load_ctclip_vision(encoder, weights)
-        cache = EmbeddingCache.create_or_open(args.out, identity_for(name, enc_cfg, weights, pp,
-                                                                     encoder.cfg.dim_latent))
-        summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, pp, cache,
-                                workers=args.workers, device=device)
+        _, summary = embed_with_encoder(args.data, args.out, "ctvit", load_encoder_config(args.encoder_config).to_dict(),
+                                        args.encoder, pp, splits=tuple(args.split or ()), workers=args.workers,
+                                        device=device)
     else:
         raise ConfigError("give --image-model IMAGE (or a run) or --encoder WEIGHTS")
     print(f"{summary.done} embedded, {summary.skipped} already cached, {len(summary.failed)} failed -> {args.out}")

@@ -23,10 +23,12 @@ def _comparisons(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return (sp > sn).astype(np.float64) + 0.5 * (sp == sn)
 
 
-def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC of one finding for each row of `weights` (b, n); NaN where a resample lacks a class."""
+def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                   comparisons: np.ndarray | None = None) -> np.ndarray:
+    """AUROC of one finding for each row of `weights` (b, n); NaN where a resample lacks a class.
+    `comparisons`: this finding's C, computed once when many weight chunks follow."""
     positive = labels.astype(bool)
-    c = _comparisons(scores, positive)
+    c = _comparisons(scores, positive) if comparisons is None else comparisons
     wp, wn = weights[:, positive], weights[:, ~positive]
     num = np.einsum("bi,ij,bj->b", wp, c, wn)
     den = wp.sum(axis=1) * wn.sum(axis=1)
@@ -44,12 +46,13 @@ def classifier_auroc(probabilities: np.ndarray, labels: np.ndarray, names: list[
                          f"(cases, {len(names)})")
     n = len(labels)
     usable = [j for j in range(len(names)) if 0 < labels[:, j].sum() < n]
-    ones = np.ones((1, n))
-    point = {j: float(weighted_auroc(probabilities[:, j], labels[:, j], ones)[0]) for j in usable}
+    comparisons = {j: _comparisons(probabilities[:, j], labels[:, j].astype(bool)) for j in usable}
+    auroc = {j: (lambda w, j=j: weighted_auroc(probabilities[:, j], labels[:, j], w, comparisons[j])) for j in usable}
+    point = {j: float(auroc[j](np.ones((1, n)))[0]) for j in usable}
     samples = {j: [] for j in usable}
     for counts in resample_counts(n, resamples, seed):
         for j in usable:
-            samples[j].append(weighted_auroc(probabilities[:, j], labels[:, j], counts))
+            samples[j].append(auroc[j](counts))
     out = []
     per = {j: np.concatenate(samples[j]) for j in usable}
     for j in usable:

@@ -92,7 +92,6 @@ def _relative_run_config(src: Path, dst: Path) -> None:
     config = json.loads(src.read_text())
     config["encoder"]["weights"] = "../../image/encoder.safetensors"
     config["decoder"]["path"] = "../../llm/smollm2-135m-instruct"
-    config.get("notes", {}).pop("training_paths", None)
     training = config.get("notes", {}).get("training", {})
     for key in ("data", "cache", "llm", "image_model", "out"):
         if key in training:
