@@ -97,6 +97,10 @@ class InferenceSession:
         self.label_set = LabelSet.from_dict(cfg.label_set, str(run.root / "config.json"))
         self.preprocess_config = PreprocessConfig.from_dict(cfg.preprocess)
         self.thresholds = np.asarray(cfg.classifier.thresholds, dtype=np.float64)
+        # Per-finding validation AUROC when the run records it (None entries: undefined).
+        auroc = cfg.classifier.valid_auroc
+        self.valid_auroc = (dict(zip(self.label_set.names, auroc))
+                            if auroc is not None and len(auroc) == len(self.label_set) else None)
         self.settings = GenerationSettings(**cfg.generation)
         if len(self.thresholds) != len(self.label_set) or classifier.config.n_labels != len(self.label_set):
             raise ConfigError(

@@ -21,7 +21,7 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -45,6 +45,12 @@ class PreprocessConfig:
     # contrast; windows saturate at fixed HU, so absolute attenuation (emphysema vs normal lung,
     # metal vs bone) survives that normalisation as the relation between channels.
     windows: tuple[tuple[float, float], ...] = ()
+    # Amplitude A of a fixed channel appended last: +A/-A alternating voxel by voxel (a 3-D
+    # checkerboard, the same for every volume); 0: none. Why: with even patch sizes every patch holds
+    # as many +A as -A voxels, so this channel adds a known, content-free variance to each patch
+    # vector; when A dominates, the per-patch LayerNorm divides every patch by nearly the same number
+    # and the patch embedding sees absolute intensities instead of each patch's own contrast.
+    reference_channel: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "spacing_mm", tuple(float(s) for s in self.spacing_mm))
@@ -57,6 +63,9 @@ class PreprocessConfig:
         for lo, hi in self.windows:
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise ConfigError(f"preprocess window ({lo}, {hi}) must be finite with low < high")
+        object.__setattr__(self, "reference_channel", float(self.reference_channel))
+        if not (math.isfinite(self.reference_channel) and self.reference_channel >= 0):
+            raise ConfigError(f"preprocess reference_channel {self.reference_channel} must be a finite amplitude >= 0")
         if len(self.spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing_mm):
             raise ConfigError(f"preprocess spacing_mm {self.spacing_mm} must be three positive numbers")
         if len(self.hu_range) != 2 or not self.hu_range[0] < self.hu_range[1]:
@@ -66,13 +75,22 @@ class PreprocessConfig:
 
     @property
     def channels(self) -> int:
-        return max(1, len(self.windows))
+        return max(1, len(self.windows)) + (1 if self.reference_channel else 0)
+
+    @property
+    def base(self) -> "PreprocessConfig":
+        """The same grid and HU range with one plain channel: what `apply_windows` starts from."""
+        return replace(self, windows=(), reference_channel=0.0)
 
     def to_dict(self) -> dict:
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         data["windows"] = [list(w) for w in self.windows]
-        if not self.windows:  # one-channel configs keep the fingerprints they had before windows existed
+        # Settings at their "off" value are left out, so configs from before they existed keep
+        # their fingerprints (and embedding caches).
+        if not self.windows:
             del data["windows"]
+        if not self.reference_channel:
+            del data["reference_channel"]
         return data
 
     @classmethod
@@ -203,9 +221,10 @@ def _is_identity(i0: np.ndarray, w1: np.ndarray, n: int) -> bool:
 
 
 def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: PreprocessConfig = PreprocessConfig(),
-                     *, source: str = "<array>") -> torch.Tensor:
+                     *, source: str = "<array>", channels: bool = True) -> torch.Tensor:
     """HU array (X, Y, Z), any real dtype (int16 works) → encoder input (C, D=z, H=x, W=y) float32
-    (C = 1, or one channel per window of `config.windows`)."""
+    (C = config.channels). `channels=False` stops before `apply_windows`: the one plain channel
+    (1, D, H, W) that training keeps in memory and turns into channels batch by batch."""
     hu = _as_array(hu)
     sizes = [resampled_size(n, s, t) for n, s, t in zip(hu.shape, spacing_mm, config.spacing_mm)]
     if min(sizes) < 1:
@@ -250,19 +269,32 @@ def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: Preproc
         np.clip(inner, -1.0, 1.0, out=inner)
     if not math.isfinite(float(np.sum(inner, dtype=np.float64))):
         raise VolumeError("preprocessing produced non-finite values (NaN or infinite voxels in the input?)", source)
-    return apply_windows(torch.from_numpy(out).unsqueeze(0), config)
+    base = torch.from_numpy(out).unsqueeze(0)
+    return apply_windows(base, config) if channels else base
 
 
 def apply_windows(x: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
-    """(1, D, H, W) in [-1, 1] over `config.hu_range` → (channels, D, H, W): one channel per HU window
-    (clip to the window, map to [-1, 1]); unchanged when the config has no windows. Pointwise, so it
-    may follow resampling, crop and padding (padding reads as `hu_range`'s low end)."""
-    if not config.windows:
-        return x
-    lo, hi = config.hu_range
-    hu = x[0] * ((hi - lo) / 2) + (lo + hi) / 2
-    return torch.stack([((hu - w_lo) / ((w_hi - w_lo) / 2) - 1.0).clamp_(-1.0, 1.0)
-                        for w_lo, w_hi in config.windows]).to(torch.float32)
+    """(..., 1, D, H, W) in [-1, 1] over `config.hu_range` → (..., channels, D, H, W): one channel
+    per HU window (clip to the window, map to [-1, 1]), or the input channel when there are none,
+    then the reference channel if configured. Pointwise (the reference depends only on the voxel
+    index), so it may follow resampling, crop, padding (padding reads as `hu_range`'s low end) and
+    training's shifts; a batch dimension in front is allowed."""
+    if config.windows:
+        lo, hi = config.hu_range
+        hu = x[..., 0, :, :, :] * ((hi - lo) / 2) + (lo + hi) / 2
+        x = torch.stack([((hu - w_lo) / ((w_hi - w_lo) / 2) - 1.0).clamp_(-1.0, 1.0)
+                         for w_lo, w_hi in config.windows], dim=-4).to(torch.float32)
+    if config.reference_channel:
+        x = torch.cat([x, reference_channel(x.shape[-3:], config.reference_channel).expand(
+            *x.shape[:-4], 1, *x.shape[-3:])], dim=-4)
+    return x
+
+
+def reference_channel(shape_dhw, amplitude: float) -> torch.Tensor:
+    """(1, D, H, W): +amplitude where d + h + w is even, -amplitude where it is odd."""
+    d, h, w = (torch.arange(n) for n in shape_dhw)
+    parity = (d[:, None, None] + h[None, :, None] + w[None, None, :]) % 2
+    return (amplitude * (1 - 2 * parity)).to(torch.float32).unsqueeze(0)
 
 
 def _check_orientation(volume: Volume) -> None:

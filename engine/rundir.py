@@ -15,6 +15,7 @@ checkpoint or LLaMA folder can stay where the user keeps it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ class ClassifierSpec:
     config: dict  # AbnormalityHeadConfig as a dict
     weights: str
     thresholds: list[float]  # per-label decision thresholds chosen on validation
+    # Per-label AUROC on the validation split (None where undefined), so a reader of the
+    # probabilities can tell findings the classifier separates from ones it does not; None: unknown.
+    valid_auroc: list[float | None] | None = None
 
 
 @dataclass
@@ -227,6 +231,7 @@ def write_run(
     encoder_weights: str | Path | None = None,
     relative_decoder: bool = False,
     report_section: str = "findings",
+    valid_auroc=None,
 ) -> RunDir:
     """Save trained modules and their configs as a run directory that `InferenceSession.load` reads.
 
@@ -265,7 +270,8 @@ def write_run(
         preprocess=preprocess.to_dict(),
         encoder=EncoderSpec(name=encoder_name, config=encoder.cfg.to_dict(), weights=encoder_file),
         classifier=ClassifierSpec(
-            config=classifier.config.to_dict(), weights="classifier.safetensors", thresholds=[float(t) for t in thresholds]
+            config=classifier.config.to_dict(), weights="classifier.safetensors", thresholds=[float(t) for t in thresholds],
+            valid_auroc=_optional_floats(valid_auroc),
         ),
         generator=generator.config.to_dict(),
         decoder=DecoderSpec(path=decoder_ref, gguf_file=gguf_file, weights=decoder_weights),
@@ -275,3 +281,10 @@ def write_run(
     )
     save_run_config(root, config)
     return open_run(root)
+
+
+def _optional_floats(values) -> list[float | None] | None:
+    """JSON-safe per-label numbers: NaN (undefined, e.g. no positive case) becomes None."""
+    if values is None:
+        return None
+    return [None if v is None or not math.isfinite(float(v)) else float(v) for v in values]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import ConfigError, VolumeError
-from engine.preprocess import PreprocessConfig, preprocess, preprocess_array, preprocess_plain
+from engine.preprocess import PreprocessConfig, apply_windows, preprocess, preprocess_array, preprocess_plain
 from engine.volume import Volume
 
 CASES = [
@@ -123,3 +123,44 @@ def test_hu_windows_give_one_channel_each_and_leave_one_channel_configs_unchange
                                                  hu_range=(-1000.0, 3000.0)).fingerprint()
     with pytest.raises(ConfigError, match="low < high"):
         PreprocessConfig(windows=((100.0, -100.0),))
+
+
+def test_reference_channel_is_a_balanced_checkerboard_that_keeps_absolute_intensity_through_layernorm():
+    windows = ((-1350.0, 150.0), (1000.0, 3000.0))
+    cfg = PreprocessConfig(spacing_mm=(2.0, 2.0, 4.0), shape_xyz=(16, 16, 8), hu_range=(-1000.0, 3000.0),
+                           windows=windows, reference_channel=4.0)
+    assert cfg.channels == 3 and cfg.base.channels == 1 and cfg.base.hu_range == cfg.hu_range
+    hu = np.random.default_rng(0).uniform(-1000, 2500, (16, 16, 8)).astype(np.float32)
+    x = preprocess_array(hu, (2.0, 2.0, 4.0), cfg)
+    assert x.shape == (3, 8, 16, 16)
+    torch.testing.assert_close(x, preprocess_plain(hu, (2.0, 2.0, 4.0), cfg), atol=1e-5, rtol=0)
+    ref = x[2]
+    assert set(ref.unique().tolist()) == {-4.0, 4.0}
+    assert ref[0, 0, 0] == 4.0 and ref[0, 0, 1] == -4.0 and ref[1, 0, 0] == -4.0 and ref[1, 1, 0] == 4.0
+    # Even patches hold as many +A as -A voxels: the channel adds the same variance to every patch.
+    assert float(ref[:4, :8, :8].sum()) == 0.0 and float(ref[4:, 8:, :8].sum()) == 0.0
+    # The plain channel and the windows made from it batch-wise are what preprocessing gives.
+    plain = preprocess_array(hu, (2.0, 2.0, 4.0), cfg, channels=False)
+    assert plain.shape == (1, 8, 16, 16)
+    torch.testing.assert_close(apply_windows(plain[None].expand(2, -1, -1, -1, -1), cfg)[1], x)
+
+    # Why it exists: CT-ViT LayerNorms each patch vector. Two patches that differ only by a uniform
+    # +150 HU (soft tissue vs denser tissue of the same texture) normalise to the same vector
+    # without the reference channel, and stay apart with it.
+    def patch_vector(c, offset):
+        p = apply_windows(plain[:, :4, :8, :8] * 0 + (plain[:, :4, :8, :8] * 0.05 + (offset - 1000) / 2000), c)
+        return F.layer_norm(p.flatten(), (p.numel(),))
+
+    plain_window = PreprocessConfig(hu_range=(-1000.0, 3000.0))
+    assert torch.allclose(patch_vector(plain_window, 0.0), patch_vector(plain_window, 150.0), atol=1e-4)
+    with_ref = PreprocessConfig(hu_range=(-1000.0, 3000.0), reference_channel=4.0)
+    shift = (patch_vector(with_ref, 150.0) - patch_vector(with_ref, 0.0))[:4 * 8 * 8]  # the HU channel's part
+    assert float(shift.min()) > 0.01  # denser patch -> every voxel higher: the offset survives, linearly
+    assert float(shift.max() - shift.min()) < 0.2 * float(shift.mean())
+
+    # Off by default, and configs without it keep their fingerprints (existing caches stay valid).
+    assert "reference_channel" not in PreprocessConfig().to_dict()
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.fingerprint() != PreprocessConfig.from_dict({**cfg.to_dict(), "reference_channel": 2.0}).fingerprint()
+    with pytest.raises(ConfigError, match="reference_channel"):
+        PreprocessConfig(reference_channel=-1.0)

@@ -98,9 +98,13 @@ def test_frozen_decoder_is_untouched_and_the_run_loads(variant, training_setup, 
 
     config = json.loads((out / "config.json").read_text())
     assert config["variant"] == variant and config["decoder"]["weights"] is None
+    # The image model's per-finding valid AUROC travels into the run, for the app to show.
+    image = json.loads((training_setup["image"] / "image_model.json").read_text())
+    assert config["classifier"]["valid_auroc"] == image["classifier"]["valid_auroc"]
     assert config["notes"]["parameters"]["trainable"] == result.trainable_params
     assert not (out / "decoder.safetensors").exists()
     session = InferenceSession.load(out, device="cpu")
+    assert list(session.valid_auroc.values()) == image["classifier"]["valid_auroc"]
     best = read_trainable(find_checkpoint(out, "best"))
     for k, v in session.generator.connector.state_dict().items():
         assert torch.equal(v, best[f"connector.{k}"]), k

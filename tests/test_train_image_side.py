@@ -98,6 +98,8 @@ def test_train_classifier_learns_planted_findings_and_writes_logits_into_the_cac
     root, cfg = load_image_model(out)
     assert Path(cfg.encoder.weights) == (planted["root"] / "encoder.safetensors").resolve()
     assert len(cfg.classifier.thresholds) == len(LABELS)
+    valid = report[report.split == "valid"].set_index("name").auroc
+    assert cfg.classifier.valid_auroc == pytest.approx([valid[n] for n in LABELS])  # per finding, label order
     head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
     head.load_state_dict(load_file(cfg.classifier.weights))
     with torch.no_grad():
@@ -265,27 +267,38 @@ def test_train_encoder_names_a_volume_it_cannot_read(phantoms, tmp_path):
         train_encoder(data, tmp_path / "out", _tiny_config(tmp_path), workers=0, progress=False)
 
 
-def test_shared_projection_and_head_scale_export_exactly_into_the_ctclip_path():
-    """Trained with the projection shared over positions and a scaled latent, saved as CT-CLIP's
-    grid projection and a plain head: the saved pair computes the same logits."""
+@pytest.mark.parametrize("standardize, windowed", [(False, False), (True, False), (True, True)])
+def test_shared_projection_and_head_input_export_exactly_into_the_ctclip_path(standardize, windowed):
+    """Trained with the projection shared over positions, a scaled (and standardised) latent and
+    channels made inside the forward, saved as CT-CLIP's grid projection and a plain head: the saved
+    pair on the preprocessed channels computes the same logits."""
+    from engine.preprocess import PreprocessConfig, apply_windows
     from training.encoder import EncoderWithHead, make_trainable
     from training.image_side import fold_input_affine
 
     torch.manual_seed(0)
-    encoder = ENCODERS.build("ctvit", TINY_ENCODER)
-    model = EncoderWithHead(encoder, AbnormalityHead(AbnormalityHeadConfig(in_dim=32)), tied_projection=True)
+    pp = PreprocessConfig(hu_range=(-1000.0, 3000.0), windows=((-1000.0, 0.0), (1000.0, 3000.0)),
+                          reference_channel=4.0) if windowed else None
+    encoder = ENCODERS.build("ctvit", {**TINY_ENCODER, "channels": pp.channels if pp else 1})
+    model = EncoderWithHead(encoder, AbnormalityHead(AbnormalityHeadConfig(in_dim=32)), tied_projection=True,
+                            preprocess=pp, standardize_latent=standardize)
     trained = {n for n, p in model.named_parameters() if p in set(make_trainable(model))}
     assert "shared_projection.weight" in trained and "encoder.to_visual_latent.weight" not in trained
     assert "encoder.to_visual_latent_extra.weight" not in trained
     x = torch.rand(2, 1, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        for _ in range(3):  # running statistics away from their initial (0, 1)
+            model.train()(torch.rand(4, 1, 16, 32, 32) * 2 - 1, quantize=False)
+    if standardize:
+        assert model.latent_norm.running_var.std() > 0
     model.eval()
     with torch.no_grad():
         expected = model(x, quantize=True)
         model.export_projection()
         head = model.head
-        fold_input_affine(head, torch.zeros(32), torch.full((32,), model.latent_scale))
-        got = head(encoder.eval()(x))
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        fold_input_affine(head, *model.head_input_affine())
+        got = head(encoder.eval()(apply_windows(x, pp) if pp else x))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_codebook_fit_recovers_token_clusters_by_cosine():
@@ -354,3 +367,40 @@ def test_train_encoder_cli_passes_shift_voxels_and_refuses_negative_ones(tmp_pat
     assert cli.main(["train-encoder", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                      "--shift-voxels", "-1", "0", "0"]) == 1
     assert "--shift-voxels must be 0 or more" in capsys.readouterr().err
+
+
+def test_windowed_training_keeps_one_channel_and_matches_the_inference_path(phantoms, tmp_path):
+    """Multi-window + reference-channel input: training keeps one plain channel per volume (on
+    disk under the config's `base` fingerprint) and makes the channels per batch; what it writes
+    into the cache equals preprocess(volume, full config) -> encoder -> head at inference."""
+    from engine.preprocess import PreprocessConfig
+
+    windowed = {**TINY_GRID, "hu_range": [-1000.0, 3000.0], "windows": [[-1350.0, 150.0], [1000.0, 3000.0]],
+                "reference_channel": 4.0}
+    path = tmp_path / "tiny3.json"
+    path.write_text(json.dumps({**TINY_ENCODER, "channels": 3}))
+    config = _tiny_config(tmp_path, encoder_config=str(path), preprocess=windowed, epochs=2)
+    tensors = tmp_path / "tensors"
+    train_encoder(phantoms, tmp_path / "image", config, workers=0, progress=False, tensor_cache=tensors,
+                  cache_out=tmp_path / "cache")
+    pp = PreprocessConfig.from_dict(windowed)
+    kept = list((tensors / pp.base.fingerprint()).glob("*.npy"))
+    assert kept and all(np.load(f).shape == (1, 16, 32, 32) for f in kept)
+
+    root, cfg = load_image_model(tmp_path / "image")
+    assert PreprocessConfig.from_dict(cfg.preprocess) == pp
+    encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
+    load_ctclip_vision(encoder, cfg.encoder.weights, strict=True)
+    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head.load_state_dict(load_file(cfg.classifier.weights))
+    from engine.data import CTRateDataset
+
+    dataset = CTRateDataset.open(phantoms)
+    cache = EmbeddingCache.open(tmp_path / "cache")
+    for split in ("train", "test"):
+        name = dataset.split(split)[0].volume_name
+        x = preprocess(dataset.load_volume(name), pp)
+        assert x.shape == (3, 16, 32, 32)
+        with torch.no_grad():
+            logits = head(encoder.eval()(x[None]))[0].numpy()
+        np.testing.assert_allclose(logits, cache.get(name).logits, atol=1e-4)

@@ -75,7 +75,8 @@ def build_setup(root: Path, *, n_train: int = 16, n_valid: int = 4, n_test: int 
     save_image_model(image, ImageModelConfig(
         label_set=labels_set.to_dict(), preprocess=GRID.to_dict(),
         encoder=EncoderSpec("ctvit", encoder.cfg.to_dict(), "encoder.safetensors"),
-        classifier=ClassifierSpec(head.config.to_dict(), "classifier.safetensors", [0.5] * len(labels_set)),
+        classifier=ClassifierSpec(head.config.to_dict(), "classifier.safetensors", [0.5] * len(labels_set),
+                                  valid_auroc=[0.5 + 0.025 * i for i in range(len(labels_set))]),
     ))
 
     d = encoder.cfg.dim_latent

@@ -34,6 +34,7 @@ from training.image_side import (
     fold_input_affine,
     labelled_split,
     macro_auroc,
+    per_label_auroc,
     report_table,
     weights_reference,
     write_image_model,
@@ -274,7 +275,8 @@ def train_classifier(
     }
     spec = EncoderSpec(name=source.name, config=source.config, weights=weights_reference(source.weights, out))
     write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
-                      head=fit.head, thresholds=thresholds, notes=notes)
+                      head=fit.head, thresholds=thresholds, notes=notes,
+                      valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
     write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
     _write_history(out / "classifier_metrics.csv", fit.history)
 

@@ -430,6 +430,7 @@ def write_trained_run(out: Path, model, image: ImageSide, config: TrainConfig, *
     from engine.encoders import ENCODERS
     from engine.generation import GenerationSettings
     from engine.rundir import write_run
+    from training.image_side import report_valid_auroc
 
     with torch.device("meta"):  # only its config is written; the weights file is referenced
         encoder = ENCODERS.build(image.config.encoder.name, image.config.encoder.config)
@@ -443,4 +444,5 @@ def write_trained_run(out: Path, model, image: ImageSide, config: TrainConfig, *
         encoder=encoder, classifier=image.classifier, thresholds=image.config.classifier.thresholds,
         generator=model, decoder_path=config.llm, gguf_file=config.gguf_file, generation=generation,
         notes=notes, encoder_weights=image.config.encoder.weights, report_section=config.section,
+        valid_auroc=image.config.classifier.valid_auroc or report_valid_auroc(image.root, image.label_set.names),
     )

@@ -19,7 +19,7 @@ import torch
 from engine.classifier import AbnormalityHead, classification_report
 from engine.errors import ConfigError, DatasetError
 from engine.labels import LabelSet
-from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, save_image_model
+from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, _optional_floats, save_image_model
 
 REPORT_SPLITS = ("valid", "test")
 CLASSIFIER_FILE = "classifier.safetensors"
@@ -100,6 +100,26 @@ def write_report(out: Path, table, title: str) -> None:
     (out / REPORT_MD).write_text("\n".join(lines))
 
 
+def per_label_auroc(table, split: str, names) -> list[float]:
+    """AUROC of each label of `names` (in that order) in `split` of a report table (NaN if undefined)."""
+    rows = table[table.split == split].set_index("name").auroc
+    return [float(rows.get(n, float("nan"))) for n in names]
+
+
+def report_valid_auroc(image_root: Path, names) -> list[float] | None:
+    """Per-label valid AUROC from an image model's classifier_report.csv (image models written
+    before image_model.json carried it); None when there is no report."""
+    import pandas as pd
+
+    path = Path(image_root) / REPORT_CSV
+    if not path.is_file():
+        return None
+    try:
+        return per_label_auroc(pd.read_csv(path), "valid", names)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
 def macro_auroc(table, split: str) -> float:
     row = table[(table.split == split) & (table.name == "macro")]
     return float(row.auroc.iloc[0])
@@ -118,6 +138,7 @@ def write_image_model(
     head: AbnormalityHead,
     thresholds,
     notes: dict,
+    valid_auroc=None,
 ) -> Path:
     """Save the head as IMAGE/classifier.safetensors and IMAGE/image_model.json beside it."""
     from safetensors.torch import save_file
@@ -130,7 +151,8 @@ def write_image_model(
         preprocess=preprocess.to_dict(),
         encoder=encoder_spec,
         classifier=ClassifierSpec(config=head.config.to_dict(), weights=CLASSIFIER_FILE,
-                                  thresholds=[float(t) for t in thresholds]),
+                                  thresholds=[float(t) for t in thresholds],
+                                  valid_auroc=_optional_floats(valid_auroc)),
         notes=notes,
     )
     return save_image_model(out, config)

@@ -6,6 +6,11 @@ once (in DataLoader worker processes, as `rad3d embed` does) into one float32 te
 optionally kept on disk as DIR/<preprocess fingerprint>/<VolumeName>.npy so a resumed run skips it.
 float32, not float16: the tensors are also what the final classifier report and cache are computed
 from, and they must equal what inference computes from the same file.
+
+What is kept is the one plain channel before `apply_windows` (the config's `base`): multi-window
+inputs are pointwise functions of it, so training makes them batch by batch, and the memory held
+stays one channel per volume however many windows the encoder takes (five windows of 1,200 demo
+volumes would be 10 GiB). Configs that differ only in windows share the files on disk.
 """
 
 from __future__ import annotations
@@ -35,14 +40,17 @@ def load_volume_tensors(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """(N, C, D, H, W) float32 encoder inputs of `names` (VolumeNames of `dataset`), in that order.
-    Raises one DatasetError naming every volume that could not be read or preprocessed."""
+    """(N, 1, D, H, W) float32 plain-channel inputs of `names` (VolumeNames of `dataset`), in that
+    order; `apply_windows(batch, config)` turns a batch into the encoder's input. Raises one
+    DatasetError naming every volume that could not be read or preprocessed."""
     from tqdm.auto import tqdm
+
+    config = config.base
 
     if not names:
         raise DatasetError("no volumes to preprocess", getattr(dataset, "root", None))
     tx, ty, tz = config.shape_xyz
-    out = torch.empty((len(names), config.channels, tz, tx, ty), dtype=torch.float32)
+    out = torch.empty((len(names), 1, tz, tx, ty), dtype=torch.float32)
     todo = []
     for i, name in enumerate(names):
         path = _disk_path(cache_dir, config, name) if cache_dir else None

@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--shift-voxels", type=int, nargs=3, metavar=("D", "H", "W"),
                    help="largest random shift of the training augmentation along D, H, W (default from the "
                    "training config, 2 4 4; 0 0 0 turns shifts off)")
+    p.add_argument("--standardize-latent", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the head on BatchNorm-standardised latents, folded into the saved head (default on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes reading and preprocessing volumes")
     p.add_argument("--tensor-cache", help="keep the preprocessed volumes here (reused by a rerun)")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
     config = EncoderTrainConfig(encoder_config=args.encoder_config, epochs=args.epochs, vq_epochs=args.vq_epochs,
-                                lr=args.lr, batch_size=args.batch_size, hidden=args.hidden, seed=args.seed, **extra)
+                                lr=args.lr, batch_size=args.batch_size, hidden=args.hidden, seed=args.seed,
+                                standardize_latent=args.standardize_latent, **extra)
     result = train_encoder(args.data, args.out, config, resume=args.resume, workers=args.workers,
                            tensor_cache=args.tensor_cache, cache_out=args.cache,
                            threads=args.threads)

@@ -29,6 +29,8 @@ class DemoRecipe:
     scale: float = 4.0
     encoder_epochs: int = 40
     encoder_vq_epochs: int = 1
+    encoder_config: str = "demo-windows"
+    preprocess: str = "windowed"  # "windowed": training.encoder.DEMO_WINDOWED_PREPROCESS; "plain": DEMO_PREPROCESS
     token_loss_weight: float = 1.0
     section: str = "impression"
     variants: tuple[str, ...] = ("v3", "v2")
@@ -128,7 +130,8 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     say(f"[3/5] image model (small CT-ViT + classifier) -> {paths.image}")
     if not (paths.image / "image_model.json").is_file():
         train_encoder(paths.data, paths.image,
-                      EncoderTrainConfig(epochs=recipe.encoder_epochs, vq_epochs=recipe.encoder_vq_epochs,
+                      EncoderTrainConfig(encoder_config=recipe.encoder_config, preprocess=_preprocess(recipe),
+                                         epochs=recipe.encoder_epochs, vq_epochs=recipe.encoder_vq_epochs,
                                          token_loss_weight=recipe.token_loss_weight, seed=recipe.seed),
                       resume=True, cache_out=paths.cache, progress=progress)
 
@@ -150,6 +153,16 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
             say(f"{variant}: stopped at step {result.step} of {result.total_steps}; run again to continue")
             break
     return runs
+
+
+def _preprocess(recipe: DemoRecipe) -> dict:
+    from engine.errors import ConfigError
+    from training.encoder import DEMO_PREPROCESS, DEMO_WINDOWED_PREPROCESS
+
+    known = {"windowed": DEMO_WINDOWED_PREPROCESS, "plain": DEMO_PREPROCESS}
+    if recipe.preprocess not in known:
+        raise ConfigError(f"unknown demo preprocessing {recipe.preprocess!r} (known: {', '.join(known)})")
+    return known[recipe.preprocess].to_dict()
 
 
 def ensure_phantoms(paths: DemoPaths, recipe: DemoRecipe, *, progress: bool = True,
