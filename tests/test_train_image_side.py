@@ -404,3 +404,14 @@ def test_windowed_training_keeps_one_channel_and_matches_the_inference_path(phan
         with torch.no_grad():
             logits = head(encoder.eval()(x[None]))[0].numpy()
         np.testing.assert_allclose(logits, cache.get(name).logits, atol=1e-4)
+
+
+def test_train_encoder_cli_names_a_channel_mismatch(phantoms, tmp_path, capsys):
+    import cli
+
+    args = ["train-encoder", "--data", str(phantoms), "--out", str(tmp_path / "out"),
+            "--preprocess", "demo-windowed", "--encoder-config", "demo-small"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "6 channel(s) (5 HU windows + the reference channel)" in err and "takes 1" in err
+    assert not (tmp_path / "out").exists()

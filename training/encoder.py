@@ -403,7 +403,8 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
         raise ConfigError(f"preprocessing grid {pp.shape_xyz} (x, y, z) does not fit encoder config "
                           f"{config.encoder_config!r} (image_size {enc_cfg.image_size}, num_slices {enc_cfg.num_slices})")
     if pp.channels != enc_cfg.channels:
-        raise ConfigError(f"preprocessing gives {pp.channels} channel(s) ({len(pp.windows)} HU windows) but encoder "
+        raise ConfigError(f"preprocessing gives {pp.channels} channel(s) ({len(pp.windows)} HU windows"
+                          f"{' + the reference channel' if pp.reference_channel else ''}) but encoder "
                           f"config {config.encoder_config!r} takes {enc_cfg.channels}")
 
     last = find_checkpoint(out, "last")

@@ -19,7 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, help="dataset folder, e.g. from `rad3d synth --n 400 --scale 4`")
     p.add_argument("--out", required=True, help="image model folder to write")
     p.add_argument("--encoder-config", default="demo-small", help="encoder config name or JSON (default demo-small)")
-    p.add_argument("--preprocess", help="PreprocessConfig JSON (default: 3.75 x 3.75 x 7.5 mm, 96 x 96 x 48)")
+    p.add_argument("--preprocess", help="PreprocessConfig JSON, or `demo-windowed` (the demo's five HU windows + "
+                   "reference channel; use with --encoder-config demo-windows) (default: one CT-CLIP channel, "
+                   "3.75 x 3.75 x 7.5 mm, 96 x 96 x 48)")
     p.add_argument("--epochs", type=int, default=12, help="end-to-end epochs before the codebook is fitted (default 12)")
     p.add_argument("--vq-epochs", type=int, default=3, help="fine-tune epochs through the fitted VQ codebook (default 3)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
@@ -58,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
         if min(args.shift_voxels) < 0:
             raise ConfigError(f"--shift-voxels must be 0 or more, got {args.shift_voxels}")
         extra["shift_voxels"] = tuple(args.shift_voxels)
-    if args.preprocess:
+    if args.preprocess == "demo-windowed":
+        from training.encoder import DEMO_WINDOWED_PREPROCESS
+
+        extra["preprocess"] = DEMO_WINDOWED_PREPROCESS.to_dict()
+    elif args.preprocess:
         try:
             extra["preprocess"] = json.loads(Path(args.preprocess).read_text())
         except (OSError, json.JSONDecodeError) as err:
