@@ -285,12 +285,12 @@ def apply_windows(x: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
         x = torch.stack([((hu - w_lo) / ((w_hi - w_lo) / 2) - 1.0).clamp_(-1.0, 1.0)
                          for w_lo, w_hi in config.windows], dim=-4).to(torch.float32)
     if config.reference_channel:
-        x = torch.cat([x, reference_channel(x.shape[-3:], config.reference_channel).expand(
+        x = torch.cat([x, checkerboard(x.shape[-3:], config.reference_channel).expand(
             *x.shape[:-4], 1, *x.shape[-3:])], dim=-4)
     return x
 
 
-def reference_channel(shape_dhw, amplitude: float) -> torch.Tensor:
+def checkerboard(shape_dhw, amplitude: float) -> torch.Tensor:
     """(1, D, H, W): +amplitude where d + h + w is even, -amplitude where it is odd."""
     d, h, w = (torch.arange(n) for n in shape_dhw)
     parity = (d[:, None, None] + h[None, :, None] + w[None, None, :]) % 2

@@ -271,7 +271,7 @@ def write_run(
         encoder=EncoderSpec(name=encoder_name, config=encoder.cfg.to_dict(), weights=encoder_file),
         classifier=ClassifierSpec(
             config=classifier.config.to_dict(), weights="classifier.safetensors", thresholds=[float(t) for t in thresholds],
-            valid_auroc=_optional_floats(valid_auroc),
+            valid_auroc=json_floats(valid_auroc),
         ),
         generator=generator.config.to_dict(),
         decoder=DecoderSpec(path=decoder_ref, gguf_file=gguf_file, weights=decoder_weights),
@@ -283,7 +283,7 @@ def write_run(
     return open_run(root)
 
 
-def _optional_floats(values) -> list[float | None] | None:
+def json_floats(values) -> list[float | None] | None:
     """JSON-safe per-label numbers: NaN (undefined, e.g. no positive case) becomes None."""
     if values is None:
         return None

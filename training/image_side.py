@@ -19,7 +19,7 @@ import torch
 from engine.classifier import AbnormalityHead, classification_report
 from engine.errors import ConfigError, DatasetError
 from engine.labels import LabelSet
-from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, _optional_floats, save_image_model
+from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, json_floats, save_image_model
 
 REPORT_SPLITS = ("valid", "test")
 CLASSIFIER_FILE = "classifier.safetensors"
@@ -152,7 +152,7 @@ def write_image_model(
         encoder=encoder_spec,
         classifier=ClassifierSpec(config=head.config.to_dict(), weights=CLASSIFIER_FILE,
                                   thresholds=[float(t) for t in thresholds],
-                                  valid_auroc=_optional_floats(valid_auroc)),
+                                  valid_auroc=json_floats(valid_auroc)),
         notes=notes,
     )
     return save_image_model(out, config)
