@@ -67,7 +67,8 @@ from engine.preprocess import PreprocessConfig, apply_windows
 DEMO_PREPROCESS = PreprocessConfig(spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48))
 # The demo's encoder input (encoder config `demo-windows`): the same grid over -1000..3000 HU as five
 # windows (lung, low-attenuation lung, mediastinum, wide, metal) plus the reference channel. Valid-split
-# macro AUROC after 4 epochs from scratch on the 834 training phantoms (one seed, token loss on):
+# macro AUROC after 4 epochs from scratch on the 834 training phantoms (scratch trials of this encoder and
+# head before the VQ, one seed, token loss on; not kept as commands):
 # CT-CLIP's one [-1000, 1000] channel 0.555; + standardised latent 0.571; + reference channel 0.583;
 # five windows + standardised latent 0.602; + reference channel 0.661. The windows keep absolute
 # attenuation (emphysema, metal vs bone); the reference channel keeps the per-patch LayerNorm from
