@@ -221,10 +221,9 @@ def _is_identity(i0: np.ndarray, w1: np.ndarray, n: int) -> bool:
 
 
 def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: PreprocessConfig = PreprocessConfig(),
-                     *, source: str = "<array>", channels: bool = True) -> torch.Tensor:
+                     *, source: str = "<array>") -> torch.Tensor:
     """HU array (X, Y, Z), any real dtype (int16 works) → encoder input (C, D=z, H=x, W=y) float32
-    (C = config.channels). `channels=False` stops before `apply_windows`: the one plain channel
-    (1, D, H, W) that training keeps in memory and turns into channels batch by batch."""
+    (C = config.channels; with `config.base`, the one plain channel that `apply_windows` starts from)."""
     hu = _as_array(hu)
     sizes = [resampled_size(n, s, t) for n, s, t in zip(hu.shape, spacing_mm, config.spacing_mm)]
     if min(sizes) < 1:
@@ -269,8 +268,7 @@ def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: Preproc
         np.clip(inner, -1.0, 1.0, out=inner)
     if not math.isfinite(float(np.sum(inner, dtype=np.float64))):
         raise VolumeError("preprocessing produced non-finite values (NaN or infinite voxels in the input?)", source)
-    base = torch.from_numpy(out).unsqueeze(0)
-    return apply_windows(base, config) if channels else base
+    return apply_windows(torch.from_numpy(out).unsqueeze(0), config)
 
 
 def apply_windows(x: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:

@@ -140,7 +140,7 @@ def test_reference_channel_is_a_balanced_checkerboard_that_keeps_absolute_intens
     # Even patches hold as many +A as -A voxels: the channel adds the same variance to every patch.
     assert float(ref[:4, :8, :8].sum()) == 0.0 and float(ref[4:, 8:, :8].sum()) == 0.0
     # The plain channel and the windows made from it batch-wise are what preprocessing gives.
-    plain = preprocess_array(hu, (2.0, 2.0, 4.0), cfg, channels=False)
+    plain = preprocess_array(hu, (2.0, 2.0, 4.0), cfg.base)
     assert plain.shape == (1, 8, 16, 16)
     torch.testing.assert_close(apply_windows(plain[None].expand(2, -1, -1, -1, -1), cfg)[1], x)
 
@@ -148,7 +148,7 @@ def test_reference_channel_is_a_balanced_checkerboard_that_keeps_absolute_intens
     # +150 HU (soft tissue vs denser tissue of the same texture) normalise to the same vector
     # without the reference channel, and stay apart with it.
     def patch_vector(c, offset):
-        p = apply_windows(plain[:, :4, :8, :8] * 0 + (plain[:, :4, :8, :8] * 0.05 + (offset - 1000) / 2000), c)
+        p = apply_windows(plain[:, :4, :8, :8] * 0.05 + (offset - 1000) / 2000, c)
         return F.layer_norm(p.flatten(), (p.numel(),))
 
     plain_window = PreprocessConfig(hu_range=(-1000.0, 3000.0))

@@ -77,6 +77,16 @@ DEMO_WINDOWED_PREPROCESS = PreprocessConfig(
     spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48), hu_range=(-1000.0, 3000.0),
     windows=((-1350.0, 150.0), (-1000.0, -700.0), (-135.0, 215.0), (-500.0, 1300.0), (1000.0, 3000.0)),
     reference_channel=4.0)
+DEMO_PREPROCESSING = {"plain": DEMO_PREPROCESS, "windowed": DEMO_WINDOWED_PREPROCESS}
+
+
+def demo_preprocess(name: str) -> PreprocessConfig:
+    """A named demo input ("plain" or "windowed")."""
+    if name not in DEMO_PREPROCESSING:
+        raise ConfigError(f"unknown demo preprocessing {name!r} (known: {', '.join(DEMO_PREPROCESSING)})")
+    return DEMO_PREPROCESSING[name]
+
+
 ENCODER_FILE = "encoder.safetensors"
 
 

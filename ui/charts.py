@@ -10,12 +10,13 @@ import plotly.graph_objects as go
 WEAK_AUROC = 0.7
 
 
+def _weak(auroc: float | None) -> bool:
+    return auroc is not None and auroc < WEAK_AUROC
+
+
 def marked_positives(positives: list[str], valid_auroc: dict[str, float | None] | None) -> list[str]:
     """Positive findings, each the classifier is weak on (validation AUROC below WEAK_AUROC) marked ⚠."""
-    def weak(n):
-        a = None if valid_auroc is None else valid_auroc.get(n)
-        return a is not None and a < WEAK_AUROC
-    return [f"{n} ⚠" if weak(n) else n for n in positives]
+    return [f"{n} ⚠" if valid_auroc is not None and _weak(valid_auroc.get(n)) else n for n in positives]
 
 
 def probability_chart(probabilities: dict[str, float], thresholds: dict[str, float],
@@ -29,7 +30,7 @@ def probability_chart(probabilities: dict[str, float], thresholds: dict[str, flo
     probs = [p for _, p in items]
     positive = [p >= thresholds.get(n, 0.5) for n, p in items]
     auroc = [None if valid_auroc is None else valid_auroc.get(n) for n in names]
-    weak = [a is not None and a < WEAK_AUROC for a in auroc]
+    weak = [_weak(a) for a in auroc]
     labels = [
         f"{n} {'●' if reference.get(n) else '○'}" if reference is not None else n for n in names
     ]

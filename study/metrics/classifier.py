@@ -47,12 +47,15 @@ def classifier_auroc(probabilities: np.ndarray, labels: np.ndarray, names: list[
     n = len(labels)
     usable = [j for j in range(len(names)) if 0 < labels[:, j].sum() < n]
     comparisons = {j: _comparisons(probabilities[:, j], labels[:, j].astype(bool)) for j in usable}
-    auroc = {j: (lambda w, j=j: weighted_auroc(probabilities[:, j], labels[:, j], w, comparisons[j])) for j in usable}
-    point = {j: float(auroc[j](np.ones((1, n)))[0]) for j in usable}
+
+    def auroc(j: int, weights: np.ndarray) -> np.ndarray:
+        return weighted_auroc(probabilities[:, j], labels[:, j], weights, comparisons[j])
+
+    point = {j: float(auroc(j, np.ones((1, n)))[0]) for j in usable}
     samples = {j: [] for j in usable}
     for counts in resample_counts(n, resamples, seed):
         for j in usable:
-            samples[j].append(auroc[j](counts))
+            samples[j].append(auroc(j, counts))
     out = []
     per = {j: np.concatenate(samples[j]) for j in usable}
     for j in usable:

@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         if min(args.shift_voxels) < 0:
             raise ConfigError(f"--shift-voxels must be 0 or more, got {args.shift_voxels}")
         extra["shift_voxels"] = tuple(args.shift_voxels)
-    if args.preprocess == "demo-windowed":
-        from training.encoder import DEMO_WINDOWED_PREPROCESS
+    if args.preprocess and args.preprocess.startswith("demo-") and not Path(args.preprocess).is_file():
+        from training.encoder import demo_preprocess
 
-        extra["preprocess"] = DEMO_WINDOWED_PREPROCESS.to_dict()
+        extra["preprocess"] = demo_preprocess(args.preprocess.removeprefix("demo-")).to_dict()
     elif args.preprocess:
         try:
             extra["preprocess"] = json.loads(Path(args.preprocess).read_text())

@@ -30,7 +30,7 @@ class DemoRecipe:
     encoder_epochs: int = 40
     encoder_vq_epochs: int = 1
     encoder_config: str = "demo-windows"
-    preprocess: str = "windowed"  # "windowed": training.encoder.DEMO_WINDOWED_PREPROCESS; "plain": DEMO_PREPROCESS
+    preprocess: str = "windowed"  # a name of training.encoder.DEMO_PREPROCESSING
     token_loss_weight: float = 1.0
     section: str = "impression"
     variants: tuple[str, ...] = ("v3", "v2")
@@ -77,15 +77,13 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
     import time
 
     from training.demo.llm import ensure_smollm2
-    from training.demo.shipped import install_shipped, shipped_for
+    from training.demo.shipped import INSTALLED_MARK, install_shipped, shipped_for
 
     start = time.monotonic()
     paths = DemoPaths(Path(home))
     manifest = None if from_scratch else shipped_for(recipe)
     say(f"[1/5] decoder: SmolLM2-135M-Instruct -> {paths.llm}")
     ensure_smollm2(paths.llm)
-
-    from training.demo.shipped import INSTALLED_MARK
 
     finished = {v: paths.run(v) for v in recipe.variants if (paths.run(v) / "config.json").is_file()}
     if manifest is not None and len(finished) == len(recipe.variants) and not (paths.root / INSTALLED_MARK).is_file():
@@ -119,7 +117,7 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
 
     from engine.errors import ConfigError
     from training.demo.shipped import INSTALLED_MARK
-    from training.encoder import EncoderTrainConfig, train_encoder
+    from training.encoder import EncoderTrainConfig, demo_preprocess, train_encoder
 
     if (paths.root / INSTALLED_MARK).is_file():
         raise ConfigError("this demo home holds the shipped weights; build from scratch in another --home "
@@ -130,7 +128,8 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     say(f"[3/5] image model (small CT-ViT + classifier) -> {paths.image}")
     if not (paths.image / "image_model.json").is_file():
         train_encoder(paths.data, paths.image,
-                      EncoderTrainConfig(encoder_config=recipe.encoder_config, preprocess=_preprocess(recipe),
+                      EncoderTrainConfig(encoder_config=recipe.encoder_config,
+                                         preprocess=demo_preprocess(recipe.preprocess).to_dict(),
                                          epochs=recipe.encoder_epochs, vq_epochs=recipe.encoder_vq_epochs,
                                          token_loss_weight=recipe.token_loss_weight, seed=recipe.seed),
                       resume=True, cache_out=paths.cache, progress=progress)
@@ -153,16 +152,6 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
             say(f"{variant}: stopped at step {result.step} of {result.total_steps}; run again to continue")
             break
     return runs
-
-
-def _preprocess(recipe: DemoRecipe) -> dict:
-    from engine.errors import ConfigError
-    from training.encoder import DEMO_PREPROCESS, DEMO_WINDOWED_PREPROCESS
-
-    known = {"windowed": DEMO_WINDOWED_PREPROCESS, "plain": DEMO_PREPROCESS}
-    if recipe.preprocess not in known:
-        raise ConfigError(f"unknown demo preprocessing {recipe.preprocess!r} (known: {', '.join(known)})")
-    return known[recipe.preprocess].to_dict()
 
 
 def ensure_phantoms(paths: DemoPaths, recipe: DemoRecipe, *, progress: bool = True,
