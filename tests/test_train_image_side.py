@@ -350,23 +350,29 @@ def test_train_encoder_token_loss_needs_the_phantom_truth(phantoms, tmp_path):
         train_encoder(data, tmp_path / "out", _tiny_config(tmp_path), workers=0, progress=False)
 
 
-def test_train_encoder_cli_passes_shift_voxels_and_refuses_negative_ones(tmp_path, capsys, monkeypatch):
+def test_train_encoder_cli_passes_shift_voxels_and_token_weight_cap_and_refuses_bad_ones(tmp_path, capsys,
+                                                                                        monkeypatch):
     import cli
     import training.encoder as encoder_module
 
     seen = {}
 
     def fake_train(data, out, config, **kw):
-        seen["shift"] = config.shift_voxels
+        seen["shift"], seen["cap"] = config.shift_voxels, config.token_pos_weight_max
         raise SystemExit(0)
 
     monkeypatch.setattr(encoder_module, "train_encoder", fake_train)
+    base = ["train-encoder", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit):
-        cli.main(["train-encoder", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--shift-voxels", "0", "1", "2"])
-    assert seen["shift"] == (0, 1, 2)
-    assert cli.main(["train-encoder", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                     "--shift-voxels", "-1", "0", "0"]) == 1
+        cli.main(base + ["--shift-voxels", "0", "1", "2", "--token-pos-weight-max", "300"])
+    assert seen == {"shift": (0, 1, 2), "cap": 300.0}
+    with pytest.raises(SystemExit):
+        cli.main(base)
+    assert seen["cap"] == EncoderTrainConfig().token_pos_weight_max
+    assert cli.main(base + ["--shift-voxels", "-1", "0", "0"]) == 1
     assert "--shift-voxels must be 0 or more" in capsys.readouterr().err
+    assert cli.main(base + ["--token-pos-weight-max", "0.5"]) == 1
+    assert "--token-pos-weight-max must be at least 1, got 0.5" in capsys.readouterr().err
 
 
 def test_windowed_training_keeps_one_channel_and_matches_the_inference_path(phantoms, tmp_path):

@@ -70,7 +70,7 @@ DEMO_PREPROCESS = PreprocessConfig(spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 
 # macro AUROC after 4 epochs from scratch on the 834 training phantoms (scratch trials of this encoder and
 # head before the VQ, one seed, token loss on; not kept as commands):
 # CT-CLIP's one [-1000, 1000] channel 0.555; + standardised latent 0.571; + reference channel 0.583;
-# five windows + standardised latent 0.602; + reference channel 0.661. The windows keep absolute
+# five windows + standardised latent 0.602; + reference channel 0.614. The windows keep absolute
 # attenuation (emphysema, metal vs bone); the reference channel keeps the per-patch LayerNorm from
 # normalising it away (see PreprocessConfig.reference_channel).
 DEMO_WINDOWED_PREPROCESS = PreprocessConfig(
@@ -121,6 +121,8 @@ class EncoderTrainConfig:
             raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
         if self.batch_size < 1 or self.lr <= 0 or self.kmeans_iters < 1 or self.kmeans_tokens < 1:
             raise ConfigError(f"bad encoder training settings: {self}")
+        if not self.token_pos_weight_max >= 1.0:  # also refuses NaN
+            raise ConfigError(f"--token-pos-weight-max must be at least 1, got {self.token_pos_weight_max}")
 
     def identity(self) -> dict:
         """What a resumed run must share with the one that wrote the checkpoint."""

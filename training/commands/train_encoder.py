@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--token-loss-weight", type=float, default=None,
                    help="weight of the auxiliary per-token finding loss, from DIR/phantom_truth.json (default "
                    "from the training config; 0 turns it off, e.g. for data without phantom truth)")
+    p.add_argument("--token-pos-weight-max", type=float, default=None,
+                   help="cap of the token loss's per-finding positive weight (1-p)/p (default from the training "
+                   "config, 10; a 2 cm nodule is ~0.2%% of tokens, i.e. an uncapped weight of ~600)")
     p.add_argument("--shift-voxels", type=int, nargs=3, metavar=("D", "H", "W"),
                    help="largest random shift of the training augmentation along D, H, W (default from the "
                    "training config, 2 4 4; 0 0 0 turns shifts off)")
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     extra = {}
     if args.token_loss_weight is not None:
         extra["token_loss_weight"] = args.token_loss_weight
+    if args.token_pos_weight_max is not None:
+        extra["token_pos_weight_max"] = args.token_pos_weight_max
     if args.shift_voxels is not None:
         if min(args.shift_voxels) < 0:
             raise ConfigError(f"--shift-voxels must be 0 or more, got {args.shift_voxels}")
