@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                    "from the training config; 0 turns it off, e.g. for data without phantom truth)")
     p.add_argument("--token-pos-weight-max", type=float, default=None,
                    help="cap of the token loss's per-finding positive weight (1-p)/p (default from the training "
-                   "config, 10; a 2 cm nodule is ~0.2%% of tokens, i.e. an uncapped weight of ~600)")
+                   "config, 10; in the demo phantoms nodules mark ~0.15%% of all training tokens, an uncapped weight of ~670)")
     p.add_argument("--shift-voxels", type=int, nargs=3, metavar=("D", "H", "W"),
                    help="largest random shift of the training augmentation along D, H, W (default from the "
                    "training config, 2 4 4; 0 0 0 turns shifts off)")
