@@ -121,6 +121,8 @@ class EncoderTrainConfig:
             raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
         if self.batch_size < 1 or self.lr <= 0 or self.kmeans_iters < 1 or self.kmeans_tokens < 1:
             raise ConfigError(f"bad encoder training settings: {self}")
+        if min(self.shift_voxels) < 0:
+            raise ConfigError(f"--shift-voxels must be 0 or more, got {list(self.shift_voxels)}")
         if not self.token_pos_weight_max >= 1.0:  # also refuses NaN
             raise ConfigError(f"--token-pos-weight-max must be at least 1, got {self.token_pos_weight_max}")
 

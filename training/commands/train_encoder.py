@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                    "from the training config; 0 turns it off, e.g. for data without phantom truth)")
     p.add_argument("--token-pos-weight-max", type=float, default=None,
                    help="cap of the token loss's per-finding positive weight (1-p)/p (default from the training "
-                   "config, 10; in the demo phantoms nodules mark ~0.15%% of all training tokens, an uncapped weight of ~670)")
+                   "config, 10; a nodule marks a few of a volume's tokens, so its uncapped weight is in the hundreds)")
     p.add_argument("--shift-voxels", type=int, nargs=3, metavar=("D", "H", "W"),
                    help="largest random shift of the training augmentation along D, H, W (default from the "
                    "training config, 2 4 4; 0 0 0 turns shifts off)")
@@ -62,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     if args.token_pos_weight_max is not None:
         extra["token_pos_weight_max"] = args.token_pos_weight_max
     if args.shift_voxels is not None:
-        if min(args.shift_voxels) < 0:
-            raise ConfigError(f"--shift-voxels must be 0 or more, got {args.shift_voxels}")
         extra["shift_voxels"] = tuple(args.shift_voxels)
     if args.preprocess and args.preprocess.startswith("demo-") and not Path(args.preprocess).is_file():
         from training.encoder import demo_preprocess
