@@ -14,7 +14,6 @@ import stat
 import struct
 import zipfile
 from pathlib import Path
-from typing import IO, Iterator
 
 from engine.errors import DicomError
 
@@ -44,7 +43,19 @@ def _declared_entries(path: Path) -> int | None:
     if at < 0 or len(tail) - at < _EOCD_SIZE:
         return None
     entries = struct.unpack("<H", tail[at + 10:at + 12])[0]
-    return None if entries == 0xFFFF else entries
+    if entries != 0xFFFF:
+        return entries
+    # zip64: a locator just before the end record points at the zip64 end record (count at +32)
+    locator = tail[at - 20:at] if at >= 20 else b""
+    if locator[:4] != b"PK\x06\x07":
+        return None
+    offset = struct.unpack("<Q", locator[8:16])[0]
+    with open(path, "rb") as f:
+        f.seek(offset)
+        record = f.read(56)
+    if record[:4] != b"PK\x06\x06" or len(record) < 40:
+        return None
+    return struct.unpack("<Q", record[32:40])[0]
 
 
 def unsafe_name_reason(name: str) -> str | None:
@@ -107,14 +118,3 @@ def checked_members(path: Path) -> list[zipfile.ZipInfo]:
             source,
         )
     return files
-
-
-def iter_member_streams(path: Path, members: list[zipfile.ZipInfo]) -> Iterator[tuple[str, IO[bytes]]]:
-    """Yield (name, open stream) for each member; each stream is closed before the next opens."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in members:
-                with zf.open(info) as stream:
-                    yield f"{path}:{info.filename}", stream
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise DicomError(f"cannot read zip archive: {err}", str(path)) from None
