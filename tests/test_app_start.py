@@ -81,10 +81,10 @@ def test_uploads_join_the_case_list_and_unknown_runs_are_refused(demo_home, tmp_
 
     browser = CaseBrowser(AppConfig(data_dir=demo.ensure_demo_data(), upload_dir=tmp_path / "up"))
     src = write_nifti(tmp_path / "mine.nii.gz", chest_phantom().astype(np.int16), lps_affine((1.0, 1.0, 2.0)))
-    key = browser.add_upload(src, "mine.nii.gz")
-    assert browser.case_names()[0] == key and browser.reference(key) == ("", None)
-    assert browser.volumes.get(key).shape == chest_phantom().shape
-    name = browser.case_names()[1]
+    key = browser.add_upload(src, "mine.nii.gz", "session-1")
+    assert browser.case_names(owner="session-1")[0] == key and browser.reference(key) == ("", None)
+    assert browser.volume(key, "session-1").shape == chest_phantom().shape
+    name = browser.case_names(owner="session-1")[1]
     text, labels = browser.reference(name)
     assert text == browser.dataset.case(name).findings and set(labels) == set(browser.label_names)
     with pytest.raises(DatasetError, match="no case named"):
