@@ -98,6 +98,6 @@ def test_command_binds_loopback_unless_told():
 
     parser = cli.build_parser()
     args = parser.parse_args(["app"])
-    assert args.host == "127.0.0.1" and args.max_upload_mb == 1024.0 and args.eval_dir is None
+    assert args.host == "127.0.0.1" and args.max_upload_mb == 600.0 and args.eval_dir is None
     args = parser.parse_args(["app", "--host", "0.0.0.0", "--eval", "E", "--max-upload-mb", "5"])
     assert (args.host, args.eval_dir, args.max_upload_mb) == ("0.0.0.0", "E", 5.0)
