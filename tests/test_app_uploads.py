@@ -220,6 +220,7 @@ def test_through_the_app_a_second_session_sees_nothing_and_temp_copies_go(phanto
     _, status = on_upload(str(bad_copy), b)
     assert "broken.nii.gz" in status and not bad_copy.exists()
     assert app.rad3d_browser.uploads.keys("session-B") == []
+    assert len(list(config.upload_dir.iterdir())) == 1  # A's folder only: nothing of B's refused upload
 
     app.rad3d_end_session(a)
     assert app.rad3d_browser.uploads.keys("session-A") == []

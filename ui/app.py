@@ -78,7 +78,7 @@ def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_build
             with gr.Tab(title):
                 build_tab(browser, config)
 
-        def end_session(request: gr.Request):
+        def end_session(request: gr.Request = None):
             n = browser.end_session(request.session_hash or "")
             if n:
                 log.info("session ended: %d upload(s) deleted", n)

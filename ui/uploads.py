@@ -124,7 +124,13 @@ class UploadArea:
         return volume
 
     def discard(self, key: str, owner: str) -> None:
-        self.path(key, owner).unlink(missing_ok=True)
+        """Delete one upload (refused after storing), and its session folder if that leaves it empty."""
+        path = self.path(key, owner)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
 
     def forget(self, owner: str) -> int:
         """Delete every upload of `owner` (its session ended); returns how many files went."""

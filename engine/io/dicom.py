@@ -94,6 +94,7 @@ def _pixel_data_follows(stream: IO[bytes]) -> bool:
 
 
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 
 
 def _read_headers(path: Path, members) -> tuple[list[_Slice], list[tuple[str, str]]]:
@@ -105,7 +106,9 @@ def _read_headers(path: Path, members) -> tuple[list[_Slice], list[tuple[str, st
         try:
             with opener() as stream:
                 ds = pydicom.dcmread(stream, stop_before_pixels=True)
-                has_pixels = _pixel_data_follows(stream)
+                # a deflated dataset is parsed from an inflated copy: the stream position says nothing
+                deflated = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == _DEFLATED
+                has_pixels = deflated or _pixel_data_follows(stream)
         except (InvalidDicomError, EOFError) as err:
             if single_file:
                 raise DicomError(f"not a readable DICOM file: {_plain(err)}", name) from None

@@ -46,7 +46,7 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
         reference = gr.HTML(elem_id="compare-reference")
         columns = [gr.HTML(elem_id=f"compare-{i}") for i in range(MAX_COLUMNS)]
 
-    def on_compare(name, chosen, decoding_choice, n_tokens, request: gr.Request):
+    def on_compare(name, chosen, decoding_choice, n_tokens, request: gr.Request = None):
         owner = session_owner(request)
         out = [""] * (MAX_COLUMNS + 2)
         if not chosen:

@@ -100,7 +100,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
                               max_side=config.max_side)
         return [png_file(image, images[0].GRADIO_CACHE) for image in planes]
 
-    def on_case(name, w, lv, request: gr.Request):
+    def on_case(name, w, lv, request: gr.Request = None):
         owner = session_owner(request)
         blank = [None] * 3 + [gr.Slider()] * 3 + ["", "", "", None, "", "", ""]
         if not name:
@@ -125,7 +125,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
     case.change(on_case, [case, width, level], case_outputs)
     app.load(on_case, [case, width, level], case_outputs)
 
-    def on_view(name, x, y, z, w, lv, request: gr.Request):
+    def on_view(name, x, y, z, w, lv, request: gr.Request = None):
         if not name:
             return [None] * 3
         try:
@@ -137,20 +137,20 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
         control.input(on_view, [case] + xyz + [width, level], images, show_progress="hidden",
                       trigger_mode="always_last")
 
-    def on_preset(p, name, x, y, z, request: gr.Request):
+    def on_preset(p, name, x, y, z, request: gr.Request = None):
         w, lv = WINDOW_PRESETS[p]
         return [w, lv] + (on_view(name, x, y, z, w, lv, request))
 
     preset.input(on_preset, [preset, case] + xyz, [width, level] + images, show_progress="hidden")
 
-    def on_filter(q, f, request: gr.Request):
+    def on_filter(q, f, request: gr.Request = None):
         found = browser.case_names(q, f, session_owner(request))
         return gr.Dropdown(choices=found, value=found[0] if found else None)
 
     query.change(on_filter, [query, finding], [case])
     finding.change(on_filter, [query, finding], [case])
 
-    def on_upload(path, request: gr.Request):
+    def on_upload(path, request: gr.Request = None):
         if not path:
             return gr.Dropdown(), ""
         owner = session_owner(request)
@@ -167,7 +167,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
 
     upload.upload(on_upload, [upload], [case, upload_status])
 
-    def on_generate(name, run_name, decoding_choice, n_tokens, request: gr.Request):
+    def on_generate(name, run_name, decoding_choice, n_tokens, request: gr.Request = None):
         outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML()]
         if run_name == NO_RUN or not config.runs:
             outputs[4] = hint()
