@@ -297,6 +297,15 @@ def test_evaluate_format_vlm3d_writes_the_submission_beside_the_normal_outputs(t
     assert again["intervals"] == written["intervals"]
 
 
+def test_ground_truth_from_a_dataset_folder_is_its_labels_csv(training_setup):
+    data = training_setup["data"]
+    got = vlm3d.read_ground_truth(data)
+    table = pd.read_csv(data / "labels.csv")
+    assert list(got.by_case) == [vlm3d.case_id(n) for n in table["VolumeName"]]
+    assert np.array_equal(np.stack(list(got.by_case.values())), table[list(FINDINGS)].to_numpy())
+    assert "dataset's labels CSV" in got.how
+
+
 def test_evaluate_format_is_checked():
     from training.evaluate import EvaluateConfig
 

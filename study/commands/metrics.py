@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
     parser.add_argument("--uncertain-as", choices=["positive", "negative"], default="positive",
-                        help="how an uncertain finding counts in finding F1 (default positive)")
+                        help="how an uncertain finding counts in finding F1 and in VLM3D labels "
+                        "extracted from reports (default positive)")
     parser.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples (default 5000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.set_defaults(handler=run)
