@@ -204,7 +204,7 @@ def test_nan_and_non_ct_values(tmp_path, phantom):
 
 def test_no_anatomical_space_means_unknown_orientation(tmp_path, phantom):
     path = write_nrrd(tmp_path / "nospace.nrrd", phantom.astype(np.int16), lps_directions(SPACING), space=None)
-    _raises_naming(path, "states no anatomical `space`")
+    _raises_naming(path, "states no `space`.*orientation is unknown")
     np.testing.assert_array_equal(read_itk(path, reorient=False).hu, phantom)
 
 

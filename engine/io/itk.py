@@ -31,6 +31,8 @@ SINGLE_FILE_ITK_SUFFIXES = (".mha", ".nrrd")
 _IO_NAME = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO"}
 _FORMAT = {"MetaImageIO": "MetaImage", "NrrdImageIO": "NRRD"}
 _HEADER_BYTES = 65536
+# The NRRD spaces whose axes are patient directions (ITK turns each into LPS on reading).
+_ANATOMICAL_NRRD_SPACES = ("left-posterior-superior", "right-anterior-superior", "left-anterior-superior")
 # ITK's world frame is LPS; nibabel's affines map voxels to RAS.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -80,9 +82,9 @@ def _check_data_file(path: Path, io_name: str, source: str) -> None:
         inline = data is None
     single = _suffix(path) in SINGLE_FILE_ITK_SUFFIXES
     if single and not inline:
+        detached = ".mhd" if io_name == "MetaImageIO" else ".nhdr"
         raise VolumeError(f"header points at a separate data file ({data!r}); a {_suffix(path)} file must hold "
-                          f"its own voxels (use {'.mhd' if io_name == 'MetaImageIO' else '.nhdr'} for a detached header)",
-                          source)
+                          f"its own voxels (use {detached} for a detached header)", source)
     if inline:
         return
     if " " in data.strip() or data.upper().startswith("LIST"):
@@ -178,33 +180,37 @@ def read_itk(path: str | Path, *, reorient: bool = True, check: bool = True) -> 
     except VolumeError:
         raise
     except (RuntimeError, OSError) as err:
-        raise VolumeError(f"cannot read {fmt} header (not a {fmt} file, or corrupt?): {_itk_reason(err, source)}", source) from None
+        reason = _itk_reason(err, source)
+        raise VolumeError(f"cannot read {fmt} header (not a {fmt} file, or corrupt?): {reason}", source) from None
     size = _check_header(reader, io_name, source)
     ndim = int(reader.GetDimension())
     spacing = tuple(float(s) for s in reader.GetSpacing()[:3])
     affine = _ras_affine(reader.GetDirection(), spacing, reader.GetOrigin(), ndim)
     nrrd_space = reader.GetMetaData("NRRD_space") if reader.HasMetaDataKey("NRRD_space") else None
-    try:
-        image = reader.Execute()
-    except RuntimeError as err:
-        raise VolumeError(f"cannot read {fmt} voxels (corrupt or truncated file?): {_itk_reason(err, source)}", source) from None
-    # ITK's array is indexed (k, j, i) (last axis fastest); a Volume is (i, j, k). One float32 copy.
-    stored = sitk.GetArrayViewFromImage(image).reshape(size[::-1])
-    hu = np.ascontiguousarray(stored.transpose(2, 1, 0), dtype=np.float32)
-    del stored, image
-
     header_axcodes = None
     if np.all(np.isfinite(affine)) and abs(np.linalg.det(affine[:3, :3])) > 1e-12:
         from nibabel import orientations as nio
 
         header_axcodes = "".join(nio.aff2axcodes(affine))
-    if reorient:
-        if io_name == "NrrdImageIO" and nrrd_space is None:
-            raise VolumeError("NRRD header states no anatomical `space` (e.g. left-posterior-superior), so the voxel "
-                              "orientation is unknown", source)
+    if reorient:  # refused before the voxels are read, like the size
+        if io_name == "NrrdImageIO" and nrrd_space not in _ANATOMICAL_NRRD_SPACES:
+            stated = f"`space: {nrrd_space}`" if nrrd_space else "no `space`"
+            raise VolumeError(f"NRRD header states {stated}, not an anatomical space such as "
+                              "left-posterior-superior, so the voxel orientation is unknown", source)
         if header_axcodes is None:
             raise VolumeError("header direction or spacing is singular or not finite, so the voxel orientation "
                               "is unknown", source)
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        reason = _itk_reason(err, source)
+        raise VolumeError(f"cannot read {fmt} voxels (corrupt or truncated file?): {reason}", source) from None
+    # ITK's array is indexed (k, j, i) (last axis fastest); a Volume is (i, j, k). One float32 copy,
+    # always made (copy=True), since the view dies with the image.
+    stored = sitk.GetArrayViewFromImage(image).reshape(size[::-1])
+    hu = np.array(stored.transpose(2, 1, 0), dtype=np.float32, order="C", copy=True)
+    del stored, image
+    if reorient:
         hu, spacing, _ = reorient_to_canonical(hu, affine, spacing)  # type: ignore[assignment]
     meta = {
         "format": fmt.lower(),
