@@ -42,6 +42,7 @@ class EvaluateConfig:
     meteor: bool = True
     resamples: int = 5000
     seed: int = 0
+    convention: str = "r2gen"  # study.metrics.text.CONVENTIONS
 
     def __post_init__(self):
         if self.batch_size < 1 or self.beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
@@ -111,7 +112,8 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
 
     result = evaluate_predictions(predictions, session.label_set, bertscore_model=config.bertscore_model,
                                   bertscore=config.bertscore, meteor=config.meteor, resamples=config.resamples,
-                                  seed=config.seed, progress=progress, source=str(out / "predictions.csv"))
+                                  seed=config.seed, convention=config.convention, progress=progress,
+                                  source=str(out / "predictions.csv"))
     result.metrics += classifier_metrics(dataset, cache, split.volume_names, session.label_set,
                                          resamples=config.resamples, seed=config.seed)
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
