@@ -49,6 +49,9 @@ class EvaluateConfig:
             raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        from study.metrics.text import text_convention
+
+        text_convention(self.convention)  # an unknown name fails here, before any model loads
 
 
 def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, progress: bool = True) -> pd.DataFrame:

@@ -11,6 +11,7 @@ tests/fixtures/metrics/bertscore_reference.json by scripts/make_bertscore_fixtur
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,10 +79,8 @@ def bertscore_prf(hypotheses: list[str], references: list[str], encoder: BertSco
     the reference fixture test would show it if it did on report text.
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(encoder.path)
-    model = AutoModel.from_pretrained(encoder.path).eval()
+    tokenizer, model = _load(encoder.path)
     special = {tokenizer.cls_token_id, tokenizer.sep_token_id}
     texts = sorted({t.strip() for t in list(hypotheses) + list(references)}, key=len)
     ids = {t: _encode(tokenizer, t) for t in texts}
@@ -119,6 +118,14 @@ def bertscore_f1(hypotheses: list[str], references: list[str], encoder: BertScor
                  batch_size: int = 32) -> np.ndarray:
     """Per-case BERTScore-F1 (bertscore_prf's "f1")."""
     return bertscore_prf(hypotheses, references, encoder, batch_size)["f1"]
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str):
+    """Tokenizer and model of an encoder folder, loaded once per process."""
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
 
 
 def _encode(tokenizer, text: str) -> list[int]:
