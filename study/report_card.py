@@ -40,8 +40,10 @@ def metric_card_lines(card: dict | None) -> list[str]:
     if not card:
         return ["Metric card: none (evaluation written by an older rad3d; text convention unnamed)."]
     bert = card.get("bertscore")
-    bert_text = (f"{bert['model']}, layer {bert['layer']}, idf {'on' if bert['idf'] else 'off'}, baseline rescale "
-                 f"{'on' if bert['rescale_with_baseline'] else 'off'} ({bert['definition']})") if bert else "not computed"
+    bert_text = "not computed"
+    if bert:
+        bert_text = (f"{bert['model']}, layer {bert['layer']}, idf {'on' if bert['idf'] else 'off'}, baseline "
+                     f"rescale {'on' if bert['rescale_with_baseline'] else 'off'} ({bert['definition']})")
     lines = [f"Metric card: convention {card['convention']}: {card['convention_description']}."]
     lines += [f"- tokenisation, {what}: {how}" for what, how in card["tokenisation"].items()]
     lines += [f"- averaging, {what}: {how}" for what, how in card["averaging"].items()]

@@ -3,7 +3,8 @@ clinical correctness from extracted findings, all with case-bootstrap intervals.
 
 from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION, clean_report_mimic_cxr, text_convention
 
-__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "clean_report_mimic_cxr", "text_convention", "evaluate_predictions", "write_evaluation", "EvaluationResult"]
+__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "clean_report_mimic_cxr", "text_convention", "evaluate_predictions",
+           "write_evaluation", "EvaluationResult"]
 
 
 def __getattr__(name):  # heavy parts load on first use

@@ -64,7 +64,9 @@ def compare_evaluations(eval_a: str | Path, eval_b: str | Path, resamples: int =
     use_meteor = all(c in cases_a and c in cases_b for c in METEOR_STAT_COLUMNS)
     jar = MeteorJar() if use_meteor else None
     try:
-        convention = meta_a.get("text_convention")
+        from study.metrics.text import CONVENTIONS
+
+        convention = meta_a.get("text_convention") if meta_a.get("text_convention") in CONVENTIONS else None
         stats_a, table_a = build_statistics(cases_a, names, uncertain_as, jar, enc_a, convention)
         stats_b, table_b = build_statistics(cases_b, names, uncertain_as, jar, enc_b, convention)
         keys_b = {s.key for s in stats_b}

@@ -1,5 +1,5 @@
 """Every report metric for one predictions table, with bootstrap intervals: the library behind
-`rad3d metrics` and (later) `rad3d evaluate`.
+`rad3d metrics` and `rad3d evaluate`.
 
 evaluate_predictions(df, label_set) → EvaluationResult; write_evaluation(result, out_dir) writes
 metrics.json, metrics.md and per_case.csv (and predictions.csv). per_case.csv holds every per-case
