@@ -44,6 +44,7 @@ class EvaluateConfig:
     resamples: int = 5000
     seed: int = 0
     output_format: str = "rad3d"  # "vlm3d": also the VLM3D challenge's files (study.metrics.vlm3d)
+    convention: str = "r2gen"  # study.metrics.text.CONVENTIONS
 
     def __post_init__(self):
         if self.output_format not in ("rad3d", "vlm3d"):
@@ -52,6 +53,9 @@ class EvaluateConfig:
             raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        from study.metrics.text import text_convention
+
+        text_convention(self.convention)  # an unknown name fails here, before any model loads
 
 
 def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, progress: bool = True) -> pd.DataFrame:
@@ -119,7 +123,8 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
 
     result = evaluate_predictions(predictions, session.label_set, bertscore_model=config.bertscore_model,
                                   bertscore=config.bertscore, meteor=config.meteor, resamples=config.resamples,
-                                  seed=config.seed, progress=progress, source=str(out / "predictions.csv"))
+                                  seed=config.seed, convention=config.convention, progress=progress,
+                                  source=str(out / "predictions.csv"))
     result.metrics += classifier_metrics(dataset, cache, split.volume_names, session.label_set,
                                          resamples=config.resamples, seed=config.seed)
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
