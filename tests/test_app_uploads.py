@@ -152,7 +152,7 @@ def test_default_cap_takes_a_real_thin_slice_chest_ct_and_says_so():
     import argparse
 
     from ui.commands.app import register
-    from ui.uploads import DEFAULT_MAX_UPLOAD_MB
+    from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB
 
     thin_chest_nii = 352 + 512 * 512 * 1000 * 2  # 1,000 slices of 0.625 mm, int16, uncompressed
     assert thin_chest_nii < DEFAULT_MAX_UPLOAD_MB * 2**20 < 1024 * 2**20

@@ -29,10 +29,12 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
 
     out = tmp_path / "eval"
     args = ["evaluate", "--run", str(trained_v3_run), "--data", str(training_setup["data"]), "--cache",
-            str(training_setup["cache"]), "--split", "test", "--out", str(out), "--batch-size", "3", *FAST]
+            str(training_setup["cache"]), "--split", "test", "--out", str(out), "--batch-size", "3", "--convention", "raw",
+            *FAST]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "| metric | value | 95% CI |" in printed and "BLEU-4" in printed
+    assert "Metric card: convention raw" in printed and "averaging, bleu: corpus" in printed
 
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert list(predictions.columns) == list(PREDICTION_COLUMNS)
@@ -55,6 +57,7 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
     keys = {m["key"] for m in doc["metrics"]}
     assert {"bleu_1", "bleu_4", "bleu_avg", "rouge_l", "f1_macro", "green_style"} <= keys
     assert doc["n_cases"] == 4 and doc["generation"]["split"] == "test" and doc["generation"]["max_new_tokens"] == 6
+    assert doc["text_convention"] == doc["metric_card"]["convention"] == "raw"
     # The classifier's AUROC from the cached logits against the labels, per finding present in both classes.
     from sklearn.metrics import roc_auc_score
 

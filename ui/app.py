@@ -13,7 +13,7 @@ import gradio as gr
 
 from engine.home import rad3d_home
 from ui.cases import CaseBrowser
-from ui.uploads import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
+from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
 
 log = logging.getLogger("rad3d.app")
 

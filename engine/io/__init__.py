@@ -12,17 +12,19 @@ from pathlib import Path
 from engine.errors import VolumeError
 from engine.io import container
 from engine.io.dicom import read_dicom_series
+from engine.io.itk import ITK_SUFFIXES, is_itk_image, read_itk
 from engine.io.nifti import is_nifti, read_nifti, reorient_to_canonical
 from engine.io.validate import CT_PRACTICE, PHANTOM_GRID, SpacingLimits, check_volume
 from engine.volume import Volume
 
 __all__ = [
-    "load_volume", "read_nifti", "read_dicom_series", "check_volume", "reorient_to_canonical", "is_nifti",
-    "SpacingLimits", "CT_PRACTICE", "PHANTOM_GRID",
+    "load_volume", "read_nifti", "read_dicom_series", "read_itk", "check_volume", "reorient_to_canonical",
+    "is_nifti", "is_itk_image", "ITK_SUFFIXES", "SpacingLimits", "CT_PRACTICE", "PHANTOM_GRID",
 ]
 
 _NIFTI_KEYS = {"rescale", "spacing_mm", "reorient", "check", "spacing_limits"}
 _DICOM_KEYS = {"series_uid", "check", "spacing_limits"}
+_ITK_KEYS = {"reorient", "check"}
 
 
 def _reader(path: Path):
@@ -39,6 +41,8 @@ def _reader(path: Path):
         if kind != container.NIFTI:
             raise VolumeError(f"cannot read NIfTI: this is {kind} named .nii", path)
         return read_nifti, _NIFTI_KEYS
+    if is_itk_image(path):
+        return read_itk, _ITK_KEYS
     if name.endswith(".zip"):
         if kind != container.ZIP:
             hint = " (pack the series with zip)" if kind in (container.TAR, container.GZIP) else ""
@@ -54,14 +58,16 @@ def _reader(path: Path):
         return read_dicom_series, _DICOM_KEYS
     if kind in (container.ZIP, container.DICOM):
         return read_dicom_series, _DICOM_KEYS
-    raise VolumeError("unknown format: expected .nii/.nii.gz, a DICOM folder, a .zip of one, or a .dcm file", path)
+    raise VolumeError("unknown format: expected .nii/.nii.gz, .mha/.mhd, .nrrd/.nhdr, a DICOM folder, "
+                      "a .zip of one, or a .dcm file", path)
 
 
 def load_volume(path: str | Path, **kw) -> Volume:
-    """Read a CT from a NIfTI file (.nii/.nii.gz), a DICOM series folder or .zip, or a single DICOM file.
+    """Read a CT from a NIfTI file (.nii/.nii.gz), a MetaImage or NRRD file (ITK_SUFFIXES), a DICOM
+    series folder or .zip, or a single DICOM file.
 
     Keyword arguments go to the reader: read_nifti(rescale, spacing_mm, reorient, check,
-    spacing_limits) or read_dicom_series(series_uid, check, spacing_limits).
+    spacing_limits), read_itk(reorient, check) or read_dicom_series(series_uid, check, spacing_limits).
     """
     path = Path(path)
     if not path.exists():

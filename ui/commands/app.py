@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                    help="run directory to generate with (repeatable; NAME= sets the shown name)")
     p.add_argument("--eval", dest="eval_dir", metavar="EVAL_DIR",
                    help="evaluation folder (`rad3d metrics` output) shown in the Research tab")
-    from ui.uploads import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
+    from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
 
     p.add_argument("--upload-dir", help="where uploads are kept, one private folder per browser session "
                    "(default: $RAD3D_HOME/uploads)")
