@@ -168,3 +168,23 @@ def test_good_chest_ct_reaches_the_model_after_being_read(tmp_path, capsys, load
     path = write_nifti(tmp_path / "chest.nii.gz", chest_phantom(), lps_affine((0.8, 0.8, 2.0)))
     _report(path, tmp_path, capsys)
     assert order == ["read"] and loads_before == [str(tmp_path / "run")]
+
+
+@pytest.mark.parametrize("name", ["lung1_image.nrrd", "lung2_image.nrrd"])
+def test_real_chest_ct_with_air_stored_as_0_hu_is_ct_and_real_ct_as_mr_is_not(name, tmp_path):
+    """Real chest CTs (pyradiomics' test data) with every voxel below -200 HU (air, lung, fat) set
+    to 0, as a converter with a 0 HU background would leave them: still CT, by the body's values.
+    The same anatomy on an MR-like scale (tissue values x4 + 300) is refused."""
+    from test_real_ct import real_ct
+
+    from engine.errors import VolumeError
+    from engine.io import load_volume
+
+    volume = load_volume(real_ct(name))
+    no_air = np.where(volume.hu < -200, 0, volume.hu).astype(np.int16)
+    spacing = volume.spacing_mm
+    path = write_nifti(tmp_path / "no_air.nii.gz", no_air, lps_affine(spacing))
+    assert load_volume(path).hu.min() >= -200
+    mr_like = np.where(no_air == 0, 0, np.abs(no_air.astype(np.float32)) * 4 + 300).astype(np.float32)
+    with pytest.raises(VolumeError, match="look like MR"):
+        load_volume(write_nifti(tmp_path / "mr_like.nii.gz", mr_like, lps_affine(spacing)))
