@@ -117,12 +117,15 @@ def test_uploads_go_when_the_session_ends_or_after_the_retention_time(tmp_path):
     import time
 
     area = UploadArea(tmp_path / "uploads", retention_s=3600)
+    legacy = area.root / "1a2b3c4d-kept-forever-before.nii.gz"  # what older versions left behind
+    legacy.write_bytes(b"x")
+    os.utime(legacy, (time.time() - 30 * 24 * 3600,) * 2)
     a = area.store(_nifti(tmp_path), "a.nii.gz", "session-A")
     b_old = area.store(_nifti(tmp_path), "old.nii.gz", "session-B")
     b_new = area.store(_nifti(tmp_path), "new.nii.gz", "session-B")
     old = area.path(b_old, "session-B")
     os.utime(old, (time.time() - 2 * 3600,) * 2)
-    assert area.purge_expired() == 1 and not old.exists()
+    assert area.purge_expired() == 2 and not old.exists() and not legacy.exists()
     assert area.keys("session-B") == [b_new] and area.keys("session-A") == [a]
     assert area.forget("session-A") == 1 and area.keys("session-A") == []
     os.utime(area.path(b_new, "session-B"), (time.time() - 2 * 3600,) * 2)

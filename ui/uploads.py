@@ -144,6 +144,13 @@ class UploadArea:
         """Delete uploads older than the retention time, and emptied session folders."""
         now = time.time() if now is None else now
         removed = 0
+        for legacy in [f for f in self.root.iterdir() if f.is_file()]:  # uploads kept by older versions
+            try:
+                if now - legacy.stat().st_mtime > self.retention_s:
+                    legacy.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
         for folder in [f for f in self.root.iterdir() if f.is_dir()]:
             for f in list(folder.iterdir()):
                 try:
