@@ -7,7 +7,8 @@ Rules, sentence by sentence (a sentence ends at . ! ? before a space, a line bre
    Plurals match ("nodules", "opacities", "sequelae"); "pleural and pericardial effusion" mentions
    both. A synonym written "A ... B" matches A, then B within four tokens that are not a comma,
    a terminator or a negation word, so degree and qualifier words may sit between organ and
-   finding ("the heart is mildly enlarged", "heart size increased").
+   finding ("the heart is mildly enlarged", "heart size increased"); a trigger between the parts
+   governs the match ("the heart is not enlarged", "the heart is possibly enlarged").
 2. Attribute phrases (a synonym with a size word and no abnormal word: "heart size", "CTR",
    "cardiothoracic ratio") only ever say a finding is absent: they count when negated
    ("heart size is normal") and are dropped otherwise ("heart size 12 cm").
@@ -75,14 +76,17 @@ _PRE_UNC = ["possible", "possibly", "probable", "probably", "potential", "potent
             "suspicious", "suspicion of", "suspected", "questionable", "equivocal", "may represent",
             "might represent", "could represent", "may be", "might be", "could be", "may", "might", "likely",
             "cannot exclude", "can not exclude", "could not exclude", "cannot rule out", "can not rule out",
-            "suggestive of", "concerning for", "differential diagnosis", "consider", "versus", "vs",
+            "suggestive of", "concerning for", "differential diagnosis", "consider",
             "borderline", "doubtful", "presumed", "query", "rule out", "thought to be", "questionable for",
             "cannot be distinguished from", "indeterminate"]
 _POST_UNC = ["cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
              "cannot be ruled out", "can not be ruled out", "could not be ruled out", "not ruled out",
              "is suspected", "are suspected", "was suspected", "were suspected", "is possible", "is probable",
              "is likely", "are likely", "is questionable", "is considered", "are considered", "may be present",
-             "is not excluded", "is equivocal", "is suspicious", "are suspicious", "?"]
+             "is not excluded", "is equivocal", "is suspicious", "are suspicious", "is possibly", "are possibly",
+             "is probably", "are probably", "possibly present", "probably present", "likely present", "?"]
+# Either side, close by: "atelectasis versus consolidation".
+_BOTH_UNC = ["versus", "vs"]
 # Phrases that look like negations but negate something else ("no change in the nodule").
 _PSEUDO = ["no change", "no significant change", "no interval change", "no increase", "no decrease",
            "not only", "no significant interval change", "without change", "without significant change",
@@ -95,7 +99,7 @@ _ASSERTIONS = {"seen", "observed", "detected", "noted", "identified", "present",
                "measuring", "measures", "containing", "contains", "is", "are", "was", "were", "has", "have"}
 _COPULAS = {"is", "are", "was", "were", "has", "have"}
 _NEGATION_WORDS = {"no", "not", "without", "nor", "neither"}
-_CONJUNCTIONS = {"and", "or", ","}
+_CONJUNCTIONS = {"and", "or", "nor", ","}
 _GAP = 4  # tokens allowed between the parts of an "A ... B" synonym
 _QUESTION_REACH = 3  # a "?" hedges a finding that ends at most this many tokens before it
 
@@ -122,6 +126,8 @@ def _word_matches(token: str, word: str) -> bool:
         return True
     if token in (word + "s", word + "es", word + "e"):
         return True
+    if word.endswith("is") and token == word[:-2] + "es":  # prosthesis ~ prostheses
+        return True
     return word.endswith("y") and token == word[:-1] + "ies"
 
 
@@ -132,7 +138,8 @@ class Scope:
     anchors: words placing a mention in the finding's organ; required: a phrase without an anchor
     of its own needs one in the sentence (unless it has a `strong` word and no veto is present);
     vetoes: words placing it elsewhere, dropping it when nearer than every anchor; excluded_by:
-    words that, with no anchor in the sentence, drop it; same_segment: anchors count only between
+    words that, with no anchor in the sentence, drop it (weak_anchors do not count beside them:
+    "calcified plaques in all three vessels" of a coronary sentence); same_segment: anchors count only between
     the commas around the mention ("stent in the coronary arteries, calcification in the aorta"); not_before:
     words that, right after the phrase, make it an adjective of something else; normal_cues:
     phrases in the same clause that make a mention negative."""
@@ -144,6 +151,7 @@ class Scope:
     not_before: frozenset = frozenset()
     normal_cues: tuple = ()
     excluded_by: frozenset = frozenset()
+    weak_anchors: frozenset = frozenset()
     same_segment: bool = False
 
 
@@ -188,15 +196,20 @@ _SCOPES = {
     "Pulmonary fibrotic sequela": Scope(anchors=frozenset(_LUNG),
                                         vetoes=frozenset(_ORGANS_ELSEWHERE | {"fracture", "operation", "surgery"})),
     "Atelectasis": Scope(anchors=frozenset(_LUNG)),
-    "Pleural effusion": Scope(vetoes=frozenset({"pericardial", "pericardium", "joint", "subdural", "abdominal",
+    "Pleural effusion": Scope(anchors=frozenset({"pleural", "pleura", "hemithorax", "hemithoraces", "thorax"}),
+                              vetoes=frozenset({"pericardial", "pericardium", "joint", "subdural", "abdominal",
                                                "peritoneal", "ascites"})),
-    "Lymphadenopathy": Scope(vetoes=frozenset({"intrapulmonary", "subpleural", "perifissural", "fissure"}),
+    "Lymphadenopathy": Scope(anchors=frozenset({"mediastinal", "mediastinum", "hilar", "hilum", "paratracheal",
+                                                "subcarinal", "prevascular", "aortopulmonary", "axillary", "axilla",
+                                                "supraclavicular", "precarinal", "paraaortic", "station"}),
+                             vetoes=frozenset({"intrapulmonary", "subpleural", "perifissural", "fissure"}),
                              normal_cues=_LYMPH_NORMAL),
     "Medical material": Scope(vetoes=frozenset({"bile", "biliary", "choledoch", "choledochal", "duct"})),
     "Arterial wall calcification": Scope(anchors=frozenset(_ARTERIAL), required=True,
                                          strong=frozenset({"atherosclerosis", "atherosclerotic", "atheroma",
                                                            "atheromatous"}),
-                                         vetoes=frozenset(_NOT_VASCULAR), excluded_by=frozenset(_CORONARY)),
+                                         vetoes=frozenset(_NOT_VASCULAR), excluded_by=frozenset(_CORONARY),
+                                         weak_anchors=frozenset({"vessel", "vessels", "vascular", "vasculature"})),
     "Coronary artery wall calcification": Scope(anchors=frozenset(_CORONARY), required=True, same_segment=True,
                                                 vetoes=frozenset(_NOT_VASCULAR)),
 }
@@ -249,12 +262,13 @@ class FindingExtractor:
             words = {w for p in parts for w in p}
             phrases.append(_Phrase(parts, tuple(names), bool(words & _ATTRIBUTE_WORDS and not words & _ABNORMAL_WORDS)))
         # Longest phrase first so "coronary artery calcification" beats "calcification".
-        self._phrases = sorted(phrases, key=lambda p: (-len(p.words), len(p.parts)))
+        self._phrases = sorted(phrases, key=lambda p: (-len(p.words), -len(p.parts)))
         triggers = [(t, "pre", FindingStatus.NEGATIVE) for t in _PRE_NEG]
         triggers += [(t, "post", FindingStatus.NEGATIVE) for t in _POST_NEG]
         triggers += [(t, "both", FindingStatus.NEGATIVE) for t in _BOTH_NEG]
         triggers += [(t, "pre", FindingStatus.UNCERTAIN) for t in _PRE_UNC]
         triggers += [(t, "post", FindingStatus.UNCERTAIN) for t in _POST_UNC]
+        triggers += [(t, "both", FindingStatus.UNCERTAIN) for t in _BOTH_UNC]
         triggers += [(t, "pseudo", FindingStatus.POSITIVE) for t in _PSEUDO]
         self._triggers = sorted(((tuple(_tokens(t)), k, s) for t, k, s in triggers), key=lambda t: -len(t[0]))
 
@@ -297,7 +311,9 @@ class FindingExtractor:
             best, best_distance = None, None
             for trig in triggers:
                 pre, post = trig.kind in ("pre", "both"), trig.kind in ("post", "both")
-                if pre and trig.end <= start and self._pre_reaches(tokens, trig, start, found):
+                if start < trig.start and trig.end < end:
+                    distance = 0  # inside an "A ... B" match: "the heart is not enlarged"
+                elif pre and trig.end <= start and self._pre_reaches(tokens, trig, start, found):
                     distance = start - trig.end
                 elif post and trig.start >= end and self._post_reaches(tokens, trig, end):
                     distance = trig.start - end
@@ -337,11 +353,11 @@ class FindingExtractor:
         for phrase in self._phrases:
             for i in range(len(tokens)):
                 claim, end, coordinated = self._match(tokens, i, phrase.parts)
+                # A coordinated match shares its head with the other finding: claim only "pleural".
+                if coordinated:
+                    claim = [i]
                 if end is None or any(taken[j] for j in claim):
                     continue
-                # A coordinated match shares its head with the other finding: claim only "pleural and".
-                if coordinated:
-                    claim = [i, i + 1]
                 names = [n for n in phrase.findings if self._in_scope(n, phrase, tokens, i, end)]
                 if names:
                     for j in claim:
@@ -371,7 +387,7 @@ class FindingExtractor:
                 j = pos + gap
                 if j + m > len(tokens):
                     return [], None, False
-                if j > pos and (tokens[j - 1] in _TERMINATORS or tokens[j - 1] == "," or tokens[j - 1] in _NEGATION_WORDS):
+                if j > pos and (tokens[j - 1] in _TERMINATORS or tokens[j - 1] in _CONJUNCTIONS):
                     return [], None, False
                 if j + m <= len(tokens) and all(_word_matches(tokens[j + k], part[k]) for k in range(m)):
                     claim += list(range(j, j + m))
@@ -397,12 +413,22 @@ class FindingExtractor:
             lo = max([j + 1 for j in range(start) if tokens[j] == ","], default=0)
             hi = min([j for j in range(end, len(tokens)) if tokens[j] == ","], default=len(tokens))
 
+        def owned(j: int) -> bool:
+            """'lobe' in 'thyroid lobe' or 'lobe of the thyroid' belongs to the veto organ."""
+            after = [t for t in tokens[j + 1 : j + 4] if t != "the"]
+            return (j > 0 and tokens[j - 1] in scope.vetoes) or (after[:1] == ["of"] and after[1:2] != []
+                                                                 and after[1] in scope.vetoes)
+
         def nearest(vocab, lo=0, hi=len(tokens)) -> int | None:
             d = [min(abs(j - start), abs(j - (end - 1))) for j in range(lo, hi)
-                 if (j < start or j >= end) and tokens[j] in vocab and not _bound_to_coronary(tokens, j, vocab)]
+                 if (j < start or j >= end) and tokens[j] in vocab and not _bound_to_coronary(tokens, j, vocab)
+                 and not (vocab is not scope.vetoes and owned(j))]
             return min(d) if d else None
 
-        anchor, veto = nearest(scope.anchors, lo, hi), nearest(scope.vetoes)
+        anchors = scope.anchors
+        if scope.weak_anchors and nearest(scope.excluded_by) is not None:
+            anchors = anchors - scope.weak_anchors
+        anchor, veto = nearest(anchors, lo, hi), nearest(scope.vetoes)
         if anchor is None:
             if nearest(scope.excluded_by) is not None:
                 return False
