@@ -120,15 +120,23 @@ def _spans(text: str) -> list[tuple[str, int, int]]:
     return [("not" if t.group(0) == "n't" else t.group(0), t.start(), t.end()) for t in _TOKEN.finditer(text.lower())]
 
 
+def _base_forms(token: str) -> set[str]:
+    """The words a token may be a form of: 'nodules' → nodule, 'opacities' → opacity,
+    'sequelae' → sequela, 'prostheses' → prosthesis."""
+    forms = {token}
+    if token.endswith("s"):
+        forms.add(token[:-1])
+    if token.endswith("es"):
+        forms |= {token[:-2], token[:-2] + "is"}
+    if token.endswith("ies"):
+        forms.add(token[:-3] + "y")
+    if token.endswith("e"):
+        forms.add(token[:-1])
+    return forms
+
+
 def _word_matches(token: str, word: str) -> bool:
-    """'nodules' ~ 'nodule', 'opacities' ~ 'opacity', 'sequelae' ~ 'sequela'."""
-    if token == word:
-        return True
-    if token in (word + "s", word + "es", word + "e"):
-        return True
-    if word.endswith("is") and token == word[:-2] + "es":  # prosthesis ~ prostheses
-        return True
-    return word.endswith("y") and token == word[:-1] + "ies"
+    return word in _base_forms(token)
 
 
 @dataclass(frozen=True)
@@ -339,9 +347,12 @@ class FindingExtractor:
 
     def _find_triggers(self, tokens: list[str], taken: list[bool]) -> list[_Trigger]:
         triggers = []
+        where: dict[str, list[int]] = {}
+        for i, t in enumerate(tokens):
+            where.setdefault(t, []).append(i)
         for words, kind, status in self._triggers:
             n = len(words)
-            for i in range(len(tokens) - n + 1):
+            for i in where.get(words[0], ()):
                 if tuple(tokens[i : i + n]) == words and not any(taken[i : i + n]):
                     taken[i : i + n] = [True] * n
                     if kind != "pseudo":
@@ -350,8 +361,12 @@ class FindingExtractor:
 
     def _find_findings(self, tokens: list[str], taken: list[bool]) -> list[tuple[int, int, str, bool]]:
         found = []
+        where: dict[str, list[int]] = {}
+        for i, t in enumerate(tokens):
+            for form in _base_forms(t):
+                where.setdefault(form, []).append(i)
         for phrase in self._phrases:
-            for i in range(len(tokens)):
+            for i in where.get(phrase.parts[0][0], ()):
                 claim, end, coordinated = self._match(tokens, i, phrase.parts)
                 # A coordinated match shares its head with the other finding: claim only "pleural".
                 if coordinated:
