@@ -26,7 +26,8 @@ Rules, sentence by sentence (a sentence ends at . ! ? before a space, a line bre
      negation before a hedge wins ("no suspicious nodule" is negative);
    - post-triggers ("was not detected", "is normal", "cannot be excluded", "is likely") reach back
      over the findings of their own clause, stopping at a comma, a terminator or an assertion verb
-     ("Atelectasis is seen and effusion was not detected" negates only the effusion); a "?"
+     ("Atelectasis is seen and effusion was not detected" negates only the effusion) except over
+     a short comma list closed by a plural verb ("A, B were not detected"); a "?"
      right after a finding ("(cyst?)") makes it uncertain;
    - "normal", "natural", "absent" work either side within three tokens;
    - pseudo-negations ("no change in", "no significant difference") are claimed and ignored.
@@ -487,9 +488,11 @@ class FindingExtractor:
             return False
         if trig.kind == "both" and trig.start - end > 3:
             return False
+        # A plural verb closes a comma list: "infiltration, effusion, pneumothorax were not detected".
+        listed = trig.start - end <= 8 and trig.start > 0 and tokens[trig.start - 1] in ("were", "are")
         for j in range(end, trig.start):
             t = tokens[j]
-            if t in _TERMINATORS or t == "," or t in _NEGATION_WORDS:
+            if t in _TERMINATORS or (t == "," and not listed) or t in _NEGATION_WORDS:
                 return False
             if t in _ASSERTIONS and t not in _COPULAS:
                 return False
