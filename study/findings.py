@@ -13,7 +13,8 @@ Rules, sentence by sentence (a sentence ends at . ! ? before a space, a line bre
    "cardiothoracic ratio") only ever say a finding is absent: they count when negated
    ("heart size is normal") and are dropped otherwise ("heart size 12 cm").
 3. Anatomical scope (CT-RATE's findings, `_SCOPES`): a mention is dropped when a word placing it in
-   another organ is nearer to it in the sentence than any word placing it in its own (a nodule in
+   another organ (between the same commas, or up to five tokens before it) is nearer to it than
+   any word of the sentence placing it in its own (a nodule in
    the thyroid, liver, adrenal or skin is not a lung nodule; emphysema in a muscle is subcutaneous;
    calcification in the thyroid is not arterial). Generic vascular words ("calcification",
    "plaque", "atheroma") need a vessel in the sentence: a coronary word makes them coronary, an
@@ -102,7 +103,8 @@ _COPULAS = {"is", "are", "was", "were", "has", "have"}
 _NEGATION_WORDS = {"no", "not", "without", "nor", "neither"}
 _CONJUNCTIONS = {"and", "or", "nor", ","}
 _GAP = 4  # tokens allowed between the parts of an "A ... B" synonym
-_QUESTION_REACH = 3  # a "?" hedges a finding that ends at most this many tokens before it
+_QUESTION_REACH = 3
+_VETO_REACH = 5  # a veto word counts in the mention's comma segment, or this close before it ("In the adrenal, a nodule")  # a "?" hedges a finding that ends at most this many tokens before it
 
 # A phrase with one of these and none of _ABNORMAL_WORDS names an attribute ("heart size").
 _ATTRIBUTE_WORDS = {"size", "sizes", "dimension", "dimensions", "ratio", "index", "ctr", "contour"}
@@ -194,7 +196,7 @@ _SCOPES = {
     "Emphysema": Scope(anchors=frozenset(_LUNG),
                        vetoes=frozenset(_ORGANS_ELSEWHERE | {"pectoralis", "pectoral", "fat", "fatty", "tissue",
                                                             "tissues", "mediastinal", "mediastinum", "soft",
-                                                            "infraclavicular", "neck", "wall"})),
+                                                            "infraclavicular", "neck"})),
     "Lung opacity": Scope(anchors=frozenset(_LUNG),
                           vetoes=frozenset(_ORGANS_ELSEWHERE | {"fat", "fatty", "mediastinal", "mediastinum",
                                                                "paraduodenal", "soft", "tissue", "tissues", "node",
@@ -424,10 +426,9 @@ class FindingExtractor:
         if words & scope.anchors:
             return True
 
-        lo, hi = 0, len(tokens)
-        if scope.same_segment:
-            lo = max([j + 1 for j in range(start) if tokens[j] == ","], default=0)
-            hi = min([j for j in range(end, len(tokens)) if tokens[j] == ","], default=len(tokens))
+        seg_lo = max([j + 1 for j in range(start) if tokens[j] == ","], default=0)
+        seg_hi = min([j for j in range(end, len(tokens)) if tokens[j] == ","], default=len(tokens))
+        lo, hi = (seg_lo, seg_hi) if scope.same_segment else (0, len(tokens))
 
         def owned(j: int) -> bool:
             """'lobe' in 'thyroid lobe' or 'lobe of the thyroid' belongs to the veto organ."""
@@ -444,7 +445,10 @@ class FindingExtractor:
         anchors = scope.anchors
         if scope.weak_anchors and nearest(scope.excluded_by) is not None:
             anchors = anchors - scope.weak_anchors
-        anchor, veto = nearest(anchors, lo, hi), nearest(scope.vetoes)
+        anchor, veto = nearest(anchors, lo, hi), nearest(scope.vetoes, seg_lo, seg_hi)
+        near = nearest(scope.vetoes, max(0, start - _VETO_REACH), start)
+        if veto is None or (near is not None and near < veto):
+            veto = near
         if anchor is None:
             if nearest(scope.excluded_by) is not None:
                 return False
