@@ -37,10 +37,12 @@ Rules, sentence by sentence (a sentence ends at . ! ? before a space, a line bre
 5. A report's status per finding: positive if any mention is positive, else uncertain if any is
    uncertain, else negative if any is negative, else not mentioned.
 
-Why not a library: negspacy and medspaCy's ConText would give NegEx/ConText triggers on spaCy
-(medspaCy runs on a blank tokenizer, no model download), but would add spaCy and its dependencies
-to the runtime for the smaller half of the problem; phrase vocabulary, anatomical scope and
-CT-RATE's post-posed negations ("was not observed in pathological size") are ours either way.
+Why not a library: negspacy needs a spaCy model (a download at run time); medspaCy 1.3's ConText
+is documented to run on a blank spaCy tokenizer, but it would bring spaCy and its sentence
+splitter into the runtime for the smaller half of the problem (triggers), and was not tried here.
+Phrase vocabulary, anatomical scope and CT-RATE's post-posed negations ("was not observed in
+pathological size") would be ours either way; tests/test_extractor_sentences.py is the yardstick
+any replacement must meet.
 """
 
 from __future__ import annotations
