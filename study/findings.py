@@ -105,8 +105,8 @@ _COPULAS = {"is", "are", "was", "were", "has", "have"}
 _NEGATION_WORDS = {"no", "not", "without", "nor", "neither"}
 _CONJUNCTIONS = {"and", "or", "nor", ","}
 _GAP = 4  # tokens allowed between the parts of an "A ... B" synonym
-_QUESTION_REACH = 3
-_VETO_REACH = 5  # a veto word counts in the mention's comma segment, or this close before it ("In the adrenal, a nodule")  # a "?" hedges a finding that ends at most this many tokens before it
+_QUESTION_REACH = 3  # a "?" hedges a finding that ends at most this many tokens before it
+_VETO_REACH = 5  # a veto word counts in the mention's comma segment, or this close before it
 
 # A phrase with one of these and none of _ABNORMAL_WORDS names an attribute ("heart size").
 _ATTRIBUTE_WORDS = {"size", "sizes", "dimension", "dimensions", "ratio", "index", "ctr", "contour"}
