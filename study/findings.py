@@ -6,7 +6,7 @@ Rules, sentence by sentence (a sentence ends at . ! ? before a space, a line bre
 1. Finding phrases come from the label set's synonyms, longest first, each token claimed once.
    Plurals match ("nodules", "opacities", "sequelae"); "pleural and pericardial effusion" mentions
    both. A synonym written "A ... B" matches A, then B within four tokens that are not a comma,
-   a terminator or a negation word, so degree and qualifier words may sit between organ and
+   a conjunction or a terminator, so degree and qualifier words may sit between organ and
    finding ("the heart is mildly enlarged", "heart size increased"); a trigger between the parts
    governs the match ("the heart is not enlarged", "the heart is possibly enlarged").
 2. Attribute phrases (a synonym with a size word and no abnormal word: "heart size", "CTR",
@@ -14,9 +14,9 @@ Rules, sentence by sentence (a sentence ends at . ! ? before a space, a line bre
    ("heart size is normal") and are dropped otherwise ("heart size 12 cm").
 3. Anatomical scope (CT-RATE's findings, `_SCOPES`): a mention is dropped when a word placing it in
    another organ (between the same commas, or up to five tokens before it) is nearer to it than
-   any word of the sentence placing it in its own (a nodule in
-   the thyroid, liver, adrenal or skin is not a lung nodule; emphysema in a muscle is subcutaneous;
-   calcification in the thyroid is not arterial). Generic vascular words ("calcification",
+   any word of the sentence placing it in its own (a nodule in the thyroid, liver, adrenal or skin
+   is not a lung nodule; emphysema in a muscle is subcutaneous; calcification in the thyroid is
+   not arterial). Generic vascular words ("calcification",
    "plaque", "atheroma") need a vessel in the sentence: a coronary word makes them coronary, an
    aortic or other arterial word arterial, both both; "atherosclerosis"/"atheroma" with no vessel
    at all is arterial. "nodular" before "infiltration"/"consolidation" describes that, not a nodule.
@@ -30,14 +30,15 @@ Rules, sentence by sentence (a sentence ends at . ! ? before a space, a line bre
      ("Atelectasis is seen and effusion was not detected" negates only the effusion) except over
      a short comma list closed by a plural verb ("A, B were not detected"); a "?"
      right after a finding ("(cyst?)") makes it uncertain;
-   - "normal", "natural", "absent" work either side within three tokens;
+   - "normal", "natural", "absent" (negative) and "versus" (uncertain) work either side within
+     three tokens;
    - pseudo-negations ("no change in", "no significant difference") are claimed and ignored.
    Finding-specific negations: lymph nodes that are "millimetric", "did not reach pathological
    size", "not in pathological size", "less than 1 cm" are negative for lymphadenopathy.
 5. A report's status per finding: positive if any mention is positive, else uncertain if any is
    uncertain, else negative if any is negative, else not mentioned.
 
-Why not a library: negspacy needs a spaCy model (a download at run time); medspaCy 1.3's ConText
+Why not a library: negspacy negates the entities of a spaCy NER model (a download); medspaCy 1.3's ConText
 is documented to run on a blank spaCy tokenizer, but it would bring spaCy and its sentence
 splitter into the runtime for the smaller half of the problem (triggers), and was not tried here.
 Phrase vocabulary, anatomical scope and CT-RATE's post-posed negations ("was not observed in
