@@ -29,6 +29,7 @@ from engine.provenance import (
 )
 from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import chest_like_volume, write_tiny_run
+from training_fixtures import one_thread, training_setup  # noqa: F401
 
 
 def _flat_dataset(root, *, names=("train_1_a_1.nii.gz", "train_2_a_1.nii.gz"), truth=None):
@@ -338,3 +339,24 @@ def test_review_tab_shows_the_runs_provenance_and_warns_for_phantoms(tmp_path, p
     assert run_provenance_html(config, "demo") == banner
     assert "no such run directory" in run_provenance_html(config, "gone")
     assert run_provenance_html(config, None) == ""
+
+
+def test_a_trained_run_carries_its_image_models_provenance_and_adds_its_data_and_decoder(
+        tmp_path, training_setup, tiny_gpt2_dir, one_thread):  # noqa: F811
+    from engine.rundir import IMAGE_MODEL_FILE, open_run
+    from training.connector import train_connector
+    from training_fixtures import train_config
+
+    image = tmp_path / "image"
+    shutil.copytree(training_setup["image"], image)
+    doc = json.loads((image / IMAGE_MODEL_FILE).read_text())
+    doc["provenance"] = dataclass_replace(_phantom_provenance(), decoder=None).to_dict()  # an image model's
+    (image / IMAGE_MODEL_FILE).write_text(json.dumps(doc))
+
+    config = train_config({**training_setup, "image": image}, tiny_gpt2_dir, tmp_path / "run", max_steps=1)
+    assert train_connector(config, progress=False).finished
+    p = open_run(tmp_path / "run").config.provenance
+    image_side = _phantom_provenance()
+    assert p.data == (image_side.data[0], describe_dataset(training_setup["data"]))
+    assert p.encoder == image_side.encoder and p.decoder == DecoderRecord(tiny_gpt2_dir.name, "unknown")
+    assert not p.synthetic_only and p.trained_on() == "synthetic phantoms (rad3d synth), data"
