@@ -11,6 +11,7 @@ first layer of a trained AbnormalityHead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def weights_provenance(weights: Path) -> Provenance:
     except Rad3dError:
         cfg = None
     if cfg is not None and Path(cfg.encoder.weights).resolve() == weights.resolve() and cfg.provenance.encoder:
-        return cfg.provenance
+        return dataclasses.replace(cfg.provenance, decoder=None)  # a run's decoder is no part of an image model
     return Provenance(encoder=describe_encoder(weights))
 
 
