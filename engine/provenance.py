@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 # -- licences ------------------------------------------------------------------------------------
@@ -128,9 +128,9 @@ class Provenance:
             return cls()
         try:
             return cls(
-                data=tuple(DataSource(**d) for d in data.get("data") or ()),
-                encoder=EncoderRecord(**data["encoder"]) if data.get("encoder") else None,
-                decoder=DecoderRecord(**data["decoder"]) if data.get("decoder") else None,
+                data=tuple(_record(DataSource, d) for d in data.get("data") or ()),
+                encoder=_record(EncoderRecord, data["encoder"]) if data.get("encoder") else None,
+                decoder=_record(DecoderRecord, data["decoder"]) if data.get("decoder") else None,
             )
         except (TypeError, AttributeError) as err:
             raise ConfigError(f"unreadable provenance ({err})", source) from None
@@ -230,6 +230,12 @@ class Provenance:
         if (w := self.warning()) is not None:
             out.append(f"Warning: {w}")
         return out
+
+
+def _record(cls, data: dict):
+    """A record from its JSON, keys a later rad3d may add left out (an older one still reads it)."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 # -- hashing files ---------------------------------------------------------------------------------
