@@ -14,6 +14,7 @@ failed export leaves neither.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -94,9 +95,16 @@ def export_study(service: ReaderStudyService, study: str, out: str | Path, *, ad
                                           ignore_index=True)
             sheets = {"ratings": shown, "summary": summary_sheet, "agreement": summary.agreement,
                       "wilcoxon": summary.wilcoxon, "progress": progress}
-            with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+            writer = pd.ExcelWriter(tmp, engine="openpyxl")
+            try:
                 for sheet, frame in sheets.items():
                     _excel_safe(frame).to_excel(writer, sheet_name=sheet, index=False)
+            except BaseException:
+                # Not `with`: closing a half-written book raises its own error and hides the real one.
+                with contextlib.suppress(Exception):
+                    writer.close()
+                raise
+            writer.close()
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -504,9 +504,12 @@ class ReaderStudyService:
         """The item at a place of the reader's queue (to look back at or revise a rating)."""
         reader = self._reader_or_refuse(token)
         try:
-            position = int(str(position)[:12])
+            wanted = int(str(position)) if len(str(position)) <= 12 else None
         except ValueError:
-            raise RatingRefused(f"a queue position is a whole number, got {_short(position)}") from None
+            wanted = None
+        if wanted is None:
+            raise RatingRefused(f"a queue position is a whole number, got {_short(position)}")
+        position = wanted
         with self.Session.begin() as s:
             reader = s.get(Reader, reader.id)
             assignment = s.scalars(select(Assignment).where(Assignment.reader_id == reader.id,

@@ -23,7 +23,7 @@ from typing import Callable
 
 @dataclass
 class BackoffConfig:
-    free_failures: int = 5  # failures allowed before any wait
+    free_failures: int = 5  # failures in a row before the first wait (the attempt after the 5th waits)
     first_wait_s: float = 1.0  # wait after the first failure beyond the free ones; doubles after each
     max_wait_s: float = 900.0
     max_keys: int = 10_000  # memory bound: least recently failed keys are forgotten first
@@ -46,7 +46,7 @@ class Backoff:
         c = self.config
         with self._lock:
             failures = self._state.pop(key, (0, 0.0))[0] + 1
-            extra = failures - c.free_failures
+            extra = failures - c.free_failures + 1
             wait = 0.0 if extra <= 0 else min(c.max_wait_s, c.first_wait_s * 2 ** (extra - 1))
             self._state[key] = (failures, self.clock() + wait)
             while len(self._state) > c.max_keys:
