@@ -57,9 +57,10 @@ AUDIT_DETAIL_MAX = 500  # audit rows store at most this much detail
 @dataclass
 class ServiceConfig:
     session_ttl_s: float = 12 * 3600.0  # a login lasts a working day; then the reader logs in again
-    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)  # per reader name (known or not)
+    client_backoff: BackoffConfig = field(default_factory=lambda: BackoffConfig(free_failures=20))  # per address
     noise_per_minute: int = 20  # unauthenticated audit rows per kind and client per minute
-    hash_slots: int = 2  # password checks run at once (scrypt is CPU- and memory-heavy)
+    hash_slots: int = 1  # password checks at once: scrypt is CPU- and memory-heavy, leave cores to submissions
     # Reference only (bench/login_flood.py measures today's behaviour against the old one): False
     # checks passwords inside the write transaction, with no throttle and no dummy hash.
     guarded_login: bool = True
@@ -192,6 +193,7 @@ class ReaderStudyService:
         self.Session = db.session_factory(self.engine)
         self.ReadSession = db.session_factory(self.engine, read_only=True)
         self.backoff = Backoff(self.config.backoff)
+        self.client_backoff = Backoff(self.config.client_backoff)
         self.noise = NoiseLimiter(per_window=self.config.noise_per_minute)
         self._hashing = threading.BoundedSemaphore(self.config.hash_slots)
         self._dummy_hash = hash_password(secrets.token_urlsafe(12))  # checked for unknown names
@@ -352,8 +354,10 @@ class ReaderStudyService:
         noise = client or "-"
         if len(study_name) > NAME_MAX or len(name) > NAME_MAX or len(password) > PASSWORD_MAX:
             self._refuse(AccessDenied, "wrong name or password", event="login_failed", noise=noise)
-        keys = [f"name:{study_name}:{role}:{name}"] + ([f"client:{client}"] if client else [])
-        wait = max(self.backoff.wait_s(k) for k in keys)
+        name_key = f"{study_name}:{role}:{name}"
+        wait = self.client_backoff.wait_s(client) if client else 0.0
+        if wait <= 0:
+            wait = self.backoff.charge([name_key])  # counted as failed until the password proves right
         if wait > 0:
             self._refuse(AccessDenied, f"too many failed logins: try again in {max(1, round(wait))} s",
                          event="login_throttled", noise=noise)
@@ -369,12 +373,11 @@ class ReaderStudyService:
             # An unknown name is checked against a dummy hash: the same work, so timing names no one.
             ok = check_password(password, stored) and reader is not None
         if not ok:
-            for key in keys:
-                self.backoff.failed(key)
+            if client:
+                self.client_backoff.failed(client)
             self._refuse(AccessDenied, "wrong name or password", study_id=study_id, reader_id=reader_id,
                          event="login_failed", noise=noise)
-        for key in keys:
-            self.backoff.succeeded(key)
+        self.backoff.succeeded(name_key)
         token = secrets.token_urlsafe(24)
         now = db.utcnow()
         with self.Session.begin() as s:
