@@ -359,3 +359,41 @@ def test_schema_1_database_is_migrated(tmp_path):
     assert ratings[["item_code", "clinical", "technical"]].values.tolist() == [[view.code, 2, 4]]
     assert len(service.study_secret("pilot")) == 64
     assert "migrate" in service.audit_frame("pilot")["event"].tolist()
+
+
+def test_server_handlers_pass_the_client_address_and_offer_logout_and_revoke(tmp_path):
+    from types import SimpleNamespace
+
+    from ui.reader_study import ReaderStudyAppConfig, ReaderStudyHandlers, build_reader_study_app
+
+    service, creds = make(tmp_path, config=ServiceConfig(client_backoff=BackoffConfig(free_failures=2, first_wait_s=60)))
+    config = ReaderStudyAppConfig(db_path=tmp_path / "study.sqlite", study="pilot",
+                                  service=ServiceConfig(client_backoff=BackoffConfig(free_failures=2, first_wait_s=60)))
+    h = ReaderStudyHandlers(config)
+    attacker = SimpleNamespace(client=SimpleNamespace(host="203.0.113.5"))
+    import gradio as gr
+
+    for name in ("alice", "bob"):
+        with pytest.raises(gr.Error, match="wrong name"):
+            h.login(name, "guess", attacker)
+    with pytest.raises(gr.Error, match="too many failed logins"):  # the address is held back, whatever the name
+        h.login("carol", "guess", attacker)
+    reader = SimpleNamespace(client=SimpleNamespace(host="192.0.2.1"))
+    alice = h.login("alice", creds.passwords["alice"], reader)["token"]
+    bob = h.login("bob", creds.passwords["bob"], reader)["token"]
+    admin = h.admin_login(creds.admin_password, reader)["token"]
+    assert h.logout(alice) == {"logged_out": True}
+    with pytest.raises(gr.Error, match="log in"):
+        h.next_item(alice)
+    assert h.admin_revoke(admin, "bob") == {"ended": 1}
+    with pytest.raises(gr.Error, match="log in"):
+        h.next_item(bob)
+    with pytest.raises(gr.Error, match="no reader 'nobody'"):
+        h.admin_revoke(admin, "nobody")
+    app = build_reader_study_app(config)
+    api_names = {fn.api_name for fn in app.fns.values()}
+    assert {"login", "logout", "admin_revoke", "submit_rating"} <= api_names
+    missing = tmp_path / "nowhere.sqlite"
+    with pytest.raises(Exception, match="no study database here"):
+        ReaderStudyHandlers(ReaderStudyAppConfig(db_path=missing, study="pilot"))
+    assert not missing.exists()
