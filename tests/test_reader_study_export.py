@@ -164,9 +164,7 @@ def test_lead_revokes_sessions_from_the_command_line(scored_study, capsys):
     token = service.login("pilot", "ann", password)
     assert cli.main(["study", "readers", "--db", str(db_path), "--name", "pilot", "--revoke", "ann"]) == 0
     assert "1 session(s) of ann ended" in capsys.readouterr().out
-    import pytest as _pytest
-
     from study.readers.service import AccessDenied
 
-    with _pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied):
         service.next_item(token)
