@@ -32,6 +32,10 @@ def write_evaluation(result, out_dir: str | Path) -> Path:
     doc["skipped"] = result.skipped
     (out / "metrics.json").write_text(json.dumps(doc, indent=1))
     (out / "metrics.md").write_text(metrics_markdown(doc))
+    if doc.get("provenance"):
+        from study.predictions import write_provenance
+
+        write_provenance(out, doc["run"], doc["provenance"])
     return out
 
 
@@ -62,6 +66,7 @@ def metrics_markdown(doc: dict) -> str:
         "BERTScore with this encoder is not comparable with roberta-large scores.",
         f"95% CI: {boot['interval']} bootstrap over cases, {boot['resamples']} resamples, seed {boot['seed']}.",
         f"Label set: {doc['label_set']['name']}; uncertain findings count as {doc['uncertain_as']}.",
+        *provenance_lines(doc),
         "",
         "| metric | value | 95% CI | implementation |",
         "|---|---|---|---|",
@@ -146,3 +151,12 @@ def comparison_markdown(c: dict) -> str:
     for s in c.get("not_compared", []):
         lines.append(f"| {s['key']} | — | — | — | — | not compared: {s['reason']} |")
     return "\n".join(lines) + "\n"
+
+
+def provenance_lines(doc: dict) -> list[str]:
+    """What the evaluated run was trained on and its licence, when the evaluation records it."""
+    from engine.provenance import Provenance
+
+    if not doc.get("provenance"):
+        return ["Trained on: not recorded beside these predictions."]
+    return [f"{line}." if not line.endswith(".") else line for line in Provenance.from_dict(doc["provenance"]).lines()]

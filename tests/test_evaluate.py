@@ -72,6 +72,17 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
     assert "Classifier macro AUROC" in printed
     assert (out / "metrics.md").is_file() and len(pd.read_csv(out / "per_case.csv")) == 4
 
+    # The predictions carry the run's provenance beside them; the report card and `rad3d metrics` show it.
+    recorded = json.loads((out / "provenance.json").read_text())
+    assert recorded == {"run": trained_v3_run.name, "provenance": session.provenance.to_dict()}
+    assert doc["provenance"] == session.provenance.to_dict() and session.provenance.known
+    assert f"Trained on: {session.provenance.trained_on()}." in (out / "metrics.md").read_text()
+    assert cli.main(["metrics", "--predictions", str(out / "predictions.csv"), "--out", str(tmp_path / "again"),
+                     "--no-bertscore", "--no-meteor", "--resamples", "20"]) == 0
+    assert f"Licence: {session.provenance.licence_statement()}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "again" / "provenance.json").read_text()) == recorded
+    assert "Trained on: " in (tmp_path / "again" / "metrics.md").read_text()
+
     # Another run's predictions never go into the same folder.
     other = tmp_path / "other-run"
     shutil.copytree(trained_v3_run, other)

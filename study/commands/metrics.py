@@ -43,7 +43,7 @@ def run(args) -> int:
     from engine.errors import ConfigError, DatasetError
     from engine.labels import load_label_set
     from study.metrics.evaluate import evaluate_predictions
-    from study.predictions import read_predictions
+    from study.predictions import read_predictions, read_provenance
     from study.report_card import metric_card_lines, write_evaluation
 
     if args.resamples < 1:
@@ -62,6 +62,9 @@ def run(args) -> int:
                                   meteor=not args.no_meteor, resamples=args.resamples, seed=args.seed,
                                   uncertain_as=args.uncertain_as, convention=args.convention, progress=True,
                                   source=args.predictions)
+    provenance = read_provenance(args.predictions, df["run"].unique())  # provenance.json beside the CSV
+    if provenance:
+        result.info["provenance"] = provenance
     out = write_evaluation(result, args.out)
     print("\n".join(metric_card_lines(result.info["metric_card"])))
     for m in result.metrics:
@@ -69,6 +72,10 @@ def run(args) -> int:
             print(f"{m.label:<40} {m.value:.4f}  [{m.ci_low:.4f}, {m.ci_high:.4f}]")
     for s in result.skipped:
         print(f"{s['label']:<40} {s['reason']}")
+    if provenance:
+        from engine.provenance import Provenance
+
+        print("\n".join(Provenance.from_dict(provenance).lines()))
     print(f"wrote {out}/metrics.json, metrics.md, per_case.csv")
     return 0
 
