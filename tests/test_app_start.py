@@ -81,10 +81,10 @@ def test_uploads_join_the_case_list_and_unknown_runs_are_refused(demo_home, tmp_
 
     browser = CaseBrowser(AppConfig(data_dir=demo.ensure_demo_data(), upload_dir=tmp_path / "up"))
     src = write_nifti(tmp_path / "mine.nii.gz", chest_phantom().astype(np.int16), lps_affine((1.0, 1.0, 2.0)))
-    key = browser.add_upload(src, "mine.nii.gz")
-    assert browser.case_names()[0] == key and browser.reference(key) == ("", None)
-    assert browser.volumes.get(key).shape == chest_phantom().shape
-    name = browser.case_names()[1]
+    key = browser.add_upload(src, "mine.nii.gz", "session-1")
+    assert browser.case_names(owner="session-1")[0] == key and browser.reference(key) == ("", None)
+    assert browser.volume(key, "session-1").shape == chest_phantom().shape
+    name = browser.case_names(owner="session-1")[1]
     text, labels = browser.reference(name)
     assert text == browser.dataset.case(name).findings and set(labels) == set(browser.label_names)
     with pytest.raises(DatasetError, match="no case named"):
@@ -98,6 +98,6 @@ def test_command_binds_loopback_unless_told():
 
     parser = cli.build_parser()
     args = parser.parse_args(["app"])
-    assert args.host == "127.0.0.1" and args.max_upload_mb == 1024.0 and args.eval_dir is None
+    assert args.host == "127.0.0.1" and args.max_upload_mb == 600.0 and args.eval_dir is None
     args = parser.parse_args(["app", "--host", "0.0.0.0", "--eval", "E", "--max-upload-mb", "5"])
     assert (args.host, args.eval_dir, args.max_upload_mb) == ("0.0.0.0", "E", 5.0)

@@ -112,7 +112,7 @@ def test_upload_area_accepts_single_file_formats(tmp_path, phantom):
 
     source = write_nrrd(tmp_path / "scan.nrrd", phantom.astype(np.int16), lps_directions(SPACING))
     area = UploadArea(tmp_path / "uploads")
-    volume = area.load(area.store(source, "scan.nrrd"))
+    volume = area.load(area.store(source, "scan.nrrd", "session-1"), "session-1")
     np.testing.assert_array_equal(volume.hu, phantom)
     assert volume.source == "scan.nrrd (uploaded)"
     with pytest.raises(VolumeError, match="scan.mhd is not a NIfTI file .* MetaImage \\(.mha\\)"):

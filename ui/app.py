@@ -11,8 +11,9 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
-from ui.cases import CaseBrowser
 from engine.home import rad3d_home
+from ui.cases import CaseBrowser
+from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
 
 log = logging.getLogger("rad3d.app")
 
@@ -33,7 +34,8 @@ class AppConfig:
     runs: dict[str, Path] = field(default_factory=dict)  # shown name → run directory
     eval_dir: Path | None = None  # evaluation folder for the research tab (`rad3d metrics` output)
     upload_dir: Path | None = None  # default: $RAD3D_HOME/uploads
-    max_upload_mb: float = 1024.0
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    upload_retention_hours: float = DEFAULT_RETENTION_HOURS  # uploads older than this are deleted
     max_side: int = 420  # displayed plane size in pixels
 
     def __post_init__(self):
@@ -41,10 +43,12 @@ class AppConfig:
         self.runs = {name: Path(p) for name, p in self.runs.items()}
         self.eval_dir = None if self.eval_dir is None else Path(self.eval_dir)
         self.upload_dir = Path(self.upload_dir) if self.upload_dir else rad3d_home() / "uploads"
-        if self.max_upload_mb <= 0:
-            from engine.errors import ConfigError
+        from engine.errors import ConfigError
 
+        if self.max_upload_mb <= 0:
             raise ConfigError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
+        if not self.upload_retention_hours > 0:
+            raise ConfigError(f"--upload-retention-hours must be positive, got {self.upload_retention_hours}")
 
 
 def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_builder=None) -> gr.Blocks:
@@ -57,7 +61,11 @@ def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_build
     from ui.screens.review import build_review
 
     browser = CaseBrowser(config)
-    with gr.Blocks(title="rad3d review") as app:
+    retention_s = int(config.upload_retention_hours * 3600)
+    # delete_cache: Gradio's own temporary copies (uploads, rendered planes) go after the retention
+    # time too, swept as often as the upload area is.
+    sweep_s = int(min(900, max(60, retention_s / 10)))
+    with gr.Blocks(title="rad3d review", delete_cache=(sweep_s, retention_s)) as app:
         gr.Markdown("## rad3d: draft reports from chest CT\nResearch software: drafts are not for patient care.")
         banner = build_banner(demo_builder)
         with gr.Tab("Review", elem_id="tab-review"):
@@ -69,10 +77,18 @@ def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_build
         for title, build_tab in extra_tabs:
             with gr.Tab(title):
                 build_tab(browser, config)
+
+        def end_session(request: gr.Request = None):
+            n = browser.end_session(request.session_hash or "")
+            if n:
+                log.info("session ended: %d upload(s) deleted", n)
+
+        app.unload(end_session)
         app.rad3d_demo_tick = None if demo_builder is None else attach_demo_status(  # for tests
             app, demo_builder, config, banner, review.run, review.status, compare.runs, compare.status,
             MAX_COLUMNS)
     app.rad3d_browser = browser  # for tests and callers that mount more screens
+    app.rad3d_end_session = end_session  # for tests
     return app
 
 
@@ -81,6 +97,9 @@ def launch(app: gr.Blocks, config: AppConfig, host: str = "127.0.0.1", port: int
     configured limit are cut off by the server as well as refused by the page."""
     if host not in LOOPBACK:
         log.warning("serving on %s: the app is reachable from other machines", host)
+    browser = getattr(app, "rad3d_browser", None)
+    if browser is not None:
+        browser.uploads.start_sweeper()
     return app.launch(
         server_name=host, server_port=port, share=False, show_error=True, css=CSS,
         max_file_size=int(config.max_upload_mb * 2**20), **kwargs,

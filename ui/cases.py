@@ -1,6 +1,7 @@
-"""What the app can show: the configured dataset's cases, uploaded volumes and the configured runs,
-shared by every browser session. Cases and runs are looked up by name in what was configured;
-no name from a client ever becomes a path except through the upload area's checks."""
+"""What the app can show: the configured dataset's cases and runs, shared by every browser session,
+and each session's own uploaded volumes (`owner`: Gradio's session hash), seen by no other session.
+Cases and runs are looked up by name in what was configured; no name from a client ever becomes a
+path except through the upload area's checks."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ class CaseBrowser:
         self.config = config
         self.dataset = CTRateDataset.open(config.data_dir)
         self.label_names = list(self.dataset.label_set.names)
-        self.uploads = UploadArea(config.upload_dir, int(config.max_upload_mb * 2**20))
-        self.uploaded: list[str] = []
+        self.uploads = UploadArea(config.upload_dir, int(config.max_upload_mb * 2**20),
+                                  config.upload_retention_hours * 3600)
+        self.uploads.purge_expired()
         self.volumes = VolumeStore(self._load)
         self._sessions: dict[str, object] = {}
         self._session_lock = threading.Lock()
@@ -29,12 +31,18 @@ class CaseBrowser:
     # -- cases ---------------------------------------------------------------------------------
     def _load(self, key: str) -> Volume:
         if key.startswith(UPLOAD_PREFIX):
-            return self.uploads.load(key)
+            return self.uploads.load_cached(key)  # a cache key made by volume(): ownership checked
         return self.dataset.load_volume(key)  # unknown names: DatasetError, no path is built
 
-    def case_names(self, query: str = "", finding: str | None = None) -> list[str]:
-        """Uploaded volumes first (when no finding filter is set), then the dataset's cases."""
-        names = [k for k in self.uploaded if not finding or finding == "(any)"]
+    def volume(self, key: str, owner: str = "") -> Volume:
+        """A dataset case, or one of `owner`'s uploads (VolumeError for anyone else's)."""
+        if key.startswith(UPLOAD_PREFIX):
+            return self.volumes.get(self.uploads.cache_key(key, owner))
+        return self.volumes.get(key)
+
+    def case_names(self, query: str = "", finding: str | None = None, owner: str = "") -> list[str]:
+        """`owner`'s uploaded volumes first (when no finding filter is set), then the dataset's cases."""
+        names = [k for k in self.uploads.keys(owner) if not finding or finding == "(any)"]
         names = [k for k in names if not query or query.lower() in k.lower()]
         for case in self.dataset.cases:
             if query and query.lower() not in case.volume_name.lower():
@@ -45,16 +53,21 @@ class CaseBrowser:
             names.append(case.volume_name)
         return names
 
-    def add_upload(self, temp_path: str | Path, client_name: str) -> str:
-        """Store and read an uploaded file; returns its case key (VolumeError if refused or unreadable)."""
-        key = self.uploads.store(temp_path, client_name)
+    def add_upload(self, temp_path: str | Path, client_name: str, owner: str) -> str:
+        """Store and read an uploaded file as `owner`'s; returns its case key (VolumeError if
+        refused or unreadable, and then nothing is kept)."""
+        self.uploads.purge_expired()
+        key = self.uploads.store(temp_path, client_name, owner)
         try:
-            self.volumes.get(key)
+            self.volume(key, owner)
         except Exception:
-            self.uploads.path(key).unlink(missing_ok=True)
+            self.uploads.discard(key, owner)
             raise
-        self.uploaded.insert(0, key)
         return key
+
+    def end_session(self, owner: str) -> int:
+        """Delete `owner`'s uploads (the browser session ended); returns how many."""
+        return self.uploads.forget(owner)
 
     def reference(self, key: str, section: str = "findings") -> tuple[str, dict[str, int] | None]:
         """(reference text of `section`, {finding: 0/1} or None) of a dataset case; ("", None) for

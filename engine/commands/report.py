@@ -29,8 +29,21 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
+    import time
 
-    from engine.inference import InferenceSession
+    from engine.io import load_volume
+
+    # The volume first: a bad or missing file is refused in well under a second, before the
+    # models (seconds to load) are touched.
+    start = time.perf_counter()
+    if args.rescale:
+        # CT-RATE's files: rescale from the metadata CSV and voxels as stored, as CT-CLIP used them
+        volume = load_volume(args.volume, rescale=tuple(args.rescale), reorient=False)
+    else:
+        volume = load_volume(args.volume)
+    read_s = time.perf_counter() - start
+
+    from engine.inference import InferenceSession  # torch and the models: only for a readable volume
 
     session = InferenceSession.load(args.run, device=args.device)
     overrides = {
@@ -43,13 +56,9 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = dataclasses.replace(session.settings, **overrides)
-    volume = args.volume
-    if args.rescale:
-        from engine.io import load_volume
-
-        # CT-RATE's files: rescale from the metadata CSV and voxels as stored, as CT-CLIP used them
-        volume = load_volume(args.volume, rescale=tuple(args.rescale), reorient=False)
     result = session.report(volume, settings)
+    result.timings["load_s"] = result.timings.get("load_s", 0.0) + read_s
+    result.timings["total_s"] = result.timings.get("total_s", 0.0) + read_s
     if args.json:
         print(json.dumps({
             "volume": result.source,

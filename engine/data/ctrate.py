@@ -297,13 +297,15 @@ class CTRateDataset:
         """The case's CT in HU. With a metadata row: its rescale and spacing, voxels as stored (as
         CT-CLIP used CT-RATE); without: the NIfTI header's scaling, spacing and orientation."""
         from engine.io.nifti import read_nifti
+        from engine.io.validate import CT_PRACTICE, PHANTOM_GRID
 
         case = name_or_case if isinstance(name_or_case, Case) else self.case(name_or_case)
+        # the project's phantoms may be written on coarse grids (rad3d synth --scale); real CT is held to CT practice
+        limits = PHANTOM_GRID if (self.root / "phantom_truth.json").is_file() else CT_PRACTICE
         if case.rescale is not None:
-            return read_nifti(
-                case.volume_path, rescale=case.rescale, spacing_mm=case.spacing_mm, reorient=False, check=check
-            )
-        return read_nifti(case.volume_path, check=check)
+            return read_nifti(case.volume_path, rescale=case.rescale, spacing_mm=case.spacing_mm, reorient=False,
+                              check=check, spacing_limits=limits)
+        return read_nifti(case.volume_path, check=check, spacing_limits=limits)
 
     def summary(self) -> dict:
         """Cases and patients per split, and label prevalence per split (None without labels)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import os
+import struct
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
 import numpy as np
 import pydicom
@@ -14,8 +18,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
 from engine.errors import DicomError
+from engine.io.archive import checked_members
 from engine.io.nifti import reorient_to_canonical
-from engine.io.validate import check_volume
+from engine.io.validate import CT_PRACTICE, SpacingLimits, check_shape, check_spacing, check_volume
 from engine.volume import CANONICAL_AXCODES, Volume
 
 # Technical tags kept in Volume.meta. An allow-list on purpose: anything not named here (names,
@@ -51,47 +56,83 @@ MAX_GAP_DEVIATION = 0.2
 @dataclass
 class _Slice:
     name: str
-    ds: pydicom.Dataset
+    ds: pydicom.Dataset  # the header only: pixel data is read slice by slice into the volume
+    open: Callable[[], IO[bytes]]
 
 
-def _iter_datasets(path: Path):
-    """Yield (name, bytes-or-path) for every candidate file under a folder, in a zip, or the file itself."""
+def _is_zip(path: Path) -> bool:
+    return path.is_file() and (path.suffix.lower() == ".zip" or zipfile.is_zipfile(path))
+
+
+@contextmanager
+def _members(path: Path) -> Iterator[list[tuple[str, Callable[[], IO[bytes]]]]]:
+    """(name, opener) of every candidate file: under a folder, in a zip (checked by
+    engine.io.archive before anything is decompressed; streams read lazily), or the file itself."""
     if path.is_dir():
-        for root, _dirs, files in os.walk(path):
-            for f in sorted(files):
-                yield str(Path(root, f)), Path(root, f)
-    elif zipfile.is_zipfile(path):
+        files = [Path(root, f) for root, _dirs, names in os.walk(path) for f in sorted(names)]
+        yield [(str(f), partial(open, f, "rb")) for f in files]
+    elif _is_zip(path):
+        members = checked_members(path)
         try:
             with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    if not info.is_dir():
-                        yield f"{path}:{info.filename}", io.BytesIO(zf.read(info))
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
-            raise DicomError(f"cannot read zip archive: {err}", path) from None
+                yield [(f"{path}:{m.filename}", partial(zf.open, m)) for m in members]
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # a CRC or stream error while reading
+            raise DicomError(f"cannot read zip archive: {err}", str(path)) from None
     else:
-        yield str(path), path
+        yield [(str(path), partial(open, path, "rb"))]
 
 
-def _read_slices(path: Path) -> tuple[list[_Slice], list[tuple[str, str]]]:
-    """Image slices (datasets with pixel data), and (name, series UID) of image-like files lacking pixel data."""
+def _pixel_data_follows(stream: IO[bytes]) -> bool:
+    """After a stop_before_pixels read pydicom leaves the stream at the pixel data element; peek
+    at its tag so that headers alone tell images from image-like files without pixels."""
+    tag = stream.read(4)
+    if len(tag) < 4:
+        return False
+    little = struct.unpack("<HH", tag)
+    big = struct.unpack(">HH", tag)
+    return little in _PIXEL_TAGS or big in _PIXEL_TAGS
+
+
+_PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+
+
+def _read_headers(path: Path, members) -> tuple[list[_Slice], list[tuple[str, str]]]:
+    """Image slices (headers of files with pixel data), and (name, series UID) of image-like files
+    lacking pixel data. No pixel data is read."""
     slices, no_pixels = [], []
-    for name, src in _iter_datasets(path):
+    single_file = path.is_file() and not _is_zip(path)
+    for name, opener in members:
         try:
-            ds = pydicom.dcmread(src)
+            with opener() as stream:
+                ds = pydicom.dcmread(stream, stop_before_pixels=True)
+                # a deflated dataset is parsed from an inflated copy: the stream position says nothing
+                deflated = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == _DEFLATED
+                has_pixels = deflated or _pixel_data_follows(stream)
         except (InvalidDicomError, EOFError) as err:
-            if path.is_file() and not zipfile.is_zipfile(path):
-                raise DicomError(f"not a readable DICOM file: {err}", name) from None
+            if single_file:
+                raise DicomError(f"not a readable DICOM file: {_plain(err)}", name) from None
             continue  # not DICOM (README, DICOMDIR index, thumbnails): skip
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        except (zipfile.BadZipFile, zlib.error) as err:
+            raise DicomError(f"cannot read zip member: {err}", name) from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as err:
             raise DicomError(f"corrupt DICOM file: {err}", name) from None
         if getattr(ds, "SOPClassUID", None) == "1.2.840.10008.1.3.10":  # DICOMDIR media directory
             continue
-        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if not has_pixels:
             if "ImagePositionPatient" in ds or "Rows" in ds:
                 no_pixels.append((name, str(getattr(ds, "SeriesInstanceUID", ""))))
             continue  # structured reports, presentation states: not images
-        slices.append(_Slice(name, ds))
+        slices.append(_Slice(name, ds, opener))
     return slices, no_pixels
+
+
+def _plain(err: Exception) -> str:
+    """pydicom's advice to read with force=True is not advice for a user: say what the file lacks."""
+    text = str(err)
+    if "force=True" in text or "File Meta Information" in text or "preamble" in text:
+        return "no DICOM header (the 'DICM' marker at byte 128 is missing)"
+    return text
 
 
 def _series_label(ds: pydicom.Dataset, n: int) -> str:
@@ -131,21 +172,29 @@ def _pixel_spacing(ds: pydicom.Dataset, name: str) -> tuple[float, float]:
         row_spacing, col_spacing = (float(v) for v in ds.PixelSpacing)
     except (AttributeError, TypeError, ValueError):
         raise DicomError("slice lacks PixelSpacing", name) from None
+    if not (row_spacing > 0 and col_spacing > 0):
+        raise DicomError(f"PixelSpacing {[row_spacing, col_spacing]} mm has a negative or zero voxel size", name)
     return col_spacing, row_spacing
 
 
 def _hu_slice(s: _Slice) -> np.ndarray:
+    """One slice in HU, read now (the header was read before): only this slice's pixels in memory."""
     try:
-        pixels = s.ds.pixel_array
+        with s.open() as stream:
+            ds = pydicom.dcmread(stream)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
+        raise DicomError(f"cannot read the slice's pixel data: {err}", s.name) from None
+    try:
+        pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for unsupported/garbled encodings
-        syntax = getattr(getattr(s.ds, "file_meta", None), "TransferSyntaxUID", "?")
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
         raise DicomError(
             f"cannot decode pixel data (transfer syntax {syntax}; compressed data may need pylibjpeg or gdcm): {err}",
             s.name,
         ) from None
     if pixels.ndim != 2:
         raise DicomError(f"pixel data of shape {pixels.shape} is not one greyscale slice", s.name)
-    return np.asarray(apply_modality_lut(pixels, s.ds), dtype=np.float32)
+    return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
 
 
 def _kept_meta(ds: pydicom.Dataset) -> dict:
@@ -163,7 +212,9 @@ def _kept_meta(ds: pydicom.Dataset) -> dict:
     return meta
 
 
-def read_dicom_series(path: str | Path, *, series_uid: str | None = None, check: bool = True) -> Volume:
+def read_dicom_series(
+    path: str | Path, *, series_uid: str | None = None, check: bool = True, spacing_limits: SpacingLimits = CT_PRACTICE
+) -> Volume:
     """Assemble one DICOM CT series into a Volume in CANONICAL_AXCODES (LPS) voxel order.
 
     Slices are ordered by their position along the slice normal (cross product of the
@@ -175,7 +226,13 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, check:
     source = str(path)
     if not path.exists():
         raise DicomError("no such file or folder", source)
-    slices, no_pixels = _read_slices(path)
+    with _members(path) as members:
+        return _assemble(path, members, series_uid, check, spacing_limits)
+
+
+def _assemble(path: Path, members, series_uid: str | None, check: bool, limits: SpacingLimits) -> Volume:
+    source = str(path)
+    slices, no_pixels = _read_headers(path, members)
     if not slices:
         if no_pixels:
             raise DicomError(f"DICOM without pixel data ({len(no_pixels)} files, e.g. {no_pixels[0][0]})", source)
@@ -194,6 +251,8 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, check:
         raise DicomError(f"ImageOrientationPatient {list(iop)} is not two orthogonal unit vectors", slices[0].name)
     shape = (int(first.Rows), int(first.Columns))
     dx, dy = _pixel_spacing(first, slices[0].name)
+    # Before any pixel is read: the volume these headers promise must fit the memory budget.
+    check_shape((shape[1], shape[0], len(slices)), source, min_axis_voxels=1)
     positions = []
     for s in slices:
         s_iop, s_ipp = _geometry(s.ds, s.name)
@@ -228,6 +287,8 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, check:
         dz = float((positions[-1] - positions[0]) / (len(slices) - 1))
     else:
         dz = float(getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", None) or 1.0)
+    if check:
+        check_spacing((dx, dy, dz), source, limits)  # before the pixels: 50 mm slices are refused from headers
 
     # pixel_array is [row, col]; voxel (i, j, k) = (col, row, slice) so that i runs along the IOP
     # row direction, j along the IOP column direction and k along the normal.
@@ -247,5 +308,5 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, check:
     meta.update({"format": "dicom", "n_slices": len(slices), "stored_axcodes": "".join(original)})
     vol = Volume(hu=hu, spacing_mm=spacing, source=source, axcodes=CANONICAL_AXCODES, meta=meta)
     if check:
-        check_volume(vol, source=source)
+        check_volume(vol, source=source, spacing_limits=limits)
     return vol

@@ -8,6 +8,7 @@ HU rescaled again by the metadata CSV, or raw stored values whose rescale was fo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,7 +17,28 @@ from engine.volume import Volume
 
 MIN_AXIS_VOXELS = 8
 MAX_AXIS_VOXELS = 2048
-MAX_VOXELS = 1_500_000_000
+# Memory budget for reading one volume, checked from headers before any voxel is read: the float32
+# HU array plus the stored array it is converted from. A 512 × 512 × 1000 thin-slice chest CT in
+# int16 needs 1.5 GiB; 1024 × 1024 × 1024 fits; a header claiming 2000³ voxels does not.
+MAX_VOLUME_BYTES = 6 * 2**30
+MAX_VOXELS = MAX_VOLUME_BYTES // 6  # 4 bytes of float32 + 2 stored (int16)
+
+
+@dataclass(frozen=True)
+class SpacingLimits:
+    """Largest plausible voxel spacing in mm: the two finest axes are in-plane, the coarsest is
+    between slices (orientation-free, so a coronal reformat is judged like an axial series)."""
+
+    in_plane_mm: float
+    slice_mm: float
+    why: str
+
+
+# Clinical CT: in-plane 0.3-1 mm (a 512 matrix over a 15-50 cm field of view), slices 0.5-5 mm
+# (10 mm in old or low-dose protocols).
+CT_PRACTICE = SpacingLimits(5.0, 10.0, "CT practice")
+# The project's own phantoms may be written on deliberately coarse grids (`rad3d synth --scale`).
+PHANTOM_GRID = SpacingLimits(50.0, 50.0, "a downscaled phantom grid")
 
 AIR_HU = -1000.0
 # Air is -1000 HU and scanners clamp stored values at -1024; noise takes air a little below.
@@ -42,21 +64,32 @@ def squeeze_to_3d(array: np.ndarray, *, source: str) -> np.ndarray:
     return array
 
 
-def check_volume(vol: Volume, *, source: str | None = None, min_axis_voxels: int = MIN_AXIS_VOXELS) -> None:
+def check_volume(
+    vol: Volume,
+    *,
+    source: str | None = None,
+    min_axis_voxels: int = MIN_AXIS_VOXELS,
+    spacing_limits: SpacingLimits = CT_PRACTICE,
+) -> None:
     """Raise VolumeError naming `source` if `vol` is not a plausible CT in Hounsfield units."""
     source = source or vol.source
     hu = np.asarray(vol.hu)
     if hu.ndim != 3:
         squeeze_to_3d(hu, source=source)  # raises with the shape in words
-    _check_shape(hu.shape, source, min_axis_voxels)
-    _check_spacing(vol.spacing_mm, source)
+    check_shape(hu.shape, source, min_axis_voxels)
+    check_spacing(vol.spacing_mm, source, spacing_limits)
     if not np.issubdtype(hu.dtype, np.number) or np.issubdtype(hu.dtype, np.complexfloating):
         raise VolumeError(f"voxel type {hu.dtype} is not a real number type", source)
     _check_finite(hu, source)
     _check_hounsfield(hu, source)
 
 
-def _check_shape(shape: tuple[int, ...], source: str, min_axis_voxels: int) -> None:
+def check_shape(
+    shape: tuple[int, ...], source: str, min_axis_voxels: int = MIN_AXIS_VOXELS, stored_itemsize: int = 2
+) -> None:
+    """Refuse a 3D shape outside the axis limits or the memory budget. Readers call it with the
+    shape (and stored voxel size in bytes) a header promises, before any voxel is read."""
+    shape = tuple(int(n) for n in shape)
     small = [n for n in shape if n < min_axis_voxels]
     if small:
         raise VolumeError(
@@ -66,15 +99,35 @@ def _check_shape(shape: tuple[int, ...], source: str, min_axis_voxels: int) -> N
         )
     if any(n > MAX_AXIS_VOXELS for n in shape):
         raise VolumeError(f"shape {tuple(shape)} has an axis longer than {MAX_AXIS_VOXELS} voxels", source)
-    if math.prod(shape) > MAX_VOXELS:
-        raise VolumeError(f"shape {tuple(shape)} holds more than {MAX_VOXELS:.1e} voxels", source)
+    needed = math.prod(shape) * (4 + int(stored_itemsize))
+    if needed > MAX_VOLUME_BYTES:
+        raise VolumeError(
+            f"shape {tuple(shape)} would take {needed / 2**30:.1f} GiB to read, over the memory budget of "
+            f"{MAX_VOLUME_BYTES / 2**30:g} GiB",
+            source,
+        )
 
 
-def _check_spacing(spacing: tuple[float, ...], source: str) -> None:
-    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise VolumeError(f"voxel spacing {tuple(spacing)} mm is not three positive finite numbers", source)
-    if any(s > 50 for s in spacing):
-        raise VolumeError(f"voxel spacing {tuple(spacing)} mm is implausible for a CT (over 50 mm)", source)
+def check_spacing(spacing, source: str, limits: SpacingLimits = CT_PRACTICE) -> None:
+    """Voxel spacing must be positive and within `limits` (CT practice unless told otherwise)."""
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(math.isfinite(s) for s in spacing):
+        raise VolumeError(f"voxel spacing {spacing} mm is not three finite numbers", source)
+    if not all(s > 0 for s in spacing):
+        raise VolumeError(f"voxel spacing {spacing} mm has a negative or zero voxel size", source)
+    finest = sorted(spacing)
+    if finest[1] > limits.in_plane_mm:
+        raise VolumeError(
+            f"voxel spacing {spacing} mm: in-plane spacing over {limits.in_plane_mm:g} mm is implausible for "
+            f"{limits.why}",
+            source,
+        )
+    if finest[2] > limits.slice_mm:
+        raise VolumeError(
+            f"voxel spacing {spacing} mm: slices {finest[2]:g} mm apart, over the {limits.slice_mm:g} mm of "
+            f"{limits.why}",
+            source,
+        )
 
 
 def _check_finite(hu: np.ndarray, source: str) -> None:
@@ -112,22 +165,51 @@ def _check_hounsfield(hu: np.ndarray, source: str) -> None:
             source,
         )
     air = float(np.mean(sample <= AIR_HU + 100.0))
-    if air < MIN_AIR_FRACTION:
-        if lo >= -50.0 and _looks_like_raw_ct(sample):
-            raise VolumeError(
-                f"no air near {AIR_HU:g} HU (values span [{lo:g}, {hi:g}], soft tissue near +1024): values look like "
-                "raw stored values: is a metadata CSV / rescale missing?",
-                source,
-            )
-        if lo >= -50.0:
-            raise VolumeError(
-                f"values span [{lo:g}, {hi:g}] with no air near {AIR_HU:g} HU: intensities look like MR, not CT",
-                source,
-            )
+    if air >= MIN_AIR_FRACTION:
+        return
+    if lo >= -50.0 and _looks_like_raw_ct(sample):
         raise VolumeError(
-            f"no air near {AIR_HU:g} HU (values span [{lo:g}, {hi:g}]): not a plausible chest CT in Hounsfield units",
+            f"no air near {AIR_HU:g} HU (values span [{lo:g}, {hi:g}], soft tissue near +1024): values look like "
+            "raw stored values: is a metadata CSV / rescale missing?",
             source,
         )
+    if _body_looks_like_ct(hu, sample):
+        return
+    if lo >= -50.0:
+        raise VolumeError(
+            f"values span [{lo:g}, {hi:g}] with no air near {AIR_HU:g} HU and no tissue at CT values: "
+            "intensities look like MR, not CT",
+            source,
+        )
+    raise VolumeError(
+        f"no air near {AIR_HU:g} HU and no soft tissue and bone at CT values (values span [{lo:g}, {hi:g}]): "
+        "not a plausible CT in Hounsfield units",
+        source,
+    )
+
+
+def _background_value(hu: np.ndarray) -> float | None:
+    """The constant a scanner or converter filled outside the body with (0 HU, -1024, -2048 ...):
+    the value all eight corners share, or None."""
+    corners = hu[np.ix_(*[[0, n - 1] for n in hu.shape])].ravel()
+    return float(corners[0]) if np.all(corners == corners[0]) else None
+
+
+def _body_looks_like_ct(hu: np.ndarray, sample: np.ndarray) -> bool:
+    """CT judged by the body's own values, for volumes whose air was stored as a constant such as
+    0 HU (no air left to find): most of the body at soft-tissue values (-100 to 100 HU: fat edge,
+    water, muscle, brain), cortical bone present (700 HU and more) but a minority, and little in the
+    gap between them (100 to 300 HU: partial volume and contrast only). MR intensities spread over
+    their own scale and do not show this pattern."""
+    background = _background_value(hu)
+    body = sample if background is None else sample[sample != background]
+    if body.size < 100:
+        return False
+    soft = float(np.mean((body >= -100) & (body <= 100)))
+    gap = float(np.mean((body > 100) & (body < 300)))
+    bone = float(np.mean(body >= 300))
+    dense = float(np.mean(body >= 700))
+    return soft >= 0.5 and 0.002 <= bone <= 0.4 and dense > 0.0005 and gap <= 0.15
 
 
 def _looks_like_raw_ct(sample: np.ndarray) -> bool:

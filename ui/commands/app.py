@@ -18,8 +18,16 @@ def register(subparsers) -> None:
                    help="run directory to generate with (repeatable; NAME= sets the shown name)")
     p.add_argument("--eval", dest="eval_dir", metavar="EVAL_DIR",
                    help="evaluation folder (`rad3d metrics` output) shown in the Research tab")
-    p.add_argument("--upload-dir", help="where uploads are kept (default: $RAD3D_HOME/uploads)")
-    p.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest accepted upload in MiB (default 1024)")
+    from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
+
+    p.add_argument("--upload-dir", help="where uploads are kept, one private folder per browser session "
+                   "(default: $RAD3D_HOME/uploads)")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest accepted upload in MiB (default {DEFAULT_MAX_UPLOAD_MB:g}: a thin-slice chest CT, "
+                        "512 x 512 x ~1,000 slices of 2 bytes, is ~500 MiB uncompressed)")
+    p.add_argument("--upload-retention-hours", type=float, default=DEFAULT_RETENTION_HOURS,
+                   help="uploads are deleted when their browser session ends, or after this many hours "
+                        f"(default {DEFAULT_RETENTION_HOURS:g}), with the web server's temporary copies")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app)")
     p.add_argument("--port", type=int, default=7860)
@@ -67,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else ensure_demo_data()
     runs = parse_runs(args.run) if args.run else demo_runs()
     config = AppConfig(data_dir=data, runs=runs, eval_dir=args.eval_dir, upload_dir=args.upload_dir,
-                       max_upload_mb=args.max_upload_mb)
+                       max_upload_mb=args.max_upload_mb, upload_retention_hours=args.upload_retention_hours)
     builder = start_demo_build(args, runs)
     app = build_app(config, demo_builder=builder)
     print(f"rad3d app: {len(runs)} run(s), data {data}; serving on http://{args.host}:{args.port}")

@@ -14,6 +14,11 @@ NO_RUN_HINT = (
 )
 
 
+def session_owner(request) -> str:
+    """Whose uploads a request may see: its browser session's (Gradio's session hash)."""
+    return (getattr(request, "session_hash", None) or "") if request is not None else ""
+
+
 def message(err: BaseException, what: str) -> str:
     """A one-line, readable reason for the page: rad3d's own errors as they are, others prefixed."""
     if isinstance(err, Rad3dError):

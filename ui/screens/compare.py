@@ -12,7 +12,7 @@ import gradio as gr
 from study.findings import FindingExtractor
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import escaped, message
+from ui.screens.common import escaped, message, session_owner
 from ui.screens.demo_status import no_run_hint
 from ui.uploads import display_name
 
@@ -46,7 +46,8 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
         reference = gr.HTML(elem_id="compare-reference")
         columns = [gr.HTML(elem_id=f"compare-{i}") for i in range(MAX_COLUMNS)]
 
-    def on_compare(name, chosen, decoding_choice, n_tokens):
+    def on_compare(name, chosen, decoding_choice, n_tokens, request: gr.Request = None):
+        owner = session_owner(request)
         out = [""] * (MAX_COLUMNS + 2)
         if not chosen:
             out[0] = hint() if not config.runs else "Tick two or three runs."
@@ -69,7 +70,7 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
             try:
                 session = browser.session(run_name)
                 settings = settings_for(session.settings, decoding_choice, n_tokens)
-                for step in report_steps(session, browser.volumes.get(name), settings):
+                for step in report_steps(session, browser.volume(name, owner), settings):
                     pass
                 body = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
                 if ref_text:

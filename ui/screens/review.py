@@ -17,9 +17,9 @@ from ui.charts import marked_positives, probability_chart
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import NO_RUN, escaped, message, timing_line
+from ui.screens.common import NO_RUN, escaped, message, session_owner, timing_line
 from ui.screens.demo_status import no_run_hint
-from ui.uploads import display_name
+from ui.uploads import discard_temp_copy, display_name
 from ui.viewer import PLANES, WINDOW_PRESETS, clamp_crosshair, render_views
 
 log = logging.getLogger("rad3d.app")
@@ -120,21 +120,22 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
 
     xyz = [sliders["sagittal"], sliders["coronal"], sliders["axial"]]  # slider → x, y, z
 
-    def views(name, x, y, z, w, lv):
-        volume = browser.volumes.get(name)
+    def views(name, x, y, z, w, lv, owner):
+        volume = browser.volume(name, owner)
         cross = clamp_crosshair(volume.shape, x, y, z)
         planes = render_views(volume.hu, volume.spacing_mm, cross, max(float(w), 1.0), float(lv),
                               max_side=config.max_side)
         return [png_file(image, images[0].GRADIO_CACHE) for image in planes]
 
-    def on_case(name, w, lv):
+    def on_case(name, w, lv, request: gr.Request = None):
+        owner = session_owner(request)
         blank = [None] * 3 + [gr.Slider()] * 3 + ["", "", "", None, "", "", ""]
         if not name:
             return blank
         try:
-            volume = browser.volumes.get(name)
+            volume = browser.volume(name, owner)
             ref_text, labels = browser.reference(name)
-        except Exception as err:  # a bad file in the dataset: say so, keep serving
+        except Exception as err:  # a bad file in the dataset, another session's upload: say so, keep serving
             log.warning("cannot open case %s: %s", name, err)
             blank[8] = message(err, f"Opening {display_name(name)}")
             return blank
@@ -144,18 +145,18 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
         info = (f"**{display_name(name)}**: {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} voxels of "
                 f"{sx:.2f}×{sy:.2f}×{sz:.2f} mm")
         ref_html = highlight_html(ref_text, extractor) if ref_text else escaped("(no reference report)")
-        return (views(name, *centre, w, lv) + new_sliders
+        return (views(name, *centre, w, lv, owner) + new_sliders
                 + [ref_html, _labels_markdown(labels), info, None, "", "", ""])
 
     case_outputs = images + xyz + [reference, reference_labels, case_info, chart, generated, agreement_box, timing]
     case.change(on_case, [case, width, level], case_outputs)
     app.load(on_case, [case, width, level], case_outputs)
 
-    def on_view(name, x, y, z, w, lv):
+    def on_view(name, x, y, z, w, lv, request: gr.Request = None):
         if not name:
             return [None] * 3
         try:
-            return views(name, x, y, z, w, lv)
+            return views(name, x, y, z, w, lv, session_owner(request))
         except Exception as err:
             raise gr.Error(message(err, "Drawing the planes")) from None
 
@@ -163,36 +164,39 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
         control.input(on_view, [case] + xyz + [width, level], images, show_progress="hidden",
                       trigger_mode="always_last")
 
-    def on_preset(p, name, x, y, z):
+    def on_preset(p, name, x, y, z, request: gr.Request = None):
         w, lv = WINDOW_PRESETS[p]
-        return [w, lv] + (on_view(name, x, y, z, w, lv))
+        return [w, lv] + (on_view(name, x, y, z, w, lv, request))
 
     preset.input(on_preset, [preset, case] + xyz, [width, level] + images, show_progress="hidden")
 
-    def on_filter(q, f):
-        found = browser.case_names(q, f)
+    def on_filter(q, f, request: gr.Request = None):
+        found = browser.case_names(q, f, session_owner(request))
         return gr.Dropdown(choices=found, value=found[0] if found else None)
 
     query.change(on_filter, [query, finding], [case])
     finding.change(on_filter, [query, finding], [case])
 
-    def on_upload(path):
+    def on_upload(path, request: gr.Request = None):
         if not path:
             return gr.Dropdown(), ""
+        owner = session_owner(request)
         client_name = Path(path).name  # gradio keeps the client's file name as the last component
         try:
-            key = browser.add_upload(path, client_name)
+            key = browser.add_upload(path, client_name, owner)
         except Exception as err:
             log.warning("upload refused: %s", err)
             return gr.Dropdown(), message(err, "Upload")
-        return (gr.Dropdown(choices=browser.case_names(), value=key),
+        finally:  # gradio's own copy: not needed once kept in the area, or refused
+            discard_temp_copy(path, upload.GRADIO_CACHE)
+        return (gr.Dropdown(choices=browser.case_names(owner=owner), value=key),
                 f"Uploaded {display_name(key)}: it is now the chosen case.")
 
     upload.upload(on_upload, [upload], [case, upload_status])
 
     run.change(lambda run_name: run_provenance_html(config, run_name), [run], [provenance])
 
-    def on_generate(name, run_name, decoding_choice, n_tokens):
+    def on_generate(name, run_name, decoding_choice, n_tokens, request: gr.Request = None):
         outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML(), gr.HTML()]
         if run_name == NO_RUN or not config.runs:
             outputs[4] = hint()
@@ -207,7 +211,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             yield outputs
             session = browser.session(run_name)
             outputs[6] = provenance_html(session.provenance)  # beside this very draft, whatever the list showed
-            volume = browser.volumes.get(name)
+            volume = browser.volume(name, session_owner(request))
             ref_text, labels = browser.reference(name, session.run.config.report_section)
             settings = settings_for(session.settings, decoding_choice, n_tokens)
             thresholds = dict(zip(session.label_set.names, session.thresholds.tolist()))
