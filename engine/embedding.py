@@ -108,21 +108,22 @@ def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preproc
     )
 
 
-def embed_with_encoder(data_dir: str | Path, cache_dir: str | Path, encoder_name: str, encoder_config: dict,
+def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encoder_config: dict,
                        weights: str | Path, preprocess_config: PreprocessConfig, *,
                        classifier: torch.nn.Module | None = None, splits: tuple[str, ...] = (), workers: int = 2,
                        device: torch.device | str = "cpu", progress: bool = True) -> tuple[EmbeddingCache, EmbedSummary]:
     """A dataset's volumes (of `splits`, default all) through encoder weights (and a classifier) into
-    the cache at `cache_dir`, created or resumed under this encoder's identity; returns both."""
-    from engine.data import CTRateDataset
+    the cache at `cache_dir`, created or resumed under this encoder's identity; returns both.
+    `data_dir`: a DataSource or a dataset folder."""
+    from engine.data import resolve
     from engine.encoders import ENCODERS
     from engine.encoders.checkpoint import load_ctclip_vision
     from engine.errors import DatasetError
 
-    dataset = CTRateDataset.open(data_dir)
+    dataset = resolve(data_dir)  # refused before the cache folder is made
     cases = [c for c in dataset.cases if not splits or c.split in splits]
     if not cases:
-        raise DatasetError(f"no cases in split(s) {list(splits)}", data_dir)
+        raise DatasetError(f"no cases in split(s) {list(splits)}", dataset.root)
     with torch.device("meta"):
         encoder = ENCODERS.build(encoder_name, encoder_config)
     load_ctclip_vision(encoder, Path(weights))
@@ -133,7 +134,7 @@ def embed_with_encoder(data_dir: str | Path, cache_dir: str | Path, encoder_name
     return cache, summary
 
 
-def embed_with_image_model(data_dir: str | Path, cache_dir: str | Path, image_model: str | Path, *,
+def embed_with_image_model(data_dir, cache_dir: str | Path, image_model: str | Path, *,
                            splits: tuple[str, ...] = (), workers: int = 2, device: torch.device | str = "cpu",
                            progress: bool = True) -> EmbedSummary:
     """Latents and classifier logits of a dataset's volumes (of `splits`, default all) into the cache

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import gradio as gr
 
 from ui.cases import CaseBrowser
+from engine.data.source import DataSource
 from engine.home import rad3d_home
 
 log = logging.getLogger("rad3d.app")
@@ -31,6 +32,7 @@ CSS = """
 class AppConfig:
     data_dir: Path
     runs: dict[str, Path] = field(default_factory=dict)  # shown name → run directory
+    data_source: DataSource | None = None  # --data with its overrides; None: data_dir alone
     eval_dir: Path | None = None  # evaluation folder for the research tab (`rad3d metrics` output)
     upload_dir: Path | None = None  # default: $RAD3D_HOME/uploads
     max_upload_mb: float = 1024.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,7 +15,8 @@ def register(subparsers) -> None:
         "(synthetic chest CT phantoms, built on first start); without --run it uses the demo runs, and "
         "builds them in the background on first start (progress in the terminal and in the page).",
     )
-    p.add_argument("--data", help="dataset folder in CT-RATE's format (default: the embedded demo phantoms)")
+    add_data_arguments(p, required=False, help="dataset folder: flat layout or CT-RATE's released tree (default: "
+                       "the embedded demo phantoms)")
     p.add_argument("--run", action="append", default=[], metavar="[NAME=]RUN",
                    help="run directory to generate with (repeatable; NAME= sets the shown name)")
     p.add_argument("--eval", dest="eval_dir", metavar="EVAL_DIR",
@@ -61,12 +64,14 @@ def start_demo_build(args: argparse.Namespace, runs: dict, make_builder=None):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from engine.data import source_from_args
     from ui.app import AppConfig, build_app, launch
     from ui.demo import demo_runs, ensure_demo_data
 
-    data = Path(args.data) if args.data else ensure_demo_data()
+    source = source_from_args(args)
+    data = Path(source.root) if source else ensure_demo_data()
     runs = parse_runs(args.run) if args.run else demo_runs()
-    config = AppConfig(data_dir=data, runs=runs, eval_dir=args.eval_dir, upload_dir=args.upload_dir,
+    config = AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=args.eval_dir, upload_dir=args.upload_dir,
                        max_upload_mb=args.max_upload_mb)
     builder = start_demo_build(args, runs)
     app = build_app(config, demo_builder=builder)
