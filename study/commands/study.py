@@ -125,7 +125,7 @@ def create(args: argparse.Namespace) -> int:
     creds = service.create_study(StudySpec(
         name=args.name, arms=tables, arm_sources={a: str(Path(p).resolve()) for a, p in arm_paths.items()},
         readers=args.readers.split(","), cases=args.cases, seed=args.seed, show_reference=args.show_reference,
-        data_dir=source.absolute().dumps() if source else None,  # the DataSource as JSON strata=strata, restrict_to=restrict))
+        data_dir=source.absolute().dumps() if source else None, strata=strata, restrict_to=restrict))  # DataSource as JSON
     info = service.study_info(args.name)
     print(f"study {args.name!r}: {info['cases']} cases x {len(info['arms'])} arms = {info['items']} items per reader; "
           f"database {Path(args.db).resolve()}")

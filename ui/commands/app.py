@@ -61,20 +61,27 @@ def start_demo_build(args: argparse.Namespace, runs: dict, make_builder=None):
     return builder
 
 
-def run(args: argparse.Namespace) -> int:
+def app_config(args: argparse.Namespace):
+    """The AppConfig the command line asks for (the demo data and runs where none are given)."""
     from pathlib import Path
 
     from engine.data import source_from_args
-    from ui.app import AppConfig, build_app, launch
+    from ui.app import AppConfig
     from ui.demo import demo_runs, ensure_demo_data
 
     source = source_from_args(args)
     data = Path(source.root) if source else ensure_demo_data()
     runs = parse_runs(args.run) if args.run else demo_runs()
-    config = AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=args.eval_dir, upload_dir=args.upload_dir,
-                       max_upload_mb=args.max_upload_mb)
-    builder = start_demo_build(args, runs)
+    return AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=args.eval_dir,
+                     upload_dir=args.upload_dir, max_upload_mb=args.max_upload_mb)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ui.app import build_app, launch
+
+    config = app_config(args)
+    builder = start_demo_build(args, config.runs)
     app = build_app(config, demo_builder=builder)
-    print(f"rad3d app: {len(runs)} run(s), data {data}; serving on http://{args.host}:{args.port}")
+    print(f"rad3d app: {len(config.runs)} run(s), data {config.data_dir}; serving on http://{args.host}:{args.port}")
     launch(app, config, host=args.host, port=args.port)
     return 0
