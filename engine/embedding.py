@@ -120,7 +120,7 @@ def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encod
     from engine.encoders.checkpoint import load_ctclip_vision
     from engine.errors import DatasetError
 
-    dataset = resolve(data_dir)  # refused before the cache folder is made
+    dataset = resolve(data_dir, section=None)  # refused before the cache folder is made; no text read
     cases = [c for c in dataset.cases if not splits or c.split in splits]
     if not cases:
         raise DatasetError(f"no cases in split(s) {list(splits)}", dataset.root)

@@ -5,6 +5,7 @@ step), `evaluate` and the app's case list with nothing but `--data ROOT`."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -62,6 +63,7 @@ def test_synth_writes_the_released_tree(release):
         assert stored.min() >= 0 and -1100 < np.percentile(hu, 1) < -900, row.VolumeName
 
 
+@pytest.mark.slow
 def test_scan_embed_train_evaluate_and_app_with_only_data_root(release, tiny_gpt2_dir, tmp_path, capsys):
     data = ["--data", str(release)]
     assert cli.main(["scan", *data, "--volumes"]) == 0
@@ -109,6 +111,31 @@ def test_scan_embed_train_evaluate_and_app_with_only_data_root(release, tiny_gpt
     assert text == dataset.case("valid_1_b_1.nii.gz").findings and len(labels) == 18
     volume = browser.volumes.get("valid_1_b_1.nii.gz")
     assert volume.hu.min() >= -1024 and np.percentile(volume.hu, 1) < -900
+
+    # A refused dataset writes nothing: no cache, no run, no evaluation folder; each error names file and row.
+    broken = tmp_path / "broken"
+    shutil.copytree(release, broken)
+    for csv, column, value in (("radiology_text_reports/validation_reports.csv", "Findings_EN", " "),
+                               ("multi_abnormality_labels/valid_predicted_labels.csv", "Cardiomegaly", "2")):
+        frame = pd.read_csv(broken / "dataset" / csv, dtype=str, keep_default_na=False)
+        frame.loc[0, column] = value
+        frame.to_csv(broken / "dataset" / csv, index=False)
+    capsys.readouterr()
+    bad = ["--data", str(broken)]
+    attempts = {
+        tmp_path / "cache2": ["embed", *bad, "--image-model", str(image), "--workers", "0", "--device", "cpu"],
+        tmp_path / "run2": ["train", "--variant", "v3", *bad, "--cache", str(cache), "--llm", str(tiny_gpt2_dir),
+                            "--image-model", str(image), "--max-steps", "1", "--no-progress"],
+        tmp_path / "eval2": ["evaluate", "--run", str(run), *bad, "--cache", str(cache), "--no-progress"],
+    }
+    for out, argv in attempts.items():
+        assert cli.main([*argv, "--out", str(out)]) == 1 and not out.exists(), argv[0]
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3
+    labels_problem = "valid_predicted_labels.csv: label values not 0/1: valid_1_a_1.nii.gz Cardiomegaly='2' (line 2)"
+    blank_problem = "validation_reports.csv: blank Findings_EN (the findings section) in 1 rows: valid_1_a_1.nii.gz (line 2)"
+    assert all(labels_problem in e for e in errors)
+    assert blank_problem not in errors[0] and all(blank_problem in e for e in errors[1:])  # embed reads no text
 
 
 def test_data_source_round_trips_json():
