@@ -318,3 +318,16 @@ def test_scan_takes_data_and_overrides_and_names_rows_on_one_line(tmp_path, monk
                          monkeypatch, capsys)
     lines = out.err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "mine.csv: lacks label columns ['Cardiomegaly']" in lines[0]
+
+
+def test_labels_of_another_label_set_are_refused_other_extra_columns_accepted(tmp_path):
+    from engine.labels import LabelSet
+
+    make_dataset(tmp_path)
+    labels = pd.read_csv(tmp_path / "labels.csv").assign(AccessionNumber="A1")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    assert CTRateDataset.open(tmp_path).case(NAMES[0]).labels.shape == (18,)
+    seventeen = LabelSet.from_dict({"name": "ct-rate-17", "findings": ct_rate().to_dict()["findings"][:17]})
+    with pytest.raises(DatasetError, match=r"labels.csv: has columns not in label set 'ct-rate-17' that are "
+                                           r"findings of another label set: \['Interlobular septal thickening'\]"):
+        CTRateDataset.open(tmp_path, label_set=seventeen)

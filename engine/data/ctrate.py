@@ -188,17 +188,22 @@ def index_volume_files(volume_roots: list[Path], problems: list[str]) -> dict[st
 
 def _label_matrix(table: Table, label_set: LabelSet, problems: list[str]) -> dict | None:
     """VolumeName → float32 label vector in label-set order; None when a file lacks
-    label columns. Columns beyond the label set are ignored (named only beside missing ones, as
-    they may be the missing findings under another spelling)."""
+    label columns. Other columns are accepted, except findings of a built-in label set that this
+    one lacks: the file is labelled for another label set, and those findings would be dropped
+    unseen. (Columns beside missing ones are named, as they may be the missing findings misspelt.)"""
+    known = _builtin_findings()
     complete = True
     for path, columns in table.columns.items():
         cols = [c for c in columns if c != "VolumeName"]
         missing = [n for n in label_set.names if n not in cols]
+        extra = [c for c in cols if c not in label_set.names]
         if missing:
-            extra = [c for c in cols if c not in label_set.names]
             hint = f"; it has columns not in label set {label_set.name!r}: {extra}" if extra else ""
             problems.append(f"{path.name}: lacks label columns {missing}{hint}")
             complete = False
+        elif [c for c in extra if c in known]:
+            problems.append(f"{path.name}: has columns not in label set {label_set.name!r} that are findings of "
+                            f"another label set: {[c for c in extra if c in known]}")
     if not complete:
         return None
     df = table.frame  # every row: a bad value is a bad file, whether or not its volume is here
@@ -214,6 +219,12 @@ def _label_matrix(table: Table, label_set: LabelSet, problems: list[str]) -> dic
             problems.append(f"{file}: label values not 0/1: {_names(cells)}")
     matrix = values.fillna(0).to_numpy(dtype=np.float32)
     return {name: matrix[i] for i, name in enumerate(df.index)}
+
+
+def _builtin_findings() -> set[str]:
+    from engine.labels import builtin_label_sets, load_label_set
+
+    return {n for name in builtin_label_sets() for n in load_label_set(name).names}
 
 
 def _metadata(table: Table, names: list[str], problems: list[str]) -> dict:
