@@ -148,3 +148,17 @@ def test_data_source_round_trips_json():
     config = TrainConfig(variant="v3", data=source.to_dict(), cache="c", llm="l", image_model="i", out="o")
     assert config.data == source and TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert TrainConfig(variant="v3", data="/data/flat", cache="c", llm="l", image_model="i", out="o").data.root == "/data/flat"
+
+
+def test_only_the_test_split_is_ctrate_valid_with_the_same_volumes(release, tmp_path):
+    part = tmp_path / "part"
+    assert cli.main(["synth", "--out", str(part), "--n", "8", "--seed", "0", "--scale", "8", "--layout", "ctrate",
+                     "--only-splits", "test"]) == 0
+    written = sorted(p.relative_to(part) for p in part.rglob("*.nii.gz"))
+    assert [p.name for p in written] == ["valid_1_a_1.nii.gz", "valid_1_b_1.nii.gz"]
+    assert all((part / p).read_bytes() == (release / p).read_bytes() for p in written)
+    assert sorted(p.name for p in part.rglob("*.csv")) == ["valid_predicted_labels.csv", "validation_metadata.csv",
+                                                           "validation_reports.csv"]
+    assert [c.split for c in resolve(str(part))] == ["test", "test"]
+    assert cli.main(["synth", "--out", str(tmp_path / "v"), "--n", "8", "--layout", "ctrate",
+                     "--only-splits", "valid"]) == 1

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
                    help="flat (rad3d's, default) or ctrate (CT-RATE's released tree and names)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     p.add_argument("--only-splits", nargs="+", choices=("train", "valid", "test"), default=(),
-                   help="write only these splits' cases (the same volumes the full --n dataset holds)")
+                   help="write only these splits' cases (the same volumes the full --n dataset holds; in the ctrate "
+                   "layout train is CT-RATE's train folder and test its valid folder)")
     p.set_defaults(handler=run)
 
 

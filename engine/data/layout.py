@@ -56,9 +56,9 @@ def _names(paths) -> str:
 
 def release_root(given: Path) -> Path | None:
     """The CT-RATE `dataset/` folder when `given` is it or holds it; None for a flat folder."""
+    if (given / FLAT_FILES["reports"][0]).is_file():
+        return None  # a flat folder, whatever else it holds
     for candidate in (given / "dataset", given):
-        if (candidate / "reports.csv").is_file():
-            continue
         if (candidate / RELEASE_FOLDERS["reports"]).is_dir() or any(
                 (candidate / f"{s}{x}").is_dir() for s in RELEASE_SPLITS for x in ("", FIXED_SUFFIX)):
             return candidate

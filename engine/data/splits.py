@@ -97,8 +97,8 @@ def carve_by_patient(names: list[str], fraction: float, seed: int = 0) -> set[st
     """The names of about `fraction` of the patients (at least one when there are two or more and
     the fraction is positive), all volumes of a patient together.
 
-    Patients are ranked by a seeded hash of their id, not by a permutation of the ones present, so a
-    patient keeps its side when more of the dataset is downloaded (only the cut moves)."""
+    Patients are ranked by a seeded hash of their id, not by a permutation of the ones present, so
+    the ranking does not depend on which other patients a (partial) download holds."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction {fraction} must be in [0, 1)")
     by_patient: dict[str, list[str]] = defaultdict(list)

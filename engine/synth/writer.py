@@ -241,12 +241,18 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         unknown = set(only_splits) - {"train", "valid", "test"}
         if unknown:
             raise ValueError(f"unknown split(s) {sorted(unknown)}: choose from train, valid, test")
+        if layout == "ctrate" and "valid" in only_splits:
+            raise ConfigError("in the ctrate layout our valid split is carved from CT-RATE's train when the dataset "
+                              "is read: write train (CT-RATE's train folder) or test (its valid folder)")
     prepare_out_dir(out, force)
     plans = plan_dataset(cfg)
     splits = assign_splits(plans, cfg)
     names = ctrate_names(plans, splits) if layout == "ctrate" else {p.name: p.name for p in plans}
     if only_splits:
-        plans = [p for p in plans if splits[p.name] in only_splits]
+        if layout == "ctrate":  # train: every patient of CT-RATE's train folder (our train and valid)
+            plans = [p for p in plans if ("test" if splits[p.name] == "test" else "train") in only_splits]
+        else:
+            plans = [p for p in plans if splits[p.name] in only_splits]
     args = [(p, str(out), cfg.scale, cfg.store_hu, layout, names[p.name]) for p in plans]
     bar = tqdm(total=len(plans), desc="synth", unit="vol", disable=not progress)
     results = []
