@@ -37,9 +37,9 @@ def read_volume(volume: str | None, data: str | None, rescale: list[float] | Non
     from engine.errors import DatasetError
 
     if data is not None:
-        from engine.data import CTRateDataset
+        from engine.data import resolve
 
-        dataset = CTRateDataset.open(data)
+        dataset = resolve(data, section=None)
         cases = dataset.split("test")
         if not cases:
             raise DatasetError("no test-split case to time (pass --volume instead)", dataset.root)

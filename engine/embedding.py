@@ -107,29 +107,29 @@ def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preproc
     )
 
 
-def embed_with_encoder(data_dir: str | Path, cache_dir: str | Path, encoder_name: str, encoder_config: dict,
+def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encoder_config: dict,
                        weights: str | Path, preprocess_config: PreprocessConfig, *,
                        classifier: torch.nn.Module | None = None, splits: tuple[str, ...] = (), workers: int = 2,
                        device: torch.device | str = "cpu", progress: bool = True,
                        provenance=None) -> tuple[EmbeddingCache, EmbedSummary]:
     """A dataset's volumes (of `splits`, default all) through encoder weights (and a classifier) into
     the cache at `cache_dir`, created or resumed under this encoder's identity; returns both.
-    provenance: the encoder's (an image model's); else the weights file is described. The cache
-    records it with the dataset added."""
-    from engine.data import CTRateDataset
+    `data_dir`: a DataSource or a dataset folder. provenance: the encoder's (an image model's); else
+    the weights file is described. The cache records it with the dataset added."""
+    from engine.data import resolve
     from engine.encoders import ENCODERS
     from engine.encoders.checkpoint import load_ctclip_vision
     from engine.errors import DatasetError
     from engine.provenance import Provenance, describe_dataset, describe_encoder
 
-    dataset = CTRateDataset.open(data_dir)
+    dataset = resolve(data_dir, section=None)  # refused before the cache folder is made; no text read
     cases = [c for c in dataset.cases if not splits or c.split in splits]
     if not cases:
-        raise DatasetError(f"no cases in split(s) {list(splits)}", data_dir)
+        raise DatasetError(f"no cases in split(s) {list(splits)}", dataset.root)
     with torch.device("meta"):
         encoder = ENCODERS.build(encoder_name, encoder_config)
     load_ctclip_vision(encoder, Path(weights))
-    made_from = (provenance or Provenance()).merged(data=describe_dataset(data_dir))
+    made_from = (provenance or Provenance()).merged(data=describe_dataset(dataset.root))
     if made_from.encoder is None:  # given bare weights, or an image model older than provenance
         made_from = made_from.merged(encoder=describe_encoder(weights))
     cache = EmbeddingCache.create_or_open(
@@ -140,7 +140,7 @@ def embed_with_encoder(data_dir: str | Path, cache_dir: str | Path, encoder_name
     return cache, summary
 
 
-def embed_with_image_model(data_dir: str | Path, cache_dir: str | Path, image_model: str | Path, *,
+def embed_with_image_model(data_dir, cache_dir: str | Path, image_model: str | Path, *,
                            splits: tuple[str, ...] = (), workers: int = 2, device: torch.device | str = "cpu",
                            progress: bool = True) -> EmbedSummary:
     """Latents and classifier logits of a dataset's volumes (of `splits`, default all) into the cache

@@ -342,11 +342,11 @@ def dataset_fingerprint(root: str | Path, files=None) -> str:
     return digest.hexdigest()[:16]
 
 
-def describe_dataset(root: str | Path) -> DataSource:
+def describe_dataset(root) -> DataSource:
     """What a dataset folder is, from its contents: rad3d phantoms (phantom_truth.json), CT-RATE
     (its released file names or volume names), or other (its folder name, and the licence of its
-    README's front matter when it has one)."""
-    root = Path(root).resolve()
+    README's front matter when it has one). `root` may be an engine.data.DataSource or its JSON."""
+    root = Path(root["root"] if isinstance(root, dict) else os.fspath(root)).resolve()
     files = _dataset_files(root)
     csvs, volumes = files
     fingerprint = dataset_fingerprint(root, files)

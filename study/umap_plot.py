@@ -66,14 +66,14 @@ def umap_figure(projections: list[Projection], names: list[str], positive: np.nd
     return fig
 
 
-def run_umap(runs: dict[str, str], data_dir: str, cache_dir: str, split: str = "test", finding: str | None = None,
+def run_umap(runs: dict[str, str], data_dir, cache_dir: str, split: str = "test", finding: str | None = None,
              seed: int = 0, device: str = "cpu"):
     """(figure, projections, names): prefixes of every run for the split's cases, projected."""
     from engine.cache import EmbeddingCache
-    from engine.data import CTRateDataset
+    from engine.data import resolve
     from engine.inference import InferenceSession
 
-    dataset = CTRateDataset.open(data_dir)
+    dataset = resolve(data_dir, section=None)  # data_dir: a DataSource or a dataset folder
     cases = dataset.split(split)
     if not cases:
         raise ConfigError(f"split {split!r} has no cases", data_dir)

@@ -28,16 +28,37 @@ SENTENCES = {
 NORMAL = "No pleural effusion or pneumothorax."
 
 
-def build_setup(root: Path, *, n_train: int = 16, n_valid: int = 4, n_test: int = 4, seed: int = 0) -> dict[str, Path]:
-    """Write data/, image/ and cache/ under root; return their paths."""
+def write_image_model(image: Path, seed: int = 0):
+    """A tiny image model folder (small CT-ViT + head, GRID preprocessing); returns (encoder, head)."""
     from safetensors.torch import save_file
 
-    from engine.cache import EmbeddingCache
     from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-    from engine.embedding import identity_for
     from engine.encoders import ENCODERS
     from engine.encoders.checkpoint import save_encoder_weights
     from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, save_image_model
+
+    labels_set = ct_rate()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        encoder = ENCODERS.build("ctvit", "ctclip-small-fixture")
+        encoder.visual_transformer.vq._codebook.initted.fill_(1)
+        head = AbnormalityHead(AbnormalityHeadConfig(in_dim=encoder.cfg.dim_latent, n_labels=len(labels_set)))
+    image.mkdir(parents=True)
+    save_encoder_weights(encoder, image / "encoder.safetensors")
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(image / "classifier.safetensors"))
+    save_image_model(image, ImageModelConfig(
+        label_set=labels_set.to_dict(), preprocess=GRID.to_dict(),
+        encoder=EncoderSpec("ctvit", encoder.cfg.to_dict(), "encoder.safetensors"),
+        classifier=ClassifierSpec(head.config.to_dict(), "classifier.safetensors", [0.5] * len(labels_set),
+                                  valid_auroc=[0.5 + 0.025 * i for i in range(len(labels_set))]),
+    ))
+    return encoder, head
+
+
+def build_setup(root: Path, *, n_train: int = 16, n_valid: int = 4, n_test: int = 4, seed: int = 0) -> dict[str, Path]:
+    """Write data/, image/ and cache/ under root; return their paths."""
+    from engine.cache import EmbeddingCache
+    from engine.embedding import identity_for
 
     rng = np.random.default_rng(seed)
     labels_set = ct_rate()
@@ -64,20 +85,7 @@ def build_setup(root: Path, *, n_train: int = 16, n_valid: int = 4, n_test: int 
     labels_df.insert(0, "VolumeName", names)
     labels_df.to_csv(data / "labels.csv", index=False)
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        encoder = ENCODERS.build("ctvit", "ctclip-small-fixture")
-        encoder.visual_transformer.vq._codebook.initted.fill_(1)
-        head = AbnormalityHead(AbnormalityHeadConfig(in_dim=encoder.cfg.dim_latent, n_labels=len(labels_set)))
-    image.mkdir()
-    save_encoder_weights(encoder, image / "encoder.safetensors")
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(image / "classifier.safetensors"))
-    save_image_model(image, ImageModelConfig(
-        label_set=labels_set.to_dict(), preprocess=GRID.to_dict(),
-        encoder=EncoderSpec("ctvit", encoder.cfg.to_dict(), "encoder.safetensors"),
-        classifier=ClassifierSpec(head.config.to_dict(), "classifier.safetensors", [0.5] * len(labels_set),
-                                  valid_auroc=[0.5 + 0.025 * i for i in range(len(labels_set))]),
-    ))
+    encoder, head = write_image_model(image, seed)
 
     d = encoder.cfg.dim_latent
     directions = rng.normal(size=(len(labels_set), d)).astype(np.float32)

@@ -230,7 +230,7 @@ class ClassifierTrainResult:
 
 def train_classifier(
     cache_dir: str | Path,
-    data_dir: str | Path,
+    data_dir,  # a DataSource or a dataset folder
     out: str | Path,
     *,
     image_model: str | Path | None = None,
@@ -241,7 +241,7 @@ def train_classifier(
     config: ClassifierTrainConfig = ClassifierTrainConfig(),
     progress: bool = True,
 ) -> ClassifierTrainResult:
-    from engine.data import CTRateDataset
+    from engine.data import resolve
     from engine.embedding import file_fingerprint
 
     out = Path(out)
@@ -249,7 +249,7 @@ def train_classifier(
                                           encoder_config=encoder_config, preprocess=preprocess)
     cache = EmbeddingCache.open(cache_dir)
     check_cache_made_by(cache, source)
-    dataset = CTRateDataset.open(data_dir, label_set=label_set)  # label columns checked here
+    dataset = resolve(data_dir, label_set=label_set, section=None)  # label columns checked here
     if model_labels is not None:
         check_label_sets_agree(dataset.label_set, model_labels, "the image model", image_model)
     splits: dict[str, LabelledSplit] = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
@@ -266,7 +266,7 @@ def train_classifier(
     notes = {
         "trained_by": "rad3d train-classifier",
         "cache": str(Path(cache_dir).resolve()),
-        "data": str(Path(data_dir).resolve()),
+        "data": dataset.source.absolute().to_dict(),
         "train_config": asdict(config),
         "best_epoch": fit.best_epoch,
         "best_valid_loss": fit.best_valid_loss,

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from engine.data.source import DataSource
 from engine.errors import CheckpointError, ConfigError
 from engine.model import IGNORE_INDEX
 from training.checkpointing import (
@@ -49,7 +50,7 @@ _RESUMABLE_CHANGES = {"data", "cache", "llm", "image_model", "out", "gguf_file",
 @dataclass(frozen=True)
 class TrainConfig:
     variant: str
-    data: str  # CT-RATE-format dataset folder (reports, labels, splits)
+    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
     cache: str  # embedding cache of that dataset
     llm: str  # local causal-LM folder
     image_model: str  # IMAGE folder (or run) giving encoder, classifier, preprocessing, label set
@@ -78,6 +79,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
 
     def __post_init__(self):
+        object.__setattr__(self, "data", DataSource.coerce(self.data))
         for name in ("epochs", "batch_size", "prefix_len", "clip_len", "layers", "heads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -134,7 +136,7 @@ def train_connector(
     from tqdm.auto import tqdm
 
     from engine.cache import EmbeddingCache
-    from engine.data import CTRateDataset
+    from engine.data import resolve
     from engine.decoders import LoraSettings, load_causal_lm
     from engine.model import build_report_generator
     from engine.variants import get_variant
@@ -160,7 +162,7 @@ def train_connector(
 
     # -- data: the cache must be the image model's, and hold every case --------------------------
     image = load_image_side(config.image_model)
-    dataset = CTRateDataset.open(config.data, label_set=image.label_set)
+    dataset = resolve(config.data, label_set=image.label_set, section=config.section)
     cache = EmbeddingCache.open(config.cache)
     what = f"image model {image.root}"
     check_cache_matches(cache, encoder_name=image.config.encoder.name, encoder_config=image.config.encoder.config,

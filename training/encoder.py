@@ -360,7 +360,7 @@ class EncoderTrainResult:
 
 
 def train_encoder(
-    data_dir: str | Path,
+    data_dir,  # a DataSource or a dataset folder
     out: str | Path,
     config: EncoderTrainConfig = EncoderTrainConfig(),
     *,
@@ -392,7 +392,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
                    on_step) -> EncoderTrainResult:
     from tqdm.auto import tqdm
 
-    from engine.data import CTRateDataset
+    from engine.data import resolve
     from engine.encoders import ENCODERS, load_encoder_config
     from training.accelerate_utils import make_accelerator
     from training.checkpointing import (
@@ -431,7 +431,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
                               f"(checkpoint: {state.run_config})", last)
     state.run_config = _jsonable(config.identity())
 
-    dataset = CTRateDataset.open(data_dir)
+    dataset = resolve(data_dir, section=None)  # the image side reads no report text
     splits = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
     all_names = [n for s in splits.values() for n in s.volume_names]
     volumes = load_volume_tensors(dataset, all_names, pp, workers=workers, cache_dir=tensor_cache, progress=progress)
@@ -442,7 +442,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
     token_targets = token_pos_weight = None
     if config.token_loss_weight > 0:
         token_targets = torch.from_numpy(dataset_token_targets(
-            data_dir, splits["train"].volume_names, dataset.label_set.names, pp, enc_cfg.patch_size,
+            dataset.root, splits["train"].volume_names, dataset.label_set.names, pp, enc_cfg.patch_size,
             enc_cfg.temporal_patch_size))
         token_pos_weight = token_positive_weight(token_targets, config.token_pos_weight_max)
 
@@ -596,7 +596,7 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
     table = report_table(probs, {s: splits[s].labels for s in probs}, thresholds, dataset.label_set)
     notes = {
         "trained_by": "rad3d train-encoder",
-        "data": str(Path(dataset.root).resolve()),
+        "data": dataset.source.absolute().to_dict(),
         "train_config": _jsonable(config.identity()),
         "steps": state.step,
         "best_step": state.best_step,

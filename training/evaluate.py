@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.data.source import DataSource
 from engine.errors import ConfigError
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
@@ -30,7 +31,7 @@ PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", 
 @dataclass(frozen=True)
 class EvaluateConfig:
     run: str
-    data: str
+    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
     cache: str
     out: str
     split: str = "test"
@@ -51,6 +52,7 @@ class EvaluateConfig:
     def __post_init__(self):
         if self.output_format not in ("rad3d", "vlm3d"):
             raise ConfigError(f"output format must be 'rad3d' or 'vlm3d', not {self.output_format!r}")
+        object.__setattr__(self, "data", DataSource.coerce(self.data))
         if self.batch_size < 1 or self.beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
         if self.limit is not None and self.limit < 1:
@@ -86,20 +88,28 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an
     already loaded InferenceSession for config.run (the sweep reuses nothing, tests may)."""
     from engine.cache import EmbeddingCache
-    from engine.data import CTRateDataset
+    from engine.data import resolve
     from engine.inference import InferenceSession
     from study.metrics import evaluate_predictions, write_evaluation
     from study.predictions import write_provenance
     from training.data import check_cache_matches, check_logits_from_classifier, load_report_split
 
     out = Path(config.out)
+    # The dataset is read with the run's label set (label columns that disagree are refused there),
+    # from the run's config alone: a refused dataset costs no model load and writes nothing.
+    from engine.data.ctrate import SECTION_COLUMNS
+    from engine.labels import LabelSet
+    from engine.rundir import open_run
+
+    run_dir = session.run if session is not None else open_run(config.run)
+    section = run_dir.config.report_section
+    dataset = resolve(config.data, label_set=LabelSet.from_dict(run_dir.config.label_set, str(run_dir.root)),
+                      section=section if section in SECTION_COLUMNS else None)
     session = session or InferenceSession.load(config.run, device=config.device)
     run_cfg = session.run.config
     run_name = config.run_name or session.run.root.name
     _refuse_other_run(out / "predictions.csv", run_name, run_cfg.variant)
     what = f"run {session.run.root}"
-    # The dataset is read with the run's label set: label columns that disagree are refused there.
-    dataset = CTRateDataset.open(config.data, label_set=session.label_set)
     if config.output_format == "vlm3d":
         from study.metrics.vlm3d import check_label_set
 

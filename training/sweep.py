@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.data.source import DataSource
 from engine.errors import ConfigError
 
 HEADLINE_METRICS = (  # (key in metrics.json, column title)
@@ -61,7 +62,7 @@ def sweep_points(llms, variants, prefix_lens, layers) -> list[SweepPoint]:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    data: str
+    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
     cache: str
     image_model: str
     out: str
@@ -87,6 +88,7 @@ class SweepConfig:
     resamples: int = 5000
 
     def __post_init__(self):
+        object.__setattr__(self, "data", DataSource.coerce(self.data))
         if not self.llms:
             raise ConfigError("a sweep needs at least one LLM (--llms NAME=PATH)")
         names = [n for n, _ in self.llms]
@@ -117,8 +119,10 @@ def point_finished(run: Path) -> bool:
 
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> pd.DataFrame:
     from training.connector import TrainConfig, train_connector
+    from engine.data import resolve
     from training.evaluate import EvaluateConfig, evaluate_run
 
+    resolve(config.data)  # a refused dataset stops the sweep before anything is written
     out = Path(config.out)
     llm_paths = dict(config.llms)
     points = sweep_points([n for n, _ in config.llms], config.variants, config.prefix_lens, config.layers)

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
+from engine.data.source import DataSource
 from engine.home import rad3d_home
 from ui.cases import CaseBrowser
 from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
@@ -32,6 +33,7 @@ CSS = """
 class AppConfig:
     data_dir: Path
     runs: dict[str, Path] = field(default_factory=dict)  # shown name → run directory
+    data_source: DataSource | None = None  # --data with its overrides; None: data_dir alone
     eval_dir: Path | None = None  # evaluation folder for the research tab (`rad3d metrics` output)
     upload_dir: Path | None = None  # default: $RAD3D_HOME/uploads
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB

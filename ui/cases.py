@@ -16,10 +16,11 @@ from ui.volumes import VolumeStore
 
 class CaseBrowser:
     def __init__(self, config):
-        from engine.data import CTRateDataset
+        from engine.data import resolve
 
         self.config = config
-        self.dataset = CTRateDataset.open(config.data_dir)
+        # A viewer: a blank report section is shown as such, not refused (section=None).
+        self.dataset = resolve(config.data_source or config.data_dir, section=None)
         self.label_names = list(self.dataset.label_set.names)
         self.uploads = UploadArea(config.upload_dir, int(config.max_upload_mb * 2**20),
                                   config.upload_retention_hours * 3600)

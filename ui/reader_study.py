@@ -18,6 +18,7 @@ from typing import Optional
 
 import gradio as gr
 
+from engine.data.source import DataSource
 from engine.errors import Rad3dError
 from study.readers.rubric import CRITERIA, SCALE, SCORES
 from study.readers.service import ReaderStudyService, ServiceConfig
@@ -31,7 +32,7 @@ log = logging.getLogger("rad3d.reader_study")
 class ReaderStudyAppConfig:
     db_path: Path
     study: str
-    data_dir: Path | None = None  # default: the dataset named when the study was created
+    data_dir: DataSource | Path | None = None  # default: the dataset named when the study was created
     max_side: int = 380
     service: ServiceConfig = field(default_factory=ServiceConfig)
 
@@ -44,17 +45,18 @@ class ReaderStudyHandlers:
         self.config = config
         self.service = ReaderStudyService(config.db_path, create=False, config=config.service)
         self.info = self.service.study_info(config.study)  # refuses an unknown study at start
-        data = config.data_dir or (Path(self.info["data_dir"]) if self.info["data_dir"] else None)
-        self.data_dir = data
+        # A study records its DataSource as JSON (older studies: a folder path); coerce reads both.
+        data = config.data_dir or self.info["data_dir"]
+        self.data_dir = DataSource.coerce(data) if data else None
         self._dataset = None
         self.volumes = VolumeStore(self._load_volume)
 
     # -- data for the viewer ----------------------------------------------------------------------
     def _load_volume(self, name: str):
         if self._dataset is None:
-            from engine.data import CTRateDataset
+            from engine.data import resolve
 
-            self._dataset = CTRateDataset.open(self.data_dir)
+            self._dataset = resolve(self.data_dir, section=None)
         return self._dataset.load_volume(name)
 
     def render(self, volume_name: str | None, plane: str, position: float, preset: str):

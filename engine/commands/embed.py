@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers) -> None:
         "--image-model (an image model folder or a run: encoder, classifier and preprocessing; logits are "
         "stored too) or --encoder with --encoder-config (e.g. a CT-CLIP checkpoint).",
     )
-    p.add_argument("--data", required=True, help="dataset folder (reports.csv, labels.csv, volumes/)")
+    add_data_arguments(p)
     p.add_argument("--out", required=True, help="cache folder (created or resumed)")
     p.add_argument("--image-model", "--run", dest="image_model",
                    help="take encoder, classifier and preprocessing from this image model folder or run directory")
@@ -31,15 +33,17 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from engine.data import source_from_args
     from engine.embedding import embed_with_encoder, embed_with_image_model
     from engine.encoders import load_encoder_config
     from engine.errors import ConfigError, DatasetError
     from engine.inference import pick_device
     from engine.preprocess import PreprocessConfig
 
+    data = source_from_args(args)
     device, _ = pick_device(args.device)
     if args.image_model:
-        summary = embed_with_image_model(args.data, args.out, args.image_model, splits=tuple(args.split or ()),
+        summary = embed_with_image_model(data, args.out, args.image_model, splits=tuple(args.split or ()),
                                          workers=args.workers, device=device)
     elif args.encoder:
         if args.preprocess:
@@ -49,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
         else:
             pp = PreprocessConfig()
-        _, summary = embed_with_encoder(args.data, args.out, "ctvit", load_encoder_config(args.encoder_config).to_dict(),
+        _, summary = embed_with_encoder(data, args.out, "ctvit", load_encoder_config(args.encoder_config).to_dict(),
                                         args.encoder, pp, splits=tuple(args.split or ()), workers=args.workers,
                                         device=device)
     else:
         raise ConfigError("give --image-model IMAGE (or a run) or --encoder WEIGHTS")
     print(f"{summary.done} embedded, {summary.skipped} already cached, {len(summary.failed)} failed -> {args.out}")
     if summary.failed:
-        raise DatasetError(f"{len(summary.failed)} volume(s) could not be embedded", args.data,
+        raise DatasetError(f"{len(summary.failed)} volume(s) could not be embedded", data.root,
                            problems=[f"{n}: {e}" for n, e in summary.failed.items()])
     return 0

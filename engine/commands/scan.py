@@ -1,23 +1,27 @@
-"""`rad3d scan DIR`: check a dataset in CT-RATE's format and summarise it, or list every problem."""
+"""`rad3d scan --data ROOT`: check a dataset in CT-RATE's format and summarise it, or list every problem."""
 
 from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "scan",
-        help="check a CT-RATE-format dataset folder and print cases per split and label prevalence",
-        description="Checks DIR (volumes/, reports.csv, labels.csv, optional metadata.csv and splits.csv) and "
-        "prints a summary, or every problem found at once (exit 1). With --volumes it also reads every "
-        "volume and checks it is a plausible CT. Example: rad3d scan data/phantoms --volumes",
+        help="check a dataset (rad3d's flat layout or CT-RATE's released tree) and print cases per split and "
+        "label prevalence",
+        description="Checks ROOT (flat: volumes/, reports.csv, labels.csv, optional metadata.csv and splits.csv; "
+        "or CT-RATE's released tree, its root or its dataset/ folder) and prints a summary with where the "
+        "splits come from, or every problem found at once, each naming the file and rows (exit 1). With "
+        "--volumes it also reads every volume and checks it is a plausible CT. "
+        "Example: rad3d scan --data data/phantoms --volumes",
     )
-    parser.add_argument("root", metavar="DIR", help="dataset folder")
-    parser.add_argument("--reports-csv", help="reports CSV (default DIR/reports.csv)")
-    parser.add_argument("--labels-csv", help="labels CSV (default DIR/labels.csv)")
-    parser.add_argument("--metadata-csv", help="metadata CSV with RescaleSlope/Intercept and spacing (optional)")
-    parser.add_argument("--splits-csv", help="VolumeName,split CSV (default DIR/splits.csv; else split by patient)")
+    parser.add_argument("root", metavar="DIR", nargs="?", help="dataset folder (the same as --data)")
+    add_data_arguments(parser, required=False)
+    parser.add_argument("--section", choices=("findings", "impression"), default="findings",
+                        help="report section that must not be blank (default findings, what is trained)")
     parser.add_argument("--label-set", default="ct-rate", help="built-in label set name or JSON file (default ct-rate)")
     parser.add_argument("--volumes", action="store_true", help="also read and check every volume (slow)")
     parser.set_defaults(handler=run)
@@ -40,22 +44,22 @@ def format_summary(dataset) -> str:
             lines.append(f"{label:<{width}}" + "".join(f"{splits[n]['prevalence'][label]:>8.3f}" for n in with_labels))
     else:
         lines.append("no labels CSV: label prevalence unknown")
+    lines += [f"note: {n}" for n in dataset.notes]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.data import CTRateDataset, check_volumes
-    from engine.errors import DatasetError
+    from engine.data import check_volumes, resolve, source_from_args
+    from engine.errors import ConfigError, DatasetError
     from engine.labels import load_label_set
 
-    dataset = CTRateDataset.open(
-        args.root,
-        reports_csv=args.reports_csv,
-        labels_csv=args.labels_csv,
-        metadata_csv=args.metadata_csv,
-        splits_csv=args.splits_csv,
-        label_set=load_label_set(args.label_set),
-    )
+    if args.root and args.data and args.root != args.data:
+        raise ConfigError(f"two dataset folders given ({args.root} and --data {args.data}): give one")
+    args.data = args.data or args.root
+    source = source_from_args(args)
+    if source is None:
+        raise ConfigError("give the dataset folder: rad3d scan --data ROOT")
+    dataset = resolve(source, label_set=load_label_set(args.label_set), section=args.section)
     if args.volumes:
         problems = check_volumes(dataset)
         if problems:

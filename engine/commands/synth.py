@@ -9,8 +9,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "synth",
         help="write synthetic chest CT phantoms with planted findings, reports and labels",
-        description="Write N phantom chest CTs laid out like CT-RATE (volumes/, reports.csv, labels.csv, "
-        "metadata.csv, splits.csv) plus phantom_truth.json saying what was planted where.",
+        description="Write N phantom chest CTs in CT-RATE's format plus phantom_truth.json saying what was "
+        "planted where. --layout flat (default): volumes/, reports.csv, labels.csv, metadata.csv, splits.csv. "
+        "--layout ctrate: CT-RATE's released tree under OUT/dataset (train/, valid/, radiology_text_reports/, "
+        "multi_abnormality_labels/, metadata/ with its file names and columns; CT-RATE's valid is our test "
+        "split). Example: rad3d synth --out data/ctrate --n 12 --scale 8 --layout ctrate",
     )
     p.add_argument("--out", required=True, help="output directory (must be empty unless --force)")
     p.add_argument("--n", type=int, required=True, help="number of volumes")
@@ -24,9 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--hu", action="store_true",
                    help="store HU in the files (RescaleIntercept 0) instead of CT-RATE's HU + 1024")
     p.add_argument("--workers", type=int, default=1, help="processes generating volumes in parallel")
+    p.add_argument("--layout", choices=("flat", "ctrate"), default="flat",
+                   help="flat (rad3d's, default) or ctrate (CT-RATE's released tree and names)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     p.add_argument("--only-splits", nargs="+", choices=("train", "valid", "test"), default=(),
-                   help="write only these splits' cases (the same volumes the full --n dataset holds)")
+                   help="write only these splits' cases (the same volumes the full --n dataset holds; in the ctrate "
+                   "layout train is CT-RATE's train folder and test its valid folder)")
     p.set_defaults(handler=run)
 
 
@@ -36,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = SynthConfig(n=args.n, seed=args.seed, scale=args.scale, prevalence=parse_prevalence(args.prevalence),
                       store_hu=args.hu, workers=args.workers, normal_fraction=args.normal_fraction)
-    out = write_dataset(cfg, args.out, force=args.force, only_splits=tuple(args.only_splits))
-    print(f"wrote {cfg.n} volumes to {out}")
+    out = write_dataset(cfg, args.out, force=args.force, only_splits=tuple(args.only_splits), layout=args.layout)
+    print(f"wrote {cfg.n} volumes to {out} ({args.layout} layout)")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 DEFAULT_DB = "rad3d-studies.sqlite"
 
 
@@ -21,7 +23,8 @@ def register(subparsers) -> None:
     common(c)
     c.add_argument("--arms", nargs="+", required=True, metavar="NAME=PREDICTIONS.csv",
                    help="one predictions CSV per arm (e.g. baseline=a.csv v2=b.csv v3=c.csv)")
-    c.add_argument("--data", help="dataset folder (CT-RATE format): cases must have a volume there; the viewer shows it")
+    add_data_arguments(c, required=False, help="dataset folder (flat layout or CT-RATE's released tree): cases must "
+                       "have a volume there; the viewer shows it")
     c.add_argument("--cases", type=int, default=100, help="cases to sample (default 100)")
     c.add_argument("--seed", type=int, default=0,
                    help="seed of the case sample only (queue order, arm order and codes come from a per-study secret)")
@@ -57,7 +60,7 @@ def register(subparsers) -> None:
 
     v = sub.add_parser("serve", help="serve the reader-study screens in the browser")
     common(v)
-    v.add_argument("--data", help="dataset folder for the viewer (default: the one given at create)")
+    add_data_arguments(v, required=False, help="dataset folder for the viewer (default: the one given at create)")
     v.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     v.add_argument("--port", type=int, default=7861)
     v.add_argument("--concurrency", type=int, default=8, help="requests handled at once (default 8)")
@@ -126,6 +129,7 @@ def _database_errors(handler):
 def create(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from engine.data import source_from_args
     from engine.errors import ConfigError
     from study.predictions import read_predictions
     from study.readers.service import ReaderStudyService, StudySpec
@@ -137,10 +141,11 @@ def create(args: argparse.Namespace) -> int:
             raise ConfigError(f"arm {arm}: a run directory; run `rad3d evaluate --run {path} ...` first and give its predictions CSV", path)
         tables[arm] = read_predictions(path)
     restrict = strata = None
-    if args.data:
-        from engine.data import CTRateDataset
+    source = source_from_args(args)
+    if source is not None:
+        from engine.data import resolve
 
-        dataset = CTRateDataset.open(args.data)
+        dataset = resolve(source, section=None)
         restrict = {c.volume_name for c in dataset.cases}
         if args.stratify:
             common = set.intersection(*(set(t["VolumeName"]) for t in tables.values())) & restrict
@@ -151,7 +156,7 @@ def create(args: argparse.Namespace) -> int:
     creds = service.create_study(StudySpec(
         name=args.name, arms=tables, arm_sources={a: str(Path(p).resolve()) for a, p in arm_paths.items()},
         readers=args.readers.split(","), cases=args.cases, seed=args.seed, show_reference=args.show_reference,
-        data_dir=str(Path(args.data).resolve()) if args.data else None, strata=strata, restrict_to=restrict))
+        data_dir=source.absolute().dumps() if source else None, strata=strata, restrict_to=restrict))  # DataSource as JSON
     info = service.study_info(args.name)
     print(f"study {args.name!r}: {info['cases']} cases x {len(info['arms'])} arms = {info['items']} items per reader; "
           f"database {Path(args.db).resolve()}")
@@ -226,6 +231,7 @@ def serve(args: argparse.Namespace) -> int:
     # The CLI is the wiring layer: this handler may start the UI; the study package itself never imports ui.
     from pathlib import Path
 
+    from engine.data import source_from_args
     from engine.errors import ConfigError
     from study.readers.service import ServiceConfig
     from ui.reader_study import ReaderStudyAppConfig, build_reader_study_app
@@ -233,7 +239,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.session_hours <= 0:
         raise ConfigError(f"--session-hours must be positive, got {args.session_hours}")
     _check_port(args.host, args.port)
-    config = ReaderStudyAppConfig(db_path=Path(args.db), study=args.name, data_dir=Path(args.data) if args.data else None,
+    config = ReaderStudyAppConfig(db_path=Path(args.db), study=args.name, data_dir=source_from_args(args),
                                   service=ServiceConfig(session_ttl_s=args.session_hours * 3600.0))
     app = build_reader_study_app(config)
     app.queue(default_concurrency_limit=args.concurrency)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
         "rad3d evaluate --run RUN --data DATA --cache CACHE --split test --out EVAL",
     )
     p.add_argument("--run", required=True, help="run directory (rad3d train)")
-    p.add_argument("--data", required=True, help="dataset folder")
+    add_data_arguments(p)
     p.add_argument("--cache", required=True, help="embedding cache of that dataset")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--out", required=True, help="evaluation folder to write")
@@ -45,10 +47,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from engine.data import source_from_args
     from training.evaluate import EvaluateConfig, evaluate_run
 
     config = EvaluateConfig(
-        run=args.run, data=args.data, cache=args.cache, out=args.out, split=args.split, batch_size=args.batch_size,
+        run=args.run, data=source_from_args(args), cache=args.cache, out=args.out, split=args.split, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, beams=args.beams, limit=args.limit, device=args.device,
         bertscore_model=args.bertscore_model, bertscore=not args.no_bertscore, meteor=not args.no_meteor,
         resamples=args.resamples, seed=args.seed, output_format=args.format, convention=args.convention,

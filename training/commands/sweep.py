@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
         "rad3d sweep --data DATA --cache CACHE --image-model IMAGE --llms smollm2=LLM_DIR --variants v2 v3 "
         "--prefix-lens 2 5 7 10 14 --layers 8 --out SWEEP",
     )
-    p.add_argument("--data", required=True, help="dataset folder")
+    add_data_arguments(p)
     p.add_argument("--cache", required=True, help="embedding cache of that dataset")
     p.add_argument("--image-model", required=True, help="IMAGE folder with encoder, classifier, label set")
     p.add_argument("--llms", nargs="+", required=True, metavar="NAME=PATH", help="LLMs to sweep, each NAME=local folder")
@@ -46,10 +48,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from engine.data import source_from_args
     from training.sweep import SweepConfig, parse_llms, run_sweep
 
     config = SweepConfig(
-        data=args.data, cache=args.cache, image_model=args.image_model, out=args.out, llms=parse_llms(args.llms),
+        data=source_from_args(args), cache=args.cache, image_model=args.image_model, out=args.out, llms=parse_llms(args.llms),
         variants=tuple(args.variants), prefix_lens=tuple(args.prefix_lens), layers=tuple(args.layers),
         clip_len=args.clip_len, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
         batch_size=args.batch_size, max_report_tokens=args.max_report_tokens, seed=args.seed,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +19,7 @@ def register(subparsers) -> None:
         "rad3d train --variant v3 --data DATA --cache CACHE --llm LLM_DIR --image-model IMAGE --out RUN",
     )
     p.add_argument("--variant", required=True, help="v1, v2, v3, linear, linear-prefix, r2gengpt or baseline")
-    p.add_argument("--data", required=True, help="dataset folder (reports.csv, labels.csv, splits.csv)")
+    add_data_arguments(p)
     p.add_argument("--cache", required=True, help="embedding cache of that dataset (rad3d embed)")
     p.add_argument("--llm", required=True, help="local causal-LM folder (config, weights, tokenizer)")
     p.add_argument("--gguf-file", help="a GGUF file inside --llm to de-quantise and use")
@@ -55,10 +57,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.data import source_from_args
     from training.connector import TrainConfig, train_connector
 
     config = TrainConfig(
-        variant=args.variant, data=args.data, cache=args.cache, llm=args.llm, image_model=args.image_model,
+        variant=args.variant, data=source_from_args(args), cache=args.cache, llm=args.llm, image_model=args.image_model,
         out=args.out, gguf_file=args.gguf_file, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
         batch_size=args.batch_size, prefix_len=args.prefix_len, clip_len=args.clip_len, layers=args.layers,
         heads=args.heads, max_report_tokens=args.max_report_tokens, seed=args.seed, schedule=args.schedule,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers) -> None:
         "encoder the cache was made with: --image-model IMAGE0, or --encoder WEIGHTS --encoder-config NAME.",
     )
     p.add_argument("--cache", required=True, help="embedding cache folder (from `rad3d embed`)")
-    p.add_argument("--data", required=True, help="dataset folder (labels.csv, splits.csv ...)")
+    add_data_arguments(p)
     p.add_argument("--out", required=True, help="image model folder to write")
     p.add_argument("--image-model", help="take encoder and preprocessing from this image model folder")
     p.add_argument("--encoder", help="encoder weights the cache was made with (CT-CLIP .pt or rad3d safetensors)")
@@ -34,6 +36,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.data import source_from_args
     from engine.labels import load_label_set
     from training.classifier import ClassifierTrainConfig, train_classifier
     from training.image_side import REPORT_MD, macro_auroc
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     config = ClassifierTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, hidden=args.hidden,
                                    dropout=args.dropout, patience=args.patience, seed=args.seed)
     result = train_classifier(
-        args.cache, args.data, args.out,
+        args.cache, source_from_args(args), args.out,
         image_model=args.image_model,
         encoder_weights=args.encoder,
         encoder_config=args.encoder_config,

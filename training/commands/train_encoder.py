@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,8 @@ def register(subparsers) -> None:
         "key names, classifier.safetensors with thresholds chosen on valid, classifier_report.csv/.md, "
         "metrics.csv). A checkpoint is written every epoch; --resume continues a killed run.",
     )
-    p.add_argument("--data", required=True, help="dataset folder, e.g. from `rad3d synth --n 400 --scale 4`")
+    add_data_arguments(p, help="dataset folder (flat layout or CT-RATE's released tree), e.g. from "
+                       "`rad3d synth --n 400 --scale 4`")
     p.add_argument("--out", required=True, help="image model folder to write")
     p.add_argument("--encoder-config", default="demo-small", help="encoder config name or JSON (default demo-small)")
     p.add_argument("--preprocess", help="PreprocessConfig JSON, or `demo-windowed` (the demo's five HU windows + "
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from engine.data import source_from_args
     from engine.errors import ConfigError
     from training.encoder import EncoderTrainConfig, train_encoder
     from training.image_side import REPORT_MD
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     config = EncoderTrainConfig(encoder_config=args.encoder_config, epochs=args.epochs, vq_epochs=args.vq_epochs,
                                 lr=args.lr, batch_size=args.batch_size, hidden=args.hidden, seed=args.seed,
                                 standardize_latent=args.standardize_latent, **extra)
-    result = train_encoder(args.data, args.out, config, resume=args.resume, workers=args.workers,
+    result = train_encoder(source_from_args(args), args.out, config, resume=args.resume, workers=args.workers,
                            tensor_cache=args.tensor_cache, cache_out=args.cache,
                            threads=args.threads)
     auroc = result.notes["macro_auroc"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.data.source import add_data_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,7 +15,8 @@ def register(subparsers) -> None:
         "(synthetic chest CT phantoms, built on first start); without --run it uses the demo runs, and "
         "builds them in the background on first start (progress in the terminal and in the page).",
     )
-    p.add_argument("--data", help="dataset folder in CT-RATE's format (default: the embedded demo phantoms)")
+    add_data_arguments(p, required=False, help="dataset folder: flat layout or CT-RATE's released tree (default: "
+                       "the embedded demo phantoms)")
     p.add_argument("--run", action="append", default=[], metavar="[NAME=]RUN",
                    help="run directory to generate with (repeatable; NAME= sets the shown name)")
     p.add_argument("--eval", dest="eval_dir", metavar="EVAL_DIR",
@@ -66,18 +69,28 @@ def start_demo_build(args: argparse.Namespace, runs: dict, make_builder=None):
     return builder
 
 
-def run(args: argparse.Namespace) -> int:
+def app_config(args: argparse.Namespace):
+    """The AppConfig the command line asks for (the demo data and runs where none are given)."""
     from pathlib import Path
 
-    from ui.app import AppConfig, build_app, launch
+    from engine.data import source_from_args
+    from ui.app import AppConfig
     from ui.demo import demo_runs, ensure_demo_data
 
-    data = Path(args.data) if args.data else ensure_demo_data()
+    source = source_from_args(args)
+    data = Path(source.root) if source else ensure_demo_data()
     runs = parse_runs(args.run) if args.run else demo_runs()
-    config = AppConfig(data_dir=data, runs=runs, eval_dir=args.eval_dir, upload_dir=args.upload_dir,
-                       max_upload_mb=args.max_upload_mb, upload_retention_hours=args.upload_retention_hours)
-    builder = start_demo_build(args, runs)
+    return AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=args.eval_dir,
+                     upload_dir=args.upload_dir, max_upload_mb=args.max_upload_mb,
+                     upload_retention_hours=args.upload_retention_hours)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ui.app import build_app, launch
+
+    config = app_config(args)
+    builder = start_demo_build(args, config.runs)
     app = build_app(config, demo_builder=builder)
-    print(f"rad3d app: {len(runs)} run(s), data {data}; serving on http://{args.host}:{args.port}")
+    print(f"rad3d app: {len(config.runs)} run(s), data {config.data_dir}; serving on http://{args.host}:{args.port}")
     launch(app, config, host=args.host, port=args.port)
     return 0
