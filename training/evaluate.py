@@ -4,6 +4,7 @@ latents (and logits), in batches; the predictions are then scored by study.metri
 EVAL/predictions.csv  VolumeName, reference, generated, run, variant, seconds, new_tokens, finished
                       (seconds: the batch's generation time shared equally by its cases)
 EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
+EVAL/vlm3d_*.json   with --format vlm3d: the VLM3D challenge's files and scores (study.metrics.vlm3d)
 
 The reference is the case's text in the run's report section (Findings unless the run was trained
 on another; what the connector learned to write); cases without one are left out and counted.
@@ -42,8 +43,11 @@ class EvaluateConfig:
     meteor: bool = True
     resamples: int = 5000
     seed: int = 0
+    output_format: str = "rad3d"  # "vlm3d": also the VLM3D challenge's files (study.metrics.vlm3d)
 
     def __post_init__(self):
+        if self.output_format not in ("rad3d", "vlm3d"):
+            raise ConfigError(f"output format must be 'rad3d' or 'vlm3d', not {self.output_format!r}")
         if self.batch_size < 1 or self.beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
         if self.limit is not None and self.limit < 1:
@@ -89,6 +93,10 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     what = f"run {session.run.root}"
     # The dataset is read with the run's label set: label columns that disagree are refused there.
     dataset = CTRateDataset.open(config.data, label_set=session.label_set)
+    if config.output_format == "vlm3d":
+        from study.metrics.vlm3d import check_label_set
+
+        check_label_set(session.label_set)  # before any report is generated
     cache = EmbeddingCache.open(config.cache)
     check_cache_matches(cache, encoder_name=run_cfg.encoder.name, encoder_config=run_cfg.encoder.config,
                         encoder_weights=session.run.resolve(run_cfg.encoder.weights),
@@ -116,6 +124,14 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
                                          resamples=config.resamples, seed=config.seed)
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
                                  "batch_size": config.batch_size, **dataclasses.asdict(settings)}
+    if config.output_format == "vlm3d":
+        from study.metrics.vlm3d import in_challenge_order, write_run_files
+
+        labels = [dataset.case(n).labels for n in split.volume_names]
+        labels = None if any(lab is None for lab in labels) else in_challenge_order(labels, session.label_set)
+        result.info["vlm3d"] = write_run_files(split.volume_names, predictions["generated"].tolist(),
+                                               list(split.reports), labels, out, resamples=config.resamples,
+                                               seed=config.seed, progress=progress)
     write_evaluation(result, out)
     return predictions, result
 

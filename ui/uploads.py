@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import Rad3dError, VolumeError
+from engine.io.itk import SINGLE_FILE_ITK_SUFFIXES
 from engine.volume import Volume
 from ui.paths import child_path, safe_file_name
 
-ACCEPTED_SUFFIXES = (".nii", ".nii.gz", ".zip")
+# .mhd/.nhdr are left out: a detached header cannot be uploaded without its data file.
+ACCEPTED_SUFFIXES = (".nii", ".nii.gz", ".zip") + SINGLE_FILE_ITK_SUFFIXES
 UPLOAD_PREFIX = "upload:"  # case keys of uploaded volumes: "upload:<stored file name>"
 
 
@@ -31,8 +33,8 @@ class UploadArea:
         shown = safe_file_name(client_name)
         lower = shown.lower()
         if not lower.endswith(ACCEPTED_SUFFIXES):
-            raise VolumeError(f"upload refused: {shown} is not a NIfTI file (.nii, .nii.gz) or a zipped DICOM "
-                              "series (.zip)")
+            raise VolumeError(f"upload refused: {shown} is not a NIfTI file (.nii, .nii.gz), a MetaImage (.mha) or "
+                              "NRRD (.nrrd) file, or a zipped DICOM series (.zip)")
         if size > self.max_bytes:
             raise VolumeError(f"upload refused: {shown} is {size / 2**20:.1f} MiB, over the limit of "
                               f"{self.max_bytes / 2**20:.0f} MiB (start the app with a larger --max-upload-mb)")

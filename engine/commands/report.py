@@ -9,10 +9,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
         help="generate a draft report for one CT volume",
-        description="Read one volume (NIfTI file, DICOM folder or zipped series), print the probability "
+        description="Read one volume (NIfTI, MetaImage or NRRD file, DICOM folder or zipped series), print the probability "
         "of each finding and the generated findings text.",
     )
-    p.add_argument("volume", help="a .nii/.nii.gz file, a DICOM series folder or a .zip of one series")
+    p.add_argument("volume", help="a .nii/.nii.gz, .mha/.mhd or .nrrd/.nhdr file, a DICOM series folder or a "
+                   ".zip of one series")
     p.add_argument("--run", required=True, help="run directory (config.json + weights)")
     p.add_argument("--rescale", nargs=2, type=float, metavar=("SLOPE", "INTERCEPT"),
                    help="HU = SLOPE * stored + INTERCEPT on top of the file's own scaling (CT-RATE's "

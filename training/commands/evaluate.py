@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
     p.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples (default 5000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--format", choices=["rad3d", "vlm3d"], default="rad3d",
+                   help="vlm3d: also write the VLM3D challenge's submission and ground-truth JSON and their scores "
+                   "(vlm3d_submission.json, vlm3d_ground_truth.json, vlm3d_metrics.json) beside the normal outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
@@ -43,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
         run=args.run, data=args.data, cache=args.cache, out=args.out, split=args.split, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, beams=args.beams, limit=args.limit, device=args.device,
         bertscore_model=args.bertscore_model, bertscore=not args.no_bertscore, meteor=not args.no_meteor,
-        resamples=args.resamples, seed=args.seed,
+        resamples=args.resamples, seed=args.seed, output_format=args.format,
     )
-    predictions, _ = evaluate_run(config, progress=not args.no_progress)
+    predictions, result = evaluate_run(config, progress=not args.no_progress)
     print((Path(args.out) / "metrics.md").read_text())
+    if "vlm3d" in result.info:
+        from study.metrics.vlm3d import format_document
+
+        print(format_document(result.info["vlm3d"]))
     print(f"{len(predictions)} cases -> {args.out}")
     return 0

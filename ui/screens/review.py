@@ -54,8 +54,9 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             query = gr.Textbox(label="Search cases", placeholder="part of a case name", elem_id="case-search")
             finding = gr.Dropdown(["(any)"] + browser.label_names, value="(any)", label="Labelled finding")
             case = gr.Dropdown(names, value=names[0] if names else None, label="Case", elem_id="case-select")
-            upload = gr.File(label=f"Upload NIfTI (.nii, .nii.gz) or zipped DICOM (.zip), up to "
-                             f"{config.max_upload_mb:g} MiB", file_types=[".nii", ".gz", ".zip"],
+            upload = gr.File(label=f"Upload NIfTI (.nii, .nii.gz), MetaImage (.mha), NRRD (.nrrd) or zipped "
+                             f"DICOM (.zip), up to {config.max_upload_mb:g} MiB",
+                             file_types=[".nii", ".gz", ".zip", ".mha", ".nrrd"],
                              type="filepath", height=110, elem_id="upload")
             upload_status = gr.Markdown(elem_id="upload-status")
         with gr.Column(scale=3):
