@@ -83,3 +83,13 @@ def test_domain_check_message_names_both_reasons():
     assert "not a chest CT" in check.message() and "50.0 > threshold 20.0" in check.message()
     ok = DomainCheck(BodyRegion(True, 0.7, 200.0, 4000.0, 60, "two lungs"), distance=3.0, threshold=20.0)
     assert ok.in_domain and ok.to_dict()["in_domain"]
+
+
+@pytest.mark.parametrize("name", ["CTChest4.nrrd", "lung1_image.nrrd", "lung2_image.nrrd"])
+def test_real_chest_cts_are_chest(name):
+    from test_real_ct import real_ct
+
+    from engine.io import load_volume
+
+    verdict = body_region(load_volume(real_ct(name)))
+    assert verdict.is_chest, verdict.reason
