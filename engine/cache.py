@@ -2,7 +2,8 @@
 its 18 logits), computed once and keyed by `VolumeName`.
 
 Layout (a folder, so a crash loses at most the volume in flight):
-    CACHE/manifest.json                 encoder identity, preprocessing fingerprint, label set
+    CACHE/manifest.json                 encoder identity, preprocessing fingerprint, label set,
+                                        provenance (datasets embedded, encoder weights)
     CACHE/entries/<VolumeName>.safetensors   {"latent": (d,), optionally "logits": (n_labels,)}
 Every entry is written to a temporary file and renamed into place, so a file that exists is whole.
 A cache made with other settings (another encoder or preprocessing) is refused by name.
@@ -19,6 +20,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from engine.errors import ConfigError
+from engine.provenance import Provenance
 
 MANIFEST = "manifest.json"
 ENTRIES = "entries"
@@ -46,12 +48,15 @@ class EmbeddingCache:
     root: Path
     identity: CacheIdentity
     extra: dict = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)  # empty: a cache older than provenance
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def create_or_open(cls, root: str | Path, identity: CacheIdentity) -> "EmbeddingCache":
+    def create_or_open(cls, root: str | Path, identity: CacheIdentity,
+                       provenance: Provenance | None = None) -> "EmbeddingCache":
         """Open CACHE made with the same identity, or start a new one. A cache made with other
-        settings is refused, naming what differs, rather than silently mixed."""
+        settings is refused, naming what differs, rather than silently mixed. `provenance` (what is
+        being embedded) is recorded; a dataset added to an existing cache joins its provenance."""
         root = Path(root)
         if (root / MANIFEST).is_file():
             cache = cls.open(root)
@@ -60,11 +65,13 @@ class EmbeddingCache:
             if differ:
                 detail = ", ".join(f"{k}: cache has {theirs[k]!r}, asked {ours[k]!r}" for k in differ)
                 raise ConfigError(f"embedding cache was made with other settings ({detail})", root / MANIFEST)
+            if provenance is not None:
+                cache.record_provenance(provenance)
             return cache
         if root.exists() and any(root.iterdir()):
             raise ConfigError("folder exists and is not an embedding cache (no manifest.json)", root)
         (root / ENTRIES).mkdir(parents=True, exist_ok=True)
-        cache = cls(root, identity)
+        cache = cls(root, identity, provenance=provenance or Provenance())
         cache._write_manifest()
         return cache
 
@@ -75,14 +82,23 @@ class EmbeddingCache:
         try:
             data = json.loads(path.read_text())
             identity = CacheIdentity(**data["identity"])
+            provenance = Provenance.from_dict(data.get("provenance"), path)
         except FileNotFoundError:
             raise ConfigError("not an embedding cache (manifest.json missing)", root) from None
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ConfigError(f"unreadable cache manifest ({err})", path) from None
-        return cls(root, identity, data.get("extra", {}))
+        return cls(root, identity, data.get("extra", {}), provenance)
 
     def _write_manifest(self) -> None:
-        _atomic_write_text(self.root / MANIFEST, json.dumps({"identity": asdict(self.identity), "extra": self.extra}, indent=1))
+        _atomic_write_text(self.root / MANIFEST, json.dumps({"identity": asdict(self.identity), "extra": self.extra,
+                                                             "provenance": self.provenance.to_dict()}, indent=1))
+
+    def record_provenance(self, provenance: Provenance) -> None:
+        """Join `provenance` (e.g. another dataset embedded into this cache) to the recorded one."""
+        joined = self.provenance.merged(provenance)
+        if joined != self.provenance:
+            self.provenance = joined
+            self._write_manifest()
 
     # -- entries ---------------------------------------------------------------------------
     def _entry_path(self, volume_name: str) -> Path:

@@ -17,13 +17,12 @@ from engine.errors import Rad3dError
 from engine.preprocess import PreprocessConfig, preprocess
 
 
-def file_fingerprint(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a weights file (first 16 hex digits): the cache records which weights made it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a weights file (first 16 hex digits): the cache records which weights made it.
+    (Hashed once per file version: see engine.provenance.file_sha256.)"""
+    from engine.provenance import file_sha256
+
+    return file_sha256(path)[:16]
 
 
 def encoder_identity(name: str, config_dict: dict, weights_path: str | Path) -> str:
@@ -111,13 +110,17 @@ def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preproc
 def embed_with_encoder(data_dir: str | Path, cache_dir: str | Path, encoder_name: str, encoder_config: dict,
                        weights: str | Path, preprocess_config: PreprocessConfig, *,
                        classifier: torch.nn.Module | None = None, splits: tuple[str, ...] = (), workers: int = 2,
-                       device: torch.device | str = "cpu", progress: bool = True) -> tuple[EmbeddingCache, EmbedSummary]:
+                       device: torch.device | str = "cpu", progress: bool = True,
+                       provenance=None) -> tuple[EmbeddingCache, EmbedSummary]:
     """A dataset's volumes (of `splits`, default all) through encoder weights (and a classifier) into
-    the cache at `cache_dir`, created or resumed under this encoder's identity; returns both."""
+    the cache at `cache_dir`, created or resumed under this encoder's identity; returns both.
+    provenance: the encoder's (an image model's); else the weights file is described. The cache
+    records it with the dataset added."""
     from engine.data import CTRateDataset
     from engine.encoders import ENCODERS
     from engine.encoders.checkpoint import load_ctclip_vision
     from engine.errors import DatasetError
+    from engine.provenance import Provenance, describe_dataset, describe_encoder
 
     dataset = CTRateDataset.open(data_dir)
     cases = [c for c in dataset.cases if not splits or c.split in splits]
@@ -126,8 +129,12 @@ def embed_with_encoder(data_dir: str | Path, cache_dir: str | Path, encoder_name
     with torch.device("meta"):
         encoder = ENCODERS.build(encoder_name, encoder_config)
     load_ctclip_vision(encoder, Path(weights))
+    made_from = (provenance or Provenance()).merged(data=describe_dataset(data_dir))
+    if made_from.encoder is None:  # given bare weights, or an image model older than provenance
+        made_from = made_from.merged(encoder=describe_encoder(weights))
     cache = EmbeddingCache.create_or_open(
-        cache_dir, identity_for(encoder_name, encoder_config, Path(weights), preprocess_config, encoder.cfg.dim_latent))
+        cache_dir, identity_for(encoder_name, encoder_config, Path(weights), preprocess_config, encoder.cfg.dim_latent),
+        made_from)
     summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, preprocess_config, cache,
                             classifier=classifier, workers=workers, device=device, progress=progress)
     return cache, summary
@@ -147,7 +154,7 @@ def embed_with_image_model(data_dir: str | Path, cache_dir: str | Path, image_mo
     load_weights_strict(classifier, Path(cfg.classifier.weights), "classifier")
     cache, summary = embed_with_encoder(data_dir, cache_dir, cfg.encoder.name, cfg.encoder.config, cfg.encoder.weights,
                                  PreprocessConfig.from_dict(cfg.preprocess), classifier=classifier, splits=splits,
-                                 workers=workers, device=device, progress=progress)
+                                 workers=workers, device=device, progress=progress, provenance=cfg.provenance)
     if summary.done:
         cache.record_classifier(label_set=cfg.label_set["name"], classifier=str(image_root))
     return summary

@@ -109,6 +109,12 @@ class InferenceSession:
                 run.root / "config.json",
             )
 
+    @property
+    def provenance(self):
+        """What the run was made from and the licence that follows (engine.provenance.Provenance;
+        empty for a run written before it was recorded)."""
+        return self.run.config.provenance
+
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | torch.device | None = None) -> "InferenceSession":

@@ -14,6 +14,7 @@ checkpoint or LLaMA folder can stay where the user keeps it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.provenance import Provenance, describe_decoder, describe_encoder
 
 RUN_FORMAT = "rad3d-run/1"
 CONFIG_FILE = "config.json"
@@ -65,9 +67,10 @@ class ImageModelConfig:
     encoder: EncoderSpec
     classifier: ClassifierSpec
     notes: dict = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)  # empty: written before it was recorded
 
     def to_dict(self) -> dict:
-        return {"format": IMAGE_MODEL_FORMAT, **asdict(self)}
+        return {"format": IMAGE_MODEL_FORMAT, **asdict(self), "provenance": self.provenance.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict, source: str | Path | None = None) -> "ImageModelConfig":
@@ -80,6 +83,7 @@ class ImageModelConfig:
                 encoder=EncoderSpec(**data["encoder"]),
                 classifier=ClassifierSpec(**data["classifier"]),
                 notes=dict(data.get("notes", {})),
+                provenance=Provenance.from_dict(data.get("provenance"), source),
             )
         except (KeyError, TypeError) as err:
             raise ConfigError(f"incomplete image model config ({err})", source) from None
@@ -108,7 +112,7 @@ def load_image_model(root: str | Path) -> tuple[Path, ImageModelConfig]:
             raise ConfigError(f"not valid JSON ({err})", path) from None
     else:
         run = open_run(root, check=False).config
-        cfg = ImageModelConfig(run.label_set, run.preprocess, run.encoder, run.classifier, {})
+        cfg = ImageModelConfig(run.label_set, run.preprocess, run.encoder, run.classifier, {}, run.provenance)
     for spec in (cfg.encoder, cfg.classifier):
         p = Path(spec.weights)
         spec.weights = str(p if p.is_absolute() else (root / p).resolve())
@@ -129,10 +133,11 @@ class RunConfig:
     connector_weights: str = "connector.safetensors"
     report_section: str = "findings"  # the report section the connector was trained to write
     generation: dict = field(default_factory=dict)  # engine.generation.GenerationSettings fields
-    notes: dict = field(default_factory=dict)  # provenance: versions, commands, data
+    notes: dict = field(default_factory=dict)  # how it was made: versions, commands, settings
+    provenance: Provenance = field(default_factory=Provenance)  # what from (empty: an older run)
 
     def to_dict(self) -> dict:
-        return {"format": RUN_FORMAT, **asdict(self)}
+        return {"format": RUN_FORMAT, **asdict(self), "provenance": self.provenance.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict, source: str | Path | None = None) -> "RunConfig":
@@ -151,6 +156,7 @@ class RunConfig:
                 report_section=str(data.get("report_section", "findings")),
                 generation=dict(data.get("generation", {})),
                 notes=dict(data.get("notes", {})),
+                provenance=Provenance.from_dict(data.get("provenance"), source),
             )
         except (KeyError, TypeError) as err:
             raise ConfigError(f"incomplete run config ({err})", source) from None
@@ -232,13 +238,16 @@ def write_run(
     relative_decoder: bool = False,
     report_section: str = "findings",
     valid_auroc=None,
+    provenance: Provenance | None = None,
 ) -> RunDir:
     """Save trained modules and their configs as a run directory that `InferenceSession.load` reads.
 
     encoder_weights: an existing weights file (e.g. a CT-CLIP checkpoint) to reference instead of
     writing the encoder's weights into the run. The decoder is referenced by path; its weights are
     written only when they were trained (V-1, baseline, LoRA). relative_decoder stores the decoder
-    path relative to the run, for a run shipped together with its LLM (the demo)."""
+    path relative to the run, for a run shipped together with its LLM (the demo). provenance: what
+    the run was made from (its datasets); the encoder and decoder records are filled in from the
+    files when it lacks them."""
     from safetensors.torch import save_file
 
     from engine.encoders.checkpoint import save_encoder_weights
@@ -263,6 +272,12 @@ def write_run(
         decoder_weights = "decoder.safetensors"
     decoder_path = Path(decoder_path).resolve()
     decoder_ref = os.path.relpath(decoder_path, root.resolve()) if relative_decoder else str(decoder_path)
+    provenance = provenance or Provenance()
+    if provenance.encoder is None:
+        provenance = dataclasses.replace(provenance, encoder=describe_encoder(Path(encoder_file) if encoder_weights
+                                                                             else root / encoder_file))
+    if provenance.decoder is None:
+        provenance = dataclasses.replace(provenance, decoder=describe_decoder(decoder_path, gguf_file=gguf_file))
 
     config = RunConfig(
         variant=generator.config.variant,
@@ -278,6 +293,7 @@ def write_run(
         report_section=report_section,
         generation=dict(vars(generation)) if generation is not None else {},
         notes=dict(notes or {}),
+        provenance=provenance,
     )
     save_run_config(root, config)
     return open_run(root)

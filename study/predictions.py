@@ -4,6 +4,8 @@ metrics, compare, the app and the reader study (which read it).
 Columns: VolumeName, reference, generated, run, variant, plus optional timing columns such as
 `seconds` and `new_tokens`. A case whose generation produced nothing has an empty `generated`
 string; a missing reference is an error, because no metric can be computed without one.
+Beside it, provenance.json ({"run": name, "provenance": engine.provenance.Provenance.to_dict()})
+says what the run that wrote them was trained on and the licence that follows.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 from engine.errors import DatasetError
 
 REQUIRED_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant")
+PROVENANCE_FILE = "provenance.json"
 TIMING_COLUMNS = ("seconds", "new_tokens")
 
 
@@ -66,3 +69,26 @@ def validate_predictions(df: pd.DataFrame, source: str | Path = "<predictions>")
     if df.empty:
         raise DatasetError("predictions CSV has no rows", source)
     return df.reset_index(drop=True)
+
+
+def write_provenance(folder: str | Path, run: str, provenance: dict) -> Path:
+    """FOLDER/provenance.json for the predictions of `run` in FOLDER."""
+    import json
+
+    path = Path(folder) / PROVENANCE_FILE
+    path.write_text(json.dumps({"run": run, "provenance": provenance}, indent=1))
+    return path
+
+
+def read_provenance(predictions: str | Path, runs) -> dict | None:
+    """The provenance recorded beside a predictions CSV, when it is that of the one run in `runs`
+    (the CSV's run names); None when there is none, it is unreadable, or it names another run."""
+    import json
+
+    try:
+        doc = json.loads((Path(predictions).parent / PROVENANCE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict) or set(runs) != {doc.get("run")}:
+        return None
+    return doc.get("provenance") or None

@@ -32,7 +32,28 @@ def write_evaluation(result, out_dir: str | Path) -> Path:
     doc["skipped"] = result.skipped
     (out / "metrics.json").write_text(json.dumps(doc, indent=1))
     (out / "metrics.md").write_text(metrics_markdown(doc))
+    if doc.get("provenance"):
+        from study.predictions import write_provenance
+
+        write_provenance(out, doc["run"], doc["provenance"])
     return out
+
+
+def metric_card_lines(card: dict | None) -> list[str]:
+    """The metric card as plain lines (the same text in metrics.md, comparison.md and the terminal)."""
+    if not card:
+        return ["Metric card: none (evaluation written by an older rad3d; text convention unnamed)."]
+    bert = card.get("bertscore")
+    bert_text = "not computed"
+    if bert:
+        bert_text = (f"{bert['model']}, layer {bert['layer']}, idf {'on' if bert['idf'] else 'off'}, baseline "
+                     f"rescale {'on' if bert['rescale_with_baseline'] else 'off'} ({bert['definition']})")
+    lines = [f"Metric card: convention {card['convention']}: {card['convention_description']}."]
+    lines += [f"- tokenisation, {what}: {how}" for what, how in card["tokenisation"].items()]
+    lines += [f"- averaging, {what}: {how}" for what, how in card["averaging"].items()]
+    lines += [f"- BERTScore: {bert_text}",
+              f"- finding extractor: {card['extractor']['name']}, version {card['extractor']['version']}"]
+    return lines
 
 
 def metrics_markdown(doc: dict) -> str:
@@ -40,10 +61,12 @@ def metrics_markdown(doc: dict) -> str:
     lines = [
         f"# Metrics: run {doc['run']}, variant {doc['variant']} ({doc['n_cases']} cases)",
         "",
-        f"Text convention for n-gram metrics: {doc['text_convention']}.",
-        f"BERTScore encoder: {doc.get('bertscore_encoder') or 'none'} (on raw text; not comparable with roberta-large scores).",
+        *metric_card_lines(doc.get("metric_card")),
+        "",
+        "BERTScore with this encoder is not comparable with roberta-large scores.",
         f"95% CI: {boot['interval']} bootstrap over cases, {boot['resamples']} resamples, seed {boot['seed']}.",
         f"Label set: {doc['label_set']['name']}; uncertain findings count as {doc['uncertain_as']}.",
+        *provenance_lines(doc),
         "",
         "| metric | value | 95% CI | implementation |",
         "|---|---|---|---|",
@@ -90,6 +113,13 @@ def read_evaluation(folder: str | Path) -> tuple[dict, pd.DataFrame]:
     return meta, cases
 
 
+def _comparison_cards(cards: dict) -> list[str]:
+    a, b = cards.get("a"), cards.get("b")
+    if a == b:
+        return metric_card_lines(a)
+    return ["A:", *metric_card_lines(a), "", "B:", *metric_card_lines(b)]
+
+
 def write_comparison(comparison: dict, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +136,8 @@ def comparison_markdown(c: dict) -> str:
         f"Difference B − A with 95% {boot['interval']} interval and two-sided p-value from a paired bootstrap "
         f"over cases ({boot['resamples']} resamples, seed {boot['seed']}). Text convention: {c['text_convention']}.",
         "",
+        *_comparison_cards(c.get("metric_card") or {}),
+        "",
         "| metric | A | B | B − A | 95% CI | p |",
         "|---|---|---|---|---|---|",
     ]
@@ -119,3 +151,12 @@ def comparison_markdown(c: dict) -> str:
     for s in c.get("not_compared", []):
         lines.append(f"| {s['key']} | — | — | — | — | not compared: {s['reason']} |")
     return "\n".join(lines) + "\n"
+
+
+def provenance_lines(doc: dict) -> list[str]:
+    """What the evaluated run was trained on and its licence, when the evaluation records it."""
+    from engine.provenance import Provenance
+
+    if not doc.get("provenance"):
+        return ["Trained on: not recorded beside these predictions."]
+    return [f"{line}." if not line.endswith(".") else line for line in Provenance.from_dict(doc["provenance"]).lines()]

@@ -133,6 +133,7 @@ def test_review_app_in_a_real_browser(served, page, tmp_path):
     assert generated and "(empty report)" not in generated
     assert page.locator("#reference-report").inner_text().strip()
     assert "Positives" in page.locator("#report-status").inner_text()
+    assert "Trained on: unknown" in page.locator("#run-provenance").inner_text()  # the fixture run records no data
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)
 

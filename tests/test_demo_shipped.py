@@ -95,3 +95,32 @@ def test_a_from_scratch_build_refuses_a_home_holding_shipped_weights(finished_ho
     runs = build_demo(finished_home.home, recipe, progress=False, say=said.append)
     assert runs == {"v3": finished_home.run("v3"), "v2": finished_home.run("v2")}
     assert any("finished build of its own" in line for line in said)
+
+
+def test_installing_the_shipped_demo_records_phantoms_and_smollm2(tmp_path):
+    """The weights in the repository were exported before provenance was kept: installing them
+    records what they were made from, and homes installed earlier are brought up to date."""
+    from engine.provenance import DecoderRecord, file_sha256
+    from engine.rundir import load_image_model, open_run
+    from training.demo.shipped import SHIPPED_DIR, read_manifest
+
+    manifest = read_manifest()
+    home = DemoPaths(tmp_path / "home")
+    runs = install_shipped(home, manifest)
+    assert set(runs) == set(manifest["variants"])
+    for run in runs.values():
+        p = open_run(run, check=False).config.provenance
+        assert p.synthetic_only and "not real CT" in p.trained_on()
+        assert p.decoder == DecoderRecord("SmolLM2-135M-Instruct", "Apache-2.0")
+        assert p.encoder.sha256 == file_sha256(home.image / "encoder.safetensors")
+        assert p.terms() == {"commercial_use": True, "share_alike": False}
+    assert load_image_model(home.image)[1].provenance.synthetic_only
+
+    config = runs["v3"] / "config.json"
+    stamped = config.read_bytes()
+    assert install_shipped(home, manifest) == runs and config.read_bytes() == stamped
+    shutil.copyfile(SHIPPED_DIR / "runs" / "v3" / "config.json", config)  # as an earlier install left it
+    assert install_shipped(home, manifest) == runs and config.read_bytes() == stamped
+    config.write_text(stamped.decode().replace('"v3"', '"v2"', 1))  # a config of another build
+    with pytest.raises(ConfigError, match="holds another build"):
+        install_shipped(home, manifest)

@@ -52,6 +52,11 @@ def test_embed_fills_the_cache_with_the_encoder_latents(setup, capsys):
         expected = encoder(preprocess(dataset.load_volume(first), GRID).unsqueeze(0))[0].numpy()
     np.testing.assert_allclose(cache.get(first.volume_name).latent, expected, atol=1e-5)
     assert "5 embedded, 0 already cached" in capsys.readouterr().out
+    # The cache records what it was made from: the phantoms (recognised as such) and the weights file.
+    from engine.provenance import PHANTOMS, describe_dataset, file_sha256
+
+    assert cache.provenance.data == (describe_dataset(data),) and cache.provenance.data[0].kind == PHANTOMS
+    assert cache.provenance.encoder.sha256 == file_sha256(weights) and cache.provenance.synthetic_only
 
     # a rerun skips everything; a cache made with another grid is refused by name
     assert _embed(root, data, weights, out) == 0
@@ -107,3 +112,5 @@ def test_embed_with_an_image_model_stores_its_classifier_logits(setup, tmp_path,
         expected = head(torch.from_numpy(latents)).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     assert cache.identity.label_set == "ct-rate" and cache.identity.classifier == str(image.resolve())
+    # An image model without provenance (older than it): the weights are described, the data added.
+    assert cache.provenance.encoder.file == weights.name and cache.provenance.data[0].kind == "phantoms"

@@ -29,10 +29,12 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
 
     out = tmp_path / "eval"
     args = ["evaluate", "--run", str(trained_v3_run), "--data", str(training_setup["data"]), "--cache",
-            str(training_setup["cache"]), "--split", "test", "--out", str(out), "--batch-size", "3", *FAST]
+            str(training_setup["cache"]), "--split", "test", "--out", str(out), "--batch-size", "3", "--convention", "raw",
+            *FAST]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "| metric | value | 95% CI |" in printed and "BLEU-4" in printed
+    assert "Metric card: convention raw" in printed and "averaging, bleu: corpus" in printed
 
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert list(predictions.columns) == list(PREDICTION_COLUMNS)
@@ -55,6 +57,7 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
     keys = {m["key"] for m in doc["metrics"]}
     assert {"bleu_1", "bleu_4", "bleu_avg", "rouge_l", "f1_macro", "green_style"} <= keys
     assert doc["n_cases"] == 4 and doc["generation"]["split"] == "test" and doc["generation"]["max_new_tokens"] == 6
+    assert doc["text_convention"] == doc["metric_card"]["convention"] == "raw"
     # The classifier's AUROC from the cached logits against the labels, per finding present in both classes.
     from sklearn.metrics import roc_auc_score
 
@@ -68,6 +71,17 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
         np.mean([roc_auc_score(labels[:, j], logits[:, j]) for j in both]), abs=1e-6)
     assert "Classifier macro AUROC" in printed
     assert (out / "metrics.md").is_file() and len(pd.read_csv(out / "per_case.csv")) == 4
+
+    # The predictions carry the run's provenance beside them; the report card and `rad3d metrics` show it.
+    recorded = json.loads((out / "provenance.json").read_text())
+    assert recorded == {"run": trained_v3_run.name, "provenance": session.provenance.to_dict()}
+    assert doc["provenance"] == session.provenance.to_dict() and session.provenance.known
+    assert f"Trained on: {session.provenance.trained_on()}." in (out / "metrics.md").read_text()
+    assert cli.main(["metrics", "--predictions", str(out / "predictions.csv"), "--out", str(tmp_path / "again"),
+                     "--no-bertscore", "--no-meteor", "--resamples", "20"]) == 0
+    assert f"Licence: {session.provenance.licence_statement()}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "again" / "provenance.json").read_text()) == recorded
+    assert "Trained on: " in (tmp_path / "again" / "metrics.md").read_text()
 
     # Another run's predictions never go into the same folder.
     other = tmp_path / "other-run"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.labels import ct_rate
-from study.findings import FindingExtractor, FindingStatus
+from study.findings import EXTRACTOR_VERSION, FindingExtractor, FindingStatus
 from study.metrics import clinical
 
 P, N, U, M = (FindingStatus.POSITIVE, FindingStatus.NEGATIVE, FindingStatus.UNCERTAIN, FindingStatus.NOT_MENTIONED)
@@ -54,6 +54,15 @@ def test_phantom_reports_reach_planted_labels(extractor):
     ("There is no change in the 6 mm nodule in the right upper lobe.", "Lung nodule", P),
     ("Thoracic esophagus calibre is normal; no hiatal hernia was seen.", "Hiatal hernia", N),
     ("Emphysematous changes are present in both lungs.", "Pleural effusion", M),
+    # CT-RATE's own phrasing
+    ("Wall calcifications were observed in the aorta and coronary arteries.", "Arterial wall calcification", P),
+    ("Wall calcifications were observed in the aorta and coronary arteries.", "Coronary artery wall calcification", P),
+    ("Sequela fibrotic density increases in the right lower lobe.", "Pulmonary fibrotic sequela", P),
+    ("Sequela fibrotic density increases in the right lower lobe.", "Lung opacity", M),
+    ("A 9 mm lymph node not in pathological size in the paratracheal area.", "Lymphadenopathy", N),
+    ("Heart size increased.", "Cardiomegaly", P),
+    ("Mediastinal main vascular structures, heart contour, size are normal.", "Cardiomegaly", N),
+    ("A nodule is seen in the left lobe of the thyroid gland.", "Lung nodule", M),
 ])
 def test_single_sentence_status(extractor, text, finding, status):
     assert extractor.extract(text)[finding] == status
@@ -89,3 +98,12 @@ def test_green_style_and_uncertain_policy():
     assert c["matched"][0] == 2 and c["errors"][0] == 2  # finding 3 is now omitted
     empty = clinical.case_counts(np.array([["not mentioned"]], object), np.array([["not mentioned"]], object))
     assert np.isnan(clinical.green_style(empty["matched"], empty["errors"])[0])
+
+
+def test_version_and_mention_phrase_as_written(extractor):
+    assert EXTRACTOR_VERSION and FindingExtractor.version == EXTRACTOR_VERSION
+    text = "The Heart is mildly ENLARGED. Pericardial effusion-thickening was not observed."
+    mentions = extractor.mentions(text)
+    assert [(m.finding, m.status) for m in mentions] == [("Cardiomegaly", P), ("Pericardial effusion", N)]
+    assert [m.phrase for m in mentions] == ["Heart is mildly ENLARGED", "Pericardial effusion"]
+    assert all(m.phrase in text for m in mentions)

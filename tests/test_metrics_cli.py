@@ -44,14 +44,21 @@ def test_metrics_command_writes_evaluation_and_compare_works(tmp_path, capsys):
     doc = json.loads((folder / "metrics.json").read_text())
     metrics = {m["key"]: m for m in doc["metrics"]}
     assert doc["n_cases"] == 40 and doc["label_set"]["name"] == "ct-rate"
-    assert "R2Gen-style" in doc["text_convention"] and doc["versions"]["pycocoevalcap"]
+    assert doc["text_convention"] == "r2gen" and doc["versions"]["pycocoevalcap"]
+    card = doc["metric_card"]
+    assert card["convention"] == "r2gen" and "clean_report_mimic_cxr" in card["convention_description"]
+    assert card["averaging"]["bleu"].startswith("corpus") and card["averaging"]["rouge_l"] == "per-sample mean"
+    assert "raw texts" in card["tokenisation"]["rouge_1, rouge_2"] and card["bertscore"] is None
+    assert card["extractor"]["version"]
     for key in ("bleu_4", "rouge_l", "rouge_1", "rouge_2", "cider", "f1_macro", "green_style"):
         m = metrics[key]
         assert m["ci_low"] <= m["value"] <= m["ci_high"], key
     assert metrics["f1_macro"]["value"] > 0.8
-    assert {s["key"] for s in doc["skipped"]} >= {"green", "bertscore_f1", "meteor"}
+    assert {s["key"] for s in doc["skipped"]} == {"bertscore_f1", "meteor"}
     md = (folder / "metrics.md").read_text()
     assert "| BLEU-4 |" in md and "95% CI" in md and "GREEN-style approximation (rule-based), not GREEN" in md
+    assert "Metric card: convention r2gen" in md and "finding extractor: rad3d FindingExtractor, version" in md
+    assert "--green-model" not in md and "--radgraph-model" not in md  # no advice for options that do not exist
     assert len(pd.read_csv(folder / "per_case.csv")) == 40
 
     # The same run against itself: no difference; a clearly better run: significant.
@@ -63,10 +70,12 @@ def test_metrics_command_writes_evaluation_and_compare_works(tmp_path, capsys):
     better = {m["key"]: m for m in compare_evaluations(tmp_path / "eval_bad", folder, resamples=500)["metrics"]}
     for key in ("bleu_4", "rouge_l", "f1_micro", "green_style"):
         assert better[key]["difference"] > 0 and better[key]["p_value"] < 0.01, key
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "Metric card: convention r2gen" in printed and "averaging, bleu: corpus" in printed
     assert main(["compare", str(tmp_path / "eval_bad"), str(folder), "--out", str(tmp_path / "cmp"),
                  "--resamples", "200"]) == 0
-    assert "| BLEU-4 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| BLEU-4 |" in printed and "Metric card: convention r2gen" in printed
     assert (tmp_path / "cmp" / "comparison.json").is_file()
 
 
@@ -77,6 +86,26 @@ def test_compare_refuses_different_case_sets(tmp_path):
                      "--no-meteor", "--resamples", "50"]) == 0
     with pytest.raises(DatasetError, match=r"case sets differ; 2 case\(s\) only in .*a: case_010, case_011"):
         compare_evaluations(tmp_path / "a", tmp_path / "b", resamples=10)
+
+
+def test_convention_flag_and_compare_refuses_different_conventions(tmp_path, capsys):
+    csv = _write(tmp_path / "p.csv", GOOD, n=8)
+    for convention in ("r2gen", "raw"):
+        assert main(["metrics", "--predictions", str(csv), "--out", str(tmp_path / convention), "--no-bertscore",
+                     "--no-meteor", "--resamples", "20", "--convention", convention]) == 0
+    raw = json.loads((tmp_path / "raw" / "metrics.json").read_text())
+    r2gen = json.loads((tmp_path / "r2gen" / "metrics.json").read_text())
+    assert raw["metric_card"]["convention"] == "raw" and raw["text_convention"] == "raw"
+    value = lambda doc, key: next(m["value"] for m in doc["metrics"] if m["key"] == key)  # noqa: E731
+    assert value(raw, "bleu_4") != value(r2gen, "bleu_4")  # the convention changes the n-gram metrics ...
+    assert value(raw, "rouge_1") == value(r2gen, "rouge_1")  # ... not ROUGE-1/2, always on the raw texts
+    with pytest.raises(DatasetError, match=r"text conventions differ \('r2gen' in .*r2gen, 'raw' in .*raw\)"):
+        compare_evaluations(tmp_path / "r2gen", tmp_path / "raw", resamples=10)
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "r2gen"), str(tmp_path / "raw")]) == 1
+    assert "text conventions differ" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["metrics", "--predictions", str(csv), "--out", str(tmp_path / "x"), "--convention", "ptb"])
 
 
 def test_malformed_predictions_exit_1_naming_file(tmp_path, capsys):

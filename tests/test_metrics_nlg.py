@@ -10,7 +10,9 @@ from study.bootstrap import bootstrap
 from study.metrics.evaluate import build_statistics
 from study.metrics.meteor import METEOR_STAT_COLUMNS, MeteorJar
 from study.metrics.nlg import BLEU_STAT_COLUMNS, bleu_case_stats, corpus_bleu, rouge_l_scores, rouge_n_scores
-from study.metrics.text import normalize_report
+from study.metrics.text import text_convention
+
+normalize = text_convention("r2gen").prepare
 
 REFS = [
     "Trachea and both main bronchi are open. No pleural effusion was detected. Heart size is normal.",
@@ -28,15 +30,8 @@ HYPS = [
 ]
 
 
-def test_normalize_report_convention():
-    assert normalize_report("No pleural effusion. Heart size: 3.5 cm, normal!\nGround-glass (RUL)") == (
-        "no pleural effusion . heart size 35 cm normal . ground-glass rul ."
-    )
-    assert normalize_report("  ") == ""
-
-
 def test_bleu_matches_pycocoevalcap_corpus_bleu():
-    hyps, refs = [normalize_report(t) for t in HYPS], [normalize_report(t) for t in REFS]
+    hyps, refs = normalize(HYPS), normalize(REFS)
     expected, per_case = Bleu(4).compute_score({i: [r] for i, r in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)},
                                                verbose=0)
     stats = bleu_case_stats(hyps, refs)
@@ -54,7 +49,7 @@ def test_bleu_matches_pycocoevalcap_corpus_bleu():
 
 
 def test_rouge_matches_reference_implementations():
-    hyps, refs = [normalize_report(t) for t in HYPS], [normalize_report(t) for t in REFS]
+    hyps, refs = normalize(HYPS), normalize(REFS)
     expected_l, _ = Rouge().compute_score({i: [r] for i, r in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)})
     assert rouge_l_scores(hyps, refs).mean() == pytest.approx(expected_l, abs=1e-4)
     scorer = RougeScorer(["rouge1", "rouge2"], use_stemmer=False)
@@ -70,7 +65,7 @@ def test_rouge_matches_reference_implementations():
 def test_meteor_aggregate_from_summed_stats_matches_pycocoevalcap():
     from pycocoevalcap.meteor.meteor import Meteor
 
-    hyps, refs = [normalize_report(t) for t in HYPS], [normalize_report(t) for t in REFS]
+    hyps, refs = normalize(HYPS), normalize(REFS)
     hyps.append(refs[0])  # a perfect segment: the jar's aggregate treats its chunks specially
     refs.append(refs[0])
     expected, expected_cases = Meteor().compute_score({i: [r] for i, r in enumerate(refs)},

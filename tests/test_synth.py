@@ -19,9 +19,17 @@ from engine.labels import ct_rate
 from engine.synth import generate_case
 from engine.synth.config import SynthConfig, parse_prevalence
 from engine.synth.writer import assign_splits, plan_dataset, write_dataset
+from study.findings import FindingExtractor
 
 NAMES = list(ct_rate().names)
 NEGATION = re.compile(r"\b(no|not|without|normal|unremarkable)\b", re.IGNORECASE)
+# Which findings a sentence names: the extractor's vocabulary and anatomical scope (its synonyms
+# include generic words such as "calcification" or "effusion" that substring matching would misread).
+EXTRACTOR = FindingExtractor(ct_rate())
+
+
+def named_findings(sentence: str) -> set[str]:
+    return {m.finding for m in EXTRACTOR.mentions(sentence)}
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +45,13 @@ def positive_findings(text: str) -> set[str]:
     for sentence in re.split(r"(?<=[.;])\s+", text):
         if NEGATION.search(sentence):
             continue
-        low = sentence.lower()
-        for name in NAMES:
-            if any(s.lower() in low for s in (name, *ct_rate().synonyms[name])):
-                found.add(name)
+        found |= named_findings(sentence)
     return found
 
 
 def negated_or_absent(text: str, name: str) -> bool:
-    terms = [s.lower() for s in (name, *ct_rate().synonyms[name])]
     for sentence in re.split(r"(?<=[.;])\s+", text):
-        if any(t in sentence.lower() for t in terms) and not NEGATION.search(sentence):
+        if name in named_findings(sentence) and not NEGATION.search(sentence):
             return False
     return True
 

@@ -109,6 +109,12 @@ def test_train_classifier_learns_planted_findings_and_writes_logits_into_the_cac
     np.testing.assert_allclose(cached, expected, atol=1e-5)
     assert cache.identity.label_set == "ct-rate" and "classifier.safetensors" in cache.identity.classifier
     assert "macro AUROC valid" in capsys.readouterr().out
+    # Provenance: the dataset it was trained on, and the bare weights file it was given.
+    from engine.provenance import describe_dataset, file_sha256
+
+    assert cfg.provenance.data == (describe_dataset(planted["data"]),)
+    assert (cfg.provenance.encoder.file, cfg.provenance.encoder.sha256) == ("encoder.safetensors",
+                                                                            file_sha256(cfg.encoder.weights))
 
 
 def test_positive_weights_from_prevalence_are_really_used():
@@ -224,6 +230,13 @@ def test_train_encoder_learns_saves_ctclip_weights_and_resumes_after_a_crash(pha
     np.testing.assert_allclose(logits, cached, atol=1e-4)
     report = pd.read_csv(tmp_path / "full" / "classifier_report.csv")
     assert set(report.split) == {"valid", "test"}
+    # Provenance: trained on these phantoms by rad3d; the cache it filled says the same.
+    from engine.provenance import describe_dataset, file_sha256
+
+    assert cfg.provenance.data == (describe_dataset(phantoms),) and cfg.provenance.synthetic_only
+    assert cfg.provenance.encoder.origin == "rad3d train-encoder"
+    assert cfg.provenance.encoder.sha256 == file_sha256(cfg.encoder.weights)
+    assert EmbeddingCache.open(tmp_path / "cache").provenance == cfg.provenance
 
     # A run killed mid-epoch resumes from its last checkpoint and ends where the full run ended.
     class Crash(Exception):

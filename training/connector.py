@@ -426,9 +426,11 @@ def load_image_side(path: str | Path) -> ImageSide:
 
 def write_trained_run(out: Path, model, image: ImageSide, config: TrainConfig, *, notes: dict):
     """The inference run: IMAGE's encoder (referenced by path) and classifier, the trained
-    connector (and decoder weights when trained), the LLM referenced by path."""
+    connector (and decoder weights when trained), the LLM referenced by path; its provenance is the
+    image model's with the dataset the connector learned from and the LLM added."""
     from engine.encoders import ENCODERS
     from engine.generation import GenerationSettings
+    from engine.provenance import describe_dataset, describe_decoder
     from engine.rundir import write_run
     from training.image_side import report_valid_auroc
 
@@ -445,4 +447,6 @@ def write_trained_run(out: Path, model, image: ImageSide, config: TrainConfig, *
         generator=model, decoder_path=config.llm, gguf_file=config.gguf_file, generation=generation,
         notes=notes, encoder_weights=image.config.encoder.weights, report_section=config.section,
         valid_auroc=image.config.classifier.valid_auroc or report_valid_auroc(image.root, image.label_set.names),
+        provenance=image.config.provenance.merged(data=describe_dataset(config.data),
+                                                  decoder=describe_decoder(config.llm, gguf_file=config.gguf_file)),
     )

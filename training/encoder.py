@@ -619,10 +619,12 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
 def _fill_cache(cache_out, out: Path, encoder, pp, splits, latents, logits, label_set) -> None:
     from engine.cache import EmbeddingCache
     from engine.embedding import file_fingerprint, identity_for
+    from engine.rundir import load_image_model
 
     weights = out / ENCODER_FILE
     cache = EmbeddingCache.create_or_open(cache_out, identity_for("ctvit", encoder.cfg.to_dict(), weights, pp,
-                                                                  encoder.cfg.dim_latent))
+                                                                  encoder.cfg.dim_latent),
+                                          load_image_model(out)[1].provenance)  # the phantoms it embeds trained it
     by_name = {}
     for s, sp in splits.items():
         for name, lat, lg in zip(sp.volume_names, latents[s].numpy(), logits[s].numpy()):

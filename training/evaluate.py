@@ -3,6 +3,8 @@ latents (and logits), in batches; the predictions are then scored by study.metri
 
 EVAL/predictions.csv  VolumeName, reference, generated, run, variant, seconds, new_tokens, finished
                       (seconds: the batch's generation time shared equally by its cases)
+EVAL/provenance.json  what the run was trained on and its licence (engine.provenance), for every
+                      reader of the predictions (`rad3d metrics` and the report card show it)
 EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
 EVAL/vlm3d_*.json   with --format vlm3d: the VLM3D challenge's files and scores (study.metrics.vlm3d)
 
@@ -44,6 +46,7 @@ class EvaluateConfig:
     resamples: int = 5000
     seed: int = 0
     output_format: str = "rad3d"  # "vlm3d": also the VLM3D challenge's files (study.metrics.vlm3d)
+    convention: str = "r2gen"  # study.metrics.text.CONVENTIONS
 
     def __post_init__(self):
         if self.output_format not in ("rad3d", "vlm3d"):
@@ -52,6 +55,9 @@ class EvaluateConfig:
             raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        from study.metrics.text import text_convention
+
+        text_convention(self.convention)  # an unknown name fails here, before any model loads
 
 
 def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, progress: bool = True) -> pd.DataFrame:
@@ -83,6 +89,7 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     from engine.data import CTRateDataset
     from engine.inference import InferenceSession
     from study.metrics import evaluate_predictions, write_evaluation
+    from study.predictions import write_provenance
     from training.data import check_cache_matches, check_logits_from_classifier, load_report_split
 
     out = Path(config.out)
@@ -116,12 +123,16 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
                                        settings=settings, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(out / "predictions.csv", index=False)
+    provenance = session.provenance.to_dict()
+    write_provenance(out, run_name, provenance)
 
     result = evaluate_predictions(predictions, session.label_set, bertscore_model=config.bertscore_model,
                                   bertscore=config.bertscore, meteor=config.meteor, resamples=config.resamples,
-                                  seed=config.seed, progress=progress, source=str(out / "predictions.csv"))
+                                  seed=config.seed, convention=config.convention, progress=progress,
+                                  source=str(out / "predictions.csv"))
     result.metrics += classifier_metrics(dataset, cache, split.volume_names, session.label_set,
                                          resamples=config.resamples, seed=config.seed)
+    result.info["provenance"] = provenance
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
                                  "batch_size": config.batch_size, **dataclasses.asdict(settings)}
     if config.output_format == "vlm3d":

@@ -2,7 +2,8 @@
 image-model folder, the per-class report on valid and test, and folding an input affine into the
 first layer of a trained AbnormalityHead.
 
-    IMAGE/image_model.json          engine.rundir.ImageModelConfig (label set, preprocessing, specs)
+    IMAGE/image_model.json          engine.rundir.ImageModelConfig (label set, preprocessing, specs,
+                                    provenance: the dataset trained on and the encoder's own)
     IMAGE/encoder.safetensors       CT-CLIP key names (train-encoder), or a path to the weights used
     IMAGE/classifier.safetensors    AbnormalityHead
     IMAGE/classifier_report.csv/.md per-class AUROC, F1, sensitivity, specificity on valid and test
@@ -10,6 +11,7 @@ first layer of a trained AbnormalityHead.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +19,9 @@ import numpy as np
 import torch
 
 from engine.classifier import AbnormalityHead, classification_report
-from engine.errors import ConfigError, DatasetError
+from engine.errors import ConfigError, DatasetError, Rad3dError
 from engine.labels import LabelSet
+from engine.provenance import PROJECT_LICENCE, Provenance, describe_dataset, describe_encoder
 from engine.rundir import ClassifierSpec, EncoderSpec, ImageModelConfig, json_floats, save_image_model
 
 REPORT_SPLITS = ("valid", "test")
@@ -139,8 +142,10 @@ def write_image_model(
     thresholds,
     notes: dict,
     valid_auroc=None,
+    provenance: Provenance | None = None,
 ) -> Path:
-    """Save the head as IMAGE/classifier.safetensors and IMAGE/image_model.json beside it."""
+    """Save the head as IMAGE/classifier.safetensors and IMAGE/image_model.json beside it, with its
+    provenance (by default image_model_provenance's)."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -154,8 +159,40 @@ def write_image_model(
                                   thresholds=[float(t) for t in thresholds],
                                   valid_auroc=json_floats(valid_auroc)),
         notes=notes,
+        provenance=provenance or image_model_provenance(out, encoder_spec, notes),
     )
     return save_image_model(out, config)
+
+
+TRAINED_HERE = "rad3d train-encoder"  # the origin of an encoder trained by the project (notes' trained_by)
+
+
+def image_model_provenance(out: Path, encoder_spec: EncoderSpec, notes: dict) -> Provenance:
+    """What an image model is made from: the dataset its recipe trained on (notes["data"]) and its
+    encoder, which `rad3d train-encoder` trained here, or which comes with the provenance of the
+    image model or run it was taken from, or else is described from its weights file."""
+    weights = Path(encoder_spec.weights)
+    weights = weights if weights.is_absolute() else Path(out) / weights
+    if notes.get("trained_by") == TRAINED_HERE:
+        base = Provenance(encoder=describe_encoder(weights, origin=TRAINED_HERE, licence=PROJECT_LICENCE))
+    else:
+        base = weights_provenance(weights)
+    data = notes.get("data")
+    return base.merged(data=describe_dataset(data)) if data else base
+
+
+def weights_provenance(weights: Path) -> Provenance:
+    """The provenance of encoder weights: that of the image model or run folder holding them (its
+    datasets trained them), else the file's own description (e.g. a CT-CLIP checkpoint)."""
+    from engine.rundir import load_image_model
+
+    try:
+        _, cfg = load_image_model(weights.parent)
+    except Rad3dError:
+        cfg = None
+    if cfg is not None and Path(cfg.encoder.weights).resolve() == weights.resolve() and cfg.provenance.encoder:
+        return dataclasses.replace(cfg.provenance, decoder=None)  # a run's decoder is no part of an image model
+    return Provenance(encoder=describe_encoder(weights))
 
 
 def weights_reference(weights: str | Path, out: Path) -> str:

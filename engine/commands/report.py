@@ -61,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
             "section": session.run.config.report_section,
             "finished": result.finished,
             "timings": result.timings,
+            "provenance": session.provenance.to_dict(),
         }, indent=2))
         return 0
     width = max(len(n) for n in result.probabilities)
-    print(f"{result.source}  (run {session.run.root.name}, variant {session.run.config.variant})\n")
+    print(f"{result.source}  (run {session.run.root.name}, variant {session.run.config.variant})")
+    print("\n".join(session.provenance.lines()) + "\n")
     print(f"{'finding':<{width}}  probability  threshold")
     for (name, prob), thr in zip(result.probabilities.items(), session.thresholds):
         mark = "  *" if prob >= thr else ""
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.report or "(empty)")
     if not result.finished:
         print(f"[cut at {result.n_tokens} tokens]")
+    print(f"[model trained on {session.provenance.trained_on()}]")
     t = result.timings
     print(f"\n{t['total_s']:.1f} s: read {t['load_s']:.1f}, preprocess {t['preprocess_s']:.1f}, "
           f"encode {t['encode_s']:.1f}, generate {t['generate_s']:.1f}")

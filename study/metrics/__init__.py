@@ -1,9 +1,10 @@
-"""Report metrics: n-gram metrics on one text convention, BERTScore with an offline encoder,
+"""Report metrics: n-gram metrics under a named text convention, BERTScore with an offline encoder,
 clinical correctness from extracted findings, all with case-bootstrap intervals."""
 
-from study.metrics.text import TEXT_CONVENTION, normalize_report
+from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION, clean_report_mimic_cxr, text_convention
 
-__all__ = ["TEXT_CONVENTION", "normalize_report", "evaluate_predictions", "write_evaluation", "EvaluationResult"]
+__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "clean_report_mimic_cxr", "text_convention", "evaluate_predictions",
+           "write_evaluation", "EvaluationResult"]
 
 
 def __getattr__(name):  # heavy parts load on first use

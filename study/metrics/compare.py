@@ -22,6 +22,10 @@ def _check_same_cases(meta_a, cases_a, meta_b, cases_b, a: Path, b: Path) -> Non
     if meta_a.get("uncertain_as") != meta_b.get("uncertain_as"):
         raise DatasetError(f"uncertain findings count differently ({meta_a.get('uncertain_as')} in {a}, "
                            f"{meta_b.get('uncertain_as')} in {b}); re-run rad3d metrics with one setting", b)
+    ca, cb = meta_a.get("text_convention"), meta_b.get("text_convention")
+    if ca != cb:
+        raise DatasetError(f"text conventions differ ({_convention_name(ca)} in {a}, {_convention_name(cb)} in {b}); "
+                           f"re-run rad3d metrics on both with one --convention", b)
     sa, sb = set(cases_a["VolumeName"]), set(cases_b["VolumeName"])
     if sa != sb:
         only_a, only_b = sorted(sa - sb), sorted(sb - sa)
@@ -32,6 +36,13 @@ def _check_same_cases(meta_a, cases_a, meta_b, cases_b, a: Path, b: Path) -> Non
         if only_b:
             parts.append(f"{len(only_b)} case(s) only in {b}: {show(only_b)}")
         raise DatasetError("case sets differ; " + "; ".join(parts), b)
+
+
+def _convention_name(value) -> str:
+    """The convention's name, or a clear word for an evaluation written before conventions had names."""
+    from study.metrics.text import CONVENTIONS
+
+    return repr(value) if value in CONVENTIONS else "an unnamed convention (written by an older rad3d)"
 
 
 def compare_evaluations(eval_a: str | Path, eval_b: str | Path, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
@@ -53,8 +64,11 @@ def compare_evaluations(eval_a: str | Path, eval_b: str | Path, resamples: int =
     use_meteor = all(c in cases_a and c in cases_b for c in METEOR_STAT_COLUMNS)
     jar = MeteorJar() if use_meteor else None
     try:
-        stats_a, table_a = build_statistics(cases_a, names, uncertain_as, jar, enc_a)
-        stats_b, table_b = build_statistics(cases_b, names, uncertain_as, jar, enc_b)
+        from study.metrics.text import CONVENTIONS
+
+        convention = meta_a.get("text_convention") if meta_a.get("text_convention") in CONVENTIONS else None
+        stats_a, table_a = build_statistics(cases_a, names, uncertain_as, jar, enc_a, convention)
+        stats_b, table_b = build_statistics(cases_b, names, uncertain_as, jar, enc_b, convention)
         keys_b = {s.key for s in stats_b}
         stats = [s for s in stats_a if s.key in keys_b]
         for s in stats_a + stats_b:
@@ -72,6 +86,7 @@ def compare_evaluations(eval_a: str | Path, eval_b: str | Path, resamples: int =
         "n_cases": int(len(cases_a)),
         "label_set": meta_a["label_set"],
         "text_convention": meta_a.get("text_convention"),
+        "metric_card": {"a": meta_a.get("metric_card"), "b": meta_b.get("metric_card")},
         "bootstrap": {"resamples": int(resamples), "seed": int(seed), "level": 0.95, "interval": "percentile",
                       "p_value": "two-sided: min(1, 2·min(#{d*<=0}+1, #{d*>=0}+1)/(R+1))"},
         "metrics": [{"key": s.key, "label": s.label, "group": s.group,

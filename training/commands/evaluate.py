@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
+
     p = subparsers.add_parser(
         "evaluate",
         help="generate a run's reports for a split (from the cache) and compute the report metrics",
@@ -28,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--bertscore-model", help="local encoder folder for BERTScore (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
+    p.add_argument("--convention", choices=sorted(CONVENTIONS), default=DEFAULT_CONVENTION,
+                   help="text convention of BLEU, METEOR, ROUGE-L and CIDEr-D: r2gen (R2Gen's clean_report_mimic_cxr, "
+                   "as published CT-RATE numbers; default), coco (PTB tokenizer), raw")
     p.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples (default 5000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--format", choices=["rad3d", "vlm3d"], default="rad3d",
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         run=args.run, data=args.data, cache=args.cache, out=args.out, split=args.split, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, beams=args.beams, limit=args.limit, device=args.device,
         bertscore_model=args.bertscore_model, bertscore=not args.no_bertscore, meteor=not args.no_meteor,
-        resamples=args.resamples, seed=args.seed, output_format=args.format,
+        resamples=args.resamples, seed=args.seed, output_format=args.format, convention=args.convention,
     )
     predictions, result = evaluate_run(config, progress=not args.no_progress)
     print((Path(args.out) / "metrics.md").read_text())

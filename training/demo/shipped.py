@@ -11,6 +11,10 @@ installing is a plain copy. Weights are stored in bfloat16 to halve their size (
 tensors that its latent path never reads, kept for strict loading, as zeros); they load into the
 float32 modules (load_state_dict casts), and every number the README reports was measured on these
 shipped weights, not on the float32 originals.
+
+Installing also records provenance in the installed image_model.json and run configs that lack it
+(weights exported before provenance was kept): trained on rad3d's phantoms, the encoder trained by
+rad3d, the decoder SmolLM2-135M-Instruct (Apache-2.0), so the app and `rad3d report` say so.
 """
 
 from __future__ import annotations
@@ -139,6 +143,38 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
     return dest
 
 
+DEMO_DECODER = ("SmolLM2-135M-Instruct", "Apache-2.0")  # what training.demo.llm converts, and its licence
+
+
+def shipped_provenance(manifest: dict, *, with_decoder: bool = True):
+    """What the shipped demo weights were made from, per their manifest: the recipe's phantoms, the
+    encoder trained on them by rad3d (the shipped file's sha256) and SmolLM2."""
+    from engine.provenance import PROJECT_LICENCE, DecoderRecord, EncoderRecord, Provenance, phantom_source
+    from engine.synth.config import GENERATOR_VERSION
+    from training.image_side import TRAINED_HERE
+
+    recipe = manifest.get("recipe", {})
+    data = phantom_source(GENERATOR_VERSION, recipe.get("seed"), recipe.get("cases"), recipe.get("scale"))
+    encoder = EncoderRecord("encoder.safetensors", manifest["files"].get("image/encoder.safetensors"), TRAINED_HERE,
+                            PROJECT_LICENCE)
+    return Provenance((data,), encoder, DecoderRecord(*DEMO_DECODER) if with_decoder else None)
+
+
+def _installed_bytes(rel: str, src: Path, manifest: dict) -> bytes | None:
+    """A shipped config as it is installed, when that differs from the shipped file: with the demo's
+    provenance added where it has none. None for every other file (installed as shipped)."""
+    from engine.provenance import Provenance
+
+    is_image = rel == "image/image_model.json"
+    if not (is_image or (rel.startswith("runs/") and rel.endswith("/config.json"))):
+        return None
+    doc = json.loads(src.read_text())
+    if Provenance.from_dict(doc.get("provenance")).known:
+        return None
+    doc["provenance"] = shipped_provenance(manifest, with_decoder=not is_image).to_dict()
+    return (json.dumps(doc, indent=1) + "\n").encode()
+
+
 def _target(paths, rel: str) -> Path:
     parts = Path(rel).parts
     return (paths.image / Path(*parts[1:])) if parts[0] == "image" else (paths.root / rel)
@@ -154,18 +190,26 @@ def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[s
             raise CheckpointError("shipped demo file is missing or does not match its manifest "
                                   "(rebuild with `rad3d demo build --from-scratch`)", src)
     targets = {rel: _target(paths, rel) for rel in manifest["files"]}
-    # Never overwrite: a file already there must be the shipped one (an interrupted install), else
-    # the home holds another build that the shipped runs would silently mix with.
-    other = [dst for rel, dst in targets.items() if dst.is_file() and _sha256(dst) != manifest["files"][rel]]
+    stamped = {rel: b for rel in targets if (b := _installed_bytes(rel, folder / rel, manifest)) is not None}
+    installed = {rel: hashlib.sha256(stamped[rel]).hexdigest() if rel in stamped else digest
+                 for rel, digest in manifest["files"].items()}
+    # Never overwrite: a file already there must be the shipped one (an interrupted install, or a
+    # config installed before provenance was added to it), else the home holds another build that the
+    # shipped runs would silently mix with.
+    found = {rel: _sha256(dst) for rel, dst in targets.items() if dst.is_file()}
+    other = [targets[rel] for rel, digest in found.items() if digest not in (manifest["files"][rel], installed[rel])]
     if other:
         raise ConfigError(f"this demo home holds another build ({len(other)} file(s) differ from the shipped ones, "
                           f"e.g. {other[0].name}); use another --home, or delete it to install the shipped weights",
                           other[0].parent)
     for rel, dst in targets.items():
-        if not dst.is_file():
+        if found.get(rel) != installed[rel]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(dst.name + ".partial")
-            shutil.copyfile(folder / rel, tmp)
+            if rel in stamped:
+                tmp.write_bytes(stamped[rel])
+            else:
+                shutil.copyfile(folder / rel, tmp)
             os.replace(tmp, dst)
     (paths.root / INSTALLED_MARK).write_text(json.dumps({"exported": manifest.get("exported"),
                                                          "files": manifest["files"]}, indent=1) + "\n")

@@ -1,9 +1,11 @@
 """Case review: case list with search, finding filter and upload; the three-plane viewer; the
 abnormality panel; the generated report (streamed) beside the reference with highlighted findings
-and their agreement."""
+and their agreement; above the draft, what the run was trained on and its licence (a warning
+banner when it learned from phantoms only)."""
 
 from __future__ import annotations
 
+import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,29 @@ from ui.viewer import PLANES, WINDOW_PRESETS, clamp_crosshair, render_views
 
 log = logging.getLogger("rad3d.app")
 DEFAULT_MAX_TOKENS = 200
+
+
+def provenance_html(provenance) -> str:
+    """One line under the draft's heading: what the run was trained on and its licence; a red
+    banner when it learned from phantoms only (a real scan then gets a meaningless draft)."""
+    line = html.escape(f"Trained on: {provenance.trained_on()} · Licence: {provenance.licence_statement()}")
+    if provenance.synthetic_only:
+        return (f'<div class="provenance warning" style="background:#fde8e8;color:#8a1c1c;border:1px solid #e0a0a0;'
+                f'border-radius:4px;padding:4px 8px">⚠ <b>{html.escape(provenance.warning())}</b><br>'
+                f'<small>{line}</small></div>')
+    return f'<div class="provenance"><small>{line}</small></div>'
+
+
+def run_provenance_html(config, run_name: str | None) -> str:
+    """provenance_html of a configured run, read from its config.json (no model is loaded)."""
+    from engine.rundir import open_run
+
+    if not run_name or run_name not in config.runs:
+        return ""
+    try:
+        return provenance_html(open_run(config.runs[run_name], check=False).config.provenance)
+    except Exception as err:  # a broken run says so where its draft would be, and the page keeps serving
+        return escaped(message(err, "Reading the run"))
 
 
 def _labels_markdown(labels: dict[str, int] | None) -> str:
@@ -84,6 +109,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             chart = gr.Plot(label="Abnormality probabilities", elem_id="probabilities")
         with gr.Column(scale=1):
             gr.Markdown("#### Generated report (draft, not for patient care)")
+            provenance = gr.HTML(run_provenance_html(config, run_names[0]), elem_id="run-provenance")
             generated = gr.HTML(elem_id="generated-report")
             agreement_box = gr.HTML(elem_id="agreement")
             timing = gr.Markdown(elem_id="timing")
@@ -164,8 +190,10 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
 
     upload.upload(on_upload, [upload], [case, upload_status])
 
+    run.change(lambda run_name: run_provenance_html(config, run_name), [run], [provenance])
+
     def on_generate(name, run_name, decoding_choice, n_tokens):
-        outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML()]
+        outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML(), gr.HTML()]
         if run_name == NO_RUN or not config.runs:
             outputs[4] = hint()
             yield outputs
@@ -178,6 +206,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             outputs[4] = f"Loading run `{run_name}` and encoding the volume…"
             yield outputs
             session = browser.session(run_name)
+            outputs[6] = provenance_html(session.provenance)  # beside this very draft, whatever the list showed
             volume = browser.volumes.get(name)
             ref_text, labels = browser.reference(name, session.run.config.report_section)
             settings = settings_for(session.settings, decoding_choice, n_tokens)
@@ -200,5 +229,5 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             yield outputs
 
     generate.click(on_generate, [case, run, decoding, max_tokens],
-                   [chart, generated, agreement_box, timing, report_status, reference])
+                   [chart, generated, agreement_box, timing, report_status, reference, provenance])
     return ReviewControls(case, run, report_status)
