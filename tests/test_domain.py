@@ -93,3 +93,51 @@ def test_real_chest_cts_are_chest(name):
 
     verdict = body_region(load_volume(real_ct(name)))
     assert verdict.is_chest, verdict.reason
+
+
+# -- wired into a run and the inference session ------------------------------------------------
+from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: E402,F401
+from run_fixtures import chest_like_volume, write_tiny_run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def guarded_run(tmp_path_factory, tiny_gpt2_dir):
+    return write_tiny_run(tmp_path_factory.mktemp("guarded"), tiny_gpt2_dir)[0]
+
+
+def test_session_refuses_a_head_before_encoding_and_marks_it_when_forced(guarded_run, monkeypatch):
+    from engine.errors import OutOfDomainError
+    from engine.inference import InferenceSession
+
+    session = InferenceSession.load(guarded_run, device="cpu")
+    head = generate_region("head", seed=1, spacing_mm=(3.0, 3.0, 5.0))
+    calls = []
+    monkeypatch.setattr(session, "image_features", lambda v: calls.append(v))
+    with pytest.raises(OutOfDomainError, match="not a chest CT"):
+        session.report(head, refuse_outside=True)
+    assert calls == [], "the body-region check refuses before the encoder runs"
+    monkeypatch.undo()
+    forced = session.report(head)
+    assert forced.domain is not None and not forced.domain.in_domain and forced.report is not None
+    assert session.report(chest_like_volume()).domain.in_domain
+
+
+def test_run_guard_round_trips_and_flags_far_features(guarded_run):
+    from engine.errors import OutOfDomainError
+    from engine.inference import InferenceSession
+    from engine.rundir import load_domain_guard, open_run, save_domain_guard
+
+    session = InferenceSession.load(guarded_run, device="cpu")
+    latent = session.image_features(chest_like_volume()).latent.numpy()
+    near = FeatureGuard(mean=latent.astype(np.float32), whitening=np.eye(latent.size, dtype=np.float32), threshold=1.0,
+                        calibration={"split": "valid", "cases": 3, "quantile": 0.995, "margin": 1.1,
+                                     "false_positive_rate": 0.0})
+    run = save_domain_guard(open_run(guarded_run), near)
+    assert run.config.domain_guard.threshold == 1.0 and load_domain_guard(run).calibration["cases"] == 3
+    result = InferenceSession.load(guarded_run, device="cpu").report(chest_like_volume(), refuse_outside=True)
+    assert result.domain.in_domain and result.domain.distance < 1e-3
+
+    far = FeatureGuard(mean=latent.astype(np.float32) + 5.0, whitening=near.whitening, threshold=1.0)
+    save_domain_guard(open_run(guarded_run), far)
+    with pytest.raises(OutOfDomainError, match="far from the training scans"):
+        InferenceSession.load(guarded_run, device="cpu").report(chest_like_volume(), refuse_outside=True)
