@@ -76,7 +76,8 @@ class Server:
 def client(url):
     from gradio_client import Client
 
-    return Client(url, verbose=False)
+    # 20 clients start at once on a small shared machine: httpx's 5 s default read timeout is too tight.
+    return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
 @pytest.mark.slow

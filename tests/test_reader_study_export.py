@@ -88,3 +88,83 @@ def test_summary_readers_and_errors(scored_study, tmp_path, capsys):
     assert cli.main(["study", "export", "--db", str(db_path), "--name", "pilot", "--out", str(tmp_path / "x.txt")]) == 1
     assert cli.main(["study", "create", "--db", str(db_path), "--name", "x", "--arms", "bad", "--readers", "a"]) == 1
     assert "NAME=PREDICTIONS.csv" in capsys.readouterr().err
+
+
+def test_blind_export_carries_no_reader_identity_unless_asked(scored_study, tmp_path):
+    db_path, submitted = scored_study
+
+    def cells(path):
+        workbook = openpyxl.load_workbook(path, read_only=True)
+        return {str(c) for ws in workbook.worksheets for row in ws.iter_rows(values_only=True) for c in row if c is not None}
+
+    blind = tmp_path / "blind.xlsx"
+    assert cli.main(["study", "export", "--db", str(db_path), "--name", "pilot", "--out", str(blind), "--blind",
+                     "--resamples", "50"]) == 0
+    shown = cells(blind)
+    assert not shown & {"ann", "ben", *ARMS}
+    ratings = pd.read_excel(blind, sheet_name="ratings")
+    assert set(ratings["reader"]) == {"reader 1", "reader 2"} and len(ratings) == submitted
+    assert not {"created_at", "updated_at", "seconds_spent"} & set(ratings.columns)  # times could name who rated when
+    # The labels are keyed by the study's secret: the same in every export, not guessable from names.
+    again = tmp_path / "again.csv"
+    assert cli.main(["study", "export", "--db", str(db_path), "--name", "pilot", "--out", str(again), "--blind"]) == 0
+    assert pd.read_csv(again)[["reader", "item_code"]].values.tolist() == ratings[["reader", "item_code"]].values.tolist()
+    named = tmp_path / "named.xlsx"
+    assert cli.main(["study", "export", "--db", str(db_path), "--name", "pilot", "--out", str(named), "--blind",
+                     "--with-readers", "--resamples", "50"]) == 0
+    assert {"ann", "ben"} <= cells(named) and not cells(named) & set(ARMS)
+
+
+def one_line_error(capsys, argv) -> str:
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "Traceback" not in captured.err + captured.out and len(err.splitlines()) == 1, captured.err
+    return err
+
+
+def test_missing_corrupt_database_and_busy_port_give_one_line(scored_study, tmp_path, capsys):
+    import shutil
+    import socket
+
+    missing = tmp_path / "typo" / "study.sqlite"
+    for action in (["summary"], ["export", "--out", str(tmp_path / "x.xlsx")], ["readers"], ["serve"]):
+        err = one_line_error(capsys, ["study", action[0], "--db", str(missing), "--name", "pilot", *action[1:]])
+        assert "no study database here" in err and str(missing) in err
+    assert not missing.parent.exists() and not (tmp_path / "x.xlsx").exists()  # nothing created
+
+    db_path, _ = scored_study
+    damaged = tmp_path / "damaged.sqlite"
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the main file, then copy it
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    shutil.copy(db_path, damaged)
+    raw = bytearray(damaged.read_bytes())
+    for start in range(page, len(raw), page):  # every b-tree page header after the first: torn
+        raw[start:start + 12] = b"\x7f" * 12
+    damaged.write_bytes(bytes(raw))
+    err = one_line_error(capsys, ["study", "summary", "--db", str(damaged), "--name", "pilot"])
+    assert str(damaged) in err and ("damaged" in err or "not a usable" in err or "cannot be read" in err)
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        err = one_line_error(capsys, ["study", "serve", "--db", str(db_path), "--name", "pilot", "--port", str(port)])
+    assert f"127.0.0.1:{port}" in err and "another --port" in err
+
+
+def test_lead_revokes_sessions_from_the_command_line(scored_study, capsys):
+    db_path, _ = scored_study
+    service = ReaderStudyService(db_path)
+    password = service.reset_password("pilot", "ann")
+    token = service.login("pilot", "ann", password)
+    assert cli.main(["study", "readers", "--db", str(db_path), "--name", "pilot", "--revoke", "ann"]) == 0
+    assert "1 session(s) of ann ended" in capsys.readouterr().out
+    from study.readers.service import AccessDenied
+
+    with pytest.raises(AccessDenied):
+        service.next_item(token)

@@ -3,22 +3,24 @@ one report under its opaque code, the paper's rubric), scores it and moves on; a
 shows progress and the summary.
 
 Every handler is a plain function of the service layer; the same functions are exposed over
-Gradio's HTTP API (api_name login, next_item, item_at, submit_rating, finish, admin_login,
-admin_summary) with the session token as an explicit argument, so scripts and tests can drive a
-study exactly as the browser does.
+Gradio's HTTP API (api_name login, logout, next_item, item_at, submit_rating, finish, admin_login,
+admin_summary, admin_revoke) with the session token as an explicit argument, so scripts and tests
+can drive a study exactly as the browser does. Logins are throttled per reader name and per client
+address (the address Gradio reports: behind a reverse proxy, every reader shares the proxy's).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import gradio as gr
 
 from engine.errors import Rad3dError
 from study.readers.rubric import CRITERIA, SCALE, SCORES
-from study.readers.service import ReaderStudyService
+from study.readers.service import ReaderStudyService, ServiceConfig
 from ui.viewer import PLANE_AXIS, WINDOW_PRESETS, Crosshair, render_plane
 from ui.volumes import VolumeStore
 
@@ -31,6 +33,7 @@ class ReaderStudyAppConfig:
     study: str
     data_dir: Path | None = None  # default: the dataset named when the study was created
     max_side: int = 380
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
 
 class ReaderStudyHandlers:
@@ -39,7 +42,7 @@ class ReaderStudyHandlers:
 
     def __init__(self, config: ReaderStudyAppConfig):
         self.config = config
-        self.service = ReaderStudyService(config.db_path)
+        self.service = ReaderStudyService(config.db_path, create=False, config=config.service)
         self.info = self.service.study_info(config.study)  # refuses an unknown study at start
         data = config.data_dir or (Path(self.info["data_dir"]) if self.info["data_dir"] else None)
         self.data_dir = data
@@ -81,15 +84,24 @@ class ReaderStudyHandlers:
         except Rad3dError as err:
             raise gr.Error(err.problem, print_exception=False) from None
 
-    def login(self, reader: str, password: str) -> dict:
-        token = self._call(self.service.login, self.config.study, reader, password)
-        return {"token": token, "reader": reader.strip(), "item": self._call(self.service.next_item, token).to_dict()}
+    @staticmethod
+    def _client(request: Optional[gr.Request]) -> str | None:
+        client = getattr(request, "client", None)
+        return getattr(client, "host", None)
+
+    def login(self, reader: str, password: str, request: Optional[gr.Request] = None) -> dict:
+        token = self._call(lambda: self.service.login(self.config.study, reader, password, client=self._client(request)))
+        return {"token": token, "reader": str(reader).strip(), "item": self._call(self.service.next_item, token).to_dict()}
+
+    def logout(self, token: str) -> dict:
+        self._call(self.service.logout, token)
+        return {"logged_out": True}
 
     def next_item(self, token: str) -> dict:
         return self._call(self.service.next_item, token).to_dict()
 
     def item_at(self, token: str, position: int) -> dict:
-        return self._call(self.service.item_at, token, int(position)).to_dict()
+        return self._call(self.service.item_at, token, position).to_dict()
 
     def submit_rating(self, token: str, code: str, clinical: int | None, technical: int | None,
                       criteria: list[str] | None = None, comment: str = "") -> dict:
@@ -98,8 +110,13 @@ class ReaderStudyHandlers:
     def finish(self, token: str) -> dict:
         return self._call(self.service.finish, token).to_dict()
 
-    def admin_login(self, password: str) -> dict:
-        return {"token": self._call(lambda: self.service.login(self.config.study, "admin", password, role="admin"))}
+    def admin_login(self, password: str, request: Optional[gr.Request] = None) -> dict:
+        return {"token": self._call(lambda: self.service.login(self.config.study, "admin", password, role="admin",
+                                                               client=self._client(request)))}
+
+    def admin_revoke(self, token: str, reader: str = "") -> dict:
+        """End the sessions of one reader (or, with an empty name, of every reader)."""
+        return {"ended": self._call(self.service.admin_revoke, token, (reader or "").strip() or None)}
 
     def admin_summary(self, token: str) -> dict:
         from study.readers.stats import format_summary, summarize
@@ -167,6 +184,7 @@ def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
                                 submit_btn = gr.Button("Submit and next", variant="primary", elem_id="submit-button")
                                 skip_btn = gr.Button("First unrated", elem_id="next-button")
                                 finish_btn = gr.Button("Finish", variant="stop", elem_id="finish-button")
+                                logout_btn = gr.Button("Log out", elem_id="logout-button")
             with gr.Tab("Admin"):
                 admin_token = gr.State("")
                 admin_password = gr.Textbox(label="Admin password", type="password", elem_id="admin-password")
@@ -175,6 +193,9 @@ def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
                 admin_progress = gr.Dataframe(label="Progress per reader", interactive=False)
                 admin_text = gr.Markdown("")
                 admin_plot = gr.Plot(label="Scores per arm")
+                with gr.Row():
+                    revoke_name = gr.Textbox(label="End the sessions of reader (empty: every reader)", elem_id="revoke-name")
+                    revoke_btn = gr.Button("End sessions", elem_id="revoke-button")
 
         screen = [token, view, login_box, work_box, message, progress, report, reference, clinical, clinical_criteria,
                   technical, technical_criteria, comment, image]
@@ -195,9 +216,9 @@ def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
         def keep(note: str):
             return [gr.update()] * 4 + [note] + [gr.update()] * (len(screen) - 5)
 
-        def ui_login(reader, password):
+        def ui_login(reader, password, request: gr.Request):
             try:
-                out = h.login(reader, password)
+                out = h.login(reader, password, request)
             except gr.Error as err:
                 return keep(f"⚠ {err.message}")
             return show(out["token"], out["item"], f"Logged in as {out['reader']}.")
@@ -226,6 +247,14 @@ def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
             except gr.Error as err:
                 return keep(f"⚠ {err.message}")
 
+        def ui_logout(tok):
+            try:
+                h.logout(tok)
+            except gr.Error:
+                pass  # an ended session is what was asked for
+            return ["", {}, gr.update(visible=True), gr.update(visible=False), "Logged out.", "", "", "",
+                    gr.update(value=None), gr.update(value=[]), gr.update(value=None), gr.update(value=[]), "", None]
+
         def ui_render(v, pl, pos, pr):
             img, _ = h.render((v or {}).get("volume_name"), pl, pos, pr)
             return img
@@ -238,12 +267,13 @@ def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
         previous_btn.click(lambda t, v: ui_move(t, v, -1), [token, view], screen, **private)
         skip_btn.click(lambda t, v: ui_move(t, v, 0), [token, view], screen, **private)
         finish_btn.click(ui_finish, [token, view], screen, **private)
+        logout_btn.click(ui_logout, [token], screen, **private)
         for control in (plane, position, preset):
             control.change(ui_render, [view, plane, position, preset], image, **private)
 
-        def ui_admin_login(password):
+        def ui_admin_login(password, request: gr.Request):
             try:
-                tok = h.admin_login(password)["token"]
+                tok = h.admin_login(password, request)["token"]
             except gr.Error as err:
                 return "", gr.update(), f"⚠ {err.message}", gr.update()
             return (tok, *ui_admin_refresh(tok)[1:])
@@ -264,13 +294,24 @@ def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
         admin_btn.click(ui_admin_login, [admin_password], [admin_token, admin_progress, admin_text, admin_plot], **private)
         admin_refresh.click(ui_admin_refresh, [admin_token], [admin_token, admin_progress, admin_text, admin_plot], **private)
 
+        def ui_revoke(tok, name):
+            try:
+                ended = h.admin_revoke(tok, name)["ended"]
+            except gr.Error as err:
+                return f"⚠ {err.message}"
+            return f"{ended} session(s) ended."
+
+        revoke_btn.click(ui_revoke, [admin_token, revoke_name], [admin_text], **private)
+
         # The HTTP API: the same handlers with the token passed explicitly.
         gr.api(h.login, api_name="login")
+        gr.api(h.logout, api_name="logout")
         gr.api(h.next_item, api_name="next_item")
         gr.api(h.item_at, api_name="item_at")
         gr.api(h.submit_rating, api_name="submit_rating")
         gr.api(h.finish, api_name="finish")
         gr.api(h.admin_login, api_name="admin_login")
         gr.api(h.admin_summary, api_name="admin_summary")
+        gr.api(h.admin_revoke, api_name="admin_revoke")
     app.reader_study = h  # for the lead's app and for tests
     return app

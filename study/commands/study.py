@@ -23,7 +23,8 @@ def register(subparsers) -> None:
                    help="one predictions CSV per arm (e.g. baseline=a.csv v2=b.csv v3=c.csv)")
     c.add_argument("--data", help="dataset folder (CT-RATE format): cases must have a volume there; the viewer shows it")
     c.add_argument("--cases", type=int, default=100, help="cases to sample (default 100)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the case sample and of each reader's order")
+    c.add_argument("--seed", type=int, default=0,
+                   help="seed of the case sample only (queue order, arm order and codes come from a per-study secret)")
     c.add_argument("--readers", required=True, help="comma-separated reader names")
     c.add_argument("--stratify", action="store_true", help="sample cases stratified by finding (needs --data with labels)")
     c.add_argument("--show-reference", action="store_true", help="show readers the reference report beside each draft")
@@ -39,7 +40,10 @@ def register(subparsers) -> None:
     e = sub.add_parser("export", help="write ratings (+ summary and agreement sheets) to .xlsx or .csv")
     common(e)
     e.add_argument("--out", required=True, help="FILE.xlsx or FILE.csv")
-    e.add_argument("--blind", action="store_true", help="leave arm identities out (for sharing with readers)")
+    e.add_argument("--blind", action="store_true",
+                   help="leave arm and reader identities out: arms and readers become 'arm 1', 'reader 1', ... and "
+                        "rating times are dropped (for sharing, e.g. with the readers)")
+    e.add_argument("--with-readers", action="store_true", help="with --blind: keep reader names and rating times")
     e.add_argument("--reference-arm")
     e.add_argument("--resamples", type=int, default=2000)
     e.set_defaults(handler=export)
@@ -48,6 +52,7 @@ def register(subparsers) -> None:
     common(r)
     r.add_argument("--add", help="comma-separated new reader names (each gets the whole study in their own order)")
     r.add_argument("--reset-password", metavar="READER", help="issue a new password for READER (or 'admin')")
+    r.add_argument("--revoke", metavar="READER", help="end every session of READER ('all': of every login) now")
     r.set_defaults(handler=readers)
 
     v = sub.add_parser("serve", help="serve the reader-study screens in the browser")
@@ -56,6 +61,7 @@ def register(subparsers) -> None:
     v.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     v.add_argument("--port", type=int, default=7861)
     v.add_argument("--concurrency", type=int, default=8, help="requests handled at once (default 8)")
+    v.add_argument("--session-hours", type=float, default=12.0, help="a login expires after this many hours (default 12)")
     v.set_defaults(handler=serve)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
@@ -90,6 +96,31 @@ def _strata(dataset, names: set[str]) -> dict[str, str]:
         present = np.flatnonzero(row)
         out[case.volume_name] = "normal" if present.size == 0 else dataset.label_set.names[present[np.argmin(counts[present])]]
     return out
+
+
+def _open(args: argparse.Namespace, **kw):
+    """The study database of an existing study: a missing path is refused, never created."""
+    from study.readers.service import ReaderStudyService
+
+    return ReaderStudyService(args.db, create=False, **kw)
+
+
+def _database_errors(handler):
+    """A damaged database found mid-command (after open's quick check) ends in one line, not a traceback."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        from sqlalchemy.exc import DatabaseError
+
+        from engine.errors import ConfigError
+
+        try:
+            return handler(args)
+        except DatabaseError as err:
+            raise ConfigError(f"study database cannot be read ({str(err.orig or err).splitlines()[0]})", args.db) from None
+
+    return wrapped
 
 
 def create(args: argparse.Namespace) -> int:
@@ -131,11 +162,11 @@ def create(args: argparse.Namespace) -> int:
     return 0
 
 
+@_database_errors
 def summary(args: argparse.Namespace) -> int:
-    from study.readers.service import ReaderStudyService
     from study.readers.stats import format_summary, score_figure, summarize
 
-    service = ReaderStudyService(args.db)
+    service = _open(args)
     ratings = service.ratings_frame(args.name)
     print(service.progress(args.name).to_string(index=False))
     result = summarize(ratings, args.reference_arm, resamples=args.resamples)
@@ -146,39 +177,69 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
+@_database_errors
 def export(args: argparse.Namespace) -> int:
+    from engine.errors import ConfigError
     from study.readers.export import export_study
-    from study.readers.service import ReaderStudyService
 
-    service = ReaderStudyService(args.db)
-    n = export_study(service, args.name, args.out, admin=not args.blind, reference_arm=args.reference_arm,
-                     resamples=args.resamples)
-    print(f"{n} ratings written to {args.out}" + (" (arms blinded)" if args.blind else ""))
+    if args.with_readers and not args.blind:
+        raise ConfigError("--with-readers goes with --blind (the full export always names readers)")
+    service = _open(args)
+    n = export_study(service, args.name, args.out, admin=not args.blind, with_readers=args.with_readers,
+                     reference_arm=args.reference_arm, resamples=args.resamples)
+    blinded = " (arms blinded)" if args.with_readers else " (arms and readers blinded)"
+    print(f"{n} ratings written to {args.out}" + (blinded if args.blind else ""))
     return 0
 
 
+@_database_errors
 def readers(args: argparse.Namespace) -> int:
-    from study.readers.service import ReaderStudyService
-
-    service = ReaderStudyService(args.db)
+    service = _open(args)
     if args.add:
         for name, password in service.add_readers(args.name, args.add.split(",")).items():
             print(f"  reader {name:16s} password {password}")
     if args.reset_password:
         print(f"  {args.reset_password:16s} new password {service.reset_password(args.name, args.reset_password)}")
+    if args.revoke:
+        who = None if args.revoke == "all" else args.revoke
+        print(f"  {service.revoke_sessions(args.name, who)} session(s) of {args.revoke} ended")
     print(service.progress(args.name).to_string(index=False))
     return 0
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port another process holds, before anything is built (Gradio's own error is a traceback)."""
+    import socket
+
+    from engine.errors import ConfigError
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.bind((host, port))
+    except OSError as err:
+        raise ConfigError(f"cannot serve on {host}:{port} ({err.strerror or err}); "
+                          "is another server running? choose another --port") from None
+
+
+@_database_errors
 def serve(args: argparse.Namespace) -> int:
     # The CLI is the wiring layer: this handler may start the UI; the study package itself never imports ui.
     from pathlib import Path
 
+    from engine.errors import ConfigError
+    from study.readers.service import ServiceConfig
     from ui.reader_study import ReaderStudyAppConfig, build_reader_study_app
 
-    config = ReaderStudyAppConfig(db_path=Path(args.db), study=args.name, data_dir=Path(args.data) if args.data else None)
+    if args.session_hours <= 0:
+        raise ConfigError(f"--session-hours must be positive, got {args.session_hours}")
+    _check_port(args.host, args.port)
+    config = ReaderStudyAppConfig(db_path=Path(args.db), study=args.name, data_dir=Path(args.data) if args.data else None,
+                                  service=ServiceConfig(session_ttl_s=args.session_hours * 3600.0))
     app = build_reader_study_app(config)
     app.queue(default_concurrency_limit=args.concurrency)
     print(f"rad3d study serve: study {args.name!r} on http://{args.host}:{args.port}", flush=True)
-    app.launch(server_name=args.host, server_port=args.port, share=False, show_error=True, quiet=True)
+    try:
+        app.launch(server_name=args.host, server_port=args.port, share=False, show_error=True, quiet=True)
+    except OSError as err:  # the port was taken between the check and the launch
+        raise ConfigError(f"cannot serve on {args.host}:{args.port} ({str(err).splitlines()[0]})") from None
     return 0

@@ -8,6 +8,10 @@ the migrations in MIGRATIONS in order, opening a newer one is refused.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import random
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -32,11 +36,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from engine.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
-
-# version n → callable migrating a connection from n to n + 1 (none yet: version 1 is the first).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+READ_ONLY = "rad3d_read_only"  # execution option: begin with a plain (deferred) BEGIN, no write lock
 
 
 def utcnow() -> datetime:
@@ -57,7 +59,10 @@ class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
-    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)  # picks the cases, nothing else
+    # 32 random bytes (hex) from `secrets`, made at create: keys every part of the blind (queue and
+    # arm order, the blind export's arm and reader labels). Never shown to readers nor exported.
+    secret: Mapped[str] = mapped_column(String(64), nullable=False)
     show_reference: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     data_dir: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
@@ -116,6 +121,7 @@ class LoginSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
 
 
 class Assignment(Base):
@@ -193,17 +199,22 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         # Take the write lock up front: a deferred transaction that reads then writes can fail
-        # with "database is locked" when another writer got in between.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # with "database is locked" when another writer got in between. Read-only work (a login's
+        # lookup) begins deferred: under WAL it never waits for, nor holds up, a writer.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
-def open_engine(path: str | Path) -> Engine:
-    """Engine on the study database at `path` (created with the current schema if missing,
-    migrated if older). Raises ConfigError for a file that is not a study database."""
+def open_engine(path: str | Path, *, create: bool = True) -> Engine:
+    """Engine on the study database at `path` (created with the current schema if missing and
+    `create`, migrated if older). Raises ConfigError for a missing file (unless `create`), or one
+    that is not a healthy study database."""
     path = Path(path)
     if path.exists() and path.is_dir():
         raise ConfigError("study database path is a directory", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        if not create:
+            raise ConfigError("no study database here (make one with `rad3d study create`)", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
     _configure_sqlite(engine)
     try:
@@ -219,6 +230,11 @@ def open_engine(path: str | Path) -> Engine:
 
 def _ensure_schema(engine: Engine, path: Path) -> None:
     with engine.begin() as conn:
+        # A damaged file can open and list its tables yet fail on the first real query; a quick
+        # check (milliseconds on a study-sized file) turns that into one clear refusal up front.
+        problems = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise ConfigError(f"study database is damaged (sqlite quick_check: {problems[0][:200]})", path)
         has_version = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'")).first()
         existing = conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type='table'")).scalar_one()
         if not has_version and existing:
@@ -238,5 +254,48 @@ def _ensure_schema(engine: Engine, path: Path) -> None:
             conn.execute(SchemaVersion.__table__.update().where(SchemaVersion.id == 1).values(version=version))
 
 
-def session_factory(engine: Engine) -> sessionmaker:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker:
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}) if read_only else engine, expire_on_commit=False)
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def keyed_rng(secret: str, purpose: str) -> random.Random:
+    """A shuffler keyed by a study's secret: HMAC-SHA256(secret, purpose) seeds it, so an order is
+    reproducible by whoever holds the database and unpredictable to anyone who does not (the
+    public code, the study seed and reader names do not determine it)."""
+    key = hmac.new(bytes.fromhex(secret), purpose.encode(), hashlib.sha256).digest()
+    return random.Random(int.from_bytes(key, "big"))
+
+
+# -- migrations ---------------------------------------------------------------------------------------
+def _v1_to_v2(conn: Connection) -> None:
+    """Version 2: a per-study secret keys the blind; sessions expire.
+
+    Version-1 queues were shuffled by `f"{seed}:{reader}"` (recoverable from the public code), so
+    every reader's queue is reshuffled with the new secret: ratings belong to items, not positions,
+    so nothing is lost; a reader resumes at their first unrated item in the new order. Version-1
+    sessions had no expiry and are ended (readers log in again)."""
+    conn.exec_driver_sql("ALTER TABLE studies ADD COLUMN secret VARCHAR(64) NOT NULL DEFAULT ''")
+    conn.exec_driver_sql("DROP TABLE login_sessions")
+    LoginSession.__table__.create(conn)
+    for (study_id,) in conn.exec_driver_sql("SELECT id FROM studies").fetchall():
+        secret = new_secret()
+        conn.exec_driver_sql("UPDATE studies SET secret = ? WHERE id = ?", (secret, study_id))
+        readers = conn.exec_driver_sql("SELECT id FROM readers WHERE study_id = ? AND role = 'reader'", (study_id,))
+        for (reader_id,) in readers.fetchall():
+            rows = conn.exec_driver_sql("SELECT id FROM assignments WHERE reader_id = ? ORDER BY id", (reader_id,))
+            ids = [r[0] for r in rows.fetchall()]
+            keyed_rng(secret, f"migrate-queue:{reader_id}").shuffle(ids)
+            # Two passes keep UNIQUE(reader_id, position) true after every statement.
+            conn.exec_driver_sql("UPDATE assignments SET position = -position WHERE reader_id = ?", (reader_id,))
+            for position, assignment_id in enumerate(ids, start=1):
+                conn.exec_driver_sql("UPDATE assignments SET position = ? WHERE id = ?", (position, assignment_id))
+        conn.exec_driver_sql("INSERT INTO audit_log (study_id, event, detail, at) VALUES (?, 'migrate', ?, ?)",
+                             (study_id, "schema 2: secret blind, queues reshuffled, sessions ended", utcnow()))
+
+
+# version n → callable migrating a connection from n to n + 1.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}

@@ -4,7 +4,17 @@ log in, get the next item, submit or revise a rating, finish, watch progress.
 Every change is one transaction. Refusals (bad login, bad token, a score outside 1–5, a forged
 item code, another reader's item) raise a typed error with a message a reader can act on, and are
 written to the audit log in a transaction of their own first, so the refusal is on record even
-though the change is not made.
+though the change is not made. Unauthenticated refusals are rate-limited in the log (NoiseLimiter)
+and every argument has a length limit, so no caller can grow the database without bound.
+
+The blind: a study's cases are picked by its seed; everything a reader could use to tell the arms
+apart (the order of arms within a case, each reader's queue order, item codes, the blind export's
+labels) comes from `secrets`, keyed by a per-study secret kept in the database (db.keyed_rng).
+
+Logins: a password is checked outside any write transaction (scrypt takes tens of milliseconds and
+must not hold up other readers' submissions), unknown names are checked against a dummy hash (the
+same work as a known one), and failures back off per reader name and per client (throttle.Backoff).
+Sessions expire (ServiceConfig.session_ttl_s), can be ended by logout, and revoked by the admin.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ import hmac
 import json
 import random
 import secrets
+import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterable
 
@@ -26,10 +38,32 @@ from engine.errors import ConfigError, DatasetError, Rad3dError
 from study.readers import db
 from study.readers.db import Arm, Assignment, AuditEvent, Case, Item, LoginSession, Rating, RatingRevision, Reader, Study
 from study.readers.rubric import ALL_CRITERIA, SCALE
+from study.readers.throttle import Backoff, BackoffConfig, NoiseLimiter
 
 # scrypt at n=2**14, r=8: ~16 MiB and tens of milliseconds per check, slow enough against guessing.
 _SCRYPT = dict(n=2**14, r=8, p=1, dklen=32)
 ADMIN = "admin"
+
+# Length limits on every argument a caller controls (characters). Longer values are refused
+# without being echoed or stored.
+NAME_MAX = 200
+PASSWORD_MAX = 1024
+TOKEN_MAX = 128
+CODE_MAX = 40
+COMMENT_MAX = 10_000
+AUDIT_DETAIL_MAX = 500  # audit rows store at most this much detail
+
+
+@dataclass
+class ServiceConfig:
+    session_ttl_s: float = 12 * 3600.0  # a login lasts a working day; then the reader logs in again
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)  # per reader name (known or not)
+    client_backoff: BackoffConfig = field(default_factory=lambda: BackoffConfig(free_failures=20))  # per address
+    noise_per_minute: int = 20  # unauthenticated audit rows per kind and client per minute
+    hash_slots: int = 1  # password checks at once: scrypt is CPU- and memory-heavy, leave cores to submissions
+    # Reference only (bench/login_flood.py measures today's behaviour against the old one): False
+    # checks passwords inside the write transaction, with no throttle and no dummy hash.
+    guarded_login: bool = True
 
 
 class AccessDenied(Rad3dError):
@@ -56,6 +90,12 @@ def check_password(password: str, stored: str) -> bool:
         return False
     got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(digest) // 2)
     return hmac.compare_digest(got.hex(), digest)
+
+
+def _short(value) -> str:
+    """A caller's value for a message: repr, cut short (never echo a megabyte back)."""
+    text = repr(value)
+    return text if len(text) <= 24 else text[:20] + "...'"
 
 
 def _token_hash(token: str) -> str:
@@ -136,31 +176,46 @@ def sample_cases(names: list[str], n: int, seed: int, strata: dict[str, str] | N
     return sorted(chosen)
 
 
-def reader_order(item_ids: list[int], seed: int, reader: str) -> list[int]:
-    """A reader's queue: the study's items in an order seeded by the study seed and reader name."""
+def reader_order(item_ids: list[int], secret: str, reader_id: int) -> list[int]:
+    """A reader's queue: the study's items shuffled by the study's secret (not by the seed, not by
+    the reader's name: both are known to readers)."""
     order = sorted(item_ids)
-    random.Random(f"{seed}:{reader}").shuffle(order)
+    db.keyed_rng(secret, f"queue:{reader_id}").shuffle(order)
     return order
 
 
 # -- the service ------------------------------------------------------------------------------------
 class ReaderStudyService:
-    def __init__(self, db_path: str | Path):
+    def __init__(self, db_path: str | Path, *, create: bool = True, config: ServiceConfig | None = None):
         self.path = Path(db_path)
-        self.engine = db.open_engine(self.path)
+        self.config = config or ServiceConfig()
+        self.engine = db.open_engine(self.path, create=create)
         self.Session = db.session_factory(self.engine)
+        self.ReadSession = db.session_factory(self.engine, read_only=True)
+        self.backoff = Backoff(self.config.backoff)
+        self.client_backoff = Backoff(self.config.client_backoff)
+        self.noise = NoiseLimiter(per_window=self.config.noise_per_minute)
+        self._hashing = threading.BoundedSemaphore(self.config.hash_slots)
+        self._dummy_hash = hash_password(secrets.token_urlsafe(12))  # checked for unknown names
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- audit --------------------------------------------------------------------------------------
     def _audit(self, s, study_id, reader_id, event: str, item_code: str | None = None, detail: str = "") -> None:
-        s.add(AuditEvent(study_id=study_id, reader_id=reader_id, event=event, item_code=item_code, detail=detail))
+        s.add(AuditEvent(study_id=study_id, reader_id=reader_id, event=event,
+                         item_code=None if item_code is None else str(item_code)[:CODE_MAX],
+                         detail=detail[:AUDIT_DETAIL_MAX]))
 
     def _refuse(self, error: type[Rad3dError], message: str, *, study_id=None, reader_id=None, event="refused",
-                item_code: str | None = None) -> None:
-        with self.Session.begin() as s:
-            self._audit(s, study_id, reader_id, event, item_code, message)
+                item_code: str | None = None, noise: str | None = None) -> None:
+        """Record the refusal, then raise it. `noise` (a client key) marks an unauthenticated
+        refusal: those are written at most NoiseLimiter's rate, the rest counted in the next row."""
+        write, suppressed = (True, 0) if noise is None else self.noise.admit(f"{event}:{noise}")
+        if write:
+            detail = message + (f" (+{suppressed} like it not recorded)" if suppressed else "")
+            with self.Session.begin() as s:
+                self._audit(s, study_id, reader_id, event, item_code, detail)
         raise error(message)
 
     # -- creating -----------------------------------------------------------------------------------
@@ -191,7 +246,8 @@ class ReaderStudyService:
         creds = Credentials(spec.name, {r: new_password() for r in readers}, new_password())
         try:
             with self.Session.begin() as s:
-                study = Study(name=spec.name, seed=spec.seed, show_reference=spec.show_reference, data_dir=spec.data_dir)
+                study = Study(name=spec.name, seed=spec.seed, secret=db.new_secret(),
+                              show_reference=spec.show_reference, data_dir=spec.data_dir)
                 s.add(study)
                 s.flush()
                 arms = {}
@@ -204,10 +260,15 @@ class ReaderStudyService:
                     s.add(cases[name])
                 s.flush()
                 items = []
+                arm_rng = db.keyed_rng(study.secret, "arm-order")
                 for name in chosen:
-                    for arm, table in tables.items():
+                    # Within each case the arms are stored in a secret order, so nothing that follows
+                    # storage order (row ids, a sorted list) lines up with the --arms order.
+                    case_arms = list(tables)
+                    arm_rng.shuffle(case_arms)
+                    for arm in case_arms:
                         items.append(Item(study_id=study.id, case_id=cases[name].id, arm_id=arms[arm].id,
-                                          code=new_item_code(), text=str(table.at[name, "generated"])))
+                                          code=new_item_code(), text=str(tables[arm].at[name, "generated"])))
                 s.add_all(items)
                 s.flush()
                 item_ids = [i.id for i in items]
@@ -225,7 +286,7 @@ class ReaderStudyService:
         s.add(reader)
         s.flush()
         s.add_all(Assignment(reader_id=reader.id, item_id=item, position=k)
-                  for k, item in enumerate(reader_order(item_ids, study.seed, name), start=1))
+                  for k, item in enumerate(reader_order(item_ids, study.secret, reader.id), start=1))
 
     def add_readers(self, study_name: str, names: Iterable[str]) -> dict[str, str]:
         """New readers, each with the whole study in their own order; returns their passwords."""
@@ -278,9 +339,58 @@ class ReaderStudyService:
                     "items": s.scalar(select(func.count()).select_from(Item).where(Item.study_id == study.id)),
                     "readers": list(s.scalars(select(Reader.name).where(Reader.study_id == study.id, Reader.role == "reader").order_by(Reader.id)))}
 
+    def study_secret(self, name: str) -> str:
+        """The study's secret, for labels that must stay stable and unguessable (the blind export)."""
+        with self.ReadSession.begin() as s:
+            return self._study(s, name).secret
+
     # -- logging in ---------------------------------------------------------------------------------
-    def login(self, study_name: str, name: str, password: str, *, role: str = "reader") -> str:
-        """A session token for a reader (or, with role="admin", the admin). Failures are audited."""
+    def login(self, study_name: str, name: str, password: str, *, role: str = "reader", client: str | None = None) -> str:
+        """A session token for a reader (or, with role="admin", the admin). `client` (the caller's
+        address) adds a per-client backoff to the per-name one. Failures are audited (rate-limited)."""
+        if not self.config.guarded_login:
+            return self._login_unguarded(study_name, name, password, role)
+        study_name, name, password = str(study_name or ""), str(name or "").strip(), str(password or "")
+        noise = client or "-"
+        if len(study_name) > NAME_MAX or len(name) > NAME_MAX or len(password) > PASSWORD_MAX:
+            self._refuse(AccessDenied, "wrong name or password", event="login_failed", noise=noise)
+        name_key = f"{study_name}:{role}:{name}"
+        wait = self.client_backoff.wait_s(client) if client else 0.0
+        if wait <= 0:
+            wait = self.backoff.charge([name_key])  # counted as failed until the password proves right
+        if wait > 0:
+            self._refuse(AccessDenied, f"too many failed logins: try again in {max(1, round(wait))} s",
+                         event="login_throttled", noise=noise)
+        with self.ReadSession.begin() as s:  # no write lock: a flood of logins never holds up a submission
+            study = s.scalars(select(Study).where(Study.name == study_name)).first()
+            reader = None if study is None else s.scalars(
+                select(Reader).where(Reader.study_id == study.id, Reader.name == name)).first()
+            if reader is not None and reader.role != role:
+                reader = None
+            study_id, reader_id = (study.id if study else None), (reader.id if reader else None)
+            stored = reader.password_hash if reader else self._dummy_hash
+        with self._hashing:
+            # An unknown name is checked against a dummy hash: the same work, so timing names no one.
+            ok = check_password(password, stored) and reader is not None
+        if not ok:
+            if client:
+                self.client_backoff.failed(client)
+            self._refuse(AccessDenied, "wrong name or password", study_id=study_id, reader_id=reader_id,
+                         event="login_failed", noise=noise)
+        self.backoff.succeeded(name_key)
+        token = secrets.token_urlsafe(24)
+        now = db.utcnow()
+        with self.Session.begin() as s:
+            s.execute(LoginSession.__table__.delete().where(LoginSession.reader_id == reader_id,
+                                                            LoginSession.expires_at <= now))
+            s.add(LoginSession(token_hash=_token_hash(token), reader_id=reader_id, created_at=now,
+                               expires_at=now + timedelta(seconds=self.config.session_ttl_s)))
+            self._audit(s, study_id, reader_id, "login", detail=role)
+        return token
+
+    def _login_unguarded(self, study_name: str, name: str, password: str, role: str) -> str:
+        """The version-1 login, kept only as the benchmark's reference: the password is checked
+        inside the write transaction, unknown names cost nothing, nothing is throttled."""
         with self.Session.begin() as s:
             study = s.scalars(select(Study).where(Study.name == study_name)).first()
             reader = None if study is None else s.scalars(
@@ -288,21 +398,60 @@ class ReaderStudyService:
             ok = reader is not None and reader.role == role and check_password(password or "", reader.password_hash)
             if ok:
                 token = secrets.token_urlsafe(24)
-                s.add(LoginSession(token_hash=_token_hash(token), reader_id=reader.id))
+                now = db.utcnow()
+                s.add(LoginSession(token_hash=_token_hash(token), reader_id=reader.id, created_at=now,
+                                   expires_at=now + timedelta(seconds=self.config.session_ttl_s)))
                 self._audit(s, study.id, reader.id, "login", detail=role)
                 return token
-            study_id = study.id if study else None
-            reader_id = reader.id if reader else None
-        self._refuse(AccessDenied, "wrong name or password", study_id=study_id, reader_id=reader_id,
-                     event="login_failed")
+            study_id, reader_id = (study.id if study else None), (reader.id if reader else None)
+        self._refuse(AccessDenied, "wrong name or password", study_id=study_id, reader_id=reader_id, event="login_failed")
         raise AssertionError("unreachable")
 
     def logout(self, token: str) -> None:
+        """End a session (a later call with the token is refused)."""
+        token = str(token or "")[: TOKEN_MAX + 1]
         with self.Session.begin() as s:
-            s.execute(LoginSession.__table__.delete().where(LoginSession.token_hash == _token_hash(token or "")))
+            row = s.get(LoginSession, _token_hash(token))
+            if row is not None:
+                reader = s.get(Reader, row.reader_id)
+                s.delete(row)
+                self._audit(s, reader.study_id, reader.id, "logout")
+
+    def revoke_sessions(self, study_name: str, reader_name: str | None = None) -> int:
+        """End every session of one login of the study (or of all its logins, the admin's included,
+        when `reader_name` is None); returns how many were ended."""
+        with self.Session.begin() as s:
+            study = self._study(s, study_name)
+            q = select(Reader.id).where(Reader.study_id == study.id)
+            if reader_name is not None:
+                q = q.where(Reader.name == reader_name)
+                if s.scalars(q).first() is None:
+                    raise ConfigError(f"study {study_name!r} has no login {reader_name!r}")
+            ended = s.execute(LoginSession.__table__.delete().where(LoginSession.reader_id.in_(q))).rowcount
+            self._audit(s, study.id, None, "revoke", detail=f"{reader_name or 'all logins'}: {ended} session(s)")
+        return int(ended)
+
+    def admin_revoke(self, token: str, reader_name: str | None = None) -> int:
+        """The admin's revoke (from the server's admin page or API); the admin's own session is kept."""
+        admin = self._reader_or_refuse(token, role="admin")
+        if reader_name is not None and len(str(reader_name)) > NAME_MAX:
+            raise ConfigError("reader name is too long")
+        with self.Session.begin() as s:
+            study = s.get(Study, admin.study_id)
+            q = select(Reader.id).where(Reader.study_id == study.id, Reader.role == "reader")
+            if reader_name:
+                q = q.where(Reader.name == reader_name)
+                if s.scalars(q).first() is None:
+                    raise ConfigError(f"study {study.name!r} has no reader {reader_name!r}")
+            ended = s.execute(LoginSession.__table__.delete().where(LoginSession.reader_id.in_(q))).rowcount
+            self._audit(s, study.id, admin.id, "revoke", detail=f"{reader_name or 'all readers'}: {ended} session(s)")
+        return int(ended)
 
     def _reader(self, s, token: str, role: str = "reader") -> Reader:
-        row = s.get(LoginSession, _token_hash(token or ""))
+        token = str(token or "")
+        row = None if len(token) > TOKEN_MAX else s.get(LoginSession, _token_hash(token))
+        if row is not None and row.expires_at <= db.utcnow():
+            raise AccessDenied("your session has expired: please log in again")
         reader = None if row is None else s.get(Reader, row.reader_id)
         if reader is None or reader.role != role:
             raise AccessDenied("not logged in (or the session has ended): please log in again")
@@ -310,10 +459,10 @@ class ReaderStudyService:
 
     def _reader_or_refuse(self, token: str, role: str = "reader") -> Reader:
         try:
-            with self.Session.begin() as s:
+            with self.ReadSession.begin() as s:
                 return self._reader(s, token, role)
         except AccessDenied as err:
-            self._refuse(AccessDenied, err.problem, event="bad_session")
+            self._refuse(AccessDenied, err.problem, event="bad_session", noise="session")
             raise
 
     # -- a reader's queue ---------------------------------------------------------------------------
@@ -357,10 +506,17 @@ class ReaderStudyService:
     def item_at(self, token: str, position: int) -> ItemView:
         """The item at a place of the reader's queue (to look back at or revise a rating)."""
         reader = self._reader_or_refuse(token)
+        try:
+            wanted = int(str(position)) if len(str(position)) <= 12 else None
+        except ValueError:
+            wanted = None
+        if wanted is None:
+            raise RatingRefused(f"a queue position is a whole number, got {_short(position)}")
+        position = wanted
         with self.Session.begin() as s:
             reader = s.get(Reader, reader.id)
             assignment = s.scalars(select(Assignment).where(Assignment.reader_id == reader.id,
-                                                            Assignment.position == int(position))).first()
+                                                            Assignment.position == position)).first()
             if assignment is None:
                 total, _ = self._counts(s, reader)
                 raise RatingRefused(f"no item at position {position} (your queue has 1..{total})")
@@ -371,7 +527,9 @@ class ReaderStudyService:
         """Store (or revise) the reader's rating of item `code` in one transaction and return the next
         unrated item. A resubmission of identical values changes nothing (a retried request)."""
         reader = self._reader_or_refuse(token)
-        ids = dict(study_id=reader.study_id, reader_id=reader.id, item_code=str(code)[:40] if code else None)
+        ids = dict(study_id=reader.study_id, reader_id=reader.id, item_code=str(code)[:CODE_MAX] if code else None)
+        if len(str(code or "")) > CODE_MAX:
+            self._refuse(RatingRefused, f"no item with code {_short(code)} (codes are at most {CODE_MAX} characters)", **ids)
         scores = {}
         for key, value in (("clinical", clinical), ("technical", technical)):
             label = "clinical accuracy" if key == "clinical" else "technical & linguistic quality"
@@ -382,15 +540,17 @@ class ReaderStudyService:
             except (TypeError, ValueError):
                 number = float("nan")
             if not number.is_integer() or not 1 <= number <= 5:
-                self._refuse(RatingRefused, f"{label} score must be a whole number from 1 to 5, got {value!r}", **ids)
+                self._refuse(RatingRefused, f"{label} score must be a whole number from 1 to 5, got {_short(value)}", **ids)
             scores[key] = int(number)
-        criteria = sorted(set(criteria or []))
+        if isinstance(criteria, str) or len(list(criteria or [])) > 4 * len(ALL_CRITERIA):
+            self._refuse(RatingRefused, "criteria must be a short list of rubric criteria", **ids)
+        criteria = sorted({str(c) for c in criteria or []})
         unknown = [c for c in criteria if c not in ALL_CRITERIA]
         if unknown:
-            self._refuse(RatingRefused, f"unknown rubric criteria {unknown}", **ids)
-        comment = (comment or "").strip()
-        if len(comment) > 10_000:
-            self._refuse(RatingRefused, "comment is longer than 10,000 characters", **ids)
+            self._refuse(RatingRefused, f"unknown rubric criteria {[_short(c) for c in unknown[:5]]}", **ids)
+        comment = str(comment or "").strip()
+        if len(comment) > COMMENT_MAX:
+            self._refuse(RatingRefused, f"comment is longer than {COMMENT_MAX:,} characters", **ids)
 
         problem = None
         with self.Session.begin() as s:
@@ -399,7 +559,7 @@ class ReaderStudyService:
             assignment = None if item is None else s.scalars(
                 select(Assignment).where(Assignment.reader_id == reader.id, Assignment.item_id == item.id)).first()
             if item is None:
-                problem = f"no item with code {code!r}"
+                problem = f"no item with code {_short(code)}"
             elif assignment is None:
                 problem = f"item {code} is not in your queue"
             elif reader.finished_at is not None:
