@@ -97,7 +97,6 @@ class ImageModelConfig:
                 classifier=ClassifierSpec(**data["classifier"]),
                 notes=dict(data.get("notes", {})),
                 provenance=Provenance.from_dict(data.get("provenance"), source),
-                domain_guard=DomainGuardSpec(**data["domain_guard"]) if data.get("domain_guard") else None,
             )
         except (KeyError, TypeError) as err:
             raise ConfigError(f"incomplete image model config ({err})", source) from None
