@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "training.commands.train_classifier",
     "training.commands.train_encoder",
     "training.commands.evaluate",
+    "training.commands.domain_guard",
     "training.commands.sweep",
 ]
 

@@ -20,6 +20,11 @@ class VolumeError(Rad3dError):
     NaNs, bad spacing, non-CT intensities, ...)."""
 
 
+class OutOfDomainError(VolumeError):
+    """A readable CT that the run was not made for (not a chest CT, or image features far from the
+    training scans): refused unless the user forces a draft, which is then marked."""
+
+
 class DicomError(VolumeError):
     """A DICOM series cannot be assembled (no pixel data, mixed series, inconsistent slices)."""
 

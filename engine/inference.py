@@ -21,12 +21,13 @@ from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
 from engine.decoders import load_causal_lm
 from engine.encoders import ENCODERS
 from engine.encoders.checkpoint import load_ctclip_vision
-from engine.errors import CheckpointError, ConfigError
+from engine.domain import DomainCheck, body_region
+from engine.errors import CheckpointError, ConfigError, OutOfDomainError
 from engine.generation import GenerationResult, GenerationSettings, generate_from_prefix, stream_from_prefix
 from engine.labels import LabelSet
 from engine.model import ReportGenerator, ReportGeneratorConfig
 from engine.preprocess import PreprocessConfig, preprocess
-from engine.rundir import RunDir, open_run
+from engine.rundir import RunDir, load_domain_guard, open_run
 from engine.volume import Volume
 
 
@@ -60,6 +61,7 @@ class CaseReport:
     n_tokens: int
     finished: bool  # False when max_new_tokens cut the report
     timings: dict[str, float] = field(default_factory=dict)
+    domain: DomainCheck | None = None  # None: not checked
 
 
 def load_weights_strict(module: torch.nn.Module, path: Path, what: str) -> None:
@@ -86,6 +88,7 @@ class InferenceSession:
         tokenizer,
         *,
         device: torch.device,
+        domain_guard=None,
     ):
         self.run = run
         self.encoder = encoder
@@ -93,6 +96,7 @@ class InferenceSession:
         self.generator = generator
         self.tokenizer = tokenizer
         self.device = device
+        self.domain_guard = domain_guard  # engine.domain.FeatureGuard, or None (a run made before guards)
         cfg = run.config
         self.label_set = LabelSet.from_dict(cfg.label_set, str(run.root / "config.json"))
         self.preprocess_config = PreprocessConfig.from_dict(cfg.preprocess)
@@ -140,7 +144,7 @@ class InferenceSession:
             if unexpected:
                 raise CheckpointError(f"decoder weights hold unknown keys {unexpected[:8]}", run.resolve(cfg.decoder.weights))
         generator.eval().to(device)
-        return cls(run, encoder, classifier, generator, tokenizer, device=device)
+        return cls(run, encoder, classifier, generator, tokenizer, device=device, domain_guard=load_domain_guard(run))
 
     # -- the path, one step at a time ----------------------------------------------------------
     @torch.no_grad()
@@ -183,15 +187,42 @@ class InferenceSession:
         prefix = self.prefixes(features.latent[None], features.logits[None])
         yield from stream_from_prefix(self.generator.decoder, self.tokenizer, prefix, settings=settings or self.settings)
 
+    # -- is the scan of the kind the run was made for? -------------------------------------------
+    @property
+    def checks_body_region(self) -> bool:
+        guard = self.run.config.domain_guard
+        return guard is None or guard.body_region
+
+    def check_domain(self, volume: Volume | None, latent=None, *, body=None) -> DomainCheck:
+        """Body region (from the volume; `body` when already computed) and feature distance (from the
+        latent, when the run has a guard)."""
+        if body is None and volume is not None and self.checks_body_region:
+            body = body_region(volume)
+        distance = None
+        if latent is not None and self.domain_guard is not None:
+            distance = float(self.domain_guard.distance(np.asarray(latent, dtype=np.float64).reshape(1, -1))[0])
+        threshold = None if self.domain_guard is None else float(self.domain_guard.threshold)
+        return DomainCheck(body, distance, threshold)
+
     # -- one case, end to end ------------------------------------------------------------------
-    def report(self, volume: Volume | str | Path, settings: GenerationSettings | None = None) -> CaseReport:
+    def report(self, volume: Volume | str | Path, settings: GenerationSettings | None = None, *,
+               refuse_outside: bool = False) -> CaseReport:
+        """The case's probabilities and draft. refuse_outside: raise OutOfDomainError (before any
+        text is generated) when the scan is outside the run's domain; otherwise the draft is made and
+        its `domain` says so."""
         start = time.perf_counter()
         if not isinstance(volume, Volume):
             from engine.io import load_volume
 
             volume = load_volume(volume)
         loaded = time.perf_counter()
+        body = body_region(volume) if self.checks_body_region else None
+        if refuse_outside and body is not None and not body.is_chest:
+            raise OutOfDomainError(DomainCheck(body, None, None).message(), volume.source)
         features = self.image_features(volume)
+        domain = self.check_domain(None, features.latent, body=body)
+        if refuse_outside and not domain.in_domain:
+            raise OutOfDomainError(domain.message(), volume.source)
         prefix = self.prefixes(features.latent[None], features.logits[None])
         result = generate_from_prefix(self.generator.decoder, self.tokenizer, prefix, settings=settings or self.settings)
         probs = features.probabilities
@@ -211,4 +242,5 @@ class InferenceSession:
                 "generate_s": result.seconds,
                 "total_s": time.perf_counter() - start,
             },
+            domain=domain,
         )

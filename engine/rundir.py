@@ -26,6 +26,7 @@ from engine.provenance import Provenance, describe_decoder, describe_encoder
 
 RUN_FORMAT = "rad3d-run/1"
 CONFIG_FILE = "config.json"
+DOMAIN_GUARD_FILE = "domain_guard.safetensors"
 
 
 @dataclass
@@ -50,6 +51,18 @@ class DecoderSpec:
     path: str  # a local Hugging Face causal LM folder
     gguf_file: str | None = None  # a GGUF file inside `path`, de-quantised on load
     weights: str | None = None  # trained decoder weights (V-1, baseline, LoRA adapters)
+
+
+@dataclass
+class DomainGuardSpec:
+    """The run's guard against scans it was never made for (engine.domain): the feature guard's
+    tensors, its threshold and how that was calibrated, and whether the chest body-region check
+    applies (it does for a chest label set)."""
+
+    weights: str = DOMAIN_GUARD_FILE
+    threshold: float = float("inf")
+    calibration: dict | None = None
+    body_region: bool = True
 
 
 IMAGE_MODEL_FORMAT = "rad3d-image-model/1"
@@ -135,6 +148,7 @@ class RunConfig:
     generation: dict = field(default_factory=dict)  # engine.generation.GenerationSettings fields
     notes: dict = field(default_factory=dict)  # how it was made: versions, commands, settings
     provenance: Provenance = field(default_factory=Provenance)  # what from (empty: an older run)
+    domain_guard: DomainGuardSpec | None = None  # None: an older run, only the body-region check applies
 
     def to_dict(self) -> dict:
         return {"format": RUN_FORMAT, **asdict(self), "provenance": self.provenance.to_dict()}
@@ -157,6 +171,7 @@ class RunConfig:
                 generation=dict(data.get("generation", {})),
                 notes=dict(data.get("notes", {})),
                 provenance=Provenance.from_dict(data.get("provenance"), source),
+                domain_guard=DomainGuardSpec(**data["domain_guard"]) if data.get("domain_guard") else None,
             )
         except (KeyError, TypeError) as err:
             raise ConfigError(f"incomplete run config ({err})", source) from None
@@ -184,6 +199,8 @@ class RunDir:
         }
         if cfg.decoder.weights:
             files["decoder weights"] = self.resolve(cfg.decoder.weights)
+        if cfg.domain_guard is not None:
+            files["domain guard"] = self.resolve(cfg.domain_guard.weights)
         return files  # type: ignore[return-value]
 
     def check(self) -> None:
@@ -201,6 +218,36 @@ def save_run_config(root: str | Path, config: RunConfig) -> Path:
     tmp.write_text(json.dumps(config.to_dict(), indent=2))
     os.replace(tmp, path)
     return path
+
+
+def save_domain_guard(run: RunDir, guard) -> RunDir:
+    """Store an engine.domain.FeatureGuard with the run: its tensors beside config.json, its
+    threshold and calibration in it."""
+    from safetensors.torch import save_file
+
+    save_file(guard.to_tensors(), str(run.root / DOMAIN_GUARD_FILE))
+    config = dataclasses.replace(run.config, domain_guard=DomainGuardSpec(
+        DOMAIN_GUARD_FILE, float(guard.threshold), guard.calibration, run.config.domain_guard.body_region
+        if run.config.domain_guard else True))
+    save_run_config(run.root, config)
+    return open_run(run.root)
+
+
+def load_domain_guard(run: RunDir):
+    """The run's engine.domain.FeatureGuard, or None for a run made before guards existed."""
+    from safetensors.torch import load_file
+
+    from engine.domain import FeatureGuard
+
+    spec = run.config.domain_guard
+    if spec is None:
+        return None
+    path = run.resolve(spec.weights)
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own types for corrupt files
+        raise ConfigError(f"cannot read the domain guard ({err})", path) from None
+    return FeatureGuard.from_tensors(tensors, {"threshold": spec.threshold, "calibration": spec.calibration})
 
 
 def open_run(root: str | Path, *, check: bool = True) -> RunDir:

@@ -36,6 +36,13 @@ def test_v3_training_lowers_the_loss(training_setup, tiny_gpt2_dir, tmp_path):
     assert result.best_val_loss == pytest.approx(val.min(), rel=1e-5)
     # The linear schedule decays to zero: each step's LR is below the one before after warmup.
     assert (np.diff(log["lr"].to_numpy()[1:]) < 0).all()
+    # The run carries its domain guard: fitted on the train split's latents, threshold from valid.
+    from engine.rundir import load_domain_guard, open_run
+
+    run = open_run(tmp_path / "run")
+    guard = load_domain_guard(run)
+    assert run.config.domain_guard.calibration["split"] == "valid" and guard.calibration["cases"] > 0
+    assert np.isfinite(guard.threshold) and guard.threshold > 0
 
 
 def test_killed_run_resumes_to_the_same_steps_and_weights(training_setup, tiny_gpt2_dir, tmp_path):

@@ -321,6 +321,10 @@ def train_connector(
                          "mixed_precision": accelerator.mixed_precision},
             "parameters": {"trainable": trainable_params, "frozen": frozen_params},
         })
+        from training.domain_guard import attach_domain_guard
+
+        guard = attach_domain_guard(out, dataset, cache, train_split=config.train_split, valid_split=config.valid_split)
+        main_print(accelerator, guard.describe())
         best = "none (no validation split)" if state.best_val_loss is None else \
             f"{state.best_val_loss:.4f} at step {state.best_step}"
         main_print(accelerator, f"wrote run {out}: {state.step} steps; trainable {trainable_params:,}, frozen "
