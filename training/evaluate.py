@@ -131,6 +131,9 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     settings = dataclasses.replace(settings, num_beams=config.beams)
     predictions = generate_predictions(session, split, run_name=run_name, batch_size=config.batch_size,
                                        settings=settings, progress=progress)
+    domain = domain_flags(session, split.latents)
+    if domain is not None:  # per case: the feature distance to the run's training scans, and the flag
+        predictions["domain_distance"], predictions["outside_domain"] = domain.pop("distances"), domain.pop("outside")
     out.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(out / "predictions.csv", index=False)
     provenance = session.provenance.to_dict()
@@ -145,6 +148,8 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     result.info["provenance"] = provenance
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
                                  "batch_size": config.batch_size, **dataclasses.asdict(settings)}
+    if domain is not None:
+        result.info["domain_guard"] = domain
     if config.output_format == "vlm3d":
         from study.metrics.vlm3d import in_challenge_order, write_run_files
 
@@ -155,6 +160,21 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
                                                seed=config.seed, progress=progress)
     write_evaluation(result, out)
     return predictions, result
+
+
+def domain_flags(session, latents) -> dict | None:
+    """The run's domain guard over an evaluated split's cached latents: per-case distances and flags,
+    the threshold and its calibration (the validation split's false-positive rate); None for a run
+    without a guard. The body-region half needs the volumes and is checked when a scan is read."""
+    import numpy as np
+
+    guard = session.domain_guard
+    if guard is None:
+        return None
+    distances = guard.distance(np.asarray(latents, dtype=np.float64))
+    outside = distances > guard.threshold
+    return {"distances": distances, "outside": outside, "threshold": float(guard.threshold),
+            "calibration": guard.calibration, "flagged": int(outside.sum()), "cases": int(len(distances))}
 
 
 def classifier_metrics(dataset, cache, names: list[str], label_set, *, resamples: int, seed: int) -> list:

@@ -26,6 +26,7 @@ class ReportProgress:
     text: str = ""
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    domain: object = None  # engine.domain.DomainCheck: is the scan of the kind the run was made for?
 
 
 def report_steps(session, volume, settings: GenerationSettings) -> Iterator[ReportProgress]:
@@ -39,6 +40,7 @@ def report_steps(session, volume, settings: GenerationSettings) -> Iterator[Repo
         probabilities={n: float(p) for n, p in zip(names, probs)},
         positives=[n for n, p, t in zip(names, probs, session.thresholds) if p >= t],
         timings={"preprocess_s": features.preprocess_seconds, "encode_s": features.encode_seconds},
+        domain=session.check_domain(volume, features.latent),
     )
     yield progress
     generate_start = time.perf_counter()

@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens")
     p.add_argument("--beams", type=int, default=None, help="beam width (1 = greedy, the paper's setting)")
     p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--force", action="store_true",
+                   help="write a draft even for a scan outside the run's domain (not a chest CT, or image features far "
+                   "from the training scans); the draft is then marked as such")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(handler=run)
 
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         volume = load_volume(args.volume)
     read_s = time.perf_counter() - start
+    _refuse_outside_body_region(volume, args)
 
     from engine.inference import InferenceSession  # torch and the models: only for a readable volume
 
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = dataclasses.replace(session.settings, **overrides)
-    result = session.report(volume, settings)
+    result = session.report(volume, settings, refuse_outside=not args.force)
     result.timings["load_s"] = result.timings.get("load_s", 0.0) + read_s
     result.timings["total_s"] = result.timings.get("total_s", 0.0) + read_s
     if args.json:
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             "finished": result.finished,
             "timings": result.timings,
             "provenance": session.provenance.to_dict(),
+            "domain": result.domain.to_dict() if result.domain else None,
         }, indent=2))
         return 0
     width = max(len(n) for n in result.probabilities)
@@ -81,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
         mark = "  *" if prob >= thr else ""
         print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}{mark}")
     print("\n* at or above the finding's threshold\n")
-    print(f"{session.run.config.report_section.capitalize()} (generated draft):")
+    outside = result.domain is not None and not result.domain.in_domain
+    if outside:
+        print(f"!! {result.domain.message()} (--force): the draft below is not to be trusted\n")
+    mark = ", OUTSIDE THE MODEL'S DOMAIN" if outside else ""
+    print(f"{session.run.config.report_section.capitalize()} (generated draft{mark}):")
     print(result.report or "(empty)")
     if not result.finished:
         print(f"[cut at {result.n_tokens} tokens]")
@@ -90,3 +99,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{t['total_s']:.1f} s: read {t['load_s']:.1f}, preprocess {t['preprocess_s']:.1f}, "
           f"encode {t['encode_s']:.1f}, generate {t['generate_s']:.1f}")
     return 0
+
+
+def _refuse_outside_body_region(volume, args) -> None:
+    """The body-region half of the domain guard needs no model: a head or abdomen is refused before
+    anything loads (the feature half runs after encoding, in InferenceSession.report)."""
+    if args.force:
+        return
+    from engine.domain import DomainCheck, body_region
+    from engine.errors import OutOfDomainError
+    from engine.rundir import open_run
+
+    guard = open_run(args.run).config.domain_guard
+    if guard is not None and not guard.body_region:
+        return
+    body = body_region(volume)
+    if not body.is_chest:
+        raise OutOfDomainError(DomainCheck(body, None, None).message() + " (--force writes a marked draft anyway)",
+                               volume.source)

@@ -62,5 +62,13 @@ def run(args: argparse.Namespace) -> int:
         from study.metrics.vlm3d import format_document
 
         print(format_document(result.info["vlm3d"]))
+    guard = result.info.get("domain_guard")
+    if guard:
+        c = guard["calibration"] or {}
+        print(f"Domain guard: threshold {guard['threshold']:.2f} (Mahalanobis distance to the training latents; "
+              f"false-positive rate on {c.get('split', '?')} {c.get('false_positive_rate', float('nan')):.1%} of "
+              f"{c.get('cases', '?')} cases); flagged outside the domain here: {guard['flagged']} of {guard['cases']}")
+    else:
+        print("Domain guard: none in this run (made before guards; `rad3d domain-guard` adds one)")
     print(f"{len(predictions)} cases -> {args.out}")
     return 0

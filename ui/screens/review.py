@@ -37,6 +37,15 @@ def provenance_html(provenance) -> str:
     return f'<div class="provenance"><small>{line}</small></div>'
 
 
+def domain_html(check) -> str:
+    """A red banner when the scan is outside the run's domain (engine.domain), else nothing."""
+    if check is None or check.in_domain:
+        return ""
+    return (f'<div class="domain-warning" style="background:#fde8e8;color:#8a1c1c;border:2px solid #c0392b;'
+            f'border-radius:4px;padding:4px 8px">⛔ <b>{html.escape(check.message())}</b>. The draft is marked and '
+            f'must not be read as a report of this scan.</div>')
+
+
 def run_provenance_html(config, run_name: str | None) -> str:
     """provenance_html of a configured run, read from its config.json (no model is loaded)."""
     from engine.rundir import open_run
@@ -218,10 +227,15 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             for step in report_steps(session, volume, settings):
                 outputs[0] = probability_chart(step.probabilities, thresholds, labels, session.valid_auroc)
                 outputs[1] = escaped(step.text)
+                outside = domain_html(step.domain)
+                outputs[6] = outside + provenance_html(session.provenance)
                 outputs[4] = ("**Positives:** " + (", ".join(marked_positives(step.positives, session.valid_auroc))
                                                    or "none")) + ("" if step.done else " · generating…")
                 if step.done:
                     outputs[1] = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
+                    if outside:  # the draft itself carries the mark, not only the banner beside it
+                        outputs[1] = ("<p><b>[OUTSIDE THE MODEL'S DOMAIN — not a report of this scan]</b></p>"
+                                      + outputs[1])
                     outputs[2] = agreement_html(agreement(step.text, ref_text, extractor)) if ref_text else ""
                     outputs[3] = timing_line(step.timings, len(step.text.split()), run_name,
                                              session.run.config.variant)
