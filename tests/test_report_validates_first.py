@@ -33,9 +33,9 @@ def loads(monkeypatch):
     return calls
 
 
-def _report(path, tmp_path, capsys) -> tuple[int, str]:
+def _report(path, tmp_path, capsys, *extra) -> tuple[int, str]:
     start = time.perf_counter()
-    rc = main(["report", str(path), "--run", str(tmp_path / "run")])
+    rc = main(["report", str(path), "--run", str(tmp_path / "run"), *extra])
     elapsed = time.perf_counter() - start
     err = capsys.readouterr().err
     assert elapsed < 10, f"refusal took {elapsed:.1f} s"
@@ -150,7 +150,11 @@ def test_ct_with_zero_hu_background_reaches_the_model(tmp_path, capsys, loads):
     (soft tissue and cortical bone at CT values) show it is CT."""
     path = write_nifti(tmp_path / "head.nii.gz", head_ct_zero_background().astype(np.int16),
                        lps_affine((0.5, 0.5, 2.5)))
+    # Read as CT, it is then refused as what it is, a head and not a chest, still before any model ...
     rc, err = _report(path, tmp_path, capsys)
+    assert rc == 1 and loads == [] and "not a chest CT" in err and "MR" not in err, err
+    # ... and --force takes it on to the model (its draft is then marked).
+    rc, err = _report(path, tmp_path, capsys, "--force")
     assert loads == [str(tmp_path / "run")], err
     assert "stub loader reached" in err
     from engine.io import load_volume
@@ -165,7 +169,8 @@ def test_good_chest_ct_reaches_the_model_after_being_read(tmp_path, capsys, load
     real = io.load_volume
     monkeypatch.setattr(io, "load_volume", lambda *a, **k: order.append("read") or real(*a, **k))
     loads_before = loads
-    path = write_nifti(tmp_path / "chest.nii.gz", chest_phantom(), lps_affine((0.8, 0.8, 2.0)))
+    # a coarse grid gives the toy chest a real chest's size (the domain guard wants lungs of a real size)
+    path = write_nifti(tmp_path / "chest.nii.gz", chest_phantom(), lps_affine((5.0, 5.0, 10.0)))
     _report(path, tmp_path, capsys)
     assert order == ["read"] and loads_before == [str(tmp_path / "run")]
 

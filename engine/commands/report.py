@@ -107,10 +107,13 @@ def _refuse_outside_body_region(volume, args) -> None:
     if args.force:
         return
     from engine.domain import DomainCheck, body_region
-    from engine.errors import OutOfDomainError
+    from engine.errors import ConfigError, OutOfDomainError
     from engine.rundir import open_run
 
-    guard = open_run(args.run).config.domain_guard
+    try:
+        guard = open_run(args.run, check=False).config.domain_guard
+    except ConfigError:
+        guard = None  # a broken run is reported by the loader, with every missing part named
     if guard is not None and not guard.body_region:
         return
     body = body_region(volume)
