@@ -244,7 +244,8 @@ HASHES_FILE = "file_hashes.json"
 _memo: dict[tuple[str, int, int], str] = {}
 
 
-def _hash_file(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_of_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read in chunks, never remembered (for integrity checks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -278,7 +279,7 @@ def file_sha256(path: str | Path) -> str:
     if stored and stored.get("size") == st.st_size and stored.get("mtime_ns") == st.st_mtime_ns:
         digest = stored["sha256"]
     else:
-        digest = _hash_file(path)
+        digest = sha256_of_file(path)
         if big:
             _remember(key[0], {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
     _memo[key] = digest

