@@ -37,7 +37,9 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
     assert "Metric card: convention raw" in printed and "averaging, bleu: corpus" in printed
 
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    # the run's domain guard (fitted by `rad3d train`) adds each case's distance and flag
+    assert list(predictions.columns) == [*PREDICTION_COLUMNS, "domain_distance", "outside_domain"]
+    assert (predictions["domain_distance"] >= 0).all() and "Domain guard: threshold" in printed
     test_cases = CTRateDataset.open(training_setup["data"]).split("test")
     assert predictions["VolumeName"].tolist() == [c.volume_name for c in test_cases]
     assert predictions["reference"].tolist() == [c.findings for c in test_cases]

@@ -434,17 +434,17 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
     dataset = resolve(data_dir, section=None)  # the image side reads no report text
     splits = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
     all_names = [n for s in splits.values() for n in s.volume_names]
+    token_targets = token_pos_weight = None
+    if config.token_loss_weight > 0:  # from the phantom truth alone: a dataset without it is refused first
+        token_targets = torch.from_numpy(dataset_token_targets(
+            dataset.root, splits["train"].volume_names, dataset.label_set.names, pp, enc_cfg.patch_size,
+            enc_cfg.temporal_patch_size))
+        token_pos_weight = token_positive_weight(token_targets, config.token_pos_weight_max)
     volumes = load_volume_tensors(dataset, all_names, pp, workers=workers, cache_dir=tensor_cache, progress=progress)
     bounds = np.cumsum([0] + [len(s) for s in splits.values()])
     videos = {s: volumes[bounds[i]:bounds[i + 1]] for i, s in enumerate(splits)}
     labels = {s: torch.from_numpy(sp.labels) for s, sp in splits.items()}
     pos_weight = pos_weight_from_prevalence(splits["train"].labels)
-    token_targets = token_pos_weight = None
-    if config.token_loss_weight > 0:
-        token_targets = torch.from_numpy(dataset_token_targets(
-            dataset.root, splits["train"].volume_names, dataset.label_set.names, pp, enc_cfg.patch_size,
-            enc_cfg.temporal_patch_size))
-        token_pos_weight = token_positive_weight(token_targets, config.token_pos_weight_max)
 
     accelerator = make_accelerator()
     device = accelerator.device

@@ -93,7 +93,13 @@ def _relative_run_config(src: Path, dst: Path) -> None:
     training = config.get("notes", {}).get("training", {})
     for key in ("data", "cache", "llm", "image_model", "out"):
         if key in training:
-            training[key] = f"$RAD3D_HOME/demo/{Path(training[key]).name}" if key != "out" else "."
+            value = training[key]
+            if isinstance(value, dict):  # a DataSource: its folder (and any CSV overrides) in the demo layout
+                training[key] = {k: (f"$RAD3D_HOME/demo/{Path(v).name}" if k == "root" else
+                                     (Path(v).name if isinstance(v, str) and k.endswith("_csv") else v))
+                                 for k, v in value.items()}
+            else:
+                training[key] = f"$RAD3D_HOME/demo/{Path(value).name}" if key != "out" else "."
     dst.write_text(json.dumps(config, indent=1) + "\n")
 
 
