@@ -141,3 +141,36 @@ def test_run_guard_round_trips_and_flags_far_features(guarded_run):
     save_domain_guard(open_run(guarded_run), far)
     with pytest.raises(OutOfDomainError, match="far from the training scans"):
         InferenceSession.load(guarded_run, device="cpu").report(chest_like_volume(), refuse_outside=True)
+
+
+def test_shipped_demo_guard_keeps_unseen_chest_phantoms_and_flags_other_regions():
+    """The embedded demo's guard (shipped with its runs) on phantoms it never saw: chest phantoms of
+    new seeds stay inside; head, abdomen and pelvis fail both the body-region and the feature check."""
+    import torch
+
+    from engine.encoders import ENCODERS
+    from engine.encoders.checkpoint import load_ctclip_vision
+    from engine.preprocess import PreprocessConfig, preprocess
+    from engine.rundir import load_domain_guard, load_image_model, open_run
+    from training.demo.shipped import SHIPPED_DIR
+
+    guard = load_domain_guard(open_run(SHIPPED_DIR / "runs" / "v3", check=False))
+    assert guard.calibration["split"] == "valid" and guard.calibration["false_positive_rate"] < 0.01
+    _, cfg = load_image_model(SHIPPED_DIR / "image")
+    with torch.device("meta"):
+        encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
+    load_ctclip_vision(encoder, cfg.encoder.weights)
+    encoder.eval()
+    pp = PreprocessConfig.from_dict(cfg.preprocess)
+
+    def distance(volume):
+        with torch.no_grad():
+            return float(guard.distance(encoder(preprocess(volume, pp).unsqueeze(0)).numpy())[0])
+
+    for seed in (90001, 90002, 90003):  # seeds outside the recipe's 1200 cases
+        case = generate_case(seed, ["Pleural effusion"] if seed % 2 else None, 4.0)
+        assert distance(Volume(case.hu, case.spacing)) < guard.threshold
+    for region in REGIONS:
+        volume = generate_region(region, seed=3)
+        assert not body_region(volume).is_chest
+        assert distance(volume) > guard.threshold, region
