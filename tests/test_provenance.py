@@ -181,8 +181,8 @@ def test_checkpoint_hash_is_computed_once_per_file_version(tmp_path, monkeypatch
     path = tmp_path / "big.pt"
     path.write_bytes(np.arange(300_000, dtype=np.int64).tobytes())
     calls = []
-    real_hash = prov._hash_file
-    monkeypatch.setattr(prov, "_hash_file", lambda p, *a: calls.append(p) or real_hash(p, *a))
+    real_hash = prov.sha256_of_file
+    monkeypatch.setattr(prov, "sha256_of_file", lambda p, *a: calls.append(p) or real_hash(p, *a))
 
     digest = file_sha256(path)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest() and len(calls) == 1
