@@ -129,7 +129,7 @@ def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encod
     with torch.device("meta"):
         encoder = ENCODERS.build(encoder_name, encoder_config)
     load_ctclip_vision(encoder, Path(weights))
-    made_from = (provenance or Provenance()).merged(data=describe_dataset(dataset.root))
+    made_from = (provenance or Provenance()).merged(data=describe_dataset(data_dir))  # the folder as given, as train and train-encoder record it
     if made_from.encoder is None:  # given bare weights, or an image model older than provenance
         made_from = made_from.merged(encoder=describe_encoder(weights))
     cache = EmbeddingCache.create_or_open(

@@ -206,17 +206,18 @@ class InferenceSession:
 
     # -- one case, end to end ------------------------------------------------------------------
     def report(self, volume: Volume | str | Path, settings: GenerationSettings | None = None, *,
-               refuse_outside: bool = False) -> CaseReport:
+               refuse_outside: bool = False, body=None) -> CaseReport:
         """The case's probabilities and draft. refuse_outside: raise OutOfDomainError (before any
         text is generated) when the scan is outside the run's domain; otherwise the draft is made and
-        its `domain` says so."""
+        its `domain` says so. body: the volume's engine.domain.BodyRegion when already computed."""
         start = time.perf_counter()
         if not isinstance(volume, Volume):
             from engine.io import load_volume
 
             volume = load_volume(volume)
         loaded = time.perf_counter()
-        body = body_region(volume) if self.checks_body_region else None
+        if body is None and self.checks_body_region:
+            body = body_region(volume)
         if refuse_outside and body is not None and not body.is_chest:
             raise OutOfDomainError(DomainCheck(body, None, None).message(), volume.source)
         features = self.image_features(volume)

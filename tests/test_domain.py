@@ -174,3 +174,13 @@ def test_shipped_demo_guard_keeps_unseen_chest_phantoms_and_flags_other_regions(
         volume = generate_region(region, seed=3)
         assert not body_region(volume).is_chest
         assert distance(volume) > guard.threshold, region
+
+
+def test_the_app_marks_a_scan_outside_the_domain_and_says_nothing_inside():
+    from ui.screens.common import domain_html
+
+    outside = DomainCheck(BodyRegion(False, 0.0, 0.0, 0.0, 40, "lungs in 0% of the body's slices"), None, None)
+    banner = domain_html(outside)
+    assert "outside the model&#x27;s domain" in banner and "not a chest CT" in banner
+    assert domain_html(DomainCheck(BodyRegion(True, 0.7, 200.0, 4000.0, 60, "two lungs"), 2.0, 9.0)) == ""
+    assert domain_html(None) == ""

@@ -133,12 +133,17 @@ def test_huge_header_refused_before_reading_voxels(tmp_path, phantom):
     text = path.read_bytes().replace(b"sizes: 40 36 24", b"sizes: 40000 40000 40000")
     path.write_bytes(text)
     start = time.perf_counter()
-    _raises_naming(path, r"header claims 3D size \(40000, 40000, 40000\).*refused before reading the voxels")
+    _raises_naming(path, r"shape \(40000, 40000, 40000\) has an axis longer than")
     assert time.perf_counter() - start < 1.0
     mha = tmp_path / "huge.mha"
     mha.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 3000 3000 3000\nElementType = MET_SHORT\n"
                     b"ElementSpacing = 1 1 1\nElementDataFile = LOCAL\n" + b"\0" * 64)
-    _raises_naming(mha, r"header claims 3D size \(3000, 3000, 3000\)")
+    _raises_naming(mha, r"shape \(3000, 3000, 3000\) has an axis longer than")
+    # the budget counts the voxel type's bytes: 1000^3 float64 voxels (8 GB) are refused, int16 would fit
+    wide = tmp_path / "wide.mha"
+    wide.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 1000 1000 1000\nElementType = MET_DOUBLE\n"
+                     b"ElementSpacing = 1 1 1\nElementDataFile = LOCAL\n" + b"\0" * 64)
+    _raises_naming(wide, r"\(1000, 1000, 1000\) would take .* over the memory budget")
 
 
 @pytest.mark.parametrize("encoding", ["raw", "gzip"])

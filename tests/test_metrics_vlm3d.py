@@ -298,9 +298,14 @@ def test_evaluate_format_vlm3d_writes_the_submission_beside_the_normal_outputs(t
 
 
 def test_ground_truth_from_a_dataset_folder_is_its_labels_csv(training_setup):
+    """Only the asked split's cases: a case without a prediction counts as a miss."""
+    from engine.data import resolve
+
     data = training_setup["data"]
     got = vlm3d.read_ground_truth(data)
-    table = pd.read_csv(data / "labels.csv")
+    test_names = [c.volume_name for c in resolve(data, section=None).split("test")]
+    table = pd.read_csv(data / "labels.csv").set_index("VolumeName", drop=False).loc[test_names]
+    assert 0 < len(test_names) < len(pd.read_csv(data / "labels.csv"))
     assert list(got.by_case) == [vlm3d.case_id(n) for n in table["VolumeName"]]
     assert np.array_equal(np.stack(list(got.by_case.values())), table[list(FINDINGS)].to_numpy())
     assert "dataset's labels CSV" in got.how

@@ -327,7 +327,8 @@ def test_a_run_written_without_provenance_records_its_files_and_an_old_run_loads
 def test_review_tab_shows_the_runs_provenance_and_warns_for_phantoms(tmp_path, phantom_run):
     from types import SimpleNamespace
 
-    from ui.screens.review import provenance_html, run_provenance_html
+    from ui.screens.common import provenance_html
+    from ui.screens.review import run_provenance_html
 
     banner = provenance_html(_phantom_provenance())
     assert "Trained on synthetic phantoms only" in banner and "⚠" in banner and "#fde8e8" in banner

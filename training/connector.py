@@ -102,7 +102,12 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The settings that decide the training trajectory: a checkpoint resumes only under these."""
-        return {k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_CHANGES}
+        identity = {k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_CHANGES}
+        # The folder may move, but which CSVs and split column choose train and valid may not change.
+        data = DataSource.coerce(self.data).to_dict()
+        identity["data_selection"] = {k: (Path(v).name if k.endswith("_csv") else v)
+                                      for k, v in data.items() if k != "root" and v is not None}
+        return identity
 
 
 @dataclass

@@ -24,6 +24,7 @@ import pandas as pd
 
 from engine.data.source import DataSource
 from engine.errors import ConfigError
+from study.metrics.text import DEFAULT_CONVENTION
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
 
@@ -47,7 +48,7 @@ class EvaluateConfig:
     resamples: int = 5000
     seed: int = 0
     output_format: str = "rad3d"  # "vlm3d": also the VLM3D challenge's files (study.metrics.vlm3d)
-    convention: str = "r2gen"  # study.metrics.text.CONVENTIONS
+    convention: str = DEFAULT_CONVENTION  # a name of study.metrics.text.CONVENTIONS
 
     def __post_init__(self):
         if self.output_format not in ("rad3d", "vlm3d"):

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         volume = load_volume(args.volume)
     read_s = time.perf_counter() - start
-    _refuse_outside_body_region(volume, args)
+    body = _refuse_outside_body_region(volume, args)
 
     from engine.inference import InferenceSession  # torch and the models: only for a readable volume
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = dataclasses.replace(session.settings, **overrides)
-    result = session.report(volume, settings, refuse_outside=not args.force)
+    result = session.report(volume, settings, refuse_outside=not args.force, body=body)
     result.timings["load_s"] = result.timings.get("load_s", 0.0) + read_s
     result.timings["total_s"] = result.timings.get("total_s", 0.0) + read_s
     if args.json:
@@ -101,11 +101,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_outside_body_region(volume, args) -> None:
+def _refuse_outside_body_region(volume, args):
     """The body-region half of the domain guard needs no model: a head or abdomen is refused before
-    anything loads (the feature half runs after encoding, in InferenceSession.report)."""
-    if args.force:
-        return
+    anything loads (the feature half runs after encoding, in InferenceSession.report). Returns the
+    BodyRegion for the session to reuse (None when the run does not check it)."""
     from engine.domain import DomainCheck, body_region
     from engine.errors import ConfigError, OutOfDomainError
     from engine.rundir import open_run
@@ -115,8 +114,9 @@ def _refuse_outside_body_region(volume, args) -> None:
     except ConfigError:
         guard = None  # a broken run is reported by the loader, with every missing part named
     if guard is not None and not guard.body_region:
-        return
+        return None
     body = body_region(volume)
-    if not body.is_chest:
+    if not body.is_chest and not args.force:
         raise OutOfDomainError(DomainCheck(body, None, None).message() + " (--force writes a marked draft anyway)",
                                volume.source)
+    return body

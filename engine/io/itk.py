@@ -11,7 +11,6 @@ nibabel's RAS+ affine and the voxels reoriented exactly as NIfTI's are.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from engine.errors import VolumeError
 from engine.io.nifti import reorient_to_canonical
-from engine.io.validate import MAX_AXIS_VOXELS, MAX_VOXELS, check_volume
+from engine.io.validate import check_shape, check_volume
 from engine.volume import CANONICAL_AXCODES, Volume
 
 METAIMAGE_SUFFIXES = (".mha", ".mhd")
@@ -113,8 +112,8 @@ def _itk_reason(err: Exception, source: str) -> str:
 def _check_header(reader, io_name: str, source: str) -> tuple[int, ...]:
     """Shape, channels and voxel type from the header, refused before any voxel is read.
 
-    The memory budget is check_volume's size limit (MAX_AXIS_VOXELS per axis, MAX_VOXELS in all),
-    applied here to the header's claim so a lying header costs no allocation."""
+    The memory budget is engine.io.validate.check_shape's, applied to the header's claim and the
+    voxel type's size, so a lying header costs no allocation."""
     import SimpleITK as sitk
 
     size = tuple(int(n) for n in reader.GetSize())
@@ -134,9 +133,9 @@ def _check_header(reader, io_name: str, source: str) -> tuple[int, ...]:
     pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     if "complex" in pixel or "label" in pixel:
         raise VolumeError(f"voxel type {pixel} is not a real number type", source)
-    if any(n > MAX_AXIS_VOXELS for n in size) or math.prod(size) > MAX_VOXELS:
-        raise VolumeError(f"header claims {dim}D size {size}, over the limit of {MAX_AXIS_VOXELS} voxels "
-                          f"per axis and {MAX_VOXELS:.1e} in all: refused before reading the voxels", source)
+    # the one memory budget of engine.io.validate, with the bytes this voxel type really takes
+    itemsize = int(np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype).itemsize)
+    check_shape(size, source, min_axis_voxels=1, stored_itemsize=itemsize)
     return size
 
 

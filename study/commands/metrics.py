@@ -22,6 +22,8 @@ def register(subparsers) -> None:
                         "as the VLM3D challenge does, instead of a predictions CSV")
     parser.add_argument("--ground-truth", metavar="FILE_OR_DATA", help="with --vlm3d: a VLM3D JSON, a labels CSV "
                         "(AccessionNo or VolumeName + the 18 findings) or a dataset folder (its labels CSV)")
+    parser.add_argument("--ground-truth-split", default="test", metavar="SPLIT",
+                        help="with --ground-truth DATA: the split whose cases are the ground truth (default test)")
     parser.add_argument("--label-set", default="ct-rate", help="built-in label set name or JSON file (default ct-rate)")
     parser.add_argument("--run", help="score only this run (when the CSV holds several)")
     parser.add_argument("--bertscore-model", metavar="PATH", help="local encoder folder for BERTScore "
@@ -92,7 +94,7 @@ def run_vlm3d(args) -> int:
     if args.predictions:
         raise ConfigError("--vlm3d scores a VLM3D file, --predictions a predictions CSV: give one of them")
     entries = vlm3d.read_vlm3d(args.vlm3d)  # both files are checked before anything is scored
-    truth = vlm3d.read_ground_truth(args.ground_truth, uncertain_as=args.uncertain_as)
+    truth = vlm3d.read_ground_truth(args.ground_truth, uncertain_as=args.uncertain_as, split=args.ground_truth_split)
     submission = vlm3d.labels_of(entries, args.vlm3d, uncertain_as=args.uncertain_as)
     doc = vlm3d.score(submission, truth, resamples=args.resamples, seed=args.seed, progress=True)
     print(vlm3d.format_document(doc))

@@ -17,7 +17,7 @@ import pandas as pd
 from engine.errors import ConfigError, DatasetError
 from engine.labels import LabelSet, ct_rate
 from study.bootstrap import DEFAULT_RESAMPLES, Statistic, bootstrap, mean_statistic
-from study.findings import FindingExtractor
+from study.findings import EXTRACTOR_VERSION, FindingExtractor
 from study.metrics import clinical
 from study.metrics.bertscore import BertScoreEncoder, bertscore_prf, default_encoder
 from study.metrics.meteor import METEOR_STAT_COLUMNS, MeteorJar, aggregable
@@ -64,19 +64,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def extractor_version() -> str:
-    """The finding extractor's declared version, else a fingerprint of its rules' source."""
-    import hashlib
-    import inspect
-
-    from study import findings
-
-    declared = getattr(findings, "EXTRACTOR_VERSION", None)
-    if declared:
-        return str(declared)
-    return "source sha256:" + hashlib.sha256(inspect.getsource(findings).encode()).hexdigest()[:12]
-
-
 # How each metric turns cases into one number (the metric card's "averaging").
 AVERAGING = {
     "bleu": "corpus: n-gram counts and lengths summed over cases, then BLEU (closest reference length)",
@@ -118,7 +105,7 @@ def metric_card(convention: TextConvention, encoder: BertScoreEncoder | None) ->
                          "findings": "rad3d FindingExtractor on the raw texts"},
         "averaging": dict(AVERAGING),
         "bertscore": encoder.card() if encoder else None,
-        "extractor": {"name": "rad3d FindingExtractor", "version": extractor_version()},
+        "extractor": {"name": "rad3d FindingExtractor", "version": EXTRACTOR_VERSION},
     }
 
 

@@ -242,20 +242,27 @@ def _by_case(entries: list[Entry]) -> dict[str, np.ndarray]:
     return {case_id(e.input_image_name): np.asarray(e.labels, dtype=np.int64) for e in entries}
 
 
-def read_ground_truth(path: str | Path, *, uncertain_as: str = "positive", extractor=None) -> Labels:
+def read_ground_truth(path: str | Path, *, uncertain_as: str = "positive", extractor=None,
+                      split: str = "test") -> Labels:
     """Ground-truth labels from a VLM3D JSON, a labels CSV (AccessionNo or VolumeName + the 18
     finding columns: the challenge's ground_truth.csv or CT-RATE's labels CSV) or a dataset folder
-    (its labels CSV)."""
+    (its labels CSV, the cases of `split` only: every ground-truth case without a prediction counts
+    as a miss, so the other splits must not be in it)."""
     path = Path(path)
     if path.is_dir():
-        from engine.data import CTRateDataset
+        from engine.data import resolve
 
-        dataset = CTRateDataset.open(path)
-        if any(c.labels is None for c in dataset.cases):
+        dataset = resolve(path, section=None)  # only labels are read
+        cases = dataset.split(split)
+        if not cases:
+            raise DatasetError(f"the dataset has no {split!r} cases to take ground truth from", path)
+        if any(c.labels is None for c in cases):
             raise DatasetError("the dataset has no labels CSV to take ground truth from", path)
-        rows = in_challenge_order([c.labels for c in dataset.cases], dataset.label_set)
-        return Labels({case_id(c.volume_name): row for c, row in zip(dataset.cases, rows)},
-                      str(dataset.csv_paths.get("labels") or path), "labels from the dataset's labels CSV")
+        rows = in_challenge_order([c.labels for c in cases], dataset.label_set)
+        labels_csv = dataset.csv_paths.get("labels")
+        shown = ", ".join(map(str, labels_csv)) if isinstance(labels_csv, (list, tuple)) else str(labels_csv or path)
+        return Labels({case_id(c.volume_name): row for c, row in zip(cases, rows)}, shown,
+                      f"labels from the dataset's labels CSV, {split} split")
     if path.suffix.lower() == ".csv":
         return _labels_csv(path)
     entries = read_vlm3d(path)

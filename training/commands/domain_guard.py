@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from engine.data.source import add_data_arguments
+
     p = subparsers.add_parser(
         "domain-guard",
         help="fit and store a run's domain guard (feature distance to its training scans)",
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
         "before guards existed. `rad3d report` and the app then refuse or mark scans outside the run's domain.",
     )
     p.add_argument("--run", required=True, help="run directory to add the guard to")
-    p.add_argument("--data", required=True, help="the dataset the run was trained on")
+    add_data_arguments(p, help="the dataset the run was trained on (with the same overrides, so the splits agree)")
     p.add_argument("--cache", required=True, help="its embedding cache (made by the run's image model)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--valid-split", default="valid")
@@ -24,10 +26,13 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.cache import EmbeddingCache
-    from engine.data import CTRateDataset
+    from engine.data import resolve, source_from_args
+    from engine.labels import LabelSet
+    from engine.rundir import open_run
     from training.domain_guard import attach_domain_guard
 
-    dataset = CTRateDataset.open(args.data)
+    run_config = open_run(args.run, check=False).config
+    dataset = resolve(source_from_args(args), label_set=LabelSet.from_dict(run_config.label_set), section=None)
     cache = EmbeddingCache.open(args.cache)
     fit = attach_domain_guard(args.run, dataset, cache, train_split=args.train_split, valid_split=args.valid_split)
     print(fit.describe())

@@ -35,3 +35,23 @@ def timing_line(timings: dict[str, float], n_words: int, run_name: str, variant:
     return (f"**Time to report {t.get('total_s', float('nan')):.1f} s** (encode "
             f"{t.get('preprocess_s', 0) + t.get('encode_s', 0):.1f} s, text {t.get('generate_s', 0):.1f} s; "
             f"{n_words} words) · run `{run_name}`, variant {variant}")
+
+
+def provenance_html(provenance) -> str:
+    """One line under the draft's heading: what the run was trained on and its licence; a red
+    banner when it learned from phantoms only (a real scan then gets a meaningless draft)."""
+    line = html.escape(f"Trained on: {provenance.trained_on()} · Licence: {provenance.licence_statement()}")
+    if provenance.synthetic_only:
+        return (f'<div class="provenance warning" style="background:#fde8e8;color:#8a1c1c;border:1px solid #e0a0a0;'
+                f'border-radius:4px;padding:4px 8px">⚠ <b>{html.escape(provenance.warning())}</b><br>'
+                f'<small>{line}</small></div>')
+    return f'<div class="provenance"><small>{line}</small></div>'
+
+
+def domain_html(check) -> str:
+    """A red banner when the scan is outside the run's domain (engine.domain), else nothing."""
+    if check is None or check.in_domain:
+        return ""
+    return (f'<div class="domain-warning" style="background:#fde8e8;color:#8a1c1c;border:2px solid #c0392b;'
+            f'border-radius:4px;padding:4px 8px">⛔ <b>{html.escape(check.message())}</b>. The draft is marked and '
+            f'must not be read as a report of this scan.</div>')

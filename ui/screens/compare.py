@@ -12,7 +12,7 @@ import gradio as gr
 from study.findings import FindingExtractor
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import escaped, message, session_owner
+from ui.screens.common import domain_html, escaped, message, provenance_html, session_owner
 from ui.screens.demo_status import no_run_hint
 from ui.uploads import display_name
 
@@ -73,6 +73,8 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
                 for step in report_steps(session, browser.volume(name, owner), settings):
                     pass
                 body = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
+                # as in Review: a scan outside the run's domain and a phantom-only run are marked beside the draft
+                body = domain_html(step.domain) + provenance_html(session.provenance) + body
                 if ref_text:
                     body += agreement_html(agreement(step.text, ref_text, extractor))
                 body += (f"<p>variant {html.escape(session.run.config.variant)} · time to report "

@@ -17,33 +17,13 @@ from ui.charts import marked_positives, probability_chart
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import NO_RUN, escaped, message, session_owner, timing_line
+from ui.screens.common import NO_RUN, domain_html, escaped, message, provenance_html, session_owner, timing_line
 from ui.screens.demo_status import no_run_hint
 from ui.uploads import discard_temp_copy, display_name
 from ui.viewer import PLANES, WINDOW_PRESETS, clamp_crosshair, render_views
 
 log = logging.getLogger("rad3d.app")
 DEFAULT_MAX_TOKENS = 200
-
-
-def provenance_html(provenance) -> str:
-    """One line under the draft's heading: what the run was trained on and its licence; a red
-    banner when it learned from phantoms only (a real scan then gets a meaningless draft)."""
-    line = html.escape(f"Trained on: {provenance.trained_on()} · Licence: {provenance.licence_statement()}")
-    if provenance.synthetic_only:
-        return (f'<div class="provenance warning" style="background:#fde8e8;color:#8a1c1c;border:1px solid #e0a0a0;'
-                f'border-radius:4px;padding:4px 8px">⚠ <b>{html.escape(provenance.warning())}</b><br>'
-                f'<small>{line}</small></div>')
-    return f'<div class="provenance"><small>{line}</small></div>'
-
-
-def domain_html(check) -> str:
-    """A red banner when the scan is outside the run's domain (engine.domain), else nothing."""
-    if check is None or check.in_domain:
-        return ""
-    return (f'<div class="domain-warning" style="background:#fde8e8;color:#8a1c1c;border:2px solid #c0392b;'
-            f'border-radius:4px;padding:4px 8px">⛔ <b>{html.escape(check.message())}</b>. The draft is marked and '
-            f'must not be read as a report of this scan.</div>')
 
 
 def run_provenance_html(config, run_name: str | None) -> str:
