@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from engine.data.layout import RELEASE_FILES
+
 # -- licences ------------------------------------------------------------------------------------
 PHANTOMS = "phantoms"
 CT_RATE = "CT-RATE"
@@ -305,8 +307,7 @@ def _remember(path: str, entry: dict) -> None:
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".zip", ".dcm")
 # CT-RATE as released: these file names (under radiology_text_reports/, multi_abnormality_labels/,
 # metadata/) and volume names train_<patient>_<scan>_<reconstruction> / valid_...
-CT_RATE_CSVS = frozenset({"train_reports.csv", "validation_reports.csv", "train_predicted_labels.csv",
-                          "valid_predicted_labels.csv", "train_metadata.csv", "validation_metadata.csv"})
+CT_RATE_CSVS = frozenset(n for kind in RELEASE_FILES.values() for names in kind.values() for n in names)
 CT_RATE_VOLUME = re.compile(r"^(train|valid)_\d+_[a-z]+_\d+\.(nii\.gz|nii|mha|nrrd)$")
 PHANTOM_TRUTH = "phantom_truth.json"
 
