@@ -56,6 +56,16 @@ class AbnormalityHead(nn.Module):
         return self.out(self.dropout(x))
 
 
+# Below this validation AUROC a finding's probability says little about the case: the app draws such
+# findings pale and `rad3d report` marks them, so a weak classifier's positives are not taken at face value.
+WEAK_AUROC = 0.7
+
+
+def is_weak(auroc: float | None) -> bool:
+    """Whether a finding's validation AUROC (None: unknown) is below WEAK_AUROC."""
+    return auroc is not None and auroc < WEAK_AUROC
+
+
 def class_weighted_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
     """Mean over cases and labels of −[w·y·log σ(x) + (1 − y)·log(1 − σ(x))], w per label."""
     return F.binary_cross_entropy_with_logits(

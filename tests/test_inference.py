@@ -107,3 +107,30 @@ def test_incomplete_or_mismatched_runs_are_refused_by_name(tiny_run, tmp_path):
 
     with pytest.raises(ConfigError, match="config.json missing"):
         open_run(tmp_path)
+
+
+def test_report_command_marks_findings_the_classifier_is_weak_on(tiny_run, tmp_path, capsys):
+    """As the app does: a finding whose validation AUROC is below 0.7 carries ⚠ beside its
+    probability, and --json lists the positives that rest on such findings."""
+    import shutil
+
+    import nibabel as nib
+
+    import cli
+    from engine.classifier import WEAK_AUROC
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    config = json.loads((run / "config.json").read_text())
+    auroc = [0.55] * 9 + [0.95] * 9
+    config["classifier"]["valid_auroc"] = auroc
+    config["classifier"]["thresholds"] = [0.0] * 18  # every finding positive
+    (run / "config.json").write_text(json.dumps(config))
+    path = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(np.round(chest_like_volume(1).hu).astype(np.int16), np.diag([-3.0, -3.0, 5.0, 1.0])), path)
+    assert cli.main(["report", str(path), "--run", str(run), "--device", "cpu"]) == 0
+    lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    for name, a in zip(ct_rate().names, auroc):
+        assert ("⚠" in lines[name]) == (a < WEAK_AUROC), lines[name]
+    assert cli.main(["report", str(path), "--run", str(run), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weak_findings"] == list(ct_rate().names[:9])

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-
-# Below this validation AUROC a finding's probability says little about the case: such bars are
-# drawn pale and marked, so a reader does not take a weak classifier's positives at face value.
-WEAK_AUROC = 0.7
-
-
-def _weak(auroc: float | None) -> bool:
-    return auroc is not None and auroc < WEAK_AUROC
+from engine.classifier import WEAK_AUROC, is_weak
 
 
 def marked_positives(positives: list[str], valid_auroc: dict[str, float | None] | None) -> list[str]:
     """Positive findings, each the classifier is weak on (validation AUROC below WEAK_AUROC) marked ⚠."""
-    return [f"{n} ⚠" if valid_auroc is not None and _weak(valid_auroc.get(n)) else n for n in positives]
+    return [f"{n} ⚠" if valid_auroc is not None and is_weak(valid_auroc.get(n)) else n for n in positives]
 
 
 def probability_chart(probabilities: dict[str, float], thresholds: dict[str, float],
@@ -30,7 +23,7 @@ def probability_chart(probabilities: dict[str, float], thresholds: dict[str, flo
     probs = [p for _, p in items]
     positive = [p >= thresholds.get(n, 0.5) for n, p in items]
     auroc = [None if valid_auroc is None else valid_auroc.get(n) for n in names]
-    weak = [_weak(a) for a in auroc]
+    weak = [is_weak(a) for a in auroc]
     labels = [
         f"{n} {'●' if reference.get(n) else '○'}" if reference is not None else n for n in names
     ]

@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     result = session.report(volume, settings, refuse_outside=not args.force, body=body)
     result.timings["load_s"] = result.timings.get("load_s", 0.0) + read_s
     result.timings["total_s"] = result.timings.get("total_s", 0.0) + read_s
+    from engine.classifier import is_weak
+
     if args.json:
         print(json.dumps({
             "volume": result.source,
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             "variant": session.run.config.variant,
             "probabilities": result.probabilities,
             "positives": result.positives,
+            "weak_findings": [n for n in result.positives if is_weak((session.valid_auroc or {}).get(n))],
             "report": result.report,
             "section": session.run.config.report_section,
             "finished": result.finished,
@@ -81,11 +84,17 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(n) for n in result.probabilities)
     print(f"{result.source}  (run {session.run.root.name}, variant {session.run.config.variant})")
     print("\n".join(session.provenance.lines()) + "\n")
-    print(f"{'finding':<{width}}  probability  threshold")
+    from engine.classifier import WEAK_AUROC
+
+    auroc = session.valid_auroc or {}
+    print(f"{'finding':<{width}}  probability  threshold  valid AUROC")
     for (name, prob), thr in zip(result.probabilities.items(), session.thresholds):
-        mark = "  *" if prob >= thr else ""
-        print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}{mark}")
-    print("\n* at or above the finding's threshold\n")
+        a = auroc.get(name)
+        mark = ("  *" if prob >= thr else "") + ("  ⚠" if is_weak(a) else "")
+        shown = "          –" if a is None else f"{a:11.3f}"
+        print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}  {shown}{mark}")
+    print(f"\n* at or above the finding's threshold; ⚠ the classifier is weak on this finding (validation AUROC "
+          f"below {WEAK_AUROC}): its probability says little about this case\n")
     outside = result.domain is not None and not result.domain.in_domain
     if outside:
         print(f"!! {result.domain.message()} (--force): the draft below is not to be trusted\n")
