@@ -187,6 +187,10 @@ class InferenceSession:
         prefix = self.prefixes(features.latent[None], features.logits[None])
         yield from stream_from_prefix(self.generator.decoder, self.tokenizer, prefix, settings=settings or self.settings)
 
+    def positives(self, probabilities) -> list[str]:
+        """The findings at or above their validation-chosen thresholds, in label-set order."""
+        return [n for n, p, t in zip(self.label_set.names, probabilities, self.thresholds) if p >= t]
+
     # -- is the scan of the kind the run was made for? -------------------------------------------
     @property
     def checks_body_region(self) -> bool:
@@ -231,7 +235,7 @@ class InferenceSession:
         return CaseReport(
             source=volume.source,
             probabilities={name: float(p) for name, p in zip(self.label_set.names, probs)},
-            positives=[n for n, p, t in zip(self.label_set.names, probs, self.thresholds) if p >= t],
+            positives=self.positives(probs),
             report=generated.text,
             prefix=prefix[0].float().cpu(),
             n_tokens=generated.n_tokens,

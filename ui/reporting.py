@@ -38,7 +38,7 @@ def report_steps(session, volume, settings: GenerationSettings) -> Iterator[Repo
     names = session.label_set.names
     progress = ReportProgress(
         probabilities={n: float(p) for n, p in zip(names, probs)},
-        positives=[n for n, p, t in zip(names, probs, session.thresholds) if p >= t],
+        positives=session.positives(probs),
         timings={"preprocess_s": features.preprocess_seconds, "encode_s": features.encode_seconds},
         domain=session.check_domain(volume, features.latent),
     )
