@@ -243,24 +243,22 @@ def test_either_label_file_name_bom_and_extra_columns(tmp_path):
     assert [p.name for p in ds.csv_paths["labels"]] == list(flat_names.values())
 
 
+def _set_cell(path, row: int, column: str, value: str) -> None:
+    """Rewrite one cell of a CSV, every other cell kept as written."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    frame.to_csv(path, index=False)
+
+
 def test_every_release_problem_names_its_file_and_rows(tmp_path):
     make_release(tmp_path)
     ds = tmp_path / "dataset"
-    valid_reports = ds / "radiology_text_reports" / "validation_reports.csv"
-    frame = pd.read_csv(valid_reports, keep_default_na=False)
-    frame.loc[1, "Findings_EN"] = "  "
-    frame.to_csv(valid_reports, index=False)
+    _set_cell(ds / "radiology_text_reports" / "validation_reports.csv", 1, "Findings_EN", "  ")
     train_reports = ds / "radiology_text_reports" / "train_reports.csv"
     frame = pd.read_csv(train_reports, keep_default_na=False)
     pd.concat([frame, frame.iloc[[0]].assign(VolumeName="valid_1_a_1.nii.gz")]).to_csv(train_reports, index=False)
-    labels = ds / "multi_abnormality_labels" / "train_predicted_labels.csv"
-    frame = pd.read_csv(labels, dtype=str)
-    frame.loc[4, "Emphysema"] = "yes"
-    frame.to_csv(labels, index=False)
-    meta = ds / "metadata" / "validation_metadata.csv"
-    frame = pd.read_csv(meta, dtype=str)
-    frame.loc[2, "ZSpacing"] = "-1"
-    frame.to_csv(meta, index=False)
+    _set_cell(ds / "multi_abnormality_labels" / "train_predicted_labels.csv", 4, "Emphysema", "yes")
+    _set_cell(ds / "metadata" / "validation_metadata.csv", 2, "ZSpacing", "-1")
     stray = ds / "train" / "train_11" / "train_11_a" / "train_11_a_1.nii.gz"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(next(ds.rglob("train_1_a_1.nii.gz")).read_bytes())

@@ -140,25 +140,23 @@ class UploadArea:
         shutil.rmtree(folder, ignore_errors=True)
         return n
 
+    def _delete_if_expired(self, path: Path, now: float) -> int:
+        """1 when `path` was older than the retention time and is now deleted, else 0."""
+        try:
+            if now - path.stat().st_mtime > self.retention_s:
+                path.unlink()
+                return 1
+        except FileNotFoundError:  # another sweep got there first
+            pass
+        return 0
+
     def purge_expired(self, now: float | None = None) -> int:
         """Delete uploads older than the retention time, and emptied session folders."""
         now = time.time() if now is None else now
-        removed = 0
-        for legacy in [f for f in self.root.iterdir() if f.is_file()]:  # uploads kept by older versions
-            try:
-                if now - legacy.stat().st_mtime > self.retention_s:
-                    legacy.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
+        legacy = [f for f in self.root.iterdir() if f.is_file()]  # uploads kept by older versions
+        removed = sum(self._delete_if_expired(f, now) for f in legacy)
         for folder in [f for f in self.root.iterdir() if f.is_dir()]:
-            for f in list(folder.iterdir()):
-                try:
-                    if now - f.stat().st_mtime > self.retention_s:
-                        f.unlink()
-                        removed += 1
-                except FileNotFoundError:
-                    continue
+            removed += sum(self._delete_if_expired(f, now) for f in list(folder.iterdir()))
             try:
                 folder.rmdir()  # only when empty
             except OSError:
