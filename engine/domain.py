@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from engine.volume import Volume
+from engine.volume import Volume, fill_value
 
 # Body region (chest) criteria. A chest CT's lungs fill most slices of its field of view; an
 # abdomen CT reaches the lung bases in its top ~5-8 cm only.
@@ -30,7 +30,6 @@ MIN_LUNG_SLICE_FRACTION = 0.40
 MIN_LUNG_EXTENT_MM = 60.0
 MIN_LUNG_VOLUME_ML = 300.0
 _WORK_MM = 4.0                # the check runs on a ~4 mm grid: seconds would be wasted on detail
-_PADDING_SHARE = 0.3          # a single exact value on this share of the border voxels is padding
 
 
 @dataclass(frozen=True)
@@ -48,18 +47,6 @@ class BodyRegion:
         return asdict(self)
 
 
-def _padding_mask(hu: np.ndarray) -> np.ndarray:
-    """Voxels holding the constant value a scanner writes outside its reconstruction circle (or
-    that an export used for the background: -3024, -2048, -1024 or 0), when that exact value
-    covers a large share of the volume's border."""
-    border = np.concatenate([hu[[0, -1], :, :].ravel(), hu[:, [0, -1], :].ravel()])
-    values, counts = np.unique(border, return_counts=True)
-    top = int(np.argmax(counts))
-    if counts[top] < _PADDING_SHARE * border.size:
-        return np.zeros(hu.shape, dtype=bool)
-    return hu == values[top]
-
-
 def _downsample(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float]]:
     steps = [max(1, int(round(_WORK_MM / s))) for s in volume.spacing_mm]
     hu = np.asarray(volume.hu)[:: steps[0], :: steps[1], :: steps[2]]
@@ -71,7 +58,8 @@ def body_region(volume: Volume) -> BodyRegion:
     from scipy import ndimage
 
     hu, spacing = _downsample(volume)
-    padding = _padding_mask(hu)
+    fill = fill_value(hu)
+    padding = np.zeros(hu.shape, dtype=bool) if fill is None else hu == fill
     body = (hu > BODY_HU) & ~padding
     labels, n = ndimage.label(body)
     if n == 0:

@@ -36,3 +36,16 @@ class Volume:
     @property
     def extent_mm(self) -> tuple[float, float, float]:
         return tuple(float(n * s) for n, s in zip(self.hu.shape, self.spacing_mm))  # type: ignore[return-value]
+
+
+FILL_BORDER_SHARE = 0.3  # one exact value on this share of the border voxels is a fill, not anatomy
+
+
+def fill_value(hu: np.ndarray) -> float | None:
+    """The constant a scanner or converter wrote outside its reconstruction circle or for the
+    background (-3024, -2048, -1024, 0 ...): the exact value that covers a large share of the
+    volume's in-plane border, or None. Real air is noisy and never one exact value over that much."""
+    border = np.concatenate([hu[[0, -1], :, :].ravel(), hu[:, [0, -1], :].ravel()])
+    values, counts = np.unique(border, return_counts=True)
+    top = int(np.argmax(counts))
+    return float(values[top]) if counts[top] >= FILL_BORDER_SHARE * border.size else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import VolumeError
-from engine.volume import Volume
+from engine.volume import Volume, fill_value
 
 MIN_AXIS_VOXELS = 8
 MAX_AXIS_VOXELS = 2048
@@ -188,20 +188,13 @@ def _check_hounsfield(hu: np.ndarray, source: str) -> None:
     )
 
 
-def _background_value(hu: np.ndarray) -> float | None:
-    """The constant a scanner or converter filled outside the body with (0 HU, -1024, -2048 ...):
-    the value all eight corners share, or None."""
-    corners = hu[np.ix_(*[[0, n - 1] for n in hu.shape])].ravel()
-    return float(corners[0]) if np.all(corners == corners[0]) else None
-
-
 def _body_looks_like_ct(hu: np.ndarray, sample: np.ndarray) -> bool:
     """CT judged by the body's own values, for volumes whose air was stored as a constant such as
     0 HU (no air left to find): most of the body at soft-tissue values (-100 to 100 HU: fat edge,
     water, muscle, brain), cortical bone present (700 HU and more) but a minority, and little in the
     gap between them (100 to 300 HU: partial volume and contrast only). MR intensities spread over
     their own scale and do not show this pattern."""
-    background = _background_value(hu)
+    background = fill_value(hu)
     body = sample if background is None else sample[sample != background]
     if body.size < 100:
         return False
