@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from engine.data.layout import RELEASE_FILES
+from engine.io import VOLUME_SUFFIXES
 
 # -- licences ------------------------------------------------------------------------------------
 PHANTOMS = "phantoms"
@@ -304,7 +305,6 @@ def _remember(path: str, entry: dict) -> None:
 
 
 # -- describing inputs -----------------------------------------------------------------------------
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".zip", ".dcm")
 # CT-RATE as released: these file names (under radiology_text_reports/, multi_abnormality_labels/,
 # metadata/) and volume names train_<patient>_<scan>_<reconstruction> / valid_...
 CT_RATE_CSVS = frozenset(n for kind in RELEASE_FILES.values() for names in kind.values() for n in names)

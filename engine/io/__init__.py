@@ -13,14 +13,17 @@ from engine.errors import VolumeError
 from engine.io import container
 from engine.io.dicom import read_dicom_series
 from engine.io.itk import ITK_SUFFIXES, is_itk_image, read_itk
-from engine.io.nifti import is_nifti, read_nifti, reorient_to_canonical
+from engine.io.nifti import NIFTI_SUFFIXES, is_nifti, read_nifti, reorient_to_canonical
 from engine.io.validate import CT_PRACTICE, PHANTOM_GRID, SpacingLimits, check_volume
 from engine.volume import Volume
 
 __all__ = [
     "load_volume", "read_nifti", "read_dicom_series", "read_itk", "check_volume", "reorient_to_canonical",
-    "is_nifti", "is_itk_image", "ITK_SUFFIXES", "SpacingLimits", "CT_PRACTICE", "PHANTOM_GRID",
+    "is_nifti", "is_itk_image", "ITK_SUFFIXES", "VOLUME_SUFFIXES", "SpacingLimits", "CT_PRACTICE", "PHANTOM_GRID",
 ]
+
+# Every single-file name load_volume reads (a DICOM series is also a folder): the one list of them.
+VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES, ".zip", ".dcm")
 
 _NIFTI_KEYS = {"rescale", "spacing_mm", "reorient", "check", "spacing_limits"}
 _DICOM_KEYS = {"series_uid", "check", "spacing_limits"}

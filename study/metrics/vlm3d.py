@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ConfigError, DatasetError
+from engine.io import VOLUME_SUFFIXES
 
 CONVENTION = ("VLM3D challenge, reportgen_evaluation @ forithmus/VLM3D-Dockers c73fe07 "
               "(calc_scores.py, crg_score.py; read 2026-11-29)")
@@ -58,7 +59,8 @@ FINDINGS = (
     "Interlobular septal thickening",
 )
 KEYS = ("input_image_name", "report", "labels")
-CASE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".npz")
+# what a case file may be called: any volume rad3d reads, or the challenge's own .npz arrays
+CASE_SUFFIXES = (*VOLUME_SUFFIXES, ".npz")
 SUBMISSION_FILE = "vlm3d_submission.json"
 GROUND_TRUTH_FILE = "vlm3d_ground_truth.json"
 METRICS_FILE = "vlm3d_metrics.json"
