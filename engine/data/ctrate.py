@@ -390,63 +390,19 @@ def resolve(source: DataSource | str | Path, *, label_set: LabelSet | None = Non
     where = ", ".join(str(r) for r in layout.volume_roots)
     notes: list[str] = []
 
-    listed = list(reports.frame.index) if reports is not None else []
-    if layout.release:
-        # A download of CT-RATE often holds only some of the volumes its CSVs list: the volumes
-        # present are the dataset; a file no reports CSV lists is a problem.
-        names = [n for n in listed if n in files]
-        absent = len(listed) - len(names)
-        if absent:
-            notes.append(f"{absent} of {len(listed)} volumes listed in {reports.label} are not under {where} "
-                         "(not downloaded?): left out")
-        if reports is not None and not names and listed:
-            problems.append(f"none of the {len(listed)} volumes listed in {reports.label} is under {where}")
-        unlisted = sorted(set(files) - set(listed))
-        if reports is not None and unlisted:
-            problems.append(f"{len(unlisted)} volume files under {where} have no row in {reports.label}: "
-                            f"{_names(unlisted)}")
-    else:
-        names = listed
-        missing_files = [n for n in names if n not in files]
-        if missing_files:
-            problems.append(f"{len(missing_files)} volumes listed in {reports.label} have no file under "
-                            f"{where}: {_names(missing_files)}")
-
+    names = _present_volumes(layout, reports, files, where, problems, notes)
     if reports is not None and section is not None:
         column = SECTION_COLUMNS[section]
         rows = reports.frame.loc[names]
         blank = rows[rows[column].str.strip() == ""]
         if len(blank):
             _per_file(blank, f"blank {column} (the {section} section) in {len(blank)} rows", problems)
-
-    labels = None
-    if labels_table is not None:
-        labels = _label_matrix(labels_table, label_set, problems)
-        _missing_rows(names, labels_table, f"in {reports.label if reports else 'the reports'}", problems)
-        if not layout.release and reports is not None:
-            only_labels = [n for n in labels_table.frame.index if n not in reports.frame.index]
-            if only_labels:
-                problems.append(f"{len(only_labels)} volumes in {labels_table.label} have no row in "
-                                f"{reports.label}: {_names(only_labels)}")
-
+    labels = _labels(layout, names, reports, labels_table, label_set, problems) if labels_table is not None else None
     stored = {n for n in names if n in files and layout.is_stored_hu(files[n])}
-    meta: dict = {}
-    if meta_table is not None:
-        needs_meta = [n for n in names if n not in stored]
-        meta = _metadata(meta_table, needs_meta, problems)
-        no_meta = [n for n in needs_meta if n not in meta_table.frame.index]
-        if no_meta:
-            problems.append(f"{len(no_meta)} volumes have no row in {meta_table.label}: {_names(no_meta)}")
-
+    meta = _volume_metadata(meta_table, [n for n in names if n not in stored], problems) if meta_table is not None else {}
     column = source.split_column or (SPLIT_COLUMN if splits_table is not None else None)
-    if column:
-        tables = [t for t in (splits_table, reports, meta_table) if t is not None]
-        splits, split_source = _split_from_column(column, tables, names, problems)
-    elif layout.release:
-        splits, split_source = _release_splits(names, problems, fraction=valid_fraction, seed=split_seed)
-    else:
-        splits = split_by_patient(names, seed=split_seed)
-        split_source = f"split by patient (seed {split_seed})"
+    tables = [t for t in (splits_table, reports, meta_table) if t is not None]
+    splits, split_source = _assign_splits(layout, names, column, tables, problems, split_seed, valid_fraction)
 
     if problems:
         raise DatasetError(f"{len(problems)} problems", given, problems)
@@ -473,6 +429,62 @@ def resolve(source: DataSource | str | Path, *, label_set: LabelSet | None = Non
         csv_paths={"reports": list(layout.reports), "labels": list(layout.labels), "metadata": list(layout.metadata),
                    "splits": [layout.splits] if layout.splits else []},
     )
+
+
+def _assign_splits(layout: Layout, names: list[str], column: str | None, tables: list, problems: list[str],
+                   seed: int, fraction: float) -> tuple[dict[str, str], str]:
+    """train/valid/test per volume and how they were chosen: a split column when one is given,
+    CT-RATE's own split (valid -> test, valid carved from train), or a split by patient."""
+    if column:
+        return _split_from_column(column, tables, names, problems)
+    if layout.release:
+        return _release_splits(names, problems, fraction=fraction, seed=seed)
+    return split_by_patient(names, seed=seed), f"split by patient (seed {seed})"
+
+
+def _present_volumes(layout: Layout, reports, files: dict, where: str, problems: list[str],
+                     notes: list[str]) -> list[str]:
+    """The volume names of the dataset: every row of the reports CSV (flat layout, each must have its
+    file), or the rows whose file is present (CT-RATE as released, often partly downloaded)."""
+    listed = list(reports.frame.index) if reports is not None else []
+    if not layout.release:
+        missing_files = [n for n in listed if n not in files]
+        if missing_files:
+            problems.append(f"{len(missing_files)} volumes listed in {reports.label} have no file under "
+                            f"{where}: {_names(missing_files)}")
+        return listed
+    names = [n for n in listed if n in files]
+    absent = len(listed) - len(names)
+    if absent:
+        notes.append(f"{absent} of {len(listed)} volumes listed in {reports.label} are not under {where} "
+                     "(not downloaded?): left out")
+    if reports is not None and not names and listed:
+        problems.append(f"none of the {len(listed)} volumes listed in {reports.label} is under {where}")
+    unlisted = sorted(set(files) - set(listed))
+    if reports is not None and unlisted:
+        problems.append(f"{len(unlisted)} volume files under {where} have no row in {reports.label}: "
+                        f"{_names(unlisted)}")
+    return names
+
+
+def _labels(layout: Layout, names: list[str], reports, labels_table, label_set: LabelSet, problems: list[str]) -> dict:
+    labels = _label_matrix(labels_table, label_set, problems)
+    _missing_rows(names, labels_table, f"in {reports.label if reports else 'the reports'}", problems)
+    if not layout.release and reports is not None:
+        only_labels = [n for n in labels_table.frame.index if n not in reports.frame.index]
+        if only_labels:
+            problems.append(f"{len(only_labels)} volumes in {labels_table.label} have no row in "
+                            f"{reports.label}: {_names(only_labels)}")
+    return labels
+
+
+def _volume_metadata(meta_table, needs_meta: list[str], problems: list[str]) -> dict:
+    """(rescale, spacing) per volume whose stored values need the metadata CSV to become HU."""
+    meta = _metadata(meta_table, needs_meta, problems)
+    no_meta = [n for n in needs_meta if n not in meta_table.frame.index]
+    if no_meta:
+        problems.append(f"{len(no_meta)} volumes have no row in {meta_table.label}: {_names(no_meta)}")
+    return meta
 
 
 def check_volumes(dataset: CTRateDataset, *, progress: bool = True) -> list[str]:
