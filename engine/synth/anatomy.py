@@ -261,7 +261,14 @@ class Anatomy:
         for seg in self._central_airways():
             add(Capsule(seg.a, seg.b, seg.ra, seg.rb), -1000.0, Tissue.AIRWAY, ORDER_AIRWAYS_CENTRAL + 0.1,
                 central | {int(Tissue.AIRWAY_WALL)})
-        # Upper abdomen below the diaphragm: soft tissue, liver (right), stomach (left), spleen.
+        self._add_upper_abdomen(add, z0, z1)
+        self._add_bones(add, z0, z1)
+        self._add_lung_trees(add)
+        return L
+
+    def _add_upper_abdomen(self, add, z0: float, z1: float) -> None:
+        """Below the diaphragm: soft tissue, liver (right), stomach (left), spleen."""
+        hu = self.hu
         inner = EllipticCylinder(0, 0, self.body_ax - self.fat_mm - self.muscle_mm,
                                  self.body_ay - self.fat_mm - self.muscle_mm, z0, z1)
         below = BelowSurface(self.diaphragm)
@@ -275,14 +282,20 @@ class Anatomy:
         add(Intersection((stomach, below)), hu["fluid"], Tissue.STOMACH, ORDER_ABDOMEN + 0.2)
         add(Intersection((stomach, below, HalfSpace(np.array([0, 0, -1.0]), -(self.dome_l - 25)))),
             -1000.0, Tissue.STOMACH, ORDER_ABDOMEN + 0.3)
-        # Bones last among normal anatomy.
+
+    def _add_bones(self, add, z0: float, z1: float) -> None:
+        """Spine, ribs and sternum: last among normal anatomy."""
+        hu = self.hu
         self._add_spine(add, z0, z1)
         self._add_ribs(add)
         sy = self.cav_cy - self.cav_ay - 10.0
         zs0, zs1 = self.heart_center[2] - 40.0, self.carina + 15.0
         add(Box([-15, sy - 6, zs0], [15, sy + 6, zs1]), hu["cortex"], Tissue.BONE, ORDER_BONE)
         add(Box([-12, sy - 3.5, zs0 + 3], [12, sy + 3.5, zs1 - 3]), hu["marrow"], Tissue.MARROW, ORDER_BONE + 0.1)
-        # Lung vessels and airways (bronchovascular trees).
+
+    def _add_lung_trees(self, add) -> None:
+        """Lung vessels and airways (the bronchovascular trees)."""
+        hu = self.hu
         lung_or_vessel = LUNG | {int(Tissue.VESSEL)}
         for seg in self.vessels:
             add(Capsule(seg.a, seg.b, seg.ra, seg.rb), hu["blood"], Tissue.VESSEL, ORDER_LUNG_VESSELS, LUNG)
@@ -297,7 +310,6 @@ class Anatomy:
                 continue
             add(Capsule(seg.a, seg.b, seg.ra, seg.rb), -1000.0, Tissue.AIRWAY, ORDER_LUNG_AIRWAYS + 0.1,
                 lung_or_vessel | {int(Tissue.AIRWAY_WALL)})
-        return L
 
     def _central_airways(self) -> list[Segment]:
         return [s for s in self.airways if s.generation <= 1 and s.side == "central"] + [
