@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "study.commands.metrics",
     "study.commands.compare",
     "study.commands.study",
+    "ui.commands.study_serve",  # adds `serve` to `rad3d study` (the UI starts it; study never imports ui)
     "study.commands.umap",
     "training.commands.train",
     "training.commands.train_classifier",
