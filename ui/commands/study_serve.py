@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     v.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     v.add_argument("--port", type=int, default=7861)
     v.add_argument("--concurrency", type=int, default=8, help="requests handled at once (default 8)")
-    v.add_argument("--session-hours", type=float, default=12.0, help="a login expires after this many hours (default 12)")
+    v.add_argument("--session-hours", type=float, default=12.0,
+                   help="a login expires after this many hours (default 12)")
     v.set_defaults(handler=serve)
 
 
