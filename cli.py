@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "study.commands.metrics",
     "study.commands.compare",
     "study.commands.study",
+    "ui.commands.study_serve",  # adds `serve` to `rad3d study` (the UI starts it; study never imports ui)
     "study.commands.umap",
     "training.commands.train",
     "training.commands.train_classifier",
@@ -30,14 +31,25 @@ COMMAND_MODULES = [
 ]
 
 
+def wiring() -> dict[str, dict]:
+    """What a part's `register` receives besides the subparsers: one part's work handed to another
+    that may not import it (ARCHITECTURE.md, "Parts and what each may import")."""
+    from training.demo.first_start import build_default_demo, demo_runs, demo_variants, ensure_demo_data
+    from ui.demo import Demo
+
+    demo = Demo(data=ensure_demo_data, runs=demo_runs, variants=demo_variants(), build=build_default_demo)
+    return {"ui.commands.app": {"demo": demo}}  # the app opens training's demo
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rad3d",
         description="Draft radiology reports from 3D chest CT (RAD3D-Prefix) and tools to judge them.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    given = wiring()
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        importlib.import_module(name).register(subparsers, **given.get(name, {}))
     return parser
 
 

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from ui import demo
+from training.demo import first_start as demo  # what cli.py hands the app as its demo
 from ui.app import AppConfig, CaseBrowser, build_app
 
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from engine.errors import ConfigError
-from ui.demo_builder import BUILDING, FAILED, IDLE, READY, DemoBuilder, missing_demo_runs
+from ui.demo import Demo
+from ui.demo_builder import BUILDING, FAILED, IDLE, READY, DemoBuilder
 from ui.screens.common import NO_RUN, NO_RUN_HINT
 from ui.screens.demo_status import banner_markdown, no_run_hint, tick_update
 
@@ -170,8 +171,8 @@ def test_without_a_builder_the_app_is_unchanged(data_dir, tmp_path):
 class RecordingBuilder:
     made: list["RecordingBuilder"] = []
 
-    def __init__(self):
-        self.started = False
+    def __init__(self, build, *, expected, prepare):
+        self.build, self.expected, self.started = build, expected, False
         RecordingBuilder.made.append(self)
 
     def start(self):
@@ -192,14 +193,35 @@ def test_the_command_builds_only_a_missing_demo(argv, runs, builds, capsys):
 
     RecordingBuilder.made.clear()
     args = cli.build_parser().parse_args(argv)
-    builder = start_demo_build(args, runs, make_builder=RecordingBuilder)
+    demo = cli.wiring()["ui.commands.app"]["demo"]  # training's demo, as the command receives it
+    builder = start_demo_build(args, runs, demo, make_builder=RecordingBuilder)
     assert (builder is not None) == builds == bool(RecordingBuilder.made)
-    assert builder is None or builder.started
+    assert builder is None or (builder.started and builder.build is demo.build and builder.expected == ("v3", "v2"))
     if "--no-demo-build" in argv:
         assert "rad3d demo build" in capsys.readouterr().out
     from training.demo.build import DemoRecipe
 
-    assert missing_demo_runs(runs) == [v for v in DemoRecipe().variants if v not in runs]
+    assert demo.missing_runs(runs) == [v for v in DemoRecipe().variants if v not in runs]
+    assert start_demo_build(cli.build_parser().parse_args(["app"]), runs, None, RecordingBuilder) is None  # no demo
+
+
+def test_the_app_command_receives_the_demo_from_the_cli(monkeypatch, tmp_path):
+    """ui never imports training: `rad3d app` opens the demo that cli.py hands it, and without one
+    asks for --data and --run in one line."""
+    import cli
+    from engine.errors import ConfigError
+    from ui.commands.app import app_config
+
+    calls = []
+    fake = Demo(data=lambda: calls.append("data") or tmp_path, runs=lambda: {"v3": tmp_path / "v3"},
+                variants=("v3",), build=lambda say: {})
+    monkeypatch.setattr(cli, "wiring", lambda: {"ui.commands.app": {"demo": fake}})
+    args = cli.build_parser().parse_args(["app"])
+    assert args.handler.keywords["demo"] is fake
+    config = app_config(args, fake)
+    assert config.data_dir == tmp_path and config.runs == {"v3": tmp_path / "v3"} and calls == ["data"]
+    with pytest.raises(ConfigError, match="--data and --run"):
+        app_config(args, None)
 
 
 def test_prepare_runs_in_the_starting_thread_before_the_build(tmp_path):

@@ -1,29 +1,23 @@
-"""The embedded default the app opens with nothing downloaded: the demo build's phantoms once
-`rad3d demo build` made them (with its runs), else a small preview set written on first start in
-seconds (the full demo set is 1200 phantoms, minutes to write)."""
+"""The embedded default the app opens with nothing downloaded, as the app sees it. The demo itself
+(phantoms, runs, the build) is made by training.demo; the CLI hands it in as a `Demo` so that the
+UI never imports training."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from engine.home import rad3d_home
-from training.demo.build import DemoPaths, DemoRecipe, ensure_phantoms
-
-PREVIEW = DemoRecipe(cases=24)
+from ui.demo_builder import BuildFn
 
 
-def ensure_demo_data() -> Path:
-    """The demo dataset when built, else the preview phantoms (written on first start, progress in
-    the terminal)."""
-    paths = DemoPaths(rad3d_home())
-    if (paths.data / "reports.csv").is_file():
-        return paths.data
-    preview = DemoPaths(rad3d_home() / "preview")
-    if not (preview.data / "reports.csv").is_file():
-        print(f"rad3d app: first start, writing {PREVIEW.cases} synthetic chest CT phantoms to {preview.data}")
-    return ensure_phantoms(preview, PREVIEW)
+@dataclass(frozen=True)
+class Demo:
+    data: Callable[[], Path]  # the demo dataset, written on first start if missing
+    runs: Callable[[], dict[str, Path]]  # the finished demo runs by name
+    variants: tuple[str, ...]  # the run names a complete build gives
+    build: BuildFn  # build (or continue building) the demo, saying each step
 
-
-def demo_runs() -> dict[str, Path]:
-    runs_dir = DemoPaths(rad3d_home()).root / "runs"
-    return {p.name: p for p in sorted(runs_dir.glob("*")) if (p / "config.json").is_file()}
+    def missing_runs(self, runs: dict[str, Path]) -> list[str]:
+        """The variants that have no finished run in `runs` (empty: the demo is complete)."""
+        return [v for v in self.variants if v not in runs]

@@ -53,25 +53,6 @@ def clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-def demo_variants() -> tuple[str, ...]:
-    from training.demo.build import DemoRecipe
-
-    return tuple(DemoRecipe().variants)
-
-
-def missing_demo_runs(runs: dict[str, Path]) -> list[str]:
-    """The demo variants that have no finished run yet (empty: the demo is complete)."""
-    return [v for v in demo_variants() if v not in runs]
-
-
-def build_default_demo(say: Say) -> dict[str, Path]:
-    """`rad3d demo build` with the default recipe under $RAD3D_HOME."""
-    from engine.home import rad3d_home
-    from training.demo.build import build_demo
-
-    return build_demo(rad3d_home(), say=say)
-
-
 def warm_imports() -> None:
     """transformers 5 resolves its top-level names lazily and not thread-safely: a name resolved
     by the build thread while the server thread imports can fail with ImportError. Resolving the
@@ -116,17 +97,17 @@ def _echo(line: str) -> None:
 
 
 class DemoBuilder:
-    """Runs `build` (default: the demo recipe under $RAD3D_HOME) once in a daemon thread.
+    """Runs `build` (the CLI's: training.demo's recipe under $RAD3D_HOME) once in a daemon thread;
+    `expected` names the runs a complete build gives.
 
     status() is safe to call from any thread at any time; start() again after a failure retries
     (every demo step resumes where it stopped)."""
 
-    def __init__(self, build: BuildFn | None = None, *, expected: tuple[str, ...] | None = None,
-                 echo: Say = _echo, prepare: Callable[[], None] | None = None, keep_lines: int = 200):
-        self._build = build or build_default_demo
-        # run in the starting thread before the build thread (default build: warm_imports)
-        self._prepare = prepare if prepare is not None else (warm_imports if build is None else None)
-        self._expected = tuple(expected) if expected is not None else demo_variants()
+    def __init__(self, build: BuildFn, *, expected: tuple[str, ...], echo: Say = _echo,
+                 prepare: Callable[[], None] | None = None, keep_lines: int = 200):
+        self._build = build
+        self._prepare = prepare  # run in the starting thread before the build thread (e.g. warm_imports)
+        self._expected = tuple(expected)
         self._echo = echo
         self._keep = keep_lines
         self._lock = threading.Lock()

@@ -1,9 +1,8 @@
-"""Decoders: causal LMs that continue a prefix into report text.
-
-`DECODERS` maps a source kind to a loader returning (model, tokenizer):
-    local   a folder with config.json, weights and tokenizer (`load_causal_lm`)
-    gguf    a GGUF file in a folder, de-quantised by transformers (`load_causal_lm(gguf_file=...)`)
-    meta    a shipped architecture config built on the meta device, no tokenizer (parameter counts)
+"""Decoders: causal LMs that continue a prefix into report text. A run names its decoder by path
+(`DecoderSpec`), not by a registered kind, so there is no decoder registry:
+    `load_causal_lm(folder)`                   a folder with config.json, weights and tokenizer
+    `load_causal_lm(folder, gguf_file=...)`    a GGUF file in a folder, de-quantised by transformers
+    `build_meta_causal_lm(name)`               a shipped architecture config on the meta device (parameter counts)
 """
 
 from __future__ import annotations
@@ -17,15 +16,8 @@ from engine.decoders.loading import (
     weights_fingerprint,
 )
 from engine.decoders.lora import LORA_TARGETS, LoraSettings, apply_lora, lora_targets
-from engine.registry import Registry
-
-DECODERS: Registry = Registry("decoder source")
-DECODERS.register("local")(load_causal_lm)
-DECODERS.register("gguf")(lambda path, gguf_file, **kw: load_causal_lm(path, gguf_file=gguf_file, **kw))
-DECODERS.register("meta")(lambda name, **kw: (build_meta_causal_lm(name), None))
 
 __all__ = [
-    "DECODERS",
     "LORA_TARGETS",
     "LoraSettings",
     "apply_lora",

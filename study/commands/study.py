@@ -1,4 +1,5 @@
-"""`rad3d study create|summary|export|readers|serve`: the blinded reader study from the command line."""
+"""`rad3d study create|summary|export|readers`: the blinded reader study from the command line. The `serve`
+action starts the UI's scoring server, so the UI adds it (ui/commands/study_serve.py) through `study_actions`."""
 
 from __future__ import annotations
 
@@ -14,13 +15,10 @@ def register(subparsers) -> None:
                               description="A blinded reader study of generated reports (the paper's rubric: clinical "
                                           "accuracy and technical & linguistic quality, 1-5 each).")
     sub = p.add_subparsers(dest="study_command", metavar="ACTION")
-
-    def common(q):
-        q.add_argument("--db", default=DEFAULT_DB, help=f"study database, a SQLite file (default {DEFAULT_DB})")
-        q.add_argument("--name", required=True, help="study name")
+    p.rad3d_actions = sub  # for study_actions
 
     c = sub.add_parser("create", help="create a study from `rad3d evaluate` predictions and print the logins")
-    common(c)
+    add_study_arguments(c)
     c.add_argument("--arms", nargs="+", required=True, metavar="NAME=PREDICTIONS.csv",
                    help="one predictions CSV per arm (e.g. baseline=a.csv v2=b.csv v3=c.csv)")
     add_data_arguments(c, required=False, help="dataset folder (flat layout or CT-RATE's released tree): cases must "
@@ -34,14 +32,14 @@ def register(subparsers) -> None:
     c.set_defaults(handler=create)
 
     s = sub.add_parser("summary", help="per-arm means with 95%% bootstrap intervals, tests and agreement")
-    common(s)
+    add_study_arguments(s)
     s.add_argument("--reference-arm", help="arm the percentage changes are measured against (default: first by name)")
     s.add_argument("--resamples", type=int, default=2000)
     s.add_argument("--plot", help="also write box plots to this .html file")
     s.set_defaults(handler=summary)
 
     e = sub.add_parser("export", help="write ratings (+ summary and agreement sheets) to .xlsx or .csv")
-    common(e)
+    add_study_arguments(e)
     e.add_argument("--out", required=True, help="FILE.xlsx or FILE.csv")
     e.add_argument("--blind", action="store_true",
                    help="leave arm and reader identities out: arms and readers become 'arm 1', 'reader 1', ... and "
@@ -52,21 +50,24 @@ def register(subparsers) -> None:
     e.set_defaults(handler=export)
 
     r = sub.add_parser("readers", help="list readers and their progress, add readers, or reset a password")
-    common(r)
+    add_study_arguments(r)
     r.add_argument("--add", help="comma-separated new reader names (each gets the whole study in their own order)")
     r.add_argument("--reset-password", metavar="READER", help="issue a new password for READER (or 'admin')")
     r.add_argument("--revoke", metavar="READER", help="end every session of READER ('all': of every login) now")
     r.set_defaults(handler=readers)
 
-    v = sub.add_parser("serve", help="serve the reader-study screens in the browser")
-    common(v)
-    add_data_arguments(v, required=False, help="dataset folder for the viewer (default: the one given at create)")
-    v.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    v.add_argument("--port", type=int, default=7861)
-    v.add_argument("--concurrency", type=int, default=8, help="requests handled at once (default 8)")
-    v.add_argument("--session-hours", type=float, default=12.0, help="a login expires after this many hours (default 12)")
-    v.set_defaults(handler=serve)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """--db and --name, which every action takes."""
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"study database, a SQLite file (default {DEFAULT_DB})")
+    parser.add_argument("--name", required=True, help="study name")
+
+
+def study_actions(subparsers) -> argparse._SubParsersAction:
+    """The ACTION subparsers of `rad3d study` (after `register`), where another part adds its action."""
+    return subparsers.choices["study"].rad3d_actions
 
 
 def _parse_arms(specs: list[str]) -> dict[str, str]:
@@ -108,7 +109,7 @@ def _open(args: argparse.Namespace, **kw):
     return ReaderStudyService(args.db, create=False, **kw)
 
 
-def _database_errors(handler):
+def database_errors(handler):
     """A damaged database found mid-command (after open's quick check) ends in one line, not a traceback."""
     import functools
 
@@ -167,7 +168,7 @@ def create(args: argparse.Namespace) -> int:
     return 0
 
 
-@_database_errors
+@database_errors
 def summary(args: argparse.Namespace) -> int:
     from study.readers.stats import format_summary, score_figure, summarize
 
@@ -182,7 +183,7 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
-@_database_errors
+@database_errors
 def export(args: argparse.Namespace) -> int:
     from engine.errors import ConfigError
     from study.readers.export import export_study
@@ -197,7 +198,7 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_database_errors
+@database_errors
 def readers(args: argparse.Namespace) -> int:
     service = _open(args)
     if args.add:
@@ -209,43 +210,4 @@ def readers(args: argparse.Namespace) -> int:
         who = None if args.revoke == "all" else args.revoke
         print(f"  {service.revoke_sessions(args.name, who)} session(s) of {args.revoke} ended")
     print(service.progress(args.name).to_string(index=False))
-    return 0
-
-
-def _check_port(host: str, port: int) -> None:
-    """Refuse a port another process holds, before anything is built (Gradio's own error is a traceback)."""
-    import socket
-
-    from engine.errors import ConfigError
-
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            sock.bind((host, port))
-    except OSError as err:
-        raise ConfigError(f"cannot serve on {host}:{port} ({err.strerror or err}); "
-                          "is another server running? choose another --port") from None
-
-
-@_database_errors
-def serve(args: argparse.Namespace) -> int:
-    # The CLI is the wiring layer: this handler may start the UI; the study package itself never imports ui.
-    from pathlib import Path
-
-    from engine.data import source_from_args
-    from engine.errors import ConfigError
-    from study.readers.service import ServiceConfig
-    from ui.reader_study import ReaderStudyAppConfig, build_reader_study_app
-
-    if args.session_hours <= 0:
-        raise ConfigError(f"--session-hours must be positive, got {args.session_hours}")
-    _check_port(args.host, args.port)
-    config = ReaderStudyAppConfig(db_path=Path(args.db), study=args.name, data_dir=source_from_args(args),
-                                  service=ServiceConfig(session_ttl_s=args.session_hours * 3600.0))
-    app = build_reader_study_app(config)
-    app.queue(default_concurrency_limit=args.concurrency)
-    print(f"rad3d study serve: study {args.name!r} on http://{args.host}:{args.port}", flush=True)
-    try:
-        app.launch(server_name=args.host, server_port=args.port, share=False, show_error=True, quiet=True)
-    except OSError as err:  # the port was taken between the check and the launch
-        raise ConfigError(f"cannot serve on {args.host}:{args.port} ({str(err).splitlines()[0]})") from None
     return 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 from engine.data.source import add_data_arguments
+from ui.demo import Demo
 
 
-def register(subparsers) -> None:
+def register(subparsers, *, demo: Demo | None = None) -> None:
+    """`demo`: the embedded demo (cli.py hands in training.demo's) opened without --data or --run."""
     p = subparsers.add_parser(
         "app",
         help="serve the review app in the browser",
@@ -36,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--no-demo-build", action="store_true",
                    help="without --run, do not build the missing demo model in the background")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=functools.partial(run, demo=demo))
 
 
 def parse_runs(specs: list[str]) -> dict:
@@ -50,12 +53,12 @@ def parse_runs(specs: list[str]) -> dict:
     return runs
 
 
-def start_demo_build(args: argparse.Namespace, runs: dict, make_builder=None):
+def start_demo_build(args: argparse.Namespace, runs: dict, demo: Demo | None, make_builder=None):
     """Without --run and with demo runs missing: a started background DemoBuilder (None when
-    --run is given, the demo is complete, or --no-demo-build says not to)."""
-    from ui.demo_builder import DemoBuilder, missing_demo_runs
+    --run is given, there is no demo, it is complete, or --no-demo-build says not to)."""
+    from ui.demo_builder import DemoBuilder, warm_imports
 
-    missing = [] if args.run else missing_demo_runs(runs)
+    missing = [] if args.run or demo is None else demo.missing_runs(runs)
     if not missing:
         return None
     if args.no_demo_build:
@@ -64,32 +67,34 @@ def start_demo_build(args: argparse.Namespace, runs: dict, make_builder=None):
         return None
     print(f"rad3d app: the demo model is not built yet (missing runs: {', '.join(missing)}); building it in "
           "the background, a few minutes, progress here and in the page (--no-demo-build skips this)", flush=True)
-    builder = (make_builder or DemoBuilder)()
+    builder = (make_builder or DemoBuilder)(demo.build, expected=demo.variants, prepare=warm_imports)
     builder.start()
     return builder
 
 
-def app_config(args: argparse.Namespace):
+def app_config(args: argparse.Namespace, demo: Demo | None):
     """The AppConfig the command line asks for (the demo data and runs where none are given)."""
     from pathlib import Path
 
     from engine.data import source_from_args
+    from engine.errors import ConfigError
     from ui.app import AppConfig
-    from ui.demo import demo_runs, ensure_demo_data
 
     source = source_from_args(args)
-    data = Path(source.root) if source else ensure_demo_data()
-    runs = parse_runs(args.run) if args.run else demo_runs()
+    if demo is None and not (source and args.run):
+        raise ConfigError("no embedded demo in this entry point: give --data and --run")
+    data = Path(source.root) if source else demo.data()
+    runs = parse_runs(args.run) if args.run else demo.runs()
     return AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=args.eval_dir,
                      upload_dir=args.upload_dir, max_upload_mb=args.max_upload_mb,
                      upload_retention_hours=args.upload_retention_hours)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, demo: Demo | None = None) -> int:
     from ui.app import build_app, launch
 
-    config = app_config(args)
-    builder = start_demo_build(args, config.runs)
+    config = app_config(args, demo)
+    builder = start_demo_build(args, config.runs, demo)
     app = build_app(config, demo_builder=builder)
     print(f"rad3d app: {len(config.runs)} run(s), data {config.data_dir}; serving on http://{args.host}:{args.port}")
     launch(app, config, host=args.host, port=args.port)
