@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import gradio as gr
@@ -146,174 +147,200 @@ def report_text(view: dict) -> str:
     return f"#### Report {view['code']}\n\n{text}"
 
 
+def _reader_screen(h: ReaderStudyHandlers, config: ReaderStudyAppConfig) -> SimpleNamespace:
+    """The reader's login and scoring components (wired by _wire_reader_screen)."""
+    scale_choices = [(f"{k} — {v}", k) for k, v in SCALE.items()]
+    token = gr.State("")
+    view = gr.State({})
+    with gr.Column(visible=True) as login_box:
+        name_in = gr.Textbox(label="Reader name", elem_id="reader-name")
+        password_in = gr.Textbox(label="Password", type="password", elem_id="reader-password")
+        login_btn = gr.Button("Log in", variant="primary", elem_id="login-button")
+    message = gr.Markdown("", elem_id="message")
+    with gr.Column(visible=False) as work_box:
+        progress = gr.Markdown("", elem_id="progress")
+        with gr.Row():
+            with gr.Column(scale=1):
+                plane = gr.Radio(["axial", "coronal", "sagittal"], value="axial", label="Plane")
+                position = gr.Slider(0, 1, value=0.5, step=0.01, label="Slice")
+                preset = gr.Dropdown(list(WINDOW_PRESETS), value="lung", label="Window")
+                image = gr.Image(label="Case", type="pil", interactive=False, height=config.max_side, elem_id="case-image")
+            with gr.Column(scale=1):
+                report = gr.Markdown("", elem_id="report")
+                reference = gr.Markdown("", elem_id="reference", visible=bool(h.info["show_reference"]))
+                clinical = gr.Radio(scale_choices, label=f"{SCORES['clinical']} (1–5, required)",
+                                    elem_id="clinical-score")
+                clinical_criteria = gr.CheckboxGroup([(v, k) for k, v in CRITERIA["clinical"].items()],
+                                                     label="Clinical criteria met", elem_id="clinical-criteria")
+                technical = gr.Radio(scale_choices, label=f"{SCORES['technical']} (1–5, required)",
+                                     elem_id="technical-score")
+                technical_criteria = gr.CheckboxGroup([(v, k) for k, v in CRITERIA["technical"].items()],
+                                                      label="Technical criteria met", elem_id="technical-criteria")
+                comment = gr.Textbox(label="Comment", lines=3, elem_id="comment")
+                with gr.Row():
+                    previous_btn = gr.Button("Previous", elem_id="previous-button")
+                    submit_btn = gr.Button("Submit and next", variant="primary", elem_id="submit-button")
+                    skip_btn = gr.Button("First unrated", elem_id="next-button")
+                    finish_btn = gr.Button("Finish", variant="stop", elem_id="finish-button")
+                    logout_btn = gr.Button("Log out", elem_id="logout-button")
+    return SimpleNamespace(token=token, view=view, login_box=login_box, work_box=work_box, message=message, progress=progress, report=report, reference=reference, clinical=clinical, clinical_criteria=clinical_criteria, technical=technical, technical_criteria=technical_criteria, comment=comment, image=image, name_in=name_in, password_in=password_in, login_btn=login_btn, plane=plane, position=position, preset=preset, previous_btn=previous_btn, submit_btn=submit_btn, skip_btn=skip_btn, finish_btn=finish_btn, logout_btn=logout_btn)
+
+
+def _wire_reader_screen(h: ReaderStudyHandlers, c: SimpleNamespace) -> None:
+    """The reader screen's events: every one shows the whole screen again from the service's answer."""
+    token, view, login_box, work_box, message, progress = c.token, c.view, c.login_box, c.work_box, c.message, c.progress
+    report, reference, clinical, clinical_criteria = c.report, c.reference, c.clinical, c.clinical_criteria
+    technical, technical_criteria, comment, image = c.technical, c.technical_criteria, c.comment, c.image
+    name_in, password_in, plane, position, preset = c.name_in, c.password_in, c.plane, c.position, c.preset
+    screen = [token, view, login_box, work_box, message, progress, report, reference, clinical, clinical_criteria,
+              technical, technical_criteria, comment, image]
+
+    def show(tok: str, v: dict, note: str = ""):
+        rating = v.get("rating") or {}
+        has_item = bool(v.get("code"))
+        img, img_note = h.render(v.get("volume_name"), "axial", 0.5, "lung") if has_item else (None, "")
+        ref = v.get("reference")
+        return [tok, v, gr.update(visible=False), gr.update(visible=True), note or img_note, progress_text(v),
+                report_text(v), f"**Reference report**\n\n{ref}" if ref else "",
+                gr.update(value=rating.get("clinical"), interactive=has_item and not v.get("finished")),
+                gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["clinical"]]),
+                gr.update(value=rating.get("technical"), interactive=has_item and not v.get("finished")),
+                gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["technical"]]),
+                rating.get("comment", ""), img]
+
+    def keep(note: str):
+        return [gr.update()] * 4 + [note] + [gr.update()] * (len(screen) - 5)
+
+    def ui_login(reader, password, request: gr.Request):
+        try:
+            out = h.login(reader, password, request)
+        except gr.Error as err:
+            return keep(f"⚠ {err.message}")
+        return show(out["token"], out["item"], f"Logged in as {out['reader']}.")
+
+    def ui_submit(tok, v, c, cc, t, tc, note):
+        try:
+            nxt = h.submit_rating(tok, v.get("code") or "", c, t, list(cc or []) + list(tc or []), note or "")
+        except gr.Error as err:
+            return keep(f"⚠ {err.message}")
+        return show(tok, nxt, f"Saved {v.get('code')}.")
+
+    def ui_move(tok, v, step):
+        try:
+            if step == 0:
+                nxt = h.next_item(tok)
+            else:
+                here = v.get("position") or (v.get("total", 0) + 1)
+                nxt = h.item_at(tok, max(1, here + step))
+        except gr.Error as err:
+            return keep(f"⚠ {err.message}")
+        return show(tok, nxt)
+
+    def ui_finish(tok, v):
+        try:
+            return show(tok, h.finish(tok))
+        except gr.Error as err:
+            return keep(f"⚠ {err.message}")
+
+    def ui_logout(tok):
+        try:
+            h.logout(tok)
+        except gr.Error:
+            pass  # an ended session is what was asked for
+        return ["", {}, gr.update(visible=True), gr.update(visible=False), "Logged out.", "", "", "",
+                gr.update(value=None), gr.update(value=[]), gr.update(value=None), gr.update(value=[]), "", None]
+
+    def ui_render(v, pl, pos, pr):
+        img, _ = h.render((v or {}).get("volume_name"), pl, pos, pr)
+        return img
+
+    private = dict(api_visibility="private")
+    c.login_btn.click(ui_login, [name_in, password_in], screen, **private)
+    password_in.submit(ui_login, [name_in, password_in], screen, **private)
+    c.submit_btn.click(ui_submit, [token, view, clinical, clinical_criteria, technical, technical_criteria, comment],
+                     screen, **private)
+    c.previous_btn.click(lambda t, v: ui_move(t, v, -1), [token, view], screen, **private)
+    c.skip_btn.click(lambda t, v: ui_move(t, v, 0), [token, view], screen, **private)
+    c.finish_btn.click(ui_finish, [token, view], screen, **private)
+    c.logout_btn.click(ui_logout, [token], screen, **private)
+    for control in (plane, position, preset):
+        control.change(ui_render, [view, plane, position, preset], image, **private)
+
+
+
+def _admin_screen(h: ReaderStudyHandlers, config: ReaderStudyAppConfig) -> None:
+    """The study lead's progress, scores and session revocation."""
+    admin_token = gr.State("")
+    admin_password = gr.Textbox(label="Admin password", type="password", elem_id="admin-password")
+    admin_btn = gr.Button("Log in as admin", elem_id="admin-login-button")
+    admin_refresh = gr.Button("Refresh")
+    admin_progress = gr.Dataframe(label="Progress per reader", interactive=False)
+    admin_text = gr.Markdown("")
+    admin_plot = gr.Plot(label="Scores per arm")
+    with gr.Row():
+        revoke_name = gr.Textbox(label="End the sessions of reader (empty: every reader)", elem_id="revoke-name")
+        revoke_btn = gr.Button("End sessions", elem_id="revoke-button")
+
+
+    private = dict(api_visibility="private")
+
+    def ui_admin_login(password, request: gr.Request):
+        try:
+            tok = h.admin_login(password, request)["token"]
+        except gr.Error as err:
+            return "", gr.update(), f"⚠ {err.message}", gr.update()
+        return (tok, *ui_admin_refresh(tok)[1:])
+
+    def ui_admin_refresh(tok):
+        try:
+            data = h.admin_summary(tok)
+        except gr.Error as err:
+            return tok, gr.update(), f"⚠ {err.message}", gr.update()
+        import pandas as pd
+
+        from study.readers.stats import score_figure
+
+        ratings = h.service.ratings_frame(config.study)
+        fig = score_figure(ratings) if not ratings.empty else None
+        return tok, pd.DataFrame(data["progress"]), f"```\n{data['summary']}\n```", fig
+
+    admin_btn.click(ui_admin_login, [admin_password], [admin_token, admin_progress, admin_text, admin_plot], **private)
+    admin_refresh.click(ui_admin_refresh, [admin_token], [admin_token, admin_progress, admin_text, admin_plot], **private)
+
+    def ui_revoke(tok, name):
+        try:
+            ended = h.admin_revoke(tok, name)["ended"]
+        except gr.Error as err:
+            return f"⚠ {err.message}"
+        return f"{ended} session(s) ended."
+
+    revoke_btn.click(ui_revoke, [admin_token, revoke_name], [admin_text], **private)
+
+
+
+def _http_api(h: ReaderStudyHandlers) -> None:
+    # The HTTP API: the same handlers with the token passed explicitly.
+    gr.api(h.login, api_name="login")
+    gr.api(h.logout, api_name="logout")
+    gr.api(h.next_item, api_name="next_item")
+    gr.api(h.item_at, api_name="item_at")
+    gr.api(h.submit_rating, api_name="submit_rating")
+    gr.api(h.finish, api_name="finish")
+    gr.api(h.admin_login, api_name="admin_login")
+    gr.api(h.admin_summary, api_name="admin_summary")
+    gr.api(h.admin_revoke, api_name="admin_revoke")
+
+
 def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:
     h = ReaderStudyHandlers(config)
-    scale_choices = [(f"{k} — {v}", k) for k, v in SCALE.items()]
-
     with gr.Blocks(title=f"rad3d reader study: {config.study}") as app:
         gr.Markdown(f"## Reader study: {config.study}\nResearch software: drafts are not for patient care.")
-        token = gr.State("")
-        view = gr.State({})
         with gr.Tabs():
             with gr.Tab("Reader"):
-                with gr.Column(visible=True) as login_box:
-                    name_in = gr.Textbox(label="Reader name", elem_id="reader-name")
-                    password_in = gr.Textbox(label="Password", type="password", elem_id="reader-password")
-                    login_btn = gr.Button("Log in", variant="primary", elem_id="login-button")
-                message = gr.Markdown("", elem_id="message")
-                with gr.Column(visible=False) as work_box:
-                    progress = gr.Markdown("", elem_id="progress")
-                    with gr.Row():
-                        with gr.Column(scale=1):
-                            plane = gr.Radio(["axial", "coronal", "sagittal"], value="axial", label="Plane")
-                            position = gr.Slider(0, 1, value=0.5, step=0.01, label="Slice")
-                            preset = gr.Dropdown(list(WINDOW_PRESETS), value="lung", label="Window")
-                            image = gr.Image(label="Case", type="pil", interactive=False, height=config.max_side, elem_id="case-image")
-                        with gr.Column(scale=1):
-                            report = gr.Markdown("", elem_id="report")
-                            reference = gr.Markdown("", elem_id="reference", visible=bool(h.info["show_reference"]))
-                            clinical = gr.Radio(scale_choices, label=f"{SCORES['clinical']} (1–5, required)",
-                                                elem_id="clinical-score")
-                            clinical_criteria = gr.CheckboxGroup([(v, k) for k, v in CRITERIA["clinical"].items()],
-                                                                 label="Clinical criteria met", elem_id="clinical-criteria")
-                            technical = gr.Radio(scale_choices, label=f"{SCORES['technical']} (1–5, required)",
-                                                 elem_id="technical-score")
-                            technical_criteria = gr.CheckboxGroup([(v, k) for k, v in CRITERIA["technical"].items()],
-                                                                  label="Technical criteria met", elem_id="technical-criteria")
-                            comment = gr.Textbox(label="Comment", lines=3, elem_id="comment")
-                            with gr.Row():
-                                previous_btn = gr.Button("Previous", elem_id="previous-button")
-                                submit_btn = gr.Button("Submit and next", variant="primary", elem_id="submit-button")
-                                skip_btn = gr.Button("First unrated", elem_id="next-button")
-                                finish_btn = gr.Button("Finish", variant="stop", elem_id="finish-button")
-                                logout_btn = gr.Button("Log out", elem_id="logout-button")
+                reader = _reader_screen(h, config)
             with gr.Tab("Admin"):
-                admin_token = gr.State("")
-                admin_password = gr.Textbox(label="Admin password", type="password", elem_id="admin-password")
-                admin_btn = gr.Button("Log in as admin", elem_id="admin-login-button")
-                admin_refresh = gr.Button("Refresh")
-                admin_progress = gr.Dataframe(label="Progress per reader", interactive=False)
-                admin_text = gr.Markdown("")
-                admin_plot = gr.Plot(label="Scores per arm")
-                with gr.Row():
-                    revoke_name = gr.Textbox(label="End the sessions of reader (empty: every reader)", elem_id="revoke-name")
-                    revoke_btn = gr.Button("End sessions", elem_id="revoke-button")
-
-        screen = [token, view, login_box, work_box, message, progress, report, reference, clinical, clinical_criteria,
-                  technical, technical_criteria, comment, image]
-
-        def show(tok: str, v: dict, note: str = ""):
-            rating = v.get("rating") or {}
-            has_item = bool(v.get("code"))
-            img, img_note = h.render(v.get("volume_name"), "axial", 0.5, "lung") if has_item else (None, "")
-            ref = v.get("reference")
-            return [tok, v, gr.update(visible=False), gr.update(visible=True), note or img_note, progress_text(v),
-                    report_text(v), f"**Reference report**\n\n{ref}" if ref else "",
-                    gr.update(value=rating.get("clinical"), interactive=has_item and not v.get("finished")),
-                    gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["clinical"]]),
-                    gr.update(value=rating.get("technical"), interactive=has_item and not v.get("finished")),
-                    gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["technical"]]),
-                    rating.get("comment", ""), img]
-
-        def keep(note: str):
-            return [gr.update()] * 4 + [note] + [gr.update()] * (len(screen) - 5)
-
-        def ui_login(reader, password, request: gr.Request):
-            try:
-                out = h.login(reader, password, request)
-            except gr.Error as err:
-                return keep(f"⚠ {err.message}")
-            return show(out["token"], out["item"], f"Logged in as {out['reader']}.")
-
-        def ui_submit(tok, v, c, cc, t, tc, note):
-            try:
-                nxt = h.submit_rating(tok, v.get("code") or "", c, t, list(cc or []) + list(tc or []), note or "")
-            except gr.Error as err:
-                return keep(f"⚠ {err.message}")
-            return show(tok, nxt, f"Saved {v.get('code')}.")
-
-        def ui_move(tok, v, step):
-            try:
-                if step == 0:
-                    nxt = h.next_item(tok)
-                else:
-                    here = v.get("position") or (v.get("total", 0) + 1)
-                    nxt = h.item_at(tok, max(1, here + step))
-            except gr.Error as err:
-                return keep(f"⚠ {err.message}")
-            return show(tok, nxt)
-
-        def ui_finish(tok, v):
-            try:
-                return show(tok, h.finish(tok))
-            except gr.Error as err:
-                return keep(f"⚠ {err.message}")
-
-        def ui_logout(tok):
-            try:
-                h.logout(tok)
-            except gr.Error:
-                pass  # an ended session is what was asked for
-            return ["", {}, gr.update(visible=True), gr.update(visible=False), "Logged out.", "", "", "",
-                    gr.update(value=None), gr.update(value=[]), gr.update(value=None), gr.update(value=[]), "", None]
-
-        def ui_render(v, pl, pos, pr):
-            img, _ = h.render((v or {}).get("volume_name"), pl, pos, pr)
-            return img
-
-        private = dict(api_visibility="private")
-        login_btn.click(ui_login, [name_in, password_in], screen, **private)
-        password_in.submit(ui_login, [name_in, password_in], screen, **private)
-        submit_btn.click(ui_submit, [token, view, clinical, clinical_criteria, technical, technical_criteria, comment],
-                         screen, **private)
-        previous_btn.click(lambda t, v: ui_move(t, v, -1), [token, view], screen, **private)
-        skip_btn.click(lambda t, v: ui_move(t, v, 0), [token, view], screen, **private)
-        finish_btn.click(ui_finish, [token, view], screen, **private)
-        logout_btn.click(ui_logout, [token], screen, **private)
-        for control in (plane, position, preset):
-            control.change(ui_render, [view, plane, position, preset], image, **private)
-
-        def ui_admin_login(password, request: gr.Request):
-            try:
-                tok = h.admin_login(password, request)["token"]
-            except gr.Error as err:
-                return "", gr.update(), f"⚠ {err.message}", gr.update()
-            return (tok, *ui_admin_refresh(tok)[1:])
-
-        def ui_admin_refresh(tok):
-            try:
-                data = h.admin_summary(tok)
-            except gr.Error as err:
-                return tok, gr.update(), f"⚠ {err.message}", gr.update()
-            import pandas as pd
-
-            from study.readers.stats import score_figure
-
-            ratings = h.service.ratings_frame(config.study)
-            fig = score_figure(ratings) if not ratings.empty else None
-            return tok, pd.DataFrame(data["progress"]), f"```\n{data['summary']}\n```", fig
-
-        admin_btn.click(ui_admin_login, [admin_password], [admin_token, admin_progress, admin_text, admin_plot], **private)
-        admin_refresh.click(ui_admin_refresh, [admin_token], [admin_token, admin_progress, admin_text, admin_plot], **private)
-
-        def ui_revoke(tok, name):
-            try:
-                ended = h.admin_revoke(tok, name)["ended"]
-            except gr.Error as err:
-                return f"⚠ {err.message}"
-            return f"{ended} session(s) ended."
-
-        revoke_btn.click(ui_revoke, [admin_token, revoke_name], [admin_text], **private)
-
-        # The HTTP API: the same handlers with the token passed explicitly.
-        gr.api(h.login, api_name="login")
-        gr.api(h.logout, api_name="logout")
-        gr.api(h.next_item, api_name="next_item")
-        gr.api(h.item_at, api_name="item_at")
-        gr.api(h.submit_rating, api_name="submit_rating")
-        gr.api(h.finish, api_name="finish")
-        gr.api(h.admin_login, api_name="admin_login")
-        gr.api(h.admin_summary, api_name="admin_summary")
-        gr.api(h.admin_revoke, api_name="admin_revoke")
+                _admin_screen(h, config)
+        _wire_reader_screen(h, reader)
+        _http_api(h)
     app.reader_study = h  # for the lead's app and for tests
     return app
