@@ -4,19 +4,24 @@ machines: a disjoint, stable part of the cases (`take`), a barrier (`wait`), and
 commands behave as they always did.
 
 accelerate's `PartialState` reads the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR, ...) and opens the process group: NCCL between GPUs, gloo between CPU processes.
+MASTER_ADDR, ...) and opens the process group.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 
 T = TypeVar("T")
+WAIT = timedelta(hours=12)
+# Where torchrun (`accelerate launch --multi_gpu`) and MPI launchers put the number of processes.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
 @dataclass
@@ -28,19 +33,23 @@ class Shard:
 
     @classmethod
     def launched(cls, device: str | torch.device | None = None) -> "Shard":
-        """This process's shard under the launcher that started it (shard 0 of 1 without one), and
-        its device: `device` (default CUDA when present), on GPUs the process's own one (cuda:LOCAL_RANK)."""
-        from accelerate import PartialState
-
+        """This process's shard under the launcher that started it (shard 0 of 1 without one, and
+        then accelerate is not even imported), and its device: `device` (default CUDA when present),
+        on GPUs the process's own one (cuda:LOCAL_RANK)."""
         from engine.inference import pick_device
 
         device, _ = pick_device(device)
-        # cpu=True makes accelerate join CPU processes with gloo instead of looking for GPUs.
-        state = PartialState(cpu=device.type == "cpu")
-        if state.num_processes == 1:
+        if _launched_processes() == 1:
             return cls(device=device)
+        from accelerate import PartialState
+
+        # The processes only wait for each other and swap small summaries, so they meet over gloo
+        # on the CPU even beside GPUs (no NCCL communicators in GPU memory), with a timeout long
+        # enough for the first shard to finish hours before the last.
+        state = PartialState(cpu=True, timeout=WAIT)
         if device.type == "cuda" and device.index is None:
-            device = state.device
+            device = torch.device("cuda", state.local_process_index)
+            torch.cuda.set_device(device)
         return cls(state.process_index, state.num_processes, device, state)
 
     @property
@@ -76,3 +85,10 @@ class Shard:
 
     def __str__(self) -> str:
         return f"shard {self.index + 1} of {self.count}"
+
+
+def _launched_processes() -> int:
+    for name in WORLD_SIZE_VARIABLES:
+        if os.environ.get(name, "").strip().isdigit():
+            return int(os.environ[name])
+    return 1

@@ -2,9 +2,9 @@
 process takes a disjoint shard of the cases, and the cache and the predictions come out as one
 process makes them; a failed evaluation resumes where it stopped.
 
-accelerate 1.15's `launch --cpu --num_processes 2` starts ONE process (its CPU path is mpirun
-with a hostfile), so the processes are started as on GPUs (`--multi_gpu`, i.e. torchrun), and
-`--device cpu` makes each join the gloo group (engine.shards)."""
+accelerate 1.15's `launch --cpu --num_processes 2` starts ONE process (its multi-process CPU path
+is mpirun with a hostfile), so the processes are started as on GPUs (`--multi_gpu`, i.e. torchrun);
+they meet over gloo either way (engine.shards) and `--device cpu` keeps the work on the CPU."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import cli
 from engine.cache import EmbeddingCache
@@ -32,15 +33,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def launch_two(args: list[str]) -> subprocess.CompletedProcess:
-    """`accelerate launch` of `rad3d ARGS` in two CPU processes on a free port (other tests may
-    hold accelerate's default one)."""
+    """`accelerate launch ... -m cli ARGS` (as the README shows) in two CPU processes, on a free
+    port (other tests may hold accelerate's default one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(port), str(ROOT / "cli.py"), *args, "--device", "cpu"]
+           "--main_process_port", str(port), "-m", "cli", *args, "--device", "cpu"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -52,6 +53,9 @@ def test_shards_are_disjoint_and_cover_the_cases():
     assert sorted(sum(parts, [])) == sorted(names) and [len(p) for p in parts] == [3, 2, 2]
     alone = Shard()
     assert alone.take(names) == names and alone.gather("x") == ["x"] and alone.is_main
+    # Without a launcher: one shard, on the device asked for, and accelerate's process group untouched.
+    launched = Shard.launched("cpu")
+    assert (launched.index, launched.count, launched.device, launched.state) == (0, 1, torch.device("cpu"), None)
 
 
 def test_partial_predictions_of_another_job_are_refused(tmp_path):
@@ -129,7 +133,8 @@ def test_two_processes_resume_an_evaluation_and_write_what_one_writes(training_s
     assert first["VolumeName"].tolist() == one["VolumeName"].tolist()[:2]
 
     # ... and two processes generate the other two cases, one each, and merge all four.
-    launch_two(["evaluate", *common, "--out", str(tmp_path / "two")])
+    done = launch_two(["evaluate", *common, "--out", str(tmp_path / "two")])
+    assert done.stdout.count("| metric | value | 95% CI |") == 1  # merged and scored once, by the main process
     two = pd.read_csv(tmp_path / "two" / "predictions.csv", keep_default_na=False)
     assert list(two.columns) == list(one.columns) and len(two) == 4
     timing = ["seconds"]  # measured, so it differs between runs

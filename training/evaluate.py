@@ -6,6 +6,8 @@ EVAL/predictions.csv  VolumeName, reference, generated, run, variant, seconds, n
 EVAL/provenance.json  what the run was trained on and its licence (engine.provenance), for every
                       reader of the predictions (`rad3d metrics` and the report card show it)
 EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
+EVAL/shards/          while generating: finished batches (training.prediction_shards), one process's
+                      or, under `accelerate launch`, every process's shard; merged, then removed
 EVAL/vlm3d_*.json   with --format vlm3d: the VLM3D challenge's files and scores (study.metrics.vlm3d)
 
 The reference is the case's text in the run's report section (Findings unless the run was trained
@@ -95,8 +97,9 @@ def generate_shards(session, split, config: EvaluateConfig, shard: Shard, *, run
     returns all predictions in split order, the others None."""
     from training.prediction_shards import PredictionShards
 
-    job = {"run": run_name, "variant": session.run.config.variant, "run_dir": str(session.run.root),
-           "split": config.split, "limit": config.limit, "cases": len(split), "generation": dataclasses.asdict(settings)}
+    # What the rows depend on, as every machine sees it (paths may differ between machines).
+    job = {"run": run_name, "variant": session.run.config.variant, "split": config.split, "limit": config.limit,
+           "cases": len(split), "generation": dataclasses.asdict(settings)}
     parts = PredictionShards(config.out, job)
     done = parts.done()
     shard.wait()  # every process knows what is done before any batch is written: all see the same cases to do
