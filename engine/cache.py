@@ -5,7 +5,9 @@ Layout (a folder, so a crash loses at most the volume in flight):
     CACHE/manifest.json                 encoder identity, preprocessing fingerprint, label set,
                                         provenance (datasets embedded, encoder weights)
     CACHE/entries/<VolumeName>.safetensors   {"latent": (d,), optionally "logits": (n_labels,)}
-Every entry is written to a temporary file and renamed into place, so a file that exists is whole.
+Every entry is written to a temporary file and renamed into place, so a file that exists is whole;
+so processes that share the work (`rad3d embed` under `accelerate launch`) write into one cache
+safely, each its own volumes, and a rerun finds what is done by the files that exist.
 A cache made with other settings (another encoder or preprocessing) is refused by name.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,7 +128,7 @@ class EmbeddingCache:
         if logits is not None:
             tensors["logits"] = np.asarray(logits, dtype=np.float32).reshape(-1)
         path = self._entry_path(volume_name)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # unique: two writers never share one
         save_file(tensors, str(tmp))
         os.replace(tmp, path)
 

@@ -6,6 +6,8 @@ EVAL/predictions.csv  VolumeName, reference, generated, run, variant, seconds, n
 EVAL/provenance.json  what the run was trained on and its licence (engine.provenance), for every
                       reader of the predictions (`rad3d metrics` and the report card show it)
 EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
+EVAL/shards/          while generating: finished batches (training.prediction_shards), one process's
+                      or, under `accelerate launch`, every process's shard; merged, then removed
 EVAL/vlm3d_*.json   with --format vlm3d: the VLM3D challenge's files and scores (study.metrics.vlm3d)
 
 The reference is the case's text in the run's report section (Findings unless the run was trained
@@ -17,6 +19,7 @@ labels, the classifier's AUROC per finding and macro (with the same bootstrap) i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import pandas as pd
 
 from engine.data.source import DataSource
 from engine.errors import ConfigError
+from engine.shards import Shard
 from study.metrics.text import DEFAULT_CONVENTION
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
@@ -63,39 +67,66 @@ class EvaluateConfig:
         text_convention(self.convention)  # an unknown name fails here, before any model loads
 
 
-def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, progress: bool = True) -> pd.DataFrame:
-    """One row per case of `split` (a training.data.ReportSplit) with the generated report."""
+def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, indices: list[int] | None = None,
+                         progress: bool = True) -> Iterator[pd.DataFrame]:
+    """The generated report of each case `indices` of `split` (a training.data.ReportSplit; default
+    all), in batches: one table of rows per batch, indexed by the cases' positions in the split."""
     from tqdm.auto import tqdm
 
-    rows = []
+    indices = list(range(len(split))) if indices is None else indices
     variant = session.run.config.variant
-    bar = tqdm(total=len(split), desc=f"generate {run_name}", unit="case", disable=not progress)
-    for start in range(0, len(split), batch_size):
-        end = min(start + batch_size, len(split))
-        logits = split.logits[start:end] if split.logits is not None else None
-        result = session.generate(split.latents[start:end], logits, settings)
-        per_case = result.seconds / (end - start)
-        for i, report in zip(range(start, end), result.reports):
-            rows.append({"VolumeName": split.volume_names[i], "reference": split.reports[i], "generated": report.text,
-                         "run": run_name, "variant": variant, "seconds": per_case, "new_tokens": report.n_tokens,
-                         "finished": report.finished})
-        bar.update(end - start)
+    bar = tqdm(total=len(indices), desc=f"generate {run_name}", unit="case", disable=not progress)
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start:start + batch_size]
+        logits = split.logits[batch] if split.logits is not None else None
+        result = session.generate(split.latents[batch], logits, settings)
+        per_case = result.seconds / len(batch)
+        rows = [{"VolumeName": split.volume_names[i], "reference": split.reports[i], "generated": report.text,
+                 "run": run_name, "variant": variant, "seconds": per_case, "new_tokens": report.n_tokens,
+                 "finished": report.finished} for i, report in zip(batch, result.reports)]
+        yield pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS), index=batch)
+        bar.update(len(batch))
         bar.set_postfix(tok_s=f"{result.tokens_per_second:.1f}")
     bar.close()
-    return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
 
 
-def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None):
+def generate_shards(session, split, config: EvaluateConfig, shard: Shard, *, run_name: str, settings,
+                    progress: bool) -> pd.DataFrame | None:
+    """This process's shard of the cases not generated yet, written batch by batch under EVAL/shards
+    (training.prediction_shards: a rerun resumes); once every shard is done the main process
+    returns all predictions in split order, the others None."""
+    from training.prediction_shards import PredictionShards
+
+    # What the rows depend on, as every machine sees it (paths may differ between machines).
+    job = {"run": run_name, "variant": session.run.config.variant, "split": config.split, "limit": config.limit,
+           "cases": len(split), "generation": dataclasses.asdict(settings)}
+    parts = PredictionShards(config.out, job)
+    done = parts.done()
+    shard.wait()  # every process knows what is done before any batch is written: all see the same cases to do
+    if shard.is_main:
+        parts.start()
+    todo = [i for i, name in enumerate(split.volume_names) if name not in done]
+    for rows in generate_predictions(session, split, run_name=run_name, batch_size=config.batch_size, settings=settings,
+                                     indices=shard.take(todo), progress=progress and shard.is_main):
+        parts.write(rows)
+    shard.wait()
+    return parts.merge(split.volume_names) if shard.is_main else None
+
+
+def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None, shard: Shard | None = None):
     """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an
-    already loaded InferenceSession for config.run (the sweep reuses nothing, tests may)."""
+    already loaded InferenceSession for config.run (the sweep reuses nothing, tests may). `shard`:
+    this process's part under `accelerate launch` (engine.shards): each process generates its shard
+    of the cases, the main one merges and scores them; the others return (None, None)."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.inference import InferenceSession
     from study.metrics import evaluate_predictions, write_evaluation
     from study.predictions import write_provenance
     from training.data import check_cache_matches, check_logits_from_classifier, load_report_split
+    from training.prediction_shards import remove_shards
 
-    out = Path(config.out)
+    out, shard = Path(config.out), shard or Shard()
     # The dataset is read with the run's label set (label columns that disagree are refused there),
     # from the run's config alone: a refused dataset costs no model load and writes nothing.
     from engine.data.ctrate import SECTION_COLUMNS
@@ -106,7 +137,7 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     section = run_dir.config.report_section
     dataset = resolve(config.data, label_set=LabelSet.from_dict(run_dir.config.label_set, str(run_dir.root)),
                       section=section if section in SECTION_COLUMNS else None)
-    session = session or InferenceSession.load(config.run, device=config.device)
+    session = session or InferenceSession.load(config.run, device=config.device if shard.device is None else shard.device)
     run_cfg = session.run.config
     run_name = config.run_name or session.run.root.name
     _refuse_other_run(out / "predictions.csv", run_name, run_cfg.variant)
@@ -123,15 +154,14 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     split = load_report_split(dataset, cache, config.split, with_logits=session.generator.uses_logits, limit=config.limit,
                               section=section)
     check_logits_from_classifier(split, session.classifier, session.label_set, cache.root, what=what)
-    if split.without_text:
+    if split.without_text and shard.is_main:
         print(f"{len(split.without_text)} {config.split} cases have no {section} text; left out")
 
-    settings = session.settings
-    if config.max_new_tokens is not None:
-        settings = dataclasses.replace(settings, max_new_tokens=config.max_new_tokens)
-    settings = dataclasses.replace(settings, num_beams=config.beams)
-    predictions = generate_predictions(session, split, run_name=run_name, batch_size=config.batch_size,
-                                       settings=settings, progress=progress)
+    settings = dataclasses.replace(session.settings, num_beams=config.beams, **(
+        {} if config.max_new_tokens is None else {"max_new_tokens": config.max_new_tokens}))
+    predictions = generate_shards(session, split, config, shard, run_name=run_name, settings=settings, progress=progress)
+    if predictions is None:  # not the main process: its shard is written
+        return None, None
     domain = domain_flags(session, split.latents)
     if domain is not None:  # per case: the feature distance to the run's training scans, and the flag
         predictions["domain_distance"], predictions["outside_domain"] = domain.pop("distances"), domain.pop("outside")
@@ -160,6 +190,7 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
                                                list(split.reports), labels, out, resamples=config.resamples,
                                                seed=config.seed, progress=progress)
     write_evaluation(result, out)
+    remove_shards(out)  # the evaluation is whole: a rerun starts afresh
     return predictions, result
 
 

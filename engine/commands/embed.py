@@ -14,7 +14,8 @@ def register(subparsers) -> None:
         description="Read every volume of a CT-RATE-format dataset, preprocess it, run the frozen encoder "
         "and store the latent under its VolumeName. A rerun skips volumes already cached. Give either "
         "--image-model (an image model folder or a run: encoder, classifier and preprocessing; logits are "
-        "stored too) or --encoder with --encoder-config (e.g. a CT-CLIP checkpoint).",
+        "stored too) or --encoder with --encoder-config (e.g. a CT-CLIP checkpoint). Under `accelerate launch` "
+        "each process embeds its shard of the volumes still missing (several GPUs or machines; rerun to resume).",
     )
     add_data_arguments(p)
     p.add_argument("--out", required=True, help="cache folder (created or resumed)")
@@ -37,14 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from engine.embedding import embed_with_encoder, embed_with_image_model
     from engine.encoders import load_encoder_config
     from engine.errors import ConfigError, DatasetError
-    from engine.inference import pick_device
     from engine.preprocess import PreprocessConfig
+    from engine.shards import Shard
 
     data = source_from_args(args)
-    device, _ = pick_device(args.device)
+    shard = Shard.launched(args.device)  # shard 0 of 1 without a launcher
+    device = shard.device
     if args.image_model:
         summary = embed_with_image_model(data, args.out, args.image_model, splits=tuple(args.split or ()),
-                                         workers=args.workers, device=device)
+                                         workers=args.workers, device=device, shard=shard)
     elif args.encoder:
         if args.preprocess:
             try:
@@ -55,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
             pp = PreprocessConfig()
         _, summary = embed_with_encoder(data, args.out, "ctvit", load_encoder_config(args.encoder_config).to_dict(),
                                         args.encoder, pp, splits=tuple(args.split or ()), workers=args.workers,
-                                        device=device)
+                                        device=device, shard=shard)
     else:
         raise ConfigError("give --image-model IMAGE (or a run) or --encoder WEIGHTS")
+    if not shard.is_main:  # the main process reports for all shards
+        return 1 if summary.failed else 0
     print(f"{summary.done} embedded, {summary.skipped} already cached, {len(summary.failed)} failed -> {args.out}")
     if summary.failed:
         raise DatasetError(f"{len(summary.failed)} volume(s) could not be embedded", data.root,

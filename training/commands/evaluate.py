@@ -17,7 +17,8 @@ def register(subparsers) -> None:
         "unless --beams > 1, writes EVAL/predictions.csv and scores it (BLEU, METEOR, ROUGE, BERTScore, "
         "finding precision/recall/F1, GREEN-style, each with a 95%% bootstrap interval) into "
         "EVAL/metrics.json, metrics.md and per_case.csv. Example: "
-        "rad3d evaluate --run RUN --data DATA --cache CACHE --split test --out EVAL",
+        "rad3d evaluate --run RUN --data DATA --cache CACHE --split test --out EVAL. Under `accelerate launch` "
+        "each process generates its shard of the cases; finished batches are kept in EVAL/shards, so a rerun resumes.",
     )
     p.add_argument("--run", required=True, help="run directory (rad3d train)")
     add_data_arguments(p)
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.data import source_from_args
+    from engine.shards import Shard
     from training.evaluate import EvaluateConfig, evaluate_run
 
     config = EvaluateConfig(
@@ -56,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         bertscore_model=args.bertscore_model, bertscore=not args.no_bertscore, meteor=not args.no_meteor,
         resamples=args.resamples, seed=args.seed, output_format=args.format, convention=args.convention,
     )
-    predictions, result = evaluate_run(config, progress=not args.no_progress)
+    predictions, result = evaluate_run(config, progress=not args.no_progress, shard=Shard.launched(config.device))
+    if predictions is None:  # another process's shard: the main process reports
+        return 0
     print((Path(args.out) / "metrics.md").read_text())
     if "vlm3d" in result.info:
         from study.metrics.vlm3d import format_document
