@@ -102,7 +102,7 @@ class Recipe:
     batches of that epoch (same on every process; the loop shards it). `loss(model, batch)`: the
     training loss of one batch. `evaluate(model, epoch)`: validation loss (the same value on every
     process), or None. `selectable(epoch)`: may that epoch's evaluation become "best"?
-    `start_epoch(epoch, fresh)`: work before an epoch (fresh: False when resuming inside it)."""
+    `start_epoch(model, epoch, fresh)`: work before an epoch (fresh: False when resuming inside it)."""
 
     def epoch_loader(self, epoch: int):
         raise NotImplementedError
@@ -116,7 +116,7 @@ class Recipe:
     def selectable(self, epoch: int) -> bool:
         return True
 
-    def start_epoch(self, epoch: int, fresh: bool) -> None:
+    def start_epoch(self, model, epoch: int, fresh: bool) -> None:
         pass
 
     def weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -193,7 +193,7 @@ class TrainLoop:
             while not stopped:
                 loader = acc.prepare(self.recipe.epoch_loader(state.epoch))
                 epoch_len = len(loader)
-                self.recipe.start_epoch(state.epoch, fresh=state.batches_done == 0)
+                self.recipe.start_epoch(self.model, state.epoch, fresh=state.batches_done == 0)
                 if state.batches_done:
                     loader = acc.skip_first_batches(loader, state.batches_done)
                 for batch in loader:
