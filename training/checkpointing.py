@@ -1,6 +1,7 @@
-"""Training checkpoints of a connector run, and its per-step log.
+"""Training checkpoints of a run (every recipe, through training/loop.py), and its per-step log.
 
-    RUN/checkpoints/last/   trainable.safetensors   every trainable tensor (connector; decoder or LoRA when trained)
+    RUN/checkpoints/last/   trainable.safetensors   every trainable tensor (the recipe's choice: e.g. connector,
+                                                    decoder or LoRA when trained; encoder + head)
                             optimizer.pt            AdamW state (torch.save; loaded with weights_only=True)
                             scheduler.pt            LR scheduler state
                             rng.pt                  every process's torch CPU (and CUDA) RNG state
@@ -9,8 +10,9 @@
     RUN/metrics.csv         one row per optimiser step: step, epoch, loss, lr, val_loss, samples_per_s
 
 Only trainable tensors are saved (accelerate's save_state would write the whole frozen LLM every
-time). A checkpoint folder is written beside its target and renamed into place, so the one that
-exists is complete; the previous one stays as `last.old` until the new one is in place.
+time); the RNG states of all processes are gathered to the main process, which writes the folder.
+A checkpoint folder is written beside its target and renamed into place, so the one that exists is
+complete; the previous one stays as `last.old` until the new one is in place.
 """
 
 from __future__ import annotations

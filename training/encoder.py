@@ -33,9 +33,10 @@ stays CT-CLIP's.
 The head trains on the L2-normalised latent times sqrt(dim_latent) (unit-scale entries, which the
 optimiser fits quickly); the factor is folded into the head when it is saved.
 
-Volumes are preprocessed once (training/volume_tensors.py). Checkpoints (training/checkpointing.py)
-are written at the end of every epoch; `resume=True` continues from the last one with the same
-batches, augmentations and learning rates an uninterrupted run would have used.
+Volumes are preprocessed once (training/volume_tensors.py). The loop is training/loop.py's:
+checkpoints at the end of every epoch; `resume=True` continues from the last one with the same
+batches, augmentations and learning rates an uninterrupted run would have used. On several
+processes (`accelerate launch`, `torchrun`) `batch_size` is per process.
 """
 
 from __future__ import annotations
