@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import torch
+from training_fixtures import train_config
 
 from training.connector import train_connector
-from training_fixtures import train_config
 
 # V-1 fine-tunes the decoder, so its dropout draws on each process's RNG. Batch 2 per process:
 # the same 4 cases per optimiser step as one process with batch 4.
-SETTINGS = dict(variant="v1", epochs=2, batch_size=2)
+SETTINGS = {"variant": "v1", "epochs": 2, "batch_size": 2}
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

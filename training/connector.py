@@ -186,7 +186,7 @@ def train_connector(
 
 @dataclass
 class ConnectorData:
-    image: "ImageSide"
+    image: ImageSide
     dataset: object  # engine.data.CTRateDataset
     cache: object  # engine.cache.EmbeddingCache
     spec: object  # engine.variants.VariantSpec
