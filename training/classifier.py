@@ -256,6 +256,7 @@ def train_classifier(
 ) -> ClassifierTrainResult:
     from engine.data import resolve
     from engine.embedding import file_fingerprint
+    from training.accelerate_utils import make_accelerator
 
     out = Path(out)
     source, model_labels = encoder_source(image_model=image_model, encoder_weights=encoder_weights,
@@ -270,7 +271,9 @@ def train_classifier(
 
     x = {s: torch.from_numpy(cache.stack(sp.volume_names)[0]) for s, sp in splits.items()}
     y = {s: torch.from_numpy(sp.labels) for s, sp in splits.items()}
-    fit = fit_abnormality_head(x["train"], y["train"], x["valid"], y["valid"], config, progress=progress)
+    accelerator = make_accelerator()
+    fit = fit_abnormality_head(x["train"], y["train"], x["valid"], y["valid"], config, accelerator=accelerator,
+                               progress=progress)
 
     probs = {s: _sigmoid(head_logits(fit.head, x[s])) for s in ("valid", "test")}
     thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method)
@@ -286,18 +289,18 @@ def train_classifier(
         "pos_weight": [round(float(w), 4) for w in fit.pos_weight],
         "macro_auroc": {s: macro_auroc(table, s) for s in probs},
     }
-    spec = EncoderSpec(name=source.name, config=source.config, weights=weights_reference(source.weights, out))
-    write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
-                      head=fit.head, thresholds=thresholds, notes=notes,
-                      valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
-    write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
-    _write_history(out / "classifier_metrics.csv", fit.history)
-
     names = cache.names()
-    latents, _ = cache.stack(names)
-    logits = head_logits(fit.head, latents)
-    cache.set_logits(dict(zip(names, logits)), label_set=dataset.label_set.name,
-                     classifier=f"{out.resolve() / CLASSIFIER_FILE}:{file_fingerprint(out / CLASSIFIER_FILE)}")
+    if accelerator.is_main_process:  # on several processes, one writes
+        spec = EncoderSpec(name=source.name, config=source.config, weights=weights_reference(source.weights, out))
+        write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
+                          head=fit.head, thresholds=thresholds, notes=notes,
+                          valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
+        write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
+        _write_history(out / "classifier_metrics.csv", fit.history)
+        logits = head_logits(fit.head, cache.stack(names)[0])
+        cache.set_logits(dict(zip(names, logits)), label_set=dataset.label_set.name,
+                         classifier=f"{out.resolve() / CLASSIFIER_FILE}:{file_fingerprint(out / CLASSIFIER_FILE)}")
+    accelerator.wait_for_everyone()
     return ClassifierTrainResult(out, fit, thresholds, table, len(names))
 
 
