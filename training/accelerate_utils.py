@@ -25,11 +25,14 @@ def resolve_mixed_precision(requested: str = "auto", *, cuda: bool | None = None
 
 
 def make_accelerator(mixed_precision: str = "auto"):
-    """An Accelerator for this machine (see module doc). Under `accelerate launch` the process
-    group comes from the launcher's environment; no hand-written distribution is involved."""
+    """An Accelerator for this machine (see module doc). Under `accelerate launch` (or `torchrun`)
+    the process group comes from the launcher's environment; no hand-written distribution is
+    involved. Without CUDA it is asked for the CPU explicitly: only then does accelerate join
+    launched processes over gloo (MULTI_CPU) instead of running each alone."""
+    import torch
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision))
+    return Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision), cpu=not torch.cuda.is_available())
 
 
 def main_print(accelerator, *args, **kwargs) -> None:

@@ -1,16 +1,18 @@
-"""Training checkpoints of a connector run, and its per-step log.
+"""Training checkpoints of a run (every recipe, through training/loop.py), and its per-step log.
 
-    RUN/checkpoints/last/   trainable.safetensors   every trainable tensor (connector; decoder or LoRA when trained)
+    RUN/checkpoints/last/   trainable.safetensors   every trainable tensor (the recipe's choice: e.g. connector,
+                                                    decoder or LoRA when trained; encoder + head)
                             optimizer.pt            AdamW state (torch.save; loaded with weights_only=True)
                             scheduler.pt            LR scheduler state
-                            rng.pt                  torch CPU (and CUDA) RNG states
+                            rng.pt                  every process's torch CPU (and CUDA) RNG state
                             state.json              TrainState: step, epoch, batches done, best so far
     RUN/checkpoints/best/   trainable.safetensors + state.json of the lowest validation loss
     RUN/metrics.csv         one row per optimiser step: step, epoch, loss, lr, val_loss, samples_per_s
 
 Only trainable tensors are saved (accelerate's save_state would write the whole frozen LLM every
-time). A checkpoint folder is written beside its target and renamed into place, so the one that
-exists is complete; the previous one stays as `last.old` until the new one is in place.
+time); the RNG states of all processes are gathered to the main process, which writes the folder.
+A checkpoint folder is written beside its target and renamed into place, so the one that exists is
+complete; the previous one stays as `last.old` until the new one is in place.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class TrainState:
     batches_done: int = 0  # batches of `epoch` already trained on (per process)
     best_val_loss: float | None = None
     best_step: int | None = None
+    stale_evals: int = 0  # validations since the best one (for early stopping)
     finished: bool = False
     run_config: dict | None = None  # TrainConfig.identity() of the run that wrote it
 
@@ -65,8 +68,9 @@ def save_checkpoint(
     *,
     optimizer=None,
     scheduler=None,
+    rng: dict | None = None,
 ) -> Path:
-    """Write checkpoint `name` (last / best) atomically."""
+    """Write checkpoint `name` (last / best) atomically; `rng` as `rng_states` gives it."""
     target = checkpoint_dir(run, name)
     tmp = target.with_name(name + ".tmp")
     old = target.with_name(name + ".old")
@@ -77,10 +81,7 @@ def save_checkpoint(
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scheduler is not None:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    if optimizer is not None:
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    if rng is not None:
         torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=1))
     shutil.rmtree(old, ignore_errors=True)
@@ -116,7 +117,7 @@ def read_trainable(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def load_optimizer_state(folder: Path, optimizer, scheduler) -> None:
-    """Restore optimiser, scheduler and RNG states saved with the weights in `folder`."""
+    """Restore optimiser and scheduler states saved with the weights in `folder`."""
     for file, obj in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
         path = folder / file
         try:
@@ -125,12 +126,35 @@ def load_optimizer_state(folder: Path, optimizer, scheduler) -> None:
             raise CheckpointError(f"checkpoint lacks {file}", folder) from None
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{file} does not fit this run ({err})", path) from None
-    rng_path = folder / "rng.pt"
-    if rng_path.is_file():
-        rng = torch.load(rng_path, map_location="cpu", weights_only=True)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(list(rng["cuda"]))
+
+
+def rng_states(accelerator) -> dict:
+    """Every process's RNG states, gathered (a collective: all processes call it), for rng.pt:
+    {"cpu": [one per process], "cuda": [the device's, one per process]}. Dropout draws differ per
+    process, so restoring only the main process's state would not resume a multi-process run exactly."""
+    from accelerate.utils import gather_object
+
+    mine = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        mine["cuda"] = torch.cuda.get_rng_state()
+    gathered = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
+    return {key: [g[key] for g in gathered] for key in mine}
+
+
+def restore_rng(folder: Path, process_index: int = 0, num_processes: int = 1) -> None:
+    """Set this process's RNG states from `folder`/rng.pt (rng_states' layout; a checkpoint of an
+    older layout holds the main process's states as one tensor)."""
+    path = folder / "rng.pt"
+    if not path.is_file():
+        return
+    rng = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(rng["cpu"], torch.Tensor):  # older layout: the main process only
+        rng = {"cpu": [rng["cpu"]], **({"cuda": [rng["cuda"][0]]} if "cuda" in rng else {})}
+    if len(rng["cpu"]) != num_processes:
+        raise CheckpointError(f"rng.pt holds {len(rng['cpu'])} processes' states, this run has {num_processes}", path)
+    torch.set_rng_state(rng["cpu"][process_index])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"][process_index])
 
 
 class MetricsLog:

@@ -10,7 +10,6 @@ logits (`EmbeddingCache.set_logits`), which V-3 reads.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from training.image_side import (
     write_image_model,
     write_report,
 )
+from training.loop import Recipe
 
 
 @dataclass
@@ -81,15 +81,15 @@ def fit_abnormality_head(
     progress: bool = True,
 ) -> HeadFit:
     """Train a head on (N, d) latents and (N, n_labels) 0/1 labels; returns the best-validation head.
-    pos_weight defaults to the training prevalence (negatives / positives per label)."""
-    from tqdm.auto import tqdm
-
+    pos_weight defaults to the training prevalence (negatives / positives per label). The loop is
+    training/loop.py's (constant LR; no run folder: the best weights are kept in memory)."""
     from training.accelerate_utils import make_accelerator
+    from training.checkpointing import TrainState
+    from training.loop import LoopSettings, TrainLoop, make_scheduler, steps_per_epoch
 
     accelerator = accelerator or make_accelerator()
     torch.manual_seed(config.seed)
     train_x, train_y = train_x.float(), train_y.float()
-    valid_x, valid_y = valid_x.float(), valid_y.float()
     shift = train_x.mean(0)
     scale = 1.0 / train_x.std(0).clamp_min(1e-6)
     pos_weight = pos_weight_from_prevalence(train_y.numpy()) if pos_weight is None else pos_weight.float()
@@ -97,58 +97,71 @@ def fit_abnormality_head(
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=train_x.shape[1], hidden=config.hidden,
                                                  n_labels=train_y.shape[1], dropout=config.dropout))
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    head, optimizer = accelerator.prepare(head, optimizer)
-    device = accelerator.device
-    tx, ty = ((train_x - shift) * scale).to(device), train_y.to(device)
-    vx, vy = ((valid_x - shift) * scale).to(device), valid_y.to(device)
-    pw = pos_weight.to(device)
-    gen = torch.Generator().manual_seed(config.seed)
-    bar = tqdm(range(config.epochs), desc="train-classifier", unit="epoch", disable=not progress)
+    total = config.epochs * steps_per_epoch(len(train_x), config.batch_size, accelerator.num_processes)
+    scheduler = make_scheduler(optimizer, warmup=0, total=total, schedule="constant")
+    recipe = HeadRecipe((train_x - shift) * scale, train_y, ((valid_x.float() - shift) * scale, valid_y.float()),
+                        pos_weight, config, accelerator)
+    loop = TrainLoop(accelerator, head, optimizer, scheduler, recipe, LoopSettings(
+        total, patience=config.patience, progress=progress, desc="train-classifier"), state=TrainState())
     threads = torch.get_num_threads()
-    if device.type == "cpu":
+    if accelerator.device.type == "cpu":
         torch.set_num_threads(1)  # a head this small is overhead-bound: more threads only wait on each other
     try:
-        best_state, best_loss, best_epoch, history = _epochs(bar, head, optimizer, accelerator, tx, ty, vx, vy, pw,
-                                                             gen, config, device)
+        state = loop.run()
     finally:
         torch.set_num_threads(threads)
-    bar.close()
 
-    final = AbnormalityHead(accelerator.unwrap_model(head).config)
-    final.load_state_dict({k: v.detach().cpu().float() for k, v in best_state.items()})
+    final = AbnormalityHead(head.config)
+    final.load_state_dict({k: v.detach().cpu().float() for k, v in (loop.best_weights() or head.state_dict()).items()})
     fold_input_affine(final, shift, scale)
     final.eval()
-    return HeadFit(final, pos_weight, best_epoch, best_loss, len(history), history)
+    history = _epoch_history(loop.rows)
+    best_epoch = next((r["epoch"] for r in loop.rows if r["step"] == state.best_step), 0)
+    return HeadFit(final, pos_weight, best_epoch, state.best_val_loss, len(history), history)
 
 
-def _epochs(bar, head, optimizer, accelerator, tx, ty, vx, vy, pw, gen, config, device):
-    best_state, best_loss, best_epoch, bad_epochs = None, float("inf"), 0, 0
-    history = []
-    for epoch in bar:
-        head.train()
-        order = torch.randperm(len(tx), generator=gen)
-        total = 0.0
-        for i in range(0, len(tx), config.batch_size):
-            idx = order[i:i + config.batch_size].to(device)
-            with accelerator.autocast():
-                loss = class_weighted_bce(head(tx[idx]), ty[idx], pw)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            total += loss.item() * len(idx)
-        head.eval()
-        with torch.no_grad():
-            valid_loss = float(class_weighted_bce(head(vx).float(), vy, pw))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(tx), "valid_loss": valid_loss, "lr": config.lr})
-        bar.set_postfix(train=f"{total / len(tx):.4f}", valid=f"{valid_loss:.4f}")
-        if valid_loss < best_loss - 1e-6:
-            best_loss, best_epoch, bad_epochs = valid_loss, epoch + 1, 0
-            best_state = copy.deepcopy(accelerator.unwrap_model(head).state_dict())
-        else:
-            bad_epochs += 1
-            if bad_epochs >= config.patience:
-                break
-    return best_state, best_loss, best_epoch, history
+class HeadRecipe(Recipe):
+    """The classifier's part of the loop: class-weighted BCE on standardised latents; validation
+    on the whole valid split after every epoch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, valid: tuple[torch.Tensor, torch.Tensor],
+                 pos_weight: torch.Tensor, config: ClassifierTrainConfig, accelerator):
+        self.x, self.y, self.config, self.accelerator = x, y, config, accelerator
+        device = accelerator.device
+        self.valid = (valid[0].to(device), valid[1].to(device))
+        self.pos_weight = pos_weight.to(device)
+
+    def epoch_loader(self, epoch: int):
+        from training.data import batch_loader, epoch_batches
+
+        batches = epoch_batches(len(self.x), self.config.batch_size, seed=self.config.seed, epoch=epoch)
+        return batch_loader(self.x, self._collate, batches, seed=self.config.seed + epoch)
+
+    def _collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return {"index": idx, "x": self.x[idx], "y": self.y[idx]}
+
+    def loss(self, model, batch) -> torch.Tensor:
+        return class_weighted_bce(model(batch["x"]).float(), batch["y"], self.pos_weight)
+
+    @torch.no_grad()
+    def evaluate(self, model, epoch: int) -> float:
+        head = self.accelerator.unwrap_model(model).eval()
+        return float(class_weighted_bce(head(self.valid[0]).float(), self.valid[1], self.pos_weight))
+
+
+def _epoch_history(rows: list[dict]) -> list[dict]:
+    """Per epoch: epoch, train_loss (sample-weighted mean over its steps), valid_loss, lr."""
+    history: dict[int, dict] = {}
+    for r in rows:
+        h = history.setdefault(r["epoch"], {"epoch": r["epoch"], "loss_sum": 0.0, "samples": 0, "valid_loss": None,
+                                            "lr": r["lr"]})
+        h["loss_sum"] += r["loss"] * r["samples"]
+        h["samples"] += r["samples"]
+        if r["val_loss"] is not None:
+            h["valid_loss"] = r["val_loss"]
+    return [{"epoch": h["epoch"], "train_loss": h["loss_sum"] / h["samples"], "valid_loss": h["valid_loss"],
+             "lr": h["lr"]} for h in history.values()]
 
 
 @torch.no_grad()
@@ -243,6 +256,7 @@ def train_classifier(
 ) -> ClassifierTrainResult:
     from engine.data import resolve
     from engine.embedding import file_fingerprint
+    from training.accelerate_utils import make_accelerator
 
     out = Path(out)
     source, model_labels = encoder_source(image_model=image_model, encoder_weights=encoder_weights,
@@ -257,7 +271,9 @@ def train_classifier(
 
     x = {s: torch.from_numpy(cache.stack(sp.volume_names)[0]) for s, sp in splits.items()}
     y = {s: torch.from_numpy(sp.labels) for s, sp in splits.items()}
-    fit = fit_abnormality_head(x["train"], y["train"], x["valid"], y["valid"], config, progress=progress)
+    accelerator = make_accelerator()
+    fit = fit_abnormality_head(x["train"], y["train"], x["valid"], y["valid"], config, accelerator=accelerator,
+                               progress=progress)
 
     probs = {s: _sigmoid(head_logits(fit.head, x[s])) for s in ("valid", "test")}
     thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method)
@@ -273,18 +289,18 @@ def train_classifier(
         "pos_weight": [round(float(w), 4) for w in fit.pos_weight],
         "macro_auroc": {s: macro_auroc(table, s) for s in probs},
     }
-    spec = EncoderSpec(name=source.name, config=source.config, weights=weights_reference(source.weights, out))
-    write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
-                      head=fit.head, thresholds=thresholds, notes=notes,
-                      valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
-    write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
-    _write_history(out / "classifier_metrics.csv", fit.history)
-
     names = cache.names()
-    latents, _ = cache.stack(names)
-    logits = head_logits(fit.head, latents)
-    cache.set_logits(dict(zip(names, logits)), label_set=dataset.label_set.name,
-                     classifier=f"{out.resolve() / CLASSIFIER_FILE}:{file_fingerprint(out / CLASSIFIER_FILE)}")
+    if accelerator.is_main_process:  # on several processes, one writes
+        spec = EncoderSpec(name=source.name, config=source.config, weights=weights_reference(source.weights, out))
+        write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
+                          head=fit.head, thresholds=thresholds, notes=notes,
+                          valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
+        write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
+        _write_history(out / "classifier_metrics.csv", fit.history)
+        logits = head_logits(fit.head, cache.stack(names)[0])
+        cache.set_logits(dict(zip(names, logits)), label_set=dataset.label_set.name,
+                         classifier=f"{out.resolve() / CLASSIFIER_FILE}:{file_fingerprint(out / CLASSIFIER_FILE)}")
+    accelerator.wait_for_everyone()
     return ClassifierTrainResult(out, fit, thresholds, table, len(names))
 
 

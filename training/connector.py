@@ -16,12 +16,9 @@ loss are kept and become the run's connector.
 from __future__ import annotations
 
 import hashlib
-import math
-import shutil
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,17 +26,8 @@ import torch.nn.functional as F
 from engine.data.source import DataSource
 from engine.errors import CheckpointError, ConfigError
 from engine.model import IGNORE_INDEX
-from training.checkpointing import (
-    MetricsLog,
-    TrainState,
-    find_checkpoint,
-    load_optimizer_state,
-    read_state,
-    read_trainable,
-    save_checkpoint,
-)
+from training.loop import SCHEDULES, Recipe
 
-SCHEDULES = ("linear", "cosine", "constant")
 TRAIN_CONFIG_FILE = "train_config.json"
 # Settings that may differ between the run that wrote a checkpoint and the one resuming it:
 # where things are (folders move between sessions) and how often to save or validate.
@@ -137,35 +125,89 @@ def train_connector(
     resume: continue from RUN/checkpoints/last (a fresh start when there is none); without it an
     existing checkpoint is refused. stop_at_step / time_limit_s: stop early with a checkpoint (the
     schedule is unchanged), e.g. to spread a long CPU run over sessions. on_step(step, loss) is
-    called after every optimiser step (tests use it to kill a run)."""
-    from tqdm.auto import tqdm
+    called after every optimiser step (tests use it to kill a run). The loop is training/loop.py's."""
+    from training.accelerate_utils import main_print, make_accelerator
+    from training.loop import (
+        LoopSettings,
+        TrainLoop,
+        checkpoint_to_resume,
+        make_scheduler,
+        resume_state,
+        steps_per_epoch,
+    )
 
+    out = Path(config.out)
+    checkpoint = checkpoint_to_resume(out, resume)
+    accelerator = make_accelerator(config.mixed_precision)
+    data = _connector_data(config, accelerator)
+    model, tokenizer = _report_generator(config, data, accelerator)
+    trainable_params, frozen_params = model.count_parameters()
+    identity = {**config.identity(), "decoder": decoder_signature(model.decoder),
+                "num_processes": accelerator.num_processes, "train_cases": len(data.train)}
+    state = resume_state(checkpoint, identity)
+
+    total_steps = config.epochs * steps_per_epoch(len(data.train), config.batch_size, accelerator.num_processes)
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    warmup = config.warmup_steps if config.warmup_steps is not None else int(0.05 * total_steps)
+    model.to(accelerator.device)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=accelerator.device.type == "cuda")
+    scheduler = make_scheduler(optimizer, warmup=warmup, total=total_steps, schedule=config.schedule)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / TRAIN_CONFIG_FILE).write_text(_json(config.to_dict()))
+    settings = LoopSettings(total_steps, max_grad_norm=config.max_grad_norm, eval_every_steps=config.eval_every_steps,
+                            save_every_steps=config.save_every_steps, stop_at_step=stop_at_step,
+                            time_limit_s=time_limit_s, progress=progress, desc=f"train {config.variant}")
+    loop = TrainLoop(accelerator, model, optimizer, scheduler, ConnectorRecipe(config, data, tokenizer, accelerator),
+                     settings, state=state, run=out, checkpoint=checkpoint)
+    if checkpoint is not None:
+        main_print(accelerator, f"resuming {out} at step {state.step} of {total_steps} (epoch {state.epoch + 1}, "
+                                f"{state.batches_done} batches in)")
+    loop.run(on_step)
+
+    result = TrainResult(out, state.step, total_steps, state.step >= total_steps, state.best_val_loss,
+                         state.best_step, trainable_params, frozen_params, loop.unwrapped)
+    if not result.finished:
+        main_print(accelerator, f"stopped at step {state.step} of {total_steps}; rerun with --resume to continue")
+        return result
+    if accelerator.is_main_process:
+        best = loop.best_weights()
+        if best is not None:
+            loop.unwrapped.load_trainable_state_dict(best, str(out / "checkpoints" / "best"))
+        _write_finished_run(result, config, data, notes={
+            "total_steps": total_steps, "warmup_steps": warmup,
+            "schedule": f"linear warmup {warmup} steps, then {config.schedule}",
+            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision})
+    accelerator.wait_for_everyone()
+    return result
+
+
+@dataclass
+class ConnectorData:
+    image: ImageSide
+    dataset: object  # engine.data.CTRateDataset
+    cache: object  # engine.cache.EmbeddingCache
+    spec: object  # engine.variants.VariantSpec
+    train: object  # training.data.ReportSplit
+    valid: object
+
+
+def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
+    """Image side, dataset, cache and the two report splits; the cache must be the image model's
+    and hold every case."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
-    from engine.decoders import LoraSettings, load_causal_lm
-    from engine.model import build_report_generator
     from engine.variants import get_variant
-    from training.accelerate_utils import main_print, make_accelerator
+    from training.accelerate_utils import main_print
     from training.data import (
-        ReportCollator,
-        batch_loader,
         check_cache_matches,
         check_logits_from_classifier,
-        epoch_batches,
         load_report_split,
     )
 
-    started = time.monotonic()
-    out = Path(config.out)
     spec = get_variant(config.variant)
-    checkpoint = find_checkpoint(out)
-    if checkpoint is not None and not resume:
-        step = read_state(checkpoint).step
-        raise ConfigError(f"already holds a training checkpoint (step {step}); pass --resume to continue it "
-                          "or choose another --out", out)
-    accelerator = make_accelerator(config.mixed_precision)
-
-    # -- data: the cache must be the image model's, and hold every case --------------------------
     image = load_image_side(config.image_model)
     dataset = resolve(config.data, label_set=image.label_set, section=config.section)
     cache = EmbeddingCache.open(config.cache)
@@ -182,182 +224,81 @@ def train_connector(
         main_print(accelerator, f"{len(train.without_text)} {config.train_split} cases have no {config.section} text; left out")
     if not len(valid):
         main_print(accelerator, f"warning: split {config.valid_split!r} is empty: no validation, the last weights are kept")
+    return ConnectorData(image, dataset, cache, spec, train, valid)
 
-    # -- model ------------------------------------------------------------------------------------
-    cuda = accelerator.device.type == "cuda"
+
+def _report_generator(config: TrainConfig, data: ConnectorData, accelerator):
+    """(ReportGenerator, tokenizer): the variant's connector (seeded) on the LLM."""
+    from engine.decoders import LoraSettings, load_causal_lm
+    from engine.model import build_report_generator
+
     # A frozen decoder can sit in bf16 on the GPU (half the memory); trained weights stay fp32
     # under autocast.
-    frozen = not spec.decoder_trainable and not config.lora
-    dtype = torch.bfloat16 if cuda and frozen and accelerator.mixed_precision == "bf16" else torch.float32
-    decoder, tokenizer = load_causal_lm(config.llm, gguf_file=config.gguf_file, dtype=dtype)
+    frozen = not data.spec.decoder_trainable and not config.lora
+    bf16 = accelerator.device.type == "cuda" and frozen and accelerator.mixed_precision == "bf16"
+    decoder, tokenizer = load_causal_lm(config.llm, gguf_file=config.gguf_file,
+                                        dtype=torch.bfloat16 if bf16 else torch.float32)
     torch.manual_seed(config.seed)
     model = build_report_generator(
-        spec.name, decoder, d_embed=cache.identity.latent_dim, n_labels=len(image.label_set),
+        data.spec.name, decoder, d_embed=data.cache.identity.latent_dim, n_labels=len(data.image.label_set),
         prefix_len=config.prefix_len, clip_len=config.clip_len, n_layers=config.layers, n_heads=config.heads,
         lora=LoraSettings() if config.lora else None,
     )
-    trainable_params, frozen_params = model.count_parameters()
-    identity = {**config.identity(), "decoder": decoder_signature(decoder),
-                "num_processes": accelerator.num_processes, "train_cases": len(train)}
-
-    state = TrainState(run_config=identity)
-    if checkpoint is not None:
-        state = read_state(checkpoint)
-        if state.run_config != identity:
-            differ = sorted(k for k in set(identity) | set(state.run_config or {})
-                            if (state.run_config or {}).get(k) != identity.get(k))
-            detail = ", ".join(f"{k}: checkpoint {(state.run_config or {}).get(k)!r}, now {identity.get(k)!r}" for k in differ)
-            raise CheckpointError(f"cannot resume: settings differ from the checkpoint's ({detail})", checkpoint)
-        model.load_trainable_state_dict(read_trainable(checkpoint), str(checkpoint / "trainable.safetensors"))
-    model.to(accelerator.device)
-
-    n_batches = math.ceil(len(train) / config.batch_size)
-    steps_per_epoch = math.ceil(n_batches / accelerator.num_processes)  # accelerate's even_batches
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup = config.warmup_steps if config.warmup_steps is not None else int(0.05 * total_steps)
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  fused=accelerator.device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.schedule, warmup, total_steps))
-    if checkpoint is not None:
-        load_optimizer_state(checkpoint, optimizer, scheduler)
-        main_print(accelerator, f"resuming {out} at step {state.step} of {total_steps} (epoch {state.epoch + 1}, "
-                                f"{state.batches_done} batches in)")
-    # The scheduler is stepped by hand once per optimiser step: accelerate's wrapper would step it
-    # once per process, for step counts measured on one process.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    collator = ReportCollator(train, tokenizer, config.max_report_tokens)
-    valid_loader = None
-    if len(valid):
-        valid_loader = accelerator.prepare(batch_loader(
-            valid, ReportCollator(valid, tokenizer, config.max_report_tokens),
-            epoch_batches(len(valid), config.batch_size, seed=config.seed, epoch=0, shuffle=False), seed=config.seed))
-
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / TRAIN_CONFIG_FILE).write_text(_json(config.to_dict()))
-        if checkpoint is None:  # a fresh start: nothing of an earlier, unfinished attempt may count as best
-            for stale in (out / "checkpoints").glob("best*"):
-                shutil.rmtree(stale)
-    log = MetricsLog(out, resume_step=state.step if checkpoint is not None else None) if accelerator.is_main_process else None
-
-    def save(name: str, with_optimizer: bool) -> None:
-        if accelerator.is_main_process:
-            weights = accelerator.unwrap_model(model).trainable_state_dict()
-            save_checkpoint(out, name, state, weights, optimizer=optimizer if with_optimizer else None,
-                            scheduler=scheduler if with_optimizer else None)
-        accelerator.wait_for_everyone()
-
-    bar = tqdm(total=total_steps, initial=state.step, desc=f"train {spec.name}", unit="step",
-               disable=not (progress and accelerator.is_local_main_process), dynamic_ncols=True)
-    stopped = False
-    try:
-        while state.step < total_steps and not stopped:
-            batches = epoch_batches(len(train), config.batch_size, seed=config.seed, epoch=state.epoch)
-            loader = accelerator.prepare(batch_loader(train, collator, batches, seed=config.seed + state.epoch))
-            epoch_len = len(loader)
-            if state.batches_done:
-                loader = accelerator.skip_first_batches(loader, state.batches_done)
-            for batch in loader:
-                t0 = time.perf_counter()
-                model.train()
-                loss = model(batch["latent"], batch.get("logits"), batch["input_ids"], batch["attention_mask"])
-                accelerator.backward(loss)
-                if config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_value = accelerator.reduce(loss.detach().float(), "mean").item()
-                state.step += 1
-                state.batches_done += 1
-                samples_per_s = len(batch["index"]) * accelerator.num_processes / (time.perf_counter() - t0)
-
-                epoch_of_step = state.epoch + 1  # 1-based, for the log
-                end_of_epoch = state.batches_done >= epoch_len
-                last = state.step >= total_steps
-                val_loss = None
-                if valid_loader is not None and (end_of_epoch or last or _every(state.step, config.eval_every_steps)):
-                    val_loss = validation_loss(model, valid_loader, accelerator)
-                if end_of_epoch:
-                    state.epoch += 1
-                    state.batches_done = 0
-                if val_loss is not None and (state.best_val_loss is None or val_loss < state.best_val_loss):
-                    state.best_val_loss, state.best_step = val_loss, state.step
-                    save("best", with_optimizer=False)
-                if log is not None:
-                    log.write(step=state.step, epoch=epoch_of_step, loss=loss_value,
-                              lr=lr, val_loss=val_loss, samples_per_s=samples_per_s)
-                stopped = (stop_at_step is not None and state.step >= stop_at_step) or (
-                    time_limit_s is not None and time.monotonic() - started >= time_limit_s)
-                state.finished = last
-                if end_of_epoch or last or stopped or _every(state.step, config.save_every_steps):
-                    save("last", with_optimizer=True)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", samples_s=f"{samples_per_s:.2f}",
-                                **({"val": f"{val_loss:.4f}"} if val_loss is not None else {}))
-                if on_step is not None:
-                    on_step(state.step, loss_value)
-                if last or stopped:
-                    break
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-
-    result = TrainResult(out, state.step, total_steps, state.step >= total_steps, state.best_val_loss,
-                         state.best_step, trainable_params, frozen_params, accelerator.unwrap_model(model))
-    if not result.finished:
-        main_print(accelerator, f"stopped at step {state.step} of {total_steps}; rerun with --resume to continue")
-        return result
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        best = find_checkpoint(out, "best")
-        if best is not None:
-            unwrapped.load_trainable_state_dict(read_trainable(best), str(best))
-        write_trained_run(out, unwrapped, image, config, notes={
-            "training": {**config.to_dict(), "total_steps": total_steps, "warmup_steps": warmup,
-                         "schedule": f"linear warmup {warmup} steps, then {config.schedule}",
-                         "best_step": state.best_step, "best_val_loss": state.best_val_loss,
-                         "train_cases": len(train), "valid_cases": len(valid),
-                         "num_processes": accelerator.num_processes,
-                         "mixed_precision": accelerator.mixed_precision},
-            "parameters": {"trainable": trainable_params, "frozen": frozen_params},
-        })
-        from training.domain_guard import attach_domain_guard
-
-        guard = attach_domain_guard(out, dataset, cache, train_split=config.train_split, valid_split=config.valid_split)
-        main_print(accelerator, guard.describe())
-        best = "none (no validation split)" if state.best_val_loss is None else \
-            f"{state.best_val_loss:.4f} at step {state.best_step}"
-        main_print(accelerator, f"wrote run {out}: {state.step} steps; trainable {trainable_params:,}, frozen "
-                                f"{frozen_params:,} parameters; best validation loss {best}")
-    accelerator.wait_for_everyone()
-    return result
+    return model, tokenizer
 
 
-def lr_factor(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
-    """LR multiplier at optimiser step `step` (0-based): linear warmup to 1 over `warmup` steps, then
-    linear or cosine decay to 0 at `total`, or constant. (transformers' schedulers behave the same,
-    but importing them pulls in peft and costs seconds.)"""
+class ConnectorRecipe(Recipe):
+    """The connector's part of the loop: report NLL of each batch, token-weighted validation NLL."""
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        if schedule == "cosine":
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-        return max(0.0, 1.0 - progress)
+    def __init__(self, config: TrainConfig, data: ConnectorData, tokenizer, accelerator):
+        from training.data import ReportCollator, batch_loader, epoch_batches
 
-    return factor
+        self.config, self.train, self.accelerator = config, data.train, accelerator
+        self.collator = ReportCollator(data.train, tokenizer, config.max_report_tokens)
+        self.valid_loader = None
+        if len(data.valid):
+            self.valid_loader = accelerator.prepare(batch_loader(
+                data.valid, ReportCollator(data.valid, tokenizer, config.max_report_tokens),
+                epoch_batches(len(data.valid), config.batch_size, seed=config.seed, epoch=0, shuffle=False),
+                seed=config.seed))
+
+    def epoch_loader(self, epoch: int):
+        from training.data import batch_loader, epoch_batches
+
+        c = self.config
+        batches = epoch_batches(len(self.train), c.batch_size, seed=c.seed, epoch=epoch)
+        return batch_loader(self.train, self.collator, batches, seed=c.seed + epoch)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        return model(batch["latent"], batch.get("logits"), batch["input_ids"], batch["attention_mask"])
+
+    def evaluate(self, model, epoch: int) -> float | None:
+        return None if self.valid_loader is None else validation_loss(model, self.valid_loader, self.accelerator)
+
+    def weights(self, model) -> dict[str, torch.Tensor]:
+        return model.trainable_state_dict()
+
+    def load_weights(self, model, weights: dict[str, torch.Tensor], source: Path) -> None:
+        model.load_trainable_state_dict(weights, str(source))
 
 
-def _every(step: int, every: int | None) -> bool:
-    return every is not None and step % every == 0
+def _write_finished_run(result: TrainResult, config: TrainConfig, data: ConnectorData, *, notes: dict) -> None:
+    """The inference run (best weights already in result.model) with its notes and domain guard."""
+    from training.domain_guard import attach_domain_guard
+
+    write_trained_run(result.run, result.model, data.image, config, notes={
+        "training": {**config.to_dict(), **notes, "best_step": result.best_step,
+                     "best_val_loss": result.best_val_loss, "train_cases": len(data.train),
+                     "valid_cases": len(data.valid)},
+        "parameters": {"trainable": result.trainable_params, "frozen": result.frozen_params},
+    })
+    guard = attach_domain_guard(result.run, data.dataset, data.cache, train_split=config.train_split,
+                                valid_split=config.valid_split)
+    print(guard.describe())
+    best = "none (no validation split)" if result.best_val_loss is None else \
+        f"{result.best_val_loss:.4f} at step {result.best_step}"
+    print(f"wrote run {result.run}: {result.step} steps; trainable {result.trainable_params:,}, frozen "
+          f"{result.frozen_params:,} parameters; best validation loss {best}")
 
 
 def _json(data: dict) -> str:

@@ -33,9 +33,10 @@ stays CT-CLIP's.
 The head trains on the L2-normalised latent times sqrt(dim_latent) (unit-scale entries, which the
 optimiser fits quickly); the factor is folded into the head when it is saved.
 
-Volumes are preprocessed once (training/volume_tensors.py). Checkpoints (training/checkpointing.py)
-are written at the end of every epoch; `resume=True` continues from the last one with the same
-batches, augmentations and learning rates an uninterrupted run would have used.
+Volumes are preprocessed once (training/volume_tensors.py). The loop is training/loop.py's:
+checkpoints at the end of every epoch; `resume=True` continues from the last one with the same
+batches, augmentations and learning rates an uninterrupted run would have used. On several
+processes (`accelerate launch`, `torchrun`) `batch_size` is per process.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from engine.classifier import (
 from engine.encoders import CTCLIPImageEncoder
 from engine.errors import CheckpointError, ConfigError
 from engine.preprocess import PreprocessConfig, apply_windows
+from training.loop import Recipe
 
 # The demo grid: 3.75 mm in-plane over 96 voxels = a 360 mm field of view (the phantoms' body
 # spans up to ~330 mm), 7.5 mm slices over 48 = 360 mm along z (the phantoms' chest is ~300 mm).
@@ -343,14 +345,6 @@ def token_positive_weight(targets: torch.Tensor, cap: float) -> torch.Tensor:
     return ((1 - p) / p.clamp_min(1e-6)).clamp(1.0, cap)
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 5% of the peak at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 @dataclass
 class EncoderTrainResult:
     out: Path
@@ -390,27 +384,70 @@ def train_encoder(
 
 def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers, tensor_cache, cache_out, progress,
                    on_step) -> EncoderTrainResult:
-    from tqdm.auto import tqdm
-
-    from engine.data import resolve
-    from engine.encoders import ENCODERS, load_encoder_config
+    from engine.encoders import ENCODERS
     from training.accelerate_utils import make_accelerator
-    from training.checkpointing import (
-        MetricsLog,
-        TrainState,
-        find_checkpoint,
-        load_optimizer_state,
-        read_state,
-        read_trainable,
-        save_checkpoint,
+    from training.loop import (
+        LoopSettings,
+        TrainLoop,
+        checkpoint_to_resume,
+        make_scheduler,
+        resume_state,
+        steps_per_epoch,
     )
-    from training.data import epoch_batches
-    from training.image_side import labelled_split
-    from training.token_targets import dataset_token_targets
-    from training.volume_tensors import load_volume_tensors
 
     out = Path(out)
     started = time.perf_counter()
+    enc_cfg, pp = _checked_grid(config)
+    checkpoint = checkpoint_to_resume(out, resume)
+    accelerator = make_accelerator()
+    state = resume_state(checkpoint, {**_jsonable(config.identity()), "num_processes": accelerator.num_processes})
+    data = _encoder_data(data_dir, config, enc_cfg, pp, workers=workers, tensor_cache=tensor_cache, progress=progress)
+
+    torch.manual_seed(config.seed)
+    encoder = ENCODERS.build("ctvit", enc_cfg)
+    head = AbnormalityHead(AbnormalityHeadConfig(in_dim=enc_cfg.dim_latent, hidden=config.hidden,
+                                                 n_labels=len(data.dataset.label_set)))
+    model = EncoderWithHead(encoder, head, tied_projection=config.tied_projection,
+                            token_head=data.token_targets is not None, preprocess=pp,
+                            standardize_latent=config.standardize_latent)
+    optimizer = torch.optim.AdamW(make_trainable(model), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = (config.epochs + config.vq_epochs) * steps_per_epoch(
+        len(data.splits["train"]), config.batch_size, accelerator.num_processes)
+    # Cosine decay to 5% of the peak: the VQ phase at the end still learns.
+    scheduler = make_scheduler(optimizer, warmup=min(config.warmup_steps, total_steps), total=total_steps,
+                               schedule="cosine", floor=0.05)
+    recipe = EncoderRecipe(config, data, accelerator)
+    settings = LoopSettings(total_steps, max_grad_norm=config.grad_clip, progress=progress, desc="train-encoder")
+    loop = TrainLoop(accelerator, model, optimizer, scheduler, recipe, settings, state=state, run=out,
+                     checkpoint=checkpoint)
+    loop.run(None if on_step is None else lambda step, loss: on_step(step))
+    train_seconds = time.perf_counter() - started
+
+    core: EncoderWithHead = loop.unwrapped
+    codebook_stats = recipe.codebook_stats
+    if config.vq_epochs == 0:  # no fine-tune through the VQ: fit the codebook to the final encoder
+        codebook_stats = _fit_codebook(core, data.videos["train"], config, accelerator.device)
+    else:
+        best = loop.best_weights()
+        if best is None:
+            raise CheckpointError("no best checkpoint was written", out / "checkpoints")
+        recipe.load_weights(core, best, out / "checkpoints" / "best")
+    core.export_projection()
+    state.finished = True
+    result = EncoderTrainResult(out, state.step, None, {})
+    if accelerator.is_main_process:
+        result = _write_outputs(out, core, data.dataset, data.splits, data.videos, data.labels, pp, config,
+                                accelerator.device, max(config.batch_size, 16), state=state,
+                                codebook_stats=codebook_stats, train_seconds=train_seconds,
+                                pos_weight=data.pos_weight, cache_out=cache_out)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _checked_grid(config: EncoderTrainConfig):
+    """(encoder config, PreprocessConfig): the preprocessing grid and channels must fit the encoder."""
+    from engine.encoders import load_encoder_config
+
     enc_cfg = load_encoder_config(config.encoder_config)
     pp = PreprocessConfig.from_dict(config.preprocess)
     tx, ty, tz = pp.shape_xyz
@@ -421,126 +458,106 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
         raise ConfigError(f"preprocessing gives {pp.channels} channel(s) ({len(pp.windows)} HU windows"
                           f"{' + the reference channel' if pp.reference_channel else ''}) but encoder "
                           f"config {config.encoder_config!r} takes {enc_cfg.channels}")
+    return enc_cfg, pp
 
-    last = find_checkpoint(out, "last")
-    if last is not None and not resume:
-        raise ConfigError("holds a training checkpoint: pass --resume to continue it, or choose another --out", out)
-    state = read_state(last) if (resume and last is not None) else TrainState()
-    if state.run_config is not None and state.run_config != _jsonable(config.identity()):
-        raise CheckpointError("checkpoint was written with other training settings; resume with the same ones "
-                              f"(checkpoint: {state.run_config})", last)
-    state.run_config = _jsonable(config.identity())
+
+@dataclass
+class EncoderData:
+    dataset: object  # engine.data.CTRateDataset
+    splits: dict  # split -> training.image_side.LabelledSplit
+    videos: dict[str, torch.Tensor]  # split -> (N, 1, D, H, W) preprocessed volumes
+    labels: dict[str, torch.Tensor]
+    pos_weight: torch.Tensor
+    token_targets: torch.Tensor | None  # train split's per-token finding targets (phantom truth)
+    token_pos_weight: torch.Tensor | None
+
+
+def _encoder_data(data_dir, config: EncoderTrainConfig, enc_cfg, pp, *, workers, tensor_cache, progress) -> EncoderData:
+    """Every split's preprocessed volumes and labels (and the token targets), in memory."""
+    from engine.data import resolve
+    from training.image_side import labelled_split
+    from training.token_targets import dataset_token_targets
+    from training.volume_tensors import load_volume_tensors
 
     dataset = resolve(data_dir, section=None)  # the image side reads no report text
     splits = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
-    all_names = [n for s in splits.values() for n in s.volume_names]
     token_targets = token_pos_weight = None
     if config.token_loss_weight > 0:  # from the phantom truth alone: a dataset without it is refused first
         token_targets = torch.from_numpy(dataset_token_targets(
             dataset.root, splits["train"].volume_names, dataset.label_set.names, pp, enc_cfg.patch_size,
             enc_cfg.temporal_patch_size))
         token_pos_weight = token_positive_weight(token_targets, config.token_pos_weight_max)
-    volumes = load_volume_tensors(dataset, all_names, pp, workers=workers, cache_dir=tensor_cache, progress=progress)
+    names = [n for s in splits.values() for n in s.volume_names]
+    volumes = load_volume_tensors(dataset, names, pp, workers=workers, cache_dir=tensor_cache, progress=progress)
     bounds = np.cumsum([0] + [len(s) for s in splits.values()])
     videos = {s: volumes[bounds[i]:bounds[i + 1]] for i, s in enumerate(splits)}
     labels = {s: torch.from_numpy(sp.labels) for s, sp in splits.items()}
-    pos_weight = pos_weight_from_prevalence(splits["train"].labels)
+    return EncoderData(dataset, splits, videos, labels, pos_weight_from_prevalence(splits["train"].labels),
+                       token_targets, token_pos_weight)
 
-    accelerator = make_accelerator()
-    device = accelerator.device
-    torch.manual_seed(config.seed)
-    encoder = ENCODERS.build("ctvit", enc_cfg)
-    head = AbnormalityHead(AbnormalityHeadConfig(in_dim=enc_cfg.dim_latent, hidden=config.hidden,
-                                                 n_labels=len(dataset.label_set)))
-    model = EncoderWithHead(encoder, head, tied_projection=config.tied_projection,
-                            token_head=token_targets is not None, preprocess=pp,
-                            standardize_latent=config.standardize_latent)
-    params = make_trainable(model)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    n_train = len(splits["train"])
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    total_epochs = config.epochs + config.vq_epochs
-    total_steps = steps_per_epoch * total_epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, min(config.warmup_steps, total_steps)))
-    if last is not None and resume:
-        _load_weights(model, read_trainable(last), last)
-        load_optimizer_state(last, optimizer, scheduler)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    core: EncoderWithHead = accelerator.unwrap_model(model)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(out, resume_step=state.step if state.step else None)
-    pw = pos_weight.to(device)
-    eval_batch = max(config.batch_size, 16)
 
-    bar = tqdm(total=total_steps * config.batch_size, initial=state.step * config.batch_size,
-               desc="train-encoder", unit="vol", disable=not progress or not accelerator.is_main_process)
-    codebook_stats = None
-    for epoch in range(state.epoch, total_epochs):
-        quantize = epoch >= config.epochs
-        if quantize and epoch == config.epochs:
-            codebook_stats = _fit_codebook(core, videos["train"], config, device)
-        model.train()
-        batches = epoch_batches(n_train, config.batch_size, seed=config.seed, epoch=epoch)
-        for batch in batches:
-            tick = time.perf_counter()
-            mine = batch[accelerator.process_index::accelerator.num_processes] or batch
-            x = augment(videos["train"][mine], mine, seed=config.seed, epoch=epoch,
-                        shift=config.shift_voxels, jitter=config.intensity_jitter).to(device)
-            with accelerator.autocast():
-                result = model(x, quantize, with_tokens=token_targets is not None)
-            logits, token_logits = result if token_targets is not None else (result, None)
-            loss = class_weighted_bce(logits.float(), labels["train"][mine].to(device), pw)
-            if token_logits is not None:
-                loss = loss + config.token_loss_weight * F.binary_cross_entropy_with_logits(
-                    token_logits.float(), token_targets[mine].to(device), pos_weight=token_pos_weight.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if config.grad_clip:
-                accelerator.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            state.step += 1
-            rate = len(batch) / max(time.perf_counter() - tick, 1e-9)
-            if accelerator.is_main_process:
-                metrics.write(step=state.step, epoch=epoch, loss=loss.item(), lr=scheduler.get_last_lr()[0],
-                              samples_per_s=rate)
-            bar.update(len(batch))
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", vq="on" if quantize else "off")
-            if on_step is not None:
-                on_step(state.step)
-        val_logits = predict_logits(core, videos["valid"], quantize=quantize, batch=eval_batch, device=device)
-        val_loss = float(class_weighted_bce(val_logits, labels["valid"], pos_weight))
-        val_auroc = _macro_auroc(torch.sigmoid(val_logits).numpy(), splits["valid"].labels)
-        if accelerator.is_main_process:
-            metrics.write(step=state.step, epoch=epoch, val_loss=val_loss)
-        bar.write(f"epoch {epoch + 1}/{total_epochs} ({'through the VQ' if quantize else 'no VQ'}): "
-                  f"valid loss {val_loss:.4f}, valid macro AUROC {val_auroc:.3f}")
-        state.epoch = epoch + 1
-        state.batches_done = 0
-        trainable = {k: v for k, v in core.state_dict().items()}
-        if quantize and (state.best_val_loss is None or val_loss < state.best_val_loss):
-            state.best_val_loss, state.best_step = val_loss, state.step
-            if accelerator.is_main_process:
-                save_checkpoint(out, "best", state, trainable)
-        if accelerator.is_main_process:
-            save_checkpoint(out, "last", state, trainable, optimizer=optimizer, scheduler=scheduler)
-    bar.close()
-    metrics.close()
-    train_seconds = time.perf_counter() - started
+class EncoderRecipe(Recipe):
+    """The encoder's part of the loop: augmented batches, volume (+ token) BCE, the VQ phase from
+    epoch `config.epochs` on (its codebook fitted first), validation on the inference path, and
+    only VQ epochs eligible as best."""
 
-    if config.vq_epochs == 0:  # no fine-tune through the VQ: fit the codebook to the final encoder
-        codebook_stats = _fit_codebook(core, videos["train"], config, device)
-    else:
-        best = find_checkpoint(out, "best")
-        if best is None:
-            raise CheckpointError("no best checkpoint was written", out / "checkpoints")
-        _load_weights(core, read_trainable(best), best)
-    core.export_projection()
-    state.finished = True
-    return _write_outputs(out, core, dataset, splits, videos, labels, pp, config, device, eval_batch,
-                          state=state, codebook_stats=codebook_stats, train_seconds=train_seconds,
-                          pos_weight=pos_weight, cache_out=cache_out)
+    def __init__(self, config: EncoderTrainConfig, data: EncoderData, accelerator):
+        self.config, self.data, self.accelerator = config, data, accelerator
+        device = accelerator.device
+        self.pos_weight = data.pos_weight.to(device)
+        self.token_pos_weight = None if data.token_pos_weight is None else data.token_pos_weight.to(device)
+        self.quantize = False
+        self.codebook_stats = None
+
+    def epoch_loader(self, epoch: int):
+        from functools import partial
+
+        from training.data import batch_loader, epoch_batches
+
+        train = self.data.splits["train"]
+        batches = epoch_batches(len(train), self.config.batch_size, seed=self.config.seed, epoch=epoch)
+        return batch_loader(train, partial(self._collate, epoch=epoch), batches, seed=self.config.seed + epoch)
+
+    def _collate(self, indices: list[int], *, epoch: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        batch = {"index": torch.as_tensor(indices), "labels": self.data.labels["train"][indices],
+                 "video": augment(self.data.videos["train"][indices], indices, seed=c.seed, epoch=epoch,
+                                  shift=c.shift_voxels, jitter=c.intensity_jitter)}
+        if self.data.token_targets is not None:
+            batch["tokens"] = self.data.token_targets[indices]
+        return batch
+
+    def start_epoch(self, model, epoch: int, fresh: bool) -> None:
+        self.quantize = epoch >= self.config.epochs
+        if fresh and epoch == self.config.epochs:  # resumed inside the epoch: the checkpoint holds the codebook
+            self.codebook_stats = _fit_codebook(self.accelerator.unwrap_model(model), self.data.videos["train"],
+                                                self.config, self.accelerator.device)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        with_tokens = "tokens" in batch
+        result = model(batch["video"], self.quantize, with_tokens=with_tokens)
+        logits, token_logits = result if with_tokens else (result, None)
+        loss = class_weighted_bce(logits.float(), batch["labels"], self.pos_weight)
+        if token_logits is not None:
+            loss = loss + self.config.token_loss_weight * F.binary_cross_entropy_with_logits(
+                token_logits.float(), batch["tokens"], pos_weight=self.token_pos_weight)
+        return loss
+
+    def evaluate(self, model, epoch: int) -> float:
+        core, valid = self.accelerator.unwrap_model(model), self.data.splits["valid"]
+        val_logits = predict_logits(core, self.data.videos["valid"], quantize=self.quantize,
+                                    batch=max(self.config.batch_size, 16), device=self.accelerator.device)
+        val_loss = float(class_weighted_bce(val_logits, self.data.labels["valid"], self.data.pos_weight))
+        if self.accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"epoch {epoch + 1}/{self.config.epochs + self.config.vq_epochs} "
+                       f"({'through the VQ' if self.quantize else 'no VQ'}): valid loss {val_loss:.4f}, "
+                       f"valid macro AUROC {_macro_auroc(torch.sigmoid(val_logits).numpy(), valid.labels):.3f}")
+        return val_loss
+
+    def selectable(self, epoch: int) -> bool:
+        return epoch >= self.config.epochs
 
 
 def _fit_codebook(core: EncoderWithHead, train_videos: torch.Tensor, config: EncoderTrainConfig, device) -> dict:
@@ -548,13 +565,6 @@ def _fit_codebook(core: EncoderWithHead, train_videos: torch.Tensor, config: Enc
     tokens = pre_vq_tokens(core.encoder, train_videos, batch=max(config.batch_size, 16), device=device,
                            limit=config.kmeans_tokens, seed=config.seed, to_input=core.encoder_input)
     return fit_codebook(core.encoder, tokens, iters=config.kmeans_iters, seed=config.seed)
-
-
-def _load_weights(model: nn.Module, state: dict, source: Path) -> None:
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"checkpoint does not fit the model: missing {result.missing_keys[:8]}, "
-                              f"unexpected {result.unexpected_keys[:8]}", source)
 
 
 def _jsonable(d: dict) -> dict:
