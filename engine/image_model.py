@@ -86,25 +86,26 @@ class ImageModel(nn.Module):
         latent = self.encode(x)
         return latent, self.classify(latent)
 
-    def stages(self, volume: Volume) -> Iterator[tuple[str, ImageFeatures | None]]:
-        """(stage, None) after preprocessing and encoding, then ("classify", the features): for a
-        caller that reports progress between stages."""
+    def stages(self, volume: Volume) -> Iterator[tuple[str, float, ImageFeatures | None]]:
+        """(stage, its seconds, None) after preprocessing and after encoding, then ("classify",
+        seconds, the features): for a caller that reports progress between stages."""
         start = time.perf_counter()
         x = self.preprocess(volume)
-        preprocessed = time.perf_counter()
-        yield "preprocess", None
-        preprocessed_at = time.perf_counter()  # time spent by the caller between stages is not ours
+        preprocess_s = time.perf_counter() - start
+        yield "preprocess", preprocess_s, None
+        start = time.perf_counter()
         latent = self.encode(x)
-        encoded = time.perf_counter() - preprocessed_at
-        yield "encode", None
-        classify_at = time.perf_counter()
+        encode_s = time.perf_counter() - start
+        yield "encode", encode_s, None
+        start = time.perf_counter()
         logits = self.classify(latent)
-        encoded += time.perf_counter() - classify_at
-        yield "classify", ImageFeatures(latent[0].float().cpu(), logits[0].float().cpu(), preprocessed - start, encoded)
+        classify_s = time.perf_counter() - start
+        yield "classify", classify_s, ImageFeatures(latent[0].float().cpu(), logits[0].float().cpu(), preprocess_s,
+                                                    encode_s + classify_s)
 
     def features(self, volume: Volume) -> ImageFeatures:
         """Preprocess → encoder latent → classifier logits for one volume."""
-        *_, (_, features) = self.stages(volume)
+        *_, (_, _, features) = self.stages(volume)
         return features
 
     # -- reading the probabilities -------------------------------------------------------------

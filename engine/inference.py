@@ -180,10 +180,11 @@ class InferenceSession:
             body = body_region(volume)
         if refuse_outside and body is not None and not body.is_chest:
             raise OutOfDomainError(DomainCheck(body, None, None).message(), volume.source)
-        for stage, features in self.image.stages(volume):
+        for stage, seconds, features in self.image.stages(volume):
             if features is None:
+                timings[f"{stage}_s"] = seconds
                 yield ReportStep(stage, dict(timings))
-        timings.update(preprocess_s=features.preprocess_seconds, encode_s=features.encode_seconds)
+        timings["encode_s"] = features.encode_seconds  # the classifier's moment counts as encoding
         domain = self.check_domain(None, features.latent, body=body)
         if refuse_outside and not domain.in_domain:
             raise OutOfDomainError(domain.message(), volume.source)
@@ -223,13 +224,15 @@ class InferenceSession:
 
         threading.Thread(target=run, daemon=True).start()
         ids: list[int] = []
-        text = ""
+        text = now = ""
         while (new := tokens.get()) is not None:
             ids += new
             now = self.tokenizer.decode(ids, skip_special_tokens=True)
-            if now != text and not now.endswith("\ufffd"):  # not half a multi-byte character
+            if now != text and not now.endswith("\ufffd"):  # wait for the rest of a multi-byte character
                 text = now
                 yield text
         if "error" in outcome:
             raise outcome["error"]
+        if now != text:  # the tail held back above
+            yield now
         yield outcome["result"]
