@@ -217,7 +217,7 @@ class InferenceSession:
             try:
                 outcome["result"] = generate_from_prefix(self.generator.decoder, self.tokenizer, prefix,
                                                          settings=settings, on_token=tokens.put)
-            except BaseException as err:  # re-raised in the caller's thread
+            except Exception as err:  # re-raised in the caller's thread
                 outcome["error"] = err
             finally:
                 tokens.put(None)

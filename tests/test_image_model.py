@@ -73,7 +73,7 @@ def test_an_image_model_folder_computes_what_its_parts_compute(image_folder):
 
 def test_a_run_directory_is_read_as_its_image_side(tmp_path, image_folder):
     """The same folder read as a run (config.json, no image_model.json): the same model."""
-    root, encoder, head = image_folder
+    root = image_folder[0]
     run = tmp_path / "run"
     shutil.copytree(root, run)
     image_cfg = json.loads((run / "image_model.json").read_text())
@@ -95,7 +95,7 @@ def test_a_run_directory_is_read_as_its_image_side(tmp_path, image_folder):
      r"missing key\(s\): to_visual_latent"),
 ])
 def test_weights_that_do_not_fit_are_refused_naming_the_file(image_folder, tmp_path, part, change, expected):
-    root, _, _ = image_folder
+    root = image_folder[0]
     broken = tmp_path / "broken"
     shutil.copytree(root, broken)
     path = broken / f"{part}.safetensors"
@@ -107,7 +107,7 @@ def test_weights_that_do_not_fit_are_refused_naming_the_file(image_folder, tmp_p
 
 
 def test_a_label_set_the_head_does_not_fit_is_refused(image_folder, tmp_path):
-    root, _, _ = image_folder
+    root = image_folder[0]
     other = tmp_path / "other"
     shutil.copytree(root, other)
     cfg = json.loads((other / "image_model.json").read_text())
