@@ -24,8 +24,6 @@ from engine.labels import LabelSet
 from engine.preprocess import PreprocessConfig, preprocess
 from engine.volume import Volume
 
-STAGES = ("preprocess", "encode", "classify")
-
 
 @dataclass
 class ImageFeatures:

@@ -25,13 +25,11 @@ from engine.decoders import load_causal_lm
 from engine.domain import DomainCheck, body_region
 from engine.errors import ConfigError, OutOfDomainError
 from engine.generation import GenerationResult, GenerationSettings, generate_from_prefix
-from engine.image_model import ImageFeatures, ImageModel, open_image_model
+from engine.image_model import ImageModel, open_image_model
 from engine.model import ReportGenerator, ReportGeneratorConfig
 from engine.rundir import RunDir, load_domain_guard, open_run
 from engine.volume import Volume
 from engine.weights import load_weights_strict
-
-__all__ = ["CaseReport", "ImageFeatures", "InferenceSession", "ReportStep", "pick_device"]
 
 
 def pick_device(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:

@@ -139,11 +139,13 @@ def test_report_command_marks_findings_the_classifier_is_weak_on(tiny_run, tmp_p
 def test_report_stream_gives_each_stage_then_the_text_as_it_grows_then_the_case(tiny_run):
     """The steps the app shows: preprocess, encode, classify (probabilities, positives, domain),
     the text while greedy decoding writes it, and last the CaseReport that `report` returns."""
+    from engine.inference import REPORT_STAGES
+
     session = InferenceSession.load(tiny_run[0], device="cpu")
     volume = chest_like_volume(4)
     steps = list(session.report_stream(volume))
     stages = [s.stage for s in steps]
-    assert stages[:3] == ["preprocess", "encode", "classify"] and stages[-1] == "done"
+    assert stages[:3] == list(REPORT_STAGES[:3]) and stages[-1] == REPORT_STAGES[-1]
     assert set(stages[3:-1]) == {"text"} and len(stages) > 5
     assert steps[0].probabilities is None and steps[1].probabilities is None
     assert steps[2].probabilities is not None and steps[2].domain is not None and steps[2].text == ""
