@@ -58,7 +58,7 @@ def run_case(session, volume, settings, *, fast: bool) -> CaseTiming:
     from engine.generation import generate_from_prefix
 
     start = time.perf_counter()
-    features = session.image_features(volume)
+    features = session.image.features(volume)
     _ = features.probabilities  # the chart's numbers, computed as the app computes them
     prefix = session.prefixes(features.latent[None], features.logits[None])
     result = generate_from_prefix(session.generator.decoder, session.tokenizer, prefix, settings=settings, fast=fast)

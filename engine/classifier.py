@@ -66,6 +66,17 @@ def is_weak(auroc: float | None) -> bool:
     return auroc is not None and auroc < WEAK_AUROC
 
 
+def mark_weak(names: Sequence[str], valid_auroc: dict[str, float | None] | None) -> list[str]:
+    """The finding names, each the classifier is weak on marked ⚠ (as the app and `rad3d report` show them)."""
+    return [f"{n} ⚠" if valid_auroc is not None and is_weak(valid_auroc.get(n)) else n for n in names]
+
+
+def at_threshold(probs, thresholds) -> np.ndarray:
+    """Where a probability is at or above its finding's threshold: the one rule that makes a positive
+    (broadcast over cases: (..., n_labels) probabilities, (n_labels,) thresholds)."""
+    return np.asarray(probs, dtype=float) >= np.asarray(thresholds, dtype=float)
+
+
 def class_weighted_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
     """Mean over cases and labels of −[w·y·log σ(x) + (1 − y)·log(1 − σ(x))], w per label."""
     return F.binary_cross_entropy_with_logits(
@@ -126,7 +137,7 @@ def classification_report(probs, labels, thresholds, names: Sequence[str]):
         raise ValueError(f"{len(names)} names for {p.shape[1]} labels")
     rows = []
     for j, name in enumerate(names):
-        truth, pred = y[:, j], (p[:, j] >= thresholds[j]).astype(int)
+        truth, pred = y[:, j], at_threshold(p[:, j], thresholds[j]).astype(int)
         n_pos, n_neg = int(truth.sum()), int(len(truth) - truth.sum())
         tn, fp, fn, tp = confusion_matrix(truth, pred, labels=[0, 1]).ravel()
         note = ""

@@ -137,9 +137,8 @@ def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encod
     the weights file is described. The cache records it with the dataset added. `shard`: this
     process's part when several share the work (default: all of it)."""
     from engine.data import resolve
-    from engine.encoders import ENCODERS
-    from engine.encoders.checkpoint import load_ctclip_vision
     from engine.errors import DatasetError
+    from engine.image_model import load_encoder
     from engine.provenance import Provenance, describe_dataset, describe_encoder
 
     shard = shard or Shard()
@@ -147,9 +146,7 @@ def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encod
     cases = [c for c in dataset.cases if not splits or c.split in splits]
     if not cases:
         raise DatasetError(f"no cases in split(s) {list(splits)}", dataset.root)
-    with torch.device("meta"):
-        encoder = ENCODERS.build(encoder_name, encoder_config)
-    load_ctclip_vision(encoder, Path(weights))
+    encoder = load_encoder(encoder_name, encoder_config, weights)
     made_from = (provenance or Provenance()).merged(data=describe_dataset(data_dir))  # the folder as given, as train and train-encoder record it
     if made_from.encoder is None:  # given bare weights, or an image model older than provenance
         made_from = made_from.merged(encoder=describe_encoder(weights))
@@ -167,17 +164,14 @@ def embed_with_image_model(data_dir, cache_dir: str | Path, image_model: str | P
                            progress: bool = True, shard: Shard | None = None) -> EmbedSummary:
     """Latents and classifier logits of a dataset's volumes (of `splits`, default all) into the cache
     at `cache_dir`, with the encoder, classifier and preprocessing of an image model folder or run."""
-    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-    from engine.inference import load_weights_strict
-    from engine.rundir import load_image_model
+    from engine.image_model import open_image_model
 
-    image_root, cfg = load_image_model(image_model)
-    classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
-    load_weights_strict(classifier, Path(cfg.classifier.weights), "classifier")
+    image = open_image_model(image_model, with_encoder=False)  # the encoder is loaded where the cache is opened
+    cfg = image.spec
     cache, summary = embed_with_encoder(data_dir, cache_dir, cfg.encoder.name, cfg.encoder.config, cfg.encoder.weights,
-                                 PreprocessConfig.from_dict(cfg.preprocess), classifier=classifier, splits=splits,
+                                 image.preprocess_config, classifier=image.classifier, splits=splits,
                                  workers=workers, device=device, progress=progress, provenance=cfg.provenance,
                                  shard=shard)
     if summary.done and (shard is None or shard.is_main):  # the manifest has one writer
-        cache.record_classifier(label_set=cfg.label_set["name"], classifier=str(image_root))
+        cache.record_classifier(label_set=image.label_set.name, classifier=str(image.source))
     return summary

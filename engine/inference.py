@@ -1,6 +1,8 @@
 """`InferenceSession`: the one object the app and the CLI call. Loaded from a run directory, it
 takes a volume (or a path) and returns the label probabilities, the generated report, the prefix
-and timings; it also generates from cached latents in batches (evaluation).
+and timings, as a stream of progress steps (`report_stream`: the app shows each) or at once
+(`report`: the same stream run to its end); it also generates from cached latents in batches
+(evaluation). Its image side is an engine.image_model.ImageModel.
 
 Device: CUDA with bf16 when present (the LLM in bf16, the encoder in fp32), otherwise the CPU in
 fp32 (bf16 is far slower than fp32 on CPUs without bf16 units).
@@ -8,27 +10,26 @@ fp32 (bf16 is far slower than fp32 on CPUs without bf16 units).
 
 from __future__ import annotations
 
+import dataclasses
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
 from engine.decoders import load_causal_lm
-from engine.encoders import ENCODERS
-from engine.encoders.checkpoint import load_ctclip_vision
 from engine.domain import DomainCheck, body_region
-from engine.errors import CheckpointError, ConfigError, OutOfDomainError
-from engine.generation import GenerationResult, GenerationSettings, generate_from_prefix, stream_from_prefix
-from engine.labels import LabelSet
+from engine.errors import ConfigError, OutOfDomainError
+from engine.generation import GenerationResult, GenerationSettings, generate_from_prefix
+from engine.image_model import ImageModel, open_image_model
 from engine.model import ReportGenerator, ReportGeneratorConfig
-from engine.preprocess import PreprocessConfig, preprocess
 from engine.rundir import RunDir, load_domain_guard, open_run
 from engine.volume import Volume
+from engine.weights import load_weights_strict
 
 
 def pick_device(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:
@@ -37,18 +38,6 @@ def pick_device(device: str | torch.device | None = None) -> tuple[torch.device,
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
-
-
-@dataclass
-class ImageFeatures:
-    latent: torch.Tensor  # (d_embed,) float32
-    logits: torch.Tensor  # (n_labels,) float32
-    preprocess_seconds: float
-    encode_seconds: float
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        return torch.sigmoid(self.logits).numpy()
 
 
 @dataclass
@@ -64,54 +53,40 @@ class CaseReport:
     domain: DomainCheck | None = None  # None: not checked
 
 
-def load_weights_strict(module: torch.nn.Module, path: Path, what: str) -> None:
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"cannot read {what} weights ({err})", path) from None
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"{what} weights do not match the run's config: missing {result.missing_keys[:8]}, "
-            f"unexpected {result.unexpected_keys[:8]}",
-            path,
-        )
+# The steps of one case's report, in order; "text" repeats as greedy decoding streams (beam search
+# has none: its text comes whole with "done").
+REPORT_STAGES = ("preprocess", "encode", "classify", "text", "done")
+
+
+@dataclass(frozen=True)
+class ReportStep:
+    stage: str  # one of REPORT_STAGES
+    timings: dict[str, float]  # the stages finished so far
+    probabilities: dict[str, float] | None = None  # from "classify" on
+    positives: list[str] | None = None
+    domain: DomainCheck | None = None
+    text: str = ""  # the report text so far
+    case: CaseReport | None = None  # the finished case, on "done" only
 
 
 class InferenceSession:
-    def __init__(
-        self,
-        run: RunDir,
-        encoder: torch.nn.Module,
-        classifier: AbnormalityHead,
-        generator: ReportGenerator,
-        tokenizer,
-        *,
-        device: torch.device,
-        domain_guard=None,
-    ):
+    def __init__(self, run: RunDir, image: ImageModel, generator: ReportGenerator, tokenizer, *,
+                 device: torch.device, domain_guard=None):
         self.run = run
-        self.encoder = encoder
-        self.classifier = classifier
+        self.image = image
         self.generator = generator
         self.tokenizer = tokenizer
         self.device = device
         self.domain_guard = domain_guard  # engine.domain.FeatureGuard, or None (a run made before guards)
-        cfg = run.config
-        self.label_set = LabelSet.from_dict(cfg.label_set, str(run.root / "config.json"))
-        self.preprocess_config = PreprocessConfig.from_dict(cfg.preprocess)
-        self.thresholds = np.asarray(cfg.classifier.thresholds, dtype=np.float64)
-        # Per-finding validation AUROC when the run records it (None entries: undefined).
-        auroc = cfg.classifier.valid_auroc
-        self.valid_auroc = (dict(zip(self.label_set.names, auroc))
-                            if auroc is not None and len(auroc) == len(self.label_set) else None)
-        self.settings = GenerationSettings(**cfg.generation)
-        if len(self.thresholds) != len(self.label_set) or classifier.config.n_labels != len(self.label_set):
-            raise ConfigError(
-                f"classifier has {classifier.config.n_labels} outputs and {len(self.thresholds)} thresholds "
-                f"for a label set of {len(self.label_set)}",
-                run.root / "config.json",
-            )
+        self.settings = GenerationSettings(**run.config.generation)
+
+    # The image model's parts and reading, for the session's callers.
+    encoder = property(lambda self: self.image.encoder)
+    classifier = property(lambda self: self.image.classifier)
+    label_set = property(lambda self: self.image.label_set)
+    preprocess_config = property(lambda self: self.image.preprocess_config)
+    thresholds = property(lambda self: self.image.thresholds)
+    valid_auroc = property(lambda self: self.image.valid_auroc)
 
     @property
     def provenance(self):
@@ -125,39 +100,16 @@ class InferenceSession:
         run = open_run(run_dir)
         cfg = run.config
         device, dtype = pick_device(device)
-
-        with torch.device("meta"):
-            encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
-        load_ctclip_vision(encoder, run.resolve(cfg.encoder.weights))
-        encoder.eval().to(device)
-
-        classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
-        load_weights_strict(classifier, run.resolve(cfg.classifier.weights), "classifier")
-        classifier.eval().to(device)
-
+        image = open_image_model(run.root, device=device)
         decoder, tokenizer = load_causal_lm(run.resolve(cfg.decoder.path), gguf_file=cfg.decoder.gguf_file, dtype=dtype)
         generator = ReportGenerator(ReportGeneratorConfig.from_dict(cfg.generator, str(run.root)), decoder)
         load_weights_strict(generator.connector, run.resolve(cfg.connector_weights), "connector")
-        if cfg.decoder.weights:
-            state = load_file(str(run.resolve(cfg.decoder.weights)))
-            missing, unexpected = generator.decoder.load_state_dict(state, strict=False)
-            if unexpected:
-                raise CheckpointError(f"decoder weights hold unknown keys {unexpected[:8]}", run.resolve(cfg.decoder.weights))
+        if cfg.decoder.weights:  # only the trained part of the decoder (V-1, baseline, LoRA) is stored
+            load_weights_strict(generator.decoder, run.resolve(cfg.decoder.weights), "decoder", partial=True)
         generator.eval().to(device)
-        return cls(run, encoder, classifier, generator, tokenizer, device=device, domain_guard=load_domain_guard(run))
+        return cls(run, image, generator, tokenizer, device=device, domain_guard=load_domain_guard(run))
 
-    # -- the path, one step at a time ----------------------------------------------------------
-    @torch.no_grad()
-    def image_features(self, volume: Volume) -> ImageFeatures:
-        """Preprocess → encoder latent → classifier logits for one volume."""
-        start = time.perf_counter()
-        x = preprocess(volume, self.preprocess_config)
-        mid = time.perf_counter()
-        latent = self.encoder(x.unsqueeze(0).to(self.device))
-        logits = self.classifier(latent)
-        end = time.perf_counter()
-        return ImageFeatures(latent[0].float().cpu(), logits[0].float().cpu(), mid - start, end - mid)
-
+    # -- the language side ---------------------------------------------------------------------
     @torch.no_grad()
     def prefixes(self, latents: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
         """(B, d_embed) latents [+ (B, n_labels) logits] → (B, prefix_len, d_llm) prefixes."""
@@ -182,15 +134,6 @@ class InferenceSession:
             self.generator.decoder, self.tokenizer, prefix, settings=settings or self.settings, on_token=on_token
         )
 
-    def stream(self, features: ImageFeatures, settings: GenerationSettings | None = None):
-        """Pieces of one case's report text as they are generated (greedy), for a UI."""
-        prefix = self.prefixes(features.latent[None], features.logits[None])
-        yield from stream_from_prefix(self.generator.decoder, self.tokenizer, prefix, settings=settings or self.settings)
-
-    def positives(self, probabilities) -> list[str]:
-        """The findings at or above their validation-chosen thresholds, in label-set order."""
-        return [n for n, p, t in zip(self.label_set.names, probabilities, self.thresholds) if p >= t]
-
     # -- is the scan of the kind the run was made for? -------------------------------------------
     @property
     def checks_body_region(self) -> bool:
@@ -211,41 +154,83 @@ class InferenceSession:
     # -- one case, end to end ------------------------------------------------------------------
     def report(self, volume: Volume | str | Path, settings: GenerationSettings | None = None, *,
                refuse_outside: bool = False, body=None) -> CaseReport:
-        """The case's probabilities and draft. refuse_outside: raise OutOfDomainError (before any
-        text is generated) when the scan is outside the run's domain; otherwise the draft is made and
-        its `domain` says so. body: the volume's engine.domain.BodyRegion when already computed."""
+        """The case's probabilities and draft: `report_stream` run to its end."""
+        for step in self.report_stream(volume, settings, refuse_outside=refuse_outside, body=body):
+            pass
+        return step.case
+
+    def report_stream(self, volume: Volume | str | Path, settings: GenerationSettings | None = None, *,
+                      refuse_outside: bool = False, body=None) -> Iterator[ReportStep]:
+        """One case's report as progress steps (REPORT_STAGES): after preprocessing, encoding, and
+        classification with the domain check (probabilities and positives known), then the text as
+        greedy decoding writes it, last "done" with the CaseReport. refuse_outside: raise
+        OutOfDomainError (before any text is generated) when the scan is outside the run's domain;
+        otherwise the draft is made and its `domain` says so. body: the volume's
+        engine.domain.BodyRegion when already computed."""
+        settings = settings or self.settings
         start = time.perf_counter()
         if not isinstance(volume, Volume):
             from engine.io import load_volume
 
             volume = load_volume(volume)
-        loaded = time.perf_counter()
+        timings = {"load_s": time.perf_counter() - start}
         if body is None and self.checks_body_region:
             body = body_region(volume)
         if refuse_outside and body is not None and not body.is_chest:
             raise OutOfDomainError(DomainCheck(body, None, None).message(), volume.source)
-        features = self.image_features(volume)
+        for stage, seconds, features in self.image.stages(volume):
+            if features is None:
+                timings[f"{stage}_s"] = seconds
+                yield ReportStep(stage, dict(timings))
+        timings["encode_s"] = features.encode_seconds  # the classifier's moment counts as encoding
         domain = self.check_domain(None, features.latent, body=body)
         if refuse_outside and not domain.in_domain:
             raise OutOfDomainError(domain.message(), volume.source)
-        prefix = self.prefixes(features.latent[None], features.logits[None])
-        result = generate_from_prefix(self.generator.decoder, self.tokenizer, prefix, settings=settings or self.settings)
         probs = features.probabilities
+        step = ReportStep("classify", dict(timings), self.image.by_name(probs), self.image.positives(probs), domain)
+        yield step
+        prefix = self.prefixes(features.latent[None], features.logits[None])
+        for item in self._text_stream(prefix, settings):
+            if isinstance(item, str):
+                yield dataclasses.replace(step, stage="text", text=item)
+            else:
+                result = item
         generated = result.reports[0]
-        return CaseReport(
-            source=volume.source,
-            probabilities={name: float(p) for name, p in zip(self.label_set.names, probs)},
-            positives=self.positives(probs),
-            report=generated.text,
-            prefix=prefix[0].float().cpu(),
-            n_tokens=generated.n_tokens,
-            finished=generated.finished,
-            timings={
-                "load_s": loaded - start,
-                "preprocess_s": features.preprocess_seconds,
-                "encode_s": features.encode_seconds,
-                "generate_s": result.seconds,
-                "total_s": time.perf_counter() - start,
-            },
-            domain=domain,
-        )
+        timings.update(generate_s=result.seconds, total_s=time.perf_counter() - start)
+        case = CaseReport(volume.source, step.probabilities, step.positives, generated.text, prefix[0].float().cpu(),
+                          generated.n_tokens, generated.finished, timings, domain)
+        yield dataclasses.replace(step, stage="done", timings=dict(timings), text=generated.text, case=case)
+
+    def _text_stream(self, prefix: torch.Tensor, settings: GenerationSettings) -> Iterator[str | GenerationResult]:
+        """The report text so far after each greedy token (whenever it grows), then the
+        GenerationResult; beam search gives only the result. Generation runs in a worker thread
+        that hands each new token over, so the text streams from the very call that writes it."""
+        if settings.num_beams > 1:
+            yield generate_from_prefix(self.generator.decoder, self.tokenizer, prefix, settings=settings)
+            return
+        tokens: queue.Queue = queue.Queue()
+        outcome: dict = {}
+
+        def run():
+            try:
+                outcome["result"] = generate_from_prefix(self.generator.decoder, self.tokenizer, prefix,
+                                                         settings=settings, on_token=tokens.put)
+            except Exception as err:  # re-raised in the caller's thread
+                outcome["error"] = err
+            finally:
+                tokens.put(None)
+
+        threading.Thread(target=run, daemon=True).start()
+        ids: list[int] = []
+        text = now = ""
+        while (new := tokens.get()) is not None:
+            ids += new
+            now = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if now != text and not now.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                text = now
+                yield text
+        if "error" in outcome:
+            raise outcome["error"]
+        if now != text:  # the tail held back above
+            yield now
+        yield outcome["result"]

@@ -1,6 +1,7 @@
 """The probability chart: positives by threshold, reference marks, weak findings by validation AUROC."""
 
-from ui.charts import WEAK_AUROC, marked_positives, probability_chart
+from engine.classifier import mark_weak as marked_positives
+from ui.charts import WEAK_AUROC, probability_chart
 
 
 def test_probability_chart_marks_positives_reference_and_weak_findings():

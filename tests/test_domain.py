@@ -112,7 +112,7 @@ def test_session_refuses_a_head_before_encoding_and_marks_it_when_forced(guarded
     session = InferenceSession.load(guarded_run, device="cpu")
     head = generate_region("head", seed=1, spacing_mm=(3.0, 3.0, 5.0))
     calls = []
-    monkeypatch.setattr(session, "image_features", lambda v: calls.append(v))
+    monkeypatch.setattr(session.image, "preprocess", lambda v: calls.append(v))
     with pytest.raises(OutOfDomainError, match="not a chest CT"):
         session.report(head, refuse_outside=True)
     assert calls == [], "the body-region check refuses before the encoder runs"
@@ -128,7 +128,7 @@ def test_run_guard_round_trips_and_flags_far_features(guarded_run):
     from engine.rundir import load_domain_guard, open_run, save_domain_guard
 
     session = InferenceSession.load(guarded_run, device="cpu")
-    latent = session.image_features(chest_like_volume()).latent.numpy()
+    latent = session.image.features(chest_like_volume()).latent.numpy()
     near = FeatureGuard(mean=latent.astype(np.float32), whitening=np.eye(latent.size, dtype=np.float32), threshold=1.0,
                         calibration={"split": "valid", "cases": 3, "quantile": 0.995, "margin": 1.1,
                                      "false_positive_rate": 0.0})
@@ -146,26 +146,16 @@ def test_run_guard_round_trips_and_flags_far_features(guarded_run):
 def test_shipped_demo_guard_keeps_unseen_chest_phantoms_and_flags_other_regions():
     """The embedded demo's guard (shipped with its runs) on phantoms it never saw: chest phantoms of
     new seeds stay inside; head, abdomen and pelvis fail both the body-region and the feature check."""
-    import torch
-
-    from engine.encoders import ENCODERS
-    from engine.encoders.checkpoint import load_ctclip_vision
-    from engine.preprocess import PreprocessConfig, preprocess
-    from engine.rundir import load_domain_guard, load_image_model, open_run
+    from engine.image_model import open_image_model
+    from engine.rundir import load_domain_guard, open_run
     from training.demo.shipped import SHIPPED_DIR
 
     guard = load_domain_guard(open_run(SHIPPED_DIR / "runs" / "v3", check=False))
     assert guard.calibration["split"] == "valid" and guard.calibration["false_positive_rate"] < 0.01
-    _, cfg = load_image_model(SHIPPED_DIR / "image")
-    with torch.device("meta"):
-        encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
-    load_ctclip_vision(encoder, cfg.encoder.weights)
-    encoder.eval()
-    pp = PreprocessConfig.from_dict(cfg.preprocess)
+    image = open_image_model(SHIPPED_DIR / "image")
 
     def distance(volume):
-        with torch.no_grad():
-            return float(guard.distance(encoder(preprocess(volume, pp).unsqueeze(0)).numpy())[0])
+        return float(guard.distance(image.encode(image.preprocess(volume)).numpy())[0])
 
     for seed in (90001, 90002, 90003):  # seeds outside the recipe's 1200 cases
         case = generate_case(seed, ["Pleural effusion"] if seed % 2 else None, 4.0)

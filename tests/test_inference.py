@@ -134,3 +134,27 @@ def test_report_command_marks_findings_the_classifier_is_weak_on(tiny_run, tmp_p
         assert ("⚠" in lines[name]) == (a < WEAK_AUROC), lines[name]
     assert cli.main(["report", str(path), "--run", str(run), "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weak_findings"] == list(ct_rate().names[:9])
+
+
+def test_report_stream_gives_each_stage_then_the_text_as_it_grows_then_the_case(tiny_run):
+    """The steps the app shows: preprocess, encode, classify (probabilities, positives, domain),
+    the text while greedy decoding writes it, and last the CaseReport that `report` returns."""
+    from engine.inference import REPORT_STAGES
+
+    session = InferenceSession.load(tiny_run[0], device="cpu")
+    volume = chest_like_volume(4)
+    steps = list(session.report_stream(volume))
+    stages = [s.stage for s in steps]
+    assert stages[:3] == list(REPORT_STAGES[:3]) and stages[-1] == REPORT_STAGES[-1]
+    assert set(stages[3:-1]) == {"text"} and len(stages) > 5
+    assert steps[0].probabilities is None and steps[1].probabilities is None
+    assert steps[2].probabilities is not None and steps[2].domain is not None and steps[2].text == ""
+    texts = [s.text for s in steps[3:-1]]
+    assert all(b.startswith(a) and b != a for a, b in zip(texts, texts[1:]))  # each step adds text
+    case = steps[-1].case
+    assert case is not None and case.report == steps[-1].text == texts[-1].strip()
+    again = session.report(volume)
+    assert again.report == case.report and again.positives == steps[2].positives == case.positives
+    assert again.n_tokens == case.n_tokens and again.finished == case.finished
+    assert list(steps[0].timings) == ["load_s", "preprocess_s"] and list(steps[1].timings)[-1] == "encode_s"
+    assert set(case.timings) == {"load_s", "preprocess_s", "encode_s", "generate_s", "total_s"}

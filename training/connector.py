@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.source import DataSource
-from engine.errors import CheckpointError, ConfigError
+from engine.errors import ConfigError
 from engine.model import IGNORE_INDEX
 from training.loop import SCHEDULES, Recipe
 
@@ -186,7 +186,7 @@ def train_connector(
 
 @dataclass
 class ConnectorData:
-    image: ImageSide
+    image: object  # engine.image_model.ImageModel (no encoder: latents come from the cache)
     dataset: object  # engine.data.CTRateDataset
     cache: object  # engine.cache.EmbeddingCache
     spec: object  # engine.variants.VariantSpec
@@ -199,6 +199,7 @@ def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
     and hold every case."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
+    from engine.image_model import open_image_model
     from engine.variants import get_variant
     from training.accelerate_utils import main_print
     from training.data import (
@@ -208,12 +209,12 @@ def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
     )
 
     spec = get_variant(config.variant)
-    image = load_image_side(config.image_model)
+    image = open_image_model(config.image_model, with_encoder=False)  # training reads latents from the cache
     dataset = resolve(config.data, label_set=image.label_set, section=config.section)
     cache = EmbeddingCache.open(config.cache)
-    what = f"image model {image.root}"
-    check_cache_matches(cache, encoder_name=image.config.encoder.name, encoder_config=image.config.encoder.config,
-                        encoder_weights=image.config.encoder.weights, preprocess_config=image.preprocess,
+    what = f"image model {image.source}"
+    check_cache_matches(cache, encoder_name=image.spec.encoder.name, encoder_config=image.spec.encoder.config,
+                        encoder_weights=image.spec.encoder.weights, preprocess_config=image.preprocess_config,
                         label_set=image.label_set, what=what)
     train = load_report_split(dataset, cache, config.train_split, with_logits=spec.uses_logits, section=config.section)
     valid = load_report_split(dataset, cache, config.valid_split, with_logits=spec.uses_logits, allow_empty=True,
@@ -342,63 +343,30 @@ def validation_loss(model, loader, accelerator) -> float:
     return total / max(count, 1)
 
 
-# -- the image side and the written run ------------------------------------------------------------
-@dataclass
-class ImageSide:
-    root: Path
-    config: object  # engine.rundir.ImageModelConfig (weights paths absolute)
-    label_set: object  # engine.labels.LabelSet
-    preprocess: object  # engine.preprocess.PreprocessConfig
-    classifier: torch.nn.Module
-
-
-def load_image_side(path: str | Path) -> ImageSide:
-    """IMAGE (an image-model folder or a run): its configs and the classifier head, loaded strictly.
-    The encoder itself is not loaded: training reads the cache, and the run references its weights."""
-    from safetensors.torch import load_file
-
-    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-    from engine.labels import LabelSet
-    from engine.preprocess import PreprocessConfig
-    from engine.rundir import load_image_model
-
-    root, cfg = load_image_model(path)
-    label_set = LabelSet.from_dict(cfg.label_set, str(root))
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
-    try:
-        head.load_state_dict(load_file(cfg.classifier.weights))
-    except Exception as err:  # safetensors errors for bad files, RuntimeError for key mismatches
-        raise CheckpointError(f"classifier weights do not fit the image model's config ({err})",
-                              cfg.classifier.weights) from None
-    if head.config.n_labels != len(label_set) or len(cfg.classifier.thresholds) != len(label_set):
-        raise ConfigError(f"classifier has {head.config.n_labels} outputs and {len(cfg.classifier.thresholds)} "
-                          f"thresholds for label set {label_set.name!r} of {len(label_set)}", root)
-    return ImageSide(root, cfg, label_set, PreprocessConfig.from_dict(cfg.preprocess), head.eval())
-
-
-def write_trained_run(out: Path, model, image: ImageSide, config: TrainConfig, *, notes: dict):
-    """The inference run: IMAGE's encoder (referenced by path) and classifier, the trained
+# -- the written run -------------------------------------------------------------------------------
+def write_trained_run(out: Path, model, image, config: TrainConfig, *, notes: dict):
+    """The inference run: IMAGE's (an engine.image_model.ImageModel, its encoder referenced by path) classifier, the trained
     connector (and decoder weights when trained), the LLM referenced by path; its provenance is the
     image model's with the dataset the connector learned from and the LLM added."""
-    from engine.encoders import ENCODERS
     from engine.generation import GenerationSettings
+    from engine.image_model import load_encoder
     from engine.provenance import describe_dataset, describe_decoder
     from engine.rundir import write_run
     from training.image_side import report_valid_auroc
 
-    with torch.device("meta"):  # only its config is written; the weights file is referenced
-        encoder = ENCODERS.build(image.config.encoder.name, image.config.encoder.config)
+    spec = image.spec  # the image model's config, weights paths absolute
+    encoder = load_encoder(spec.encoder.name, spec.encoder.config, None)  # only its config is written; the weights file is referenced
     max_new = config.max_report_tokens or GenerationSettings().max_new_tokens
     positions = getattr(model.decoder.config, "max_position_embeddings", None) or getattr(model.decoder.config, "n_positions", None)
     if positions:  # the prefix and the report must fit the decoder's positions
         max_new = min(max_new, positions - model.prefix_len)
     generation = GenerationSettings(max_new_tokens=max_new)
     return write_run(
-        out, label_set=image.label_set, preprocess=image.preprocess, encoder_name=image.config.encoder.name,
-        encoder=encoder, classifier=image.classifier, thresholds=image.config.classifier.thresholds,
+        out, label_set=image.label_set, preprocess=image.preprocess_config, encoder_name=spec.encoder.name,
+        encoder=encoder, classifier=image.classifier, thresholds=spec.classifier.thresholds,
         generator=model, decoder_path=config.llm, gguf_file=config.gguf_file, generation=generation,
-        notes=notes, encoder_weights=image.config.encoder.weights, report_section=config.section,
-        valid_auroc=image.config.classifier.valid_auroc or report_valid_auroc(image.root, image.label_set.names),
-        provenance=image.config.provenance.merged(data=describe_dataset(config.data),
+        notes=notes, encoder_weights=spec.encoder.weights, report_section=config.section,
+        valid_auroc=spec.classifier.valid_auroc or report_valid_auroc(image.source, image.label_set.names),
+        provenance=spec.provenance.merged(data=describe_dataset(config.data),
                                                   decoder=describe_decoder(config.llm, gguf_file=config.gguf_file)),
     )

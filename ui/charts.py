@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from engine.classifier import WEAK_AUROC, is_weak
-
-
-def marked_positives(positives: list[str], valid_auroc: dict[str, float | None] | None) -> list[str]:
-    """Positive findings, each the classifier is weak on (validation AUROC below WEAK_AUROC) marked ⚠."""
-    return [f"{n} ⚠" if valid_auroc is not None and is_weak(valid_auroc.get(n)) else n for n in positives]
+from engine.classifier import WEAK_AUROC, at_threshold, is_weak
 
 
 def probability_chart(probabilities: dict[str, float], thresholds: dict[str, float],
@@ -21,7 +16,7 @@ def probability_chart(probabilities: dict[str, float], thresholds: dict[str, flo
     items = sorted(probabilities.items(), key=lambda kv: kv[1])
     names = [n for n, _ in items]
     probs = [p for _, p in items]
-    positive = [p >= thresholds.get(n, 0.5) for n, p in items]
+    positive = at_threshold(probs, [thresholds.get(n, 0.5) for n in names]).tolist()
     auroc = [None if valid_auroc is None else valid_auroc.get(n) for n in names]
     weak = [is_weak(a) for a in auroc]
     labels = [

@@ -1,16 +1,18 @@
-"""Generating one case's report for the page, step by step, free of any UI toolkit: image
-features first (so the probability chart can show while text is still coming), then the report
-text piece by piece (greedy, InferenceSession.stream) or at once (beam search)."""
+"""One case's report for the page, free of any UI toolkit: the steps of
+InferenceSession.report_stream that carry something to show (the probabilities first, so the chart
+can show while text is still coming, then the report text piece by piece with greedy decoding or
+at once with beam search), in the form the screens read."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from engine.generation import GenerationSettings
 
 DECODING = ("greedy", "beam (4)")
+# The page is handed a volume already read: reading time is no part of the time to report it shows.
+SHOWN_TIMINGS = ("preprocess_s", "encode_s", "generate_s", "total_s")
 
 
 def settings_for(base: GenerationSettings, decoding: str, max_new_tokens: int) -> GenerationSettings:
@@ -30,29 +32,10 @@ class ReportProgress:
 
 
 def report_steps(session, volume, settings: GenerationSettings) -> Iterator[ReportProgress]:
-    """Yields once after the image features, then after each text piece (greedy) or once with the
-    whole text (beam), and last with done=True and the timings."""
-    start = time.perf_counter()
-    features = session.image_features(volume)
-    probs = features.probabilities
-    names = session.label_set.names
-    progress = ReportProgress(
-        probabilities={n: float(p) for n, p in zip(names, probs)},
-        positives=session.positives(probs),
-        timings={"preprocess_s": features.preprocess_seconds, "encode_s": features.encode_seconds},
-        domain=session.check_domain(volume, features.latent),
-    )
-    yield progress
-    generate_start = time.perf_counter()
-    if settings.num_beams == 1:
-        for piece in session.stream(features, settings):
-            progress.text += piece
-            yield progress
-    else:
-        result = session.generate(features.latent[None], features.logits[None], settings)
-        progress.text = result.reports[0].text
-    progress.text = progress.text.strip()
-    progress.timings["generate_s"] = time.perf_counter() - generate_start
-    progress.timings["total_s"] = time.perf_counter() - start
-    progress.done = True
-    yield progress
+    """Yields once with the image features, then after each text piece (greedy) and last with
+    done=True, the whole text and the timings."""
+    for step in session.report_stream(volume, settings):
+        if step.probabilities is None:  # preprocessing and encoding: nothing to show yet
+            continue
+        timings = {k: v for k, v in step.timings.items() if k in SHOWN_TIMINGS}
+        yield ReportProgress(step.probabilities, step.positives, step.text, step.stage == "done", timings, step.domain)

@@ -63,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     result = session.report(volume, settings, refuse_outside=not args.force, body=body)
     result.timings["load_s"] = result.timings.get("load_s", 0.0) + read_s
     result.timings["total_s"] = result.timings.get("total_s", 0.0) + read_s
-    from engine.classifier import is_weak
-
+    image = session.image
     if args.json:
         print(json.dumps({
             "volume": result.source,
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             "variant": session.run.config.variant,
             "probabilities": result.probabilities,
             "positives": result.positives,
-            "weak_findings": [n for n in result.positives if is_weak((session.valid_auroc or {}).get(n))],
+            "weak_findings": [n for n in result.positives if image.is_weak(n)],
             "report": result.report,
             "section": session.run.config.report_section,
             "finished": result.finished,
@@ -86,11 +85,11 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(session.provenance.lines()) + "\n")
     from engine.classifier import WEAK_AUROC
 
-    auroc = session.valid_auroc or {}
+    auroc = image.valid_auroc or {}
     print(f"{'finding':<{width}}  probability  threshold  valid AUROC")
-    for (name, prob), thr in zip(result.probabilities.items(), session.thresholds):
+    for (name, prob), thr in zip(result.probabilities.items(), image.thresholds):
         a = auroc.get(name)
-        mark = ("  *" if prob >= thr else "") + ("  ⚠" if is_weak(a) else "")
+        mark = ("  *" if name in result.positives else "") + ("  ⚠" if image.is_weak(name) else "")
         shown = "          –" if a is None else f"{a:11.3f}"
         print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}  {shown}{mark}")
     print(f"\n* at or above the finding's threshold; ⚠ the classifier is weak on this finding (validation AUROC "

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.weights import assign, load_weights_strict, mismatches, read_safetensors
 
 VISION_PREFIXES = ("visual_transformer.", "to_visual_latent.", "to_visual_latent_extra.")
 # CTCLIP keys outside the vision side: dropped on purpose (counted in the report).
@@ -47,13 +48,7 @@ def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
     if not path.is_file():
         raise CheckpointError("checkpoint file not found", path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"not a readable safetensors file ({err})", path) from None
+        return read_safetensors(path)
     obj = _torch_load(path, trust_pickle)
     return _unwrap(obj, path)
 
@@ -122,46 +117,24 @@ def split_vision_state(
     return vision, dropped, stripped
 
 
-def _listing(title: str, items: list[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
-    more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
-    return f"{len(items)} {title}: {shown}{more}"
-
-
 def load_ctclip_vision(
     model: nn.Module, path: str | Path, strict: bool = True, *, trust_pickle: bool = False
 ) -> VisionLoadReport:
     """Load the vision side of a CT-CLIP checkpoint (or of our own saved encoder weights) into
     `model` (a CTCLIPImageEncoder). strict=True: any missing key, unexpected key or shape
-    mismatch raises CheckpointError naming the file and listing them all.
+    mismatch raises CheckpointError naming the file and listing them all (engine.weights).
     A model built on the meta device gets the checkpoint tensors assigned (cast to its dtypes)."""
     path = Path(path)
     vision, dropped, stripped = split_vision_state(read_state_dict(path, trust_pickle=trust_pickle))
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in vision]
-    unexpected = [k for k in vision if k not in expected]
-    mismatched = [
-        f"{k} (checkpoint {tuple(vision[k].shape)}, model {tuple(t.shape)})"
-        for k, t in expected.items()
-        if k in vision and vision[k].shape != t.shape
-    ]
-    if strict and (missing or unexpected or mismatched):
-        parts = [
-            _listing(title, items)
-            for title, items in (
-                ("missing key(s)", missing),
-                ("unexpected key(s)", unexpected),
-                ("shape mismatch(es)", mismatched),
-            )
-            if items
-        ]
-        raise CheckpointError("does not match the encoder: " + "; ".join(parts), path)
-    bad_shape = {m.split(" ", 1)[0] for m in mismatched}
-    usable = {k: v for k, v in vision.items() if k in expected and k not in bad_shape}
-    on_meta = any(t.is_meta for t in expected.values())
-    if on_meta:
-        usable = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in usable.items()}
-    model.load_state_dict(usable, strict=False, assign=on_meta)
+    missing, unexpected, mismatched = mismatches(model, vision)
+    if strict:
+        load_weights_strict(model, path, "encoder", state=vision)
+        usable = vision
+    else:
+        bad_shape = {m.split(" ", 1)[0] for m in mismatched}
+        expected = model.state_dict()
+        usable = {k: v for k, v in vision.items() if k in expected and k not in bad_shape}
+        assign(model, usable)
 
     initted = usable.get("visual_transformer.vq._codebook.initted")
     if initted is not None and not bool((initted == 1).all()):

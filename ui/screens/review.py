@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from study.findings import FindingExtractor
-from ui.charts import marked_positives, probability_chart
+from ui.charts import probability_chart
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
@@ -203,13 +203,14 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             volume = browser.volume(name, session_owner(request))
             ref_text, labels = browser.reference(name, session.run.config.report_section)
             settings = settings_for(session.settings, decoding_choice, n_tokens)
-            thresholds = dict(zip(session.label_set.names, session.thresholds.tolist()))
+            image = session.image
+            thresholds = dict(zip(image.label_set.names, image.thresholds.tolist()))
             for step in report_steps(session, volume, settings):
-                outputs[0] = probability_chart(step.probabilities, thresholds, labels, session.valid_auroc)
+                outputs[0] = probability_chart(step.probabilities, thresholds, labels, image.valid_auroc)
                 outputs[1] = escaped(step.text)
                 outside = domain_html(step.domain)
                 outputs[6] = outside + provenance_html(session.provenance)
-                outputs[4] = ("**Positives:** " + (", ".join(marked_positives(step.positives, session.valid_auroc))
+                outputs[4] = ("**Positives:** " + (", ".join(image.marked(step.positives))
                                                    or "none")) + ("" if step.done else " · generating…")
                 if step.done:
                     outputs[1] = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
