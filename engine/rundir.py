@@ -235,18 +235,13 @@ def save_domain_guard(run: RunDir, guard) -> RunDir:
 
 def load_domain_guard(run: RunDir):
     """The run's engine.domain.FeatureGuard, or None for a run made before guards existed."""
-    from safetensors.torch import load_file
-
     from engine.domain import FeatureGuard
+    from engine.weights import read_safetensors
 
     spec = run.config.domain_guard
     if spec is None:
         return None
-    path = run.resolve(spec.weights)
-    try:
-        tensors = load_file(str(path))
-    except Exception as err:  # safetensors raises its own types for corrupt files
-        raise ConfigError(f"cannot read the domain guard ({err})", path) from None
+    tensors = read_safetensors(run.resolve(spec.weights))
     return FeatureGuard.from_tensors(tensors, {"threshold": spec.threshold, "calibration": spec.calibration})
 
 

@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from engine.errors import CheckpointError
+from engine.weights import read_safetensors
 
 CHECKPOINTS = "checkpoints"
 METRICS_FILE = "metrics.csv"
@@ -109,11 +110,7 @@ def read_state(folder: Path) -> TrainState:
 
 
 def read_trainable(folder: Path) -> dict[str, torch.Tensor]:
-    path = folder / "trainable.safetensors"
-    try:
-        return load_file(str(path))
-    except Exception as err:  # safetensors raises its own types for truncated files
-        raise CheckpointError(f"cannot read checkpoint weights ({err})", path) from None
+    return read_safetensors(folder / "trainable.safetensors")
 
 
 def load_optimizer_state(folder: Path, optimizer, scheduler) -> None:

@@ -124,10 +124,9 @@ class Recipe:
         return model.state_dict()
 
     def load_weights(self, model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-        result = model.load_state_dict(weights, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(f"checkpoint does not fit the model: missing {result.missing_keys[:8]}, "
-                                  f"unexpected {result.unexpected_keys[:8]}", source)
+        from engine.weights import load_weights_strict
+
+        load_weights_strict(model, source, "checkpoint", state=weights)
 
 
 @dataclass
