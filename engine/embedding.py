@@ -145,16 +145,16 @@ def embed_with_image_model(data_dir, cache_dir: str | Path, image_model: str | P
                            progress: bool = True) -> EmbedSummary:
     """Latents and classifier logits of a dataset's volumes (of `splits`, default all) into the cache
     at `cache_dir`, with the encoder, classifier and preprocessing of an image model folder or run."""
-    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.classifier import AbnormalityHead
     from engine.inference import load_weights_strict
     from engine.rundir import load_image_model
 
     image_root, cfg = load_image_model(image_model)
-    classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    classifier = AbnormalityHead(cfg.classifier.config)
     load_weights_strict(classifier, Path(cfg.classifier.weights), "classifier")
     cache, summary = embed_with_encoder(data_dir, cache_dir, cfg.encoder.name, cfg.encoder.config, cfg.encoder.weights,
-                                 PreprocessConfig.from_dict(cfg.preprocess), classifier=classifier, splits=splits,
+                                 cfg.preprocess, classifier=classifier, splits=splits,
                                  workers=workers, device=device, progress=progress, provenance=cfg.provenance)
     if summary.done:
-        cache.record_classifier(label_set=cfg.label_set["name"], classifier=str(image_root))
+        cache.record_classifier(label_set=cfg.label_set.name, classifier=str(image_root))
     return summary

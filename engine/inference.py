@@ -17,16 +17,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+from engine.classifier import AbnormalityHead
 from engine.decoders import load_causal_lm
 from engine.encoders import ENCODERS
 from engine.encoders.checkpoint import load_ctclip_vision
 from engine.domain import DomainCheck, body_region
 from engine.errors import CheckpointError, ConfigError, OutOfDomainError
 from engine.generation import GenerationResult, GenerationSettings, generate_from_prefix, stream_from_prefix
-from engine.labels import LabelSet
-from engine.model import ReportGenerator, ReportGeneratorConfig
-from engine.preprocess import PreprocessConfig, preprocess
+from engine.model import ReportGenerator
+from engine.preprocess import preprocess
 from engine.rundir import RunDir, load_domain_guard, open_run
 from engine.volume import Volume
 
@@ -98,14 +97,14 @@ class InferenceSession:
         self.device = device
         self.domain_guard = domain_guard  # engine.domain.FeatureGuard, or None (a run made before guards)
         cfg = run.config
-        self.label_set = LabelSet.from_dict(cfg.label_set, str(run.root / "config.json"))
-        self.preprocess_config = PreprocessConfig.from_dict(cfg.preprocess)
+        self.label_set = cfg.label_set
+        self.preprocess_config = cfg.preprocess
         self.thresholds = np.asarray(cfg.classifier.thresholds, dtype=np.float64)
         # Per-finding validation AUROC when the run records it (None entries: undefined).
         auroc = cfg.classifier.valid_auroc
         self.valid_auroc = (dict(zip(self.label_set.names, auroc))
                             if auroc is not None and len(auroc) == len(self.label_set) else None)
-        self.settings = GenerationSettings(**cfg.generation)
+        self.settings = cfg.generation
         if len(self.thresholds) != len(self.label_set) or classifier.config.n_labels != len(self.label_set):
             raise ConfigError(
                 f"classifier has {classifier.config.n_labels} outputs and {len(self.thresholds)} thresholds "
@@ -131,12 +130,12 @@ class InferenceSession:
         load_ctclip_vision(encoder, run.resolve(cfg.encoder.weights))
         encoder.eval().to(device)
 
-        classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+        classifier = AbnormalityHead(cfg.classifier.config)
         load_weights_strict(classifier, run.resolve(cfg.classifier.weights), "classifier")
         classifier.eval().to(device)
 
         decoder, tokenizer = load_causal_lm(run.resolve(cfg.decoder.path), gguf_file=cfg.decoder.gguf_file, dtype=dtype)
-        generator = ReportGenerator(ReportGeneratorConfig.from_dict(cfg.generator, str(run.root)), decoder)
+        generator = ReportGenerator(cfg.generator, decoder)
         load_weights_strict(generator.connector, run.resolve(cfg.connector_weights), "connector")
         if cfg.decoder.weights:
             state = load_file(str(run.resolve(cfg.decoder.weights)))

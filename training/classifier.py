@@ -187,7 +187,7 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
             raise ConfigError("give --image-model or --encoder, not both")
         root, cfg = load_image_model(image_model)
         return EncoderSource(cfg.encoder.name, cfg.encoder.config, Path(cfg.encoder.weights),
-                             PreprocessConfig.from_dict(cfg.preprocess)), cfg.label_set
+                             cfg.preprocess), cfg.label_set
     if encoder_weights is None:
         raise ConfigError("give --image-model IMAGE or --encoder WEIGHTS (the encoder the cache was made with)")
     weights = Path(encoder_weights)

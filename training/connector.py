@@ -416,14 +416,12 @@ def load_image_side(path: str | Path) -> ImageSide:
     The encoder itself is not loaded: training reads the cache, and the run references its weights."""
     from safetensors.torch import load_file
 
-    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-    from engine.labels import LabelSet
-    from engine.preprocess import PreprocessConfig
+    from engine.classifier import AbnormalityHead
     from engine.rundir import load_image_model
 
     root, cfg = load_image_model(path)
-    label_set = LabelSet.from_dict(cfg.label_set, str(root))
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    label_set = cfg.label_set
+    head = AbnormalityHead(cfg.classifier.config)
     try:
         head.load_state_dict(load_file(cfg.classifier.weights))
     except Exception as err:  # safetensors errors for bad files, RuntimeError for key mismatches
@@ -432,7 +430,7 @@ def load_image_side(path: str | Path) -> ImageSide:
     if head.config.n_labels != len(label_set) or len(cfg.classifier.thresholds) != len(label_set):
         raise ConfigError(f"classifier has {head.config.n_labels} outputs and {len(cfg.classifier.thresholds)} "
                           f"thresholds for label set {label_set.name!r} of {len(label_set)}", root)
-    return ImageSide(root, cfg, label_set, PreprocessConfig.from_dict(cfg.preprocess), head.eval())
+    return ImageSide(root, cfg, label_set, cfg.preprocess, head.eval())
 
 
 def write_trained_run(out: Path, model, image: ImageSide, config: TrainConfig, *, notes: dict):

@@ -99,12 +99,11 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     # The dataset is read with the run's label set (label columns that disagree are refused there),
     # from the run's config alone: a refused dataset costs no model load and writes nothing.
     from engine.data.ctrate import SECTION_COLUMNS
-    from engine.labels import LabelSet
     from engine.rundir import open_run
 
     run_dir = session.run if session is not None else open_run(config.run)
     section = run_dir.config.report_section
-    dataset = resolve(config.data, label_set=LabelSet.from_dict(run_dir.config.label_set, str(run_dir.root)),
+    dataset = resolve(config.data, label_set=run_dir.config.label_set,
                       section=section if section in SECTION_COLUMNS else None)
     session = session or InferenceSession.load(config.run, device=config.device)
     run_cfg = session.run.config
