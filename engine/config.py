@@ -151,6 +151,20 @@ def _scalar(tp, value, source, where: str):
     return tp(value)
 
 
+def coerce_nested(config) -> None:
+    """In a __post_init__: nested config fields given in their JSON form (dicts) become their
+    typed configs, so code that builds a config from dicts gets the same object as from_dict."""
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, Mapping) and _nested_config(hints[f.name]):
+            object.__setattr__(config, f.name, _coerce(hints[f.name], value, None, f.name))
+
+
+def _nested_config(tp) -> bool:
+    return dataclasses.is_dataclass(tp) or any(dataclasses.is_dataclass(a) for a in typing.get_args(tp))
+
+
 # -- config -> JSON --------------------------------------------------------------------------------
 def config_to_dict(config) -> dict:
     """The JSON form of a config dataclass (field order; tuples as lists; each class's _json_out)."""

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import JsonConfig
+from engine.config import JsonConfig, coerce_nested
 from engine.errors import ConfigError
 from engine.labels import LabelSet
 from engine.model_configs import AbnormalityHeadConfig, GenerationSettings, PreprocessConfig, ReportGeneratorConfig
@@ -47,6 +47,9 @@ class ClassifierSpec(JsonConfig):
     # Per-label AUROC on the validation split (None where undefined), so a reader of the
     # probabilities can tell findings the classifier separates from ones it does not; None: unknown.
     valid_auroc: list[float | None] | None = None
+
+    def __post_init__(self):
+        coerce_nested(self)
 
 
 @dataclass
@@ -102,6 +105,9 @@ class ImageModelConfig(JsonConfig):
 
     _json_in, _json_out = _formatted("image model", IMAGE_MODEL_FORMAT)
 
+    def __post_init__(self):
+        coerce_nested(self)
+
 
 def save_image_model(root: str | Path, config: ImageModelConfig) -> Path:
     """Write IMAGE/image_model.json (weights paths in it are relative to IMAGE unless absolute)."""
@@ -152,6 +158,9 @@ class RunConfig(JsonConfig):
     domain_guard: DomainGuardSpec | None = None  # None: an older run, only the body-region check applies
 
     _json_in, _json_out = _formatted("run config", RUN_FORMAT)
+
+    def __post_init__(self):
+        coerce_nested(self)
 
 
 @dataclass

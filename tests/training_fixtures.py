@@ -47,9 +47,9 @@ def write_image_model(image: Path, seed: int = 0):
     save_encoder_weights(encoder, image / "encoder.safetensors")
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(image / "classifier.safetensors"))
     save_image_model(image, ImageModelConfig(
-        label_set=labels_set.to_dict(), preprocess=GRID.to_dict(),
+        label_set=labels_set, preprocess=GRID,
         encoder=EncoderSpec("ctvit", encoder.cfg.to_dict(), "encoder.safetensors"),
-        classifier=ClassifierSpec(head.config.to_dict(), "classifier.safetensors", [0.5] * len(labels_set),
+        classifier=ClassifierSpec(head.config, "classifier.safetensors", [0.5] * len(labels_set),
                                   valid_auroc=[0.5 + 0.025 * i for i in range(len(labels_set))]),
     ))
     return encoder, head

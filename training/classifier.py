@@ -25,6 +25,7 @@ from engine.classifier import (
     class_weighted_bce,
     pos_weight_from_prevalence,
 )
+from engine.config import JsonConfig, setting
 from engine.errors import ConfigError
 from engine.rundir import EncoderSpec
 from training.image_side import (
@@ -43,16 +44,16 @@ from training.image_side import (
 
 
 @dataclass
-class ClassifierTrainConfig:
-    epochs: int = 300
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 64
-    hidden: int = 0  # 0: one Linear layer, as the paper's "classification layer"
-    dropout: float = 0.0
-    patience: int = 30  # epochs without a lower validation loss before stopping
-    seed: int = 0
-    threshold_method: str = "f1"  # engine.classifier.choose_thresholds
+class ClassifierTrainConfig(JsonConfig):
+    epochs: int = setting(300, "maximum epochs")
+    lr: float = setting(1e-3, "AdamW learning rate")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    batch_size: int = setting(64, "cases per step")
+    hidden: int = setting(0, "hidden width of the head (0: one Linear layer, as the paper's classification layer)")
+    dropout: float = setting(0.0, "dropout before the head's output layer")
+    patience: int = setting(30, "stop after this many epochs without a lower validation loss")
+    seed: int = setting(0, "initialisation and data order")
+    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds)")
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:

@@ -19,13 +19,14 @@ import hashlib
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
+from engine.config import JsonConfig, setting
 from engine.data.source import DataSource
 from engine.errors import CheckpointError, ConfigError
 from engine.model import IGNORE_INDEX
@@ -39,7 +40,10 @@ from training.checkpointing import (
     save_checkpoint,
 )
 
-SCHEDULES = ("linear", "cosine", "constant")
+Schedule = Literal["linear", "cosine", "constant"]
+SCHEDULES = get_args(Schedule)
+Section = Literal["findings", "impression"]
+Precision = Literal["auto", "no", "bf16", "fp16"]
 TRAIN_CONFIG_FILE = "train_config.json"
 # Settings that may differ between the run that wrote a checkpoint and the one resuming it:
 # where things are (folders move between sessions) and how often to save or validate.
@@ -48,35 +52,35 @@ _RESUMABLE_CHANGES = {"data", "cache", "llm", "image_model", "out", "gguf_file",
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    variant: str
-    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
-    cache: str  # embedding cache of that dataset
-    llm: str  # local causal-LM folder
-    image_model: str  # IMAGE folder (or run) giving encoder, classifier, preprocessing, label set
-    out: str  # RUN folder
-    gguf_file: str | None = None
-    epochs: int = 10
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    batch_size: int = 8
-    prefix_len: int = 10
-    clip_len: int = 10
-    layers: int = 8
-    heads: int = 8
-    max_report_tokens: int | None = None  # truncate longer reports (EOS kept)
-    section: str = "findings"  # report section to learn: "findings" (the paper) or "impression"
-    seed: int = 0
-    schedule: str = "linear"  # after warmup: linear decay, cosine decay or constant
-    warmup_steps: int | None = None  # None: 5% of the training steps
-    max_steps: int | None = None  # cap on the total steps (the schedule spans this many)
-    max_grad_norm: float = 0.0  # 0: no clipping
-    lora: bool = False  # LoRA adapters on the decoder instead of freezing / fine-tuning it
-    train_split: str = "train"
-    valid_split: str = "valid"
-    save_every_steps: int | None = None  # checkpoint also every N steps (besides every epoch)
-    eval_every_steps: int | None = None  # validate also every N steps (besides every epoch)
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
+class TrainConfig(JsonConfig):
+    variant: str = setting(help="v1, v2, v3, linear, linear-prefix, r2gengpt or baseline")
+    data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
+    cache: str = setting(help="embedding cache of that dataset (rad3d embed)")
+    llm: str = setting(help="local causal-LM folder (config, weights, tokenizer)")
+    image_model: str = setting(help="IMAGE folder (or a run) with encoder, classifier, label set")
+    out: str = setting(help="run directory to write")
+    gguf_file: str | None = setting(None, "a GGUF file inside --llm to de-quantise and use")
+    epochs: int = setting(10, "epochs")
+    lr: float = setting(2e-5, "AdamW learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    batch_size: int = setting(8, "cases per step and process")
+    prefix_len: int = setting(10, "prefix tokens")
+    clip_len: int = setting(10, "tokens the input is projected to")
+    layers: int = setting(8, "transformer mapper layers")
+    heads: int = setting(8, "mapper attention heads")
+    max_report_tokens: int | None = setting(None, "truncate longer reports to N tokens (EOS kept)")
+    section: Section = setting("findings", "report section to learn (findings: the paper's task; impression is short)")
+    seed: int = setting(0, "initialisation and data order")
+    schedule: Schedule = setting("linear", "LR after the warmup: linear or cosine decay to 0, or constant")
+    warmup_steps: int | None = setting(None, "linear warmup steps (default 5% of the steps)")
+    max_steps: int | None = setting(None, "cap on optimiser steps (the LR schedule spans them)")
+    max_grad_norm: float = setting(0.0, "clip gradients to this norm (0: off)")
+    lora: bool = setting(False, "LoRA adapters on the decoder instead of freezing/fine-tuning it")
+    train_split: str = setting("train", "split to train on")
+    valid_split: str = setting("valid", "split for validation loss")
+    save_every_steps: int | None = setting(None, "also checkpoint every N steps (besides every epoch)")
+    eval_every_steps: int | None = setting(None, "also validate every N steps (default: each epoch)")
+    mixed_precision: Precision = setting("auto", "auto: bf16 on CUDA, fp32 on the CPU")
 
     def __post_init__(self):
         object.__setattr__(self, "data", DataSource.coerce(self.data))
@@ -91,14 +95,6 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive and weight decay / grad norm non-negative: {self}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def identity(self) -> dict:
         """The settings that decide the training trajectory: a checkpoint resumes only under these."""

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +59,7 @@ from engine.classifier import (
     pos_weight_from_prevalence,
 )
 from engine.encoders import CTCLIPImageEncoder
+from engine.config import JsonConfig, coerce_nested, setting
 from engine.errors import CheckpointError, ConfigError
 from engine.preprocess import PreprocessConfig, apply_windows
 
@@ -91,31 +92,40 @@ ENCODER_FILE = "encoder.safetensors"
 
 
 @dataclass
-class EncoderTrainConfig:
-    encoder_config: str = "demo-small"  # engine/configs/encoders name or JSON path
-    preprocess: dict = field(default_factory=DEMO_PREPROCESS.to_dict)
-    epochs: int = 12  # phase 1: end to end without the VQ
-    vq_epochs: int = 3  # phase 3: through the fitted codebook
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 20
-    batch_size: int = 8
-    hidden: int = 0  # AbnormalityHead hidden width (0: one Linear layer)
-    tied_projection: bool = True  # train the latent projection shared over positions (EncoderWithHead)
-    grad_clip: float = 1.0
-    shift_voxels: tuple[int, int, int] = (2, 4, 4)  # max random shift along (D, H, W)
-    intensity_jitter: float = 0.03  # sd of the random gain and offset (input scale is [-1, 1])
-    kmeans_tokens: int = 100_000
-    kmeans_iters: int = 15
-    threshold_method: str = "f1"
-    seed: int = 0
+class EncoderTrainConfig(JsonConfig):
+    encoder_config: str = setting("demo-small", "encoder config name (engine/configs/encoders) or JSON file")
+    # The command's --preprocess takes a JSON file or a demo name instead (training/commands/train_encoder.py).
+    preprocess: PreprocessConfig = setting(default_factory=lambda: DEMO_PREPROCESS, cli=False)
+    epochs: int = setting(12, "end-to-end epochs before the codebook is fitted")
+    vq_epochs: int = setting(3, "fine-tune epochs through the fitted VQ codebook")
+    lr: float = setting(1e-3, "peak AdamW learning rate")
+    weight_decay: float = setting(0.05, "AdamW weight decay")
+    warmup_steps: int = setting(20, "linear warmup steps")
+    batch_size: int = setting(8, "volumes per step")
+    hidden: int = setting(0, "hidden width of the head (0: one Linear layer)")
+    tied_projection: bool = setting(True, "train the latent projection shared over positions (EncoderWithHead)")
+    grad_clip: float = setting(1.0, "clip gradients to this norm")
+    shift_voxels: tuple[int, int, int] = setting(
+        (2, 4, 4), "largest random shift of the training augmentation along D, H, W (0 0 0 turns shifts off)",
+        metavar=("D", "H", "W"))
+    intensity_jitter: float = setting(0.03, "sd of the random gain and offset (input scale is [-1, 1])")
+    kmeans_tokens: int = setting(100_000, "tokens sampled to fit the VQ codebook")
+    kmeans_iters: int = setting(15, "k-means iterations of the codebook fit")
+    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid")
+    seed: int = setting(0, "initialisation and data order")
     # Auxiliary per-token loss (training only; training/token_targets.py): a linear head on every
     # pre-VQ token predicts which findings touch its patch, from the phantom truth. 0 turns it off.
-    token_loss_weight: float = 1.0
-    token_pos_weight_max: float = 10.0  # cap of the per-label positive weight of the token loss
-    standardize_latent: bool = True  # train the head on BatchNorm-standardised latents (EncoderWithHead)
+    token_loss_weight: float = setting(
+        1.0, "weight of the auxiliary per-token finding loss, from DIR/phantom_truth.json (0 turns it off, e.g. "
+        "for data without phantom truth)")
+    token_pos_weight_max: float = setting(
+        10.0, "cap of the token loss's per-finding positive weight (1-p)/p (a nodule marks a few of a volume's "
+        "tokens, so its uncapped weight is in the hundreds)")
+    standardize_latent: bool = setting(
+        True, "train the head on BatchNorm-standardised latents, folded into the saved head")
 
     def __post_init__(self):
+        coerce_nested(self)
         self.shift_voxels = tuple(int(s) for s in self.shift_voxels)
         if self.epochs < 0 or self.vq_epochs < 0 or self.epochs + self.vq_epochs < 1:
             raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
@@ -128,7 +138,7 @@ class EncoderTrainConfig:
 
     def identity(self) -> dict:
         """What a resumed run must share with the one that wrote the checkpoint."""
-        return asdict(self) | {"shift_voxels": list(self.shift_voxels)}
+        return self.to_dict()
 
 
 class EncoderWithHead(nn.Module):
@@ -412,7 +422,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
     out = Path(out)
     started = time.perf_counter()
     enc_cfg = load_encoder_config(config.encoder_config)
-    pp = PreprocessConfig.from_dict(config.preprocess)
+    pp = config.preprocess
     tx, ty, tz = pp.shape_xyz
     if tx != enc_cfg.image_size or ty != enc_cfg.image_size or (enc_cfg.num_slices not in (None, tz)):
         raise ConfigError(f"preprocessing grid {pp.shape_xyz} (x, y, z) does not fit encoder config "

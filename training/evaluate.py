@@ -19,36 +19,44 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
+from engine.config import JsonConfig, setting
 from engine.data.source import DataSource
 from engine.errors import ConfigError
-from study.metrics.text import DEFAULT_CONVENTION
+from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    run: str
-    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
-    cache: str
-    out: str
-    split: str = "test"
-    batch_size: int = 16
-    max_new_tokens: int | None = None  # None: the run's generation settings
-    beams: int = 1
-    limit: int | None = None  # first N cases of the split (quick looks)
-    device: str | None = None  # None: CUDA when present
-    run_name: str | None = None  # the `run` column; default the run folder's name
-    bertscore_model: str | None = None
-    bertscore: bool = True
-    meteor: bool = True
-    resamples: int = 5000
-    seed: int = 0
-    output_format: str = "rad3d"  # "vlm3d": also the VLM3D challenge's files (study.metrics.vlm3d)
-    convention: str = DEFAULT_CONVENTION  # a name of study.metrics.text.CONVENTIONS
+class EvaluateConfig(JsonConfig):
+    run: str = setting(help="run directory (rad3d train)")
+    data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
+    cache: str = setting(help="embedding cache of that dataset")
+    out: str = setting(help="evaluation folder to write")
+    split: str = setting("test", "split to evaluate")
+    batch_size: int = setting(16, "cases generated together")
+    max_new_tokens: int | None = setting(None, "report length cap (default: the run's setting)")
+    beams: int = setting(1, "beam search width (1: greedy)")
+    limit: int | None = setting(None, "only the first N cases of the split")
+    device: str | None = setting(None, "cpu or cuda (default: cuda when present)")
+    run_name: str | None = setting(None, "the predictions' run column (default: the run folder's name)", cli=False)
+    bertscore_model: str | None = setting(None, "local encoder folder for BERTScore (default: bundled all-MiniLM-L6-v2)")
+    bertscore: bool = setting(True, "BERTScore (--no-bertscore skips it)")
+    meteor: bool = setting(True, "METEOR, which needs Java (--no-meteor skips it)")
+    resamples: int = setting(5000, "bootstrap resamples")
+    seed: int = setting(0, "bootstrap seed")
+    output_format: Literal["rad3d", "vlm3d"] = setting(
+        "rad3d", "vlm3d: also write the VLM3D challenge's submission and ground-truth JSON and their scores "
+        "(vlm3d_submission.json, vlm3d_ground_truth.json, vlm3d_metrics.json) beside the normal outputs",
+        flag="--format")
+    convention: str = setting(
+        DEFAULT_CONVENTION, "text convention of BLEU, METEOR, ROUGE-L and CIDEr-D: r2gen (R2Gen's "
+        "clean_report_mimic_cxr, as published CT-RATE numbers), coco (PTB tokenizer), raw",
+        choices=tuple(sorted(CONVENTIONS)))
 
     def __post_init__(self):
         if self.output_format not in ("rad3d", "vlm3d"):

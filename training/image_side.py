@@ -152,10 +152,10 @@ def write_image_model(
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}, str(out / CLASSIFIER_FILE))
     config = ImageModelConfig(
-        label_set=label_set.to_dict(),
-        preprocess=preprocess.to_dict(),
+        label_set=label_set,
+        preprocess=preprocess,
         encoder=encoder_spec,
-        classifier=ClassifierSpec(config=head.config.to_dict(), weights=CLASSIFIER_FILE,
+        classifier=ClassifierSpec(config=head.config, weights=CLASSIFIER_FILE,
                                   thresholds=[float(t) for t in thresholds],
                                   valid_auroc=json_floats(valid_auroc)),
         notes=notes,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.config import JsonConfig, setting
 from engine.data.source import DataSource
 from engine.errors import ConfigError
 
@@ -61,31 +62,31 @@ def sweep_points(llms, variants, prefix_lens, layers) -> list[SweepPoint]:
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
-    cache: str
-    image_model: str
-    out: str
-    llms: tuple[tuple[str, str], ...]  # (name, local folder)
-    variants: tuple[str, ...] = ("v3",)
-    prefix_lens: tuple[int, ...] = (10,)
-    layers: tuple[int, ...] = (8,)
-    clip_len: int | None = None  # None: the point's prefix length
-    epochs: int = 10
-    max_steps: int | None = None
-    lr: float = 2e-5
-    batch_size: int = 8
-    max_report_tokens: int | None = None
-    seed: int = 0
-    save_every_steps: int | None = None
-    eval_split: str = "valid"
-    eval_batch_size: int = 16
-    max_new_tokens: int | None = None
-    eval_limit: int | None = None
-    bertscore_model: str | None = None
-    bertscore: bool = True
-    meteor: bool = True
-    resamples: int = 5000
+class SweepConfig(JsonConfig):
+    data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
+    cache: str = setting(help="embedding cache of that dataset")
+    image_model: str = setting(help="IMAGE folder with encoder, classifier, label set")
+    out: str = setting(help="sweep folder")
+    llms: tuple[tuple[str, str], ...] = setting(help="LLMs to sweep, each NAME=local folder", cli=False)
+    variants: tuple[str, ...] = setting(("v3",), "variants")
+    prefix_lens: tuple[int, ...] = setting((10,), "prefix lengths")
+    layers: tuple[int, ...] = setting((8,), "mapper layers")
+    clip_len: int | None = setting(None, "projection tokens (default: each point's prefix length)")
+    epochs: int = setting(10, "epochs per point")
+    max_steps: int | None = setting(None, "cap on steps per point")
+    lr: float = setting(2e-5, "learning rate")
+    batch_size: int = setting(8, "training batch size")
+    max_report_tokens: int | None = setting(None, "truncate longer findings to N tokens")
+    seed: int = setting(0, "seed")
+    save_every_steps: int | None = setting(None, "also checkpoint every N steps")
+    eval_split: str = setting("valid", "split to evaluate on (test for final tables)")
+    eval_batch_size: int = setting(16, "generation batch size")
+    max_new_tokens: int | None = setting(None, "report length cap for evaluation")
+    eval_limit: int | None = setting(None, "evaluate only the first N cases")
+    bertscore_model: str | None = setting(None, "local encoder folder for BERTScore")
+    bertscore: bool = setting(True, "BERTScore (--no-bertscore skips it)")
+    meteor: bool = setting(True, "METEOR (--no-meteor skips it)")
+    resamples: int = setting(5000, "bootstrap resamples")
 
     def __post_init__(self):
         object.__setattr__(self, "data", DataSource.coerce(self.data))

@@ -129,7 +129,7 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     if not (paths.image / "image_model.json").is_file():
         train_encoder(paths.data, paths.image,
                       EncoderTrainConfig(encoder_config=recipe.encoder_config,
-                                         preprocess=demo_preprocess(recipe.preprocess).to_dict(),
+                                         preprocess=demo_preprocess(recipe.preprocess),
                                          epochs=recipe.encoder_epochs, vq_epochs=recipe.encoder_vq_epochs,
                                          token_loss_weight=recipe.token_loss_weight, seed=recipe.seed),
                       resume=True, cache_out=paths.cache, progress=progress)
