@@ -25,9 +25,9 @@ from engine.classifier import (
     class_weighted_bce,
     pos_weight_from_prevalence,
 )
-from engine.config import JsonConfig, setting
 from engine.errors import ConfigError
 from engine.rundir import EncoderSpec
+from training.configs import ClassifierTrainConfig  # defined without torch, for the CLI
 from training.image_side import (
     CLASSIFIER_FILE,
     LabelledSplit,
@@ -41,23 +41,6 @@ from training.image_side import (
     write_image_model,
     write_report,
 )
-
-
-@dataclass
-class ClassifierTrainConfig(JsonConfig):
-    epochs: int = setting(300, "maximum epochs")
-    lr: float = setting(1e-3, "AdamW learning rate")
-    weight_decay: float = setting(1e-4, "AdamW weight decay")
-    batch_size: int = setting(64, "cases per step")
-    hidden: int = setting(0, "hidden width of the head (0: one Linear layer, as the paper's classification layer)")
-    dropout: float = setting(0.0, "dropout before the head's output layer")
-    patience: int = setting(30, "stop after this many epochs without a lower validation loss")
-    seed: int = setting(0, "initialisation and data order")
-    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds)")
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
-            raise ConfigError(f"bad classifier training settings: {self}")
 
 
 @dataclass

@@ -21,13 +21,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, get_args
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from engine.config import JsonConfig, setting
-from engine.data.source import DataSource
 from engine.errors import CheckpointError, ConfigError
 from engine.model import IGNORE_INDEX
 from training.checkpointing import (
@@ -39,71 +37,9 @@ from training.checkpointing import (
     read_trainable,
     save_checkpoint,
 )
+from training.configs import SCHEDULES, TrainConfig  # noqa: F401 (defined without torch, for the CLI)
 
-Schedule = Literal["linear", "cosine", "constant"]
-SCHEDULES = get_args(Schedule)
-Section = Literal["findings", "impression"]
-Precision = Literal["auto", "no", "bf16", "fp16"]
 TRAIN_CONFIG_FILE = "train_config.json"
-# Settings that may differ between the run that wrote a checkpoint and the one resuming it:
-# where things are (folders move between sessions) and how often to save or validate.
-_RESUMABLE_CHANGES = {"data", "cache", "llm", "image_model", "out", "gguf_file", "save_every_steps",
-                      "eval_every_steps", "mixed_precision"}
-
-
-@dataclass(frozen=True)
-class TrainConfig(JsonConfig):
-    variant: str = setting(help="v1, v2, v3, linear, linear-prefix, r2gengpt or baseline")
-    data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
-    cache: str = setting(help="embedding cache of that dataset (rad3d embed)")
-    llm: str = setting(help="local causal-LM folder (config, weights, tokenizer)")
-    image_model: str = setting(help="IMAGE folder (or a run) with encoder, classifier, label set")
-    out: str = setting(help="run directory to write")
-    gguf_file: str | None = setting(None, "a GGUF file inside --llm to de-quantise and use")
-    epochs: int = setting(10, "epochs")
-    lr: float = setting(2e-5, "AdamW learning rate")
-    weight_decay: float = setting(0.01, "AdamW weight decay")
-    batch_size: int = setting(8, "cases per step and process")
-    prefix_len: int = setting(10, "prefix tokens")
-    clip_len: int = setting(10, "tokens the input is projected to")
-    layers: int = setting(8, "transformer mapper layers")
-    heads: int = setting(8, "mapper attention heads")
-    max_report_tokens: int | None = setting(None, "truncate longer reports to N tokens (EOS kept)")
-    section: Section = setting("findings", "report section to learn (findings: the paper's task; impression is short)")
-    seed: int = setting(0, "initialisation and data order")
-    schedule: Schedule = setting("linear", "LR after the warmup: linear or cosine decay to 0, or constant")
-    warmup_steps: int | None = setting(None, "linear warmup steps (default 5% of the steps)")
-    max_steps: int | None = setting(None, "cap on optimiser steps (the LR schedule spans them)")
-    max_grad_norm: float = setting(0.0, "clip gradients to this norm (0: off)")
-    lora: bool = setting(False, "LoRA adapters on the decoder instead of freezing/fine-tuning it")
-    train_split: str = setting("train", "split to train on")
-    valid_split: str = setting("valid", "split for validation loss")
-    save_every_steps: int | None = setting(None, "also checkpoint every N steps (besides every epoch)")
-    eval_every_steps: int | None = setting(None, "also validate every N steps (default: each epoch)")
-    mixed_precision: Precision = setting("auto", "auto: bf16 on CUDA, fp32 on the CPU")
-
-    def __post_init__(self):
-        object.__setattr__(self, "data", DataSource.coerce(self.data))
-        for name in ("epochs", "batch_size", "prefix_len", "clip_len", "layers", "heads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "save_every_steps", "eval_every_steps", "max_report_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1 when given, got {value}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError(f"lr must be positive and weight decay / grad norm non-negative: {self}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-
-    def identity(self) -> dict:
-        """The settings that decide the training trajectory: a checkpoint resumes only under these."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_CHANGES}
-        # The folder may move, but which CSVs and split column choose train and valid may not change.
-        data = DataSource.coerce(self.data).to_dict()
-        identity["data_selection"] = {k: (Path(v).name if k.endswith("_csv") else v)
-                                      for k, v in data.items() if k != "root" and v is not None}
-        return identity
 
 
 @dataclass

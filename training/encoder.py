@@ -59,86 +59,17 @@ from engine.classifier import (
     pos_weight_from_prevalence,
 )
 from engine.encoders import CTCLIPImageEncoder
-from engine.config import JsonConfig, coerce_nested, setting
 from engine.errors import CheckpointError, ConfigError
 from engine.preprocess import PreprocessConfig, apply_windows
-
-# The demo grid: 3.75 mm in-plane over 96 voxels = a 360 mm field of view (the phantoms' body
-# spans up to ~330 mm), 7.5 mm slices over 48 = 360 mm along z (the phantoms' chest is ~300 mm).
-DEMO_PREPROCESS = PreprocessConfig(spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48))
-# The demo's encoder input (encoder config `demo-windows`): the same grid over -1000..3000 HU as five
-# windows (lung, low-attenuation lung, mediastinum, wide, metal) plus the reference channel. Valid-split
-# macro AUROC after 4 epochs from scratch on the 834 training phantoms (scratch trials of this encoder and
-# head before the VQ, one seed, token loss on; not kept as commands):
-# CT-CLIP's one [-1000, 1000] channel 0.555; + standardised latent 0.571; + reference channel 0.583;
-# five windows + standardised latent 0.602; + reference channel 0.614. The windows keep absolute
-# attenuation (emphysema, metal vs bone); the reference channel keeps the per-patch LayerNorm from
-# normalising it away (see PreprocessConfig.reference_channel).
-DEMO_WINDOWED_PREPROCESS = PreprocessConfig(
-    spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48), hu_range=(-1000.0, 3000.0),
-    windows=((-1350.0, 150.0), (-1000.0, -700.0), (-135.0, 215.0), (-500.0, 1300.0), (1000.0, 3000.0)),
-    reference_channel=4.0)
-DEMO_PREPROCESSING = {"plain": DEMO_PREPROCESS, "windowed": DEMO_WINDOWED_PREPROCESS}
-
-
-def demo_preprocess(name: str) -> PreprocessConfig:
-    """A named demo input ("plain" or "windowed")."""
-    if name not in DEMO_PREPROCESSING:
-        raise ConfigError(f"unknown demo preprocessing {name!r} (known: {', '.join(DEMO_PREPROCESSING)})")
-    return DEMO_PREPROCESSING[name]
-
+from training.configs import (  # noqa: F401 (defined without torch, for the CLI)
+    DEMO_PREPROCESS,
+    DEMO_PREPROCESSING,
+    DEMO_WINDOWED_PREPROCESS,
+    EncoderTrainConfig,
+    demo_preprocess,
+)
 
 ENCODER_FILE = "encoder.safetensors"
-
-
-@dataclass
-class EncoderTrainConfig(JsonConfig):
-    encoder_config: str = setting("demo-small", "encoder config name (engine/configs/encoders) or JSON file")
-    # The command's --preprocess takes a JSON file or a demo name instead (training/commands/train_encoder.py).
-    preprocess: PreprocessConfig = setting(default_factory=lambda: DEMO_PREPROCESS, cli=False)
-    epochs: int = setting(12, "end-to-end epochs before the codebook is fitted")
-    vq_epochs: int = setting(3, "fine-tune epochs through the fitted VQ codebook")
-    lr: float = setting(1e-3, "peak AdamW learning rate")
-    weight_decay: float = setting(0.05, "AdamW weight decay")
-    warmup_steps: int = setting(20, "linear warmup steps")
-    batch_size: int = setting(8, "volumes per step")
-    hidden: int = setting(0, "hidden width of the head (0: one Linear layer)")
-    tied_projection: bool = setting(True, "train the latent projection shared over positions (EncoderWithHead)")
-    grad_clip: float = setting(1.0, "clip gradients to this norm")
-    shift_voxels: tuple[int, int, int] = setting(
-        (2, 4, 4), "largest random shift of the training augmentation along D, H, W (0 0 0 turns shifts off)",
-        metavar=("D", "H", "W"))
-    intensity_jitter: float = setting(0.03, "sd of the random gain and offset (input scale is [-1, 1])")
-    kmeans_tokens: int = setting(100_000, "tokens sampled to fit the VQ codebook")
-    kmeans_iters: int = setting(15, "k-means iterations of the codebook fit")
-    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid")
-    seed: int = setting(0, "initialisation and data order")
-    # Auxiliary per-token loss (training only; training/token_targets.py): a linear head on every
-    # pre-VQ token predicts which findings touch its patch, from the phantom truth. 0 turns it off.
-    token_loss_weight: float = setting(
-        1.0, "weight of the auxiliary per-token finding loss, from DIR/phantom_truth.json (0 turns it off, e.g. "
-        "for data without phantom truth)")
-    token_pos_weight_max: float = setting(
-        10.0, "cap of the token loss's per-finding positive weight (1-p)/p (a nodule marks a few of a volume's "
-        "tokens, so its uncapped weight is in the hundreds)")
-    standardize_latent: bool = setting(
-        True, "train the head on BatchNorm-standardised latents, folded into the saved head")
-
-    def __post_init__(self):
-        coerce_nested(self)
-        self.shift_voxels = tuple(int(s) for s in self.shift_voxels)
-        if self.epochs < 0 or self.vq_epochs < 0 or self.epochs + self.vq_epochs < 1:
-            raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
-        if self.batch_size < 1 or self.lr <= 0 or self.kmeans_iters < 1 or self.kmeans_tokens < 1:
-            raise ConfigError(f"bad encoder training settings: {self}")
-        if min(self.shift_voxels) < 0:
-            raise ConfigError(f"--shift-voxels must be 0 or more, got {list(self.shift_voxels)}")
-        if not self.token_pos_weight_max >= 1.0:  # also refuses NaN
-            raise ConfigError(f"--token-pos-weight-max must be at least 1, got {self.token_pos_weight_max}")
-
-    def identity(self) -> dict:
-        """What a resumed run must share with the one that wrote the checkpoint."""
-        return self.to_dict()
 
 
 class EncoderWithHead(nn.Module):

@@ -17,58 +17,14 @@ labels, the classifier's AUROC per finding and macro (with the same bootstrap) i
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 
-from engine.config import JsonConfig, setting
-from engine.data.source import DataSource
 from engine.errors import ConfigError
-from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
+from training.configs import EvaluateConfig  # defined without torch, for the CLI
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
-
-
-@dataclass(frozen=True)
-class EvaluateConfig(JsonConfig):
-    run: str = setting(help="run directory (rad3d train)")
-    data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
-    cache: str = setting(help="embedding cache of that dataset")
-    out: str = setting(help="evaluation folder to write")
-    split: str = setting("test", "split to evaluate")
-    batch_size: int = setting(16, "cases generated together")
-    max_new_tokens: int | None = setting(None, "report length cap (default: the run's setting)")
-    beams: int = setting(1, "beam search width (1: greedy)")
-    limit: int | None = setting(None, "only the first N cases of the split")
-    device: str | None = setting(None, "cpu or cuda (default: cuda when present)")
-    run_name: str | None = setting(None, "the predictions' run column (default: the run folder's name)", cli=False)
-    bertscore_model: str | None = setting(None, "local encoder folder for BERTScore (default: bundled all-MiniLM-L6-v2)")
-    bertscore: bool = setting(True, "BERTScore (--no-bertscore skips it)")
-    meteor: bool = setting(True, "METEOR, which needs Java (--no-meteor skips it)")
-    resamples: int = setting(5000, "bootstrap resamples")
-    seed: int = setting(0, "bootstrap seed")
-    output_format: Literal["rad3d", "vlm3d"] = setting(
-        "rad3d", "vlm3d: also write the VLM3D challenge's submission and ground-truth JSON and their scores "
-        "(vlm3d_submission.json, vlm3d_ground_truth.json, vlm3d_metrics.json) beside the normal outputs",
-        flag="--format")
-    convention: str = setting(
-        DEFAULT_CONVENTION, "text convention of BLEU, METEOR, ROUGE-L and CIDEr-D: r2gen (R2Gen's "
-        "clean_report_mimic_cxr, as published CT-RATE numbers), coco (PTB tokenizer), raw",
-        choices=tuple(sorted(CONVENTIONS)))
-
-    def __post_init__(self):
-        if self.output_format not in ("rad3d", "vlm3d"):
-            raise ConfigError(f"output format must be 'rad3d' or 'vlm3d', not {self.output_format!r}")
-        object.__setattr__(self, "data", DataSource.coerce(self.data))
-        if self.batch_size < 1 or self.beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
-            raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be at least 1, got {self.limit}")
-        from study.metrics.text import text_convention
-
-        text_convention(self.convention)  # an unknown name fails here, before any model loads
 
 
 def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, progress: bool = True) -> pd.DataFrame:
@@ -101,7 +57,11 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None)
     from engine.inference import InferenceSession
     from study.metrics import evaluate_predictions, write_evaluation
     from study.predictions import write_provenance
-    from training.data import check_cache_matches, check_logits_from_classifier, load_report_split
+    from training.data import (
+        check_cache_matches,
+        check_logits_from_classifier,
+        load_report_split,
+    )
 
     out = Path(config.out)
     # The dataset is read with the run's label set (label columns that disagree are refused there),

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.config import JsonConfig, setting
-from engine.data.source import DataSource
 from engine.errors import ConfigError
+from training.configs import SweepConfig  # defined without torch, for the CLI
 
 HEADLINE_METRICS = (  # (key in metrics.json, column title)
     ("bleu_1", "BLEU-1"), ("bleu_2", "BLEU-2"), ("bleu_3", "BLEU-3"), ("bleu_4", "BLEU-4"),
@@ -61,45 +60,6 @@ def sweep_points(llms, variants, prefix_lens, layers) -> list[SweepPoint]:
     return points
 
 
-@dataclass(frozen=True)
-class SweepConfig(JsonConfig):
-    data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
-    cache: str = setting(help="embedding cache of that dataset")
-    image_model: str = setting(help="IMAGE folder with encoder, classifier, label set")
-    out: str = setting(help="sweep folder")
-    llms: tuple[tuple[str, str], ...] = setting(help="LLMs to sweep, each NAME=local folder", cli=False)
-    variants: tuple[str, ...] = setting(("v3",), "variants")
-    prefix_lens: tuple[int, ...] = setting((10,), "prefix lengths")
-    layers: tuple[int, ...] = setting((8,), "mapper layers")
-    clip_len: int | None = setting(None, "projection tokens (default: each point's prefix length)")
-    epochs: int = setting(10, "epochs per point")
-    max_steps: int | None = setting(None, "cap on steps per point")
-    lr: float = setting(2e-5, "learning rate")
-    batch_size: int = setting(8, "training batch size")
-    max_report_tokens: int | None = setting(None, "truncate longer findings to N tokens")
-    seed: int = setting(0, "seed")
-    save_every_steps: int | None = setting(None, "also checkpoint every N steps")
-    eval_split: str = setting("valid", "split to evaluate on (test for final tables)")
-    eval_batch_size: int = setting(16, "generation batch size")
-    max_new_tokens: int | None = setting(None, "report length cap for evaluation")
-    eval_limit: int | None = setting(None, "evaluate only the first N cases")
-    bertscore_model: str | None = setting(None, "local encoder folder for BERTScore")
-    bertscore: bool = setting(True, "BERTScore (--no-bertscore skips it)")
-    meteor: bool = setting(True, "METEOR (--no-meteor skips it)")
-    resamples: int = setting(5000, "bootstrap resamples")
-
-    def __post_init__(self):
-        object.__setattr__(self, "data", DataSource.coerce(self.data))
-        if not self.llms:
-            raise ConfigError("a sweep needs at least one LLM (--llms NAME=PATH)")
-        names = [n for n, _ in self.llms]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"LLM names repeat: {names}")
-        bad = [n for n in names if not n or any(c in n for c in "/\\ ")]
-        if bad:
-            raise ConfigError(f"LLM names must be non-empty without slashes or spaces: {bad}")
-
-
 def parse_llms(items: list[str]) -> tuple[tuple[str, str], ...]:
     """["smollm2=/models/smollm2", ...] → (("smollm2", "/models/smollm2"), ...)."""
     pairs = []
@@ -119,8 +79,8 @@ def point_finished(run: Path) -> bool:
 
 
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> pd.DataFrame:
-    from training.connector import TrainConfig, train_connector
     from engine.data import resolve
+    from training.connector import TrainConfig, train_connector
     from training.evaluate import EvaluateConfig, evaluate_run
 
     resolve(config.data)  # a refused dataset stops the sweep before anything is written
