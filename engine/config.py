@@ -246,8 +246,10 @@ def add_config_arguments(parser, cls, *, exclude=(), prefix: str = "") -> None:
                             default=None if required else default, help=help_text or None, **kw)
 
 
-def config_from_args(cls, args: argparse.Namespace, *, prefix: str = "", source: str | None = None, **given):
-    """`cls` from parsed options (those add_config_arguments made) plus `given` values."""
-    data = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
-            if f.init and hasattr(args, prefix + f.name) and f.name not in given}
+def config_from_args(cls, args: argparse.Namespace, *, exclude=(), prefix: str = "", source: str | None = None,
+                     **given):
+    """`cls` from the options add_config_arguments made (same `exclude` and `prefix`) plus `given`
+    values (what the command reads its own way, e.g. the dataset)."""
+    data = {f.name: getattr(args, prefix + f.name) for f in _cli_fields(cls, exclude)
+            if hasattr(args, prefix + f.name) and f.name not in given}
     return config_from_dict(cls, {**data, **given}, source)

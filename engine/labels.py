@@ -23,6 +23,9 @@ class LabelSet(JsonConfig):
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
+        # every finding has its (possibly empty) synonyms, so a set built in code equals the same set read back
+        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "synonyms", {n: tuple(self.synonyms.get(n, ())) for n in self.names})
         if len(set(self.names)) != len(self.names):
             raise ConfigError(f"label set {self.name!r} repeats a finding name")
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.config import JsonConfig
 from engine.errors import ConfigError
 from engine.labels import ct_rate
 
@@ -18,7 +19,7 @@ def default_prevalence() -> dict[str, float]:
 
 
 @dataclass
-class SynthConfig:
+class SynthConfig(JsonConfig):
     """n volumes from `seed`. Each scan draws each finding independently with its prevalence,
     except that a `normal_fraction` of scans is drawn with no finding at all (so the marginal
     rate of a finding is (1 − normal_fraction)·p). `scale` multiplies voxel spacing and divides
