@@ -208,6 +208,7 @@ def test_data_source_reads_the_older_bare_folder_form():
 
 # -- command-line options generated from the fields ----------------------------------------------
 def _commands():
+    from engine.synth.config import SynthConfig
     from training.configs import ClassifierTrainConfig, EncoderTrainConfig, EvaluateConfig, SweepConfig, TrainConfig
 
     base = ["--data", "D", "--out", "O"]
@@ -217,6 +218,7 @@ def _commands():
         "sweep": (SweepConfig, [*base, "--cache", "C", "--image-model", "I", "--llms", "tiny=/llm"]),
         "train-classifier": (ClassifierTrainConfig, [*base, "--cache", "C"]),
         "train-encoder": (EncoderTrainConfig, base),
+        "synth": (SynthConfig, ["--out", "O", "--n", "3"]),
     }
 
 
@@ -235,6 +237,10 @@ def _given(cls, args) -> dict:
     given = {"data": source_from_args(args)} if "data" in names else {}
     if "llms" in names:
         given["llms"] = parse_llms(args.llms)
+    if "prevalence" in names:
+        from engine.synth.config import parse_prevalence
+
+        given["prevalence"] = parse_prevalence(args.prevalence)
     return given
 
 
@@ -281,6 +287,7 @@ def test_generated_options_keep_the_documented_names():
         "sweep": ["--variants", "v2", "v3", "--prefix-lens", "2", "5", "--no-bertscore", "--eval-split", "test"],
         "train-encoder": ["--shift-voxels", "0", "0", "0", "--no-standardize-latent", "--token-loss-weight", "0"],
         "train-classifier": ["--patience", "5", "--hidden", "16"],
+        "synth": ["--hu", "--scale", "4", "--normal-fraction", "0.2"],
     }.items():
         cls, argv = _commands()[command]
         args = _parse(command, [*argv, *options])
