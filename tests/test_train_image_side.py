@@ -100,7 +100,7 @@ def test_train_classifier_learns_planted_findings_and_writes_logits_into_the_cac
     assert len(cfg.classifier.thresholds) == len(LABELS)
     valid = report[report.split == "valid"].set_index("name").auroc
     assert cfg.classifier.valid_auroc == pytest.approx([valid[n] for n in LABELS])  # per finding, label order
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head = AbnormalityHead(cfg.classifier.config)
     head.load_state_dict(load_file(cfg.classifier.weights))
     with torch.no_grad():
         expected = head(torch.from_numpy(planted["latents"])).numpy()
@@ -217,7 +217,7 @@ def test_train_encoder_learns_saves_ctclip_weights_and_resumes_after_a_crash(pha
     load_ctclip_vision(encoder, cfg.encoder.weights, strict=True)
     codebook = encoder.visual_transformer.vq._codebook
     assert codebook.initted.item() == 1 and (codebook.cluster_size > 0).sum() > 1  # fitted, not random
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head = AbnormalityHead(cfg.classifier.config)
     head.load_state_dict(load_file(cfg.classifier.weights))
     from engine.data import CTRateDataset
 
@@ -410,7 +410,7 @@ def test_windowed_training_keeps_one_channel_and_matches_the_inference_path(phan
     assert PreprocessConfig.from_dict(cfg.preprocess) == pp
     encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
     load_ctclip_vision(encoder, cfg.encoder.weights, strict=True)
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head = AbnormalityHead(cfg.classifier.config)
     head.load_state_dict(load_file(cfg.classifier.weights))
     from engine.data import CTRateDataset
 

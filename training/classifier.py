@@ -158,7 +158,7 @@ class EncoderSource:
 
 def encoder_source(*, image_model: str | Path | None = None, encoder_weights: str | Path | None = None,
                    encoder_config: str | Path | None = None, preprocess: str | Path | None = None):
-    """(EncoderSource, label set dict or None) from an image model folder, or from weights + config
+    """(EncoderSource, LabelSet or None) from an image model folder, or from weights + config
     (+ preprocessing JSON; CT-CLIP's grid by default), exactly as `rad3d embed` was given them."""
     import json
 

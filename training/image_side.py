@@ -52,9 +52,9 @@ def labelled_split(dataset, split: str) -> LabelledSplit:
     return LabelledSplit(split, [c.volume_name for c in cases], np.stack([c.labels for c in cases]).astype(np.float32))
 
 
-def check_label_sets_agree(ours: LabelSet, theirs: dict | LabelSet, what: str, path=None) -> None:
+def check_label_sets_agree(ours: LabelSet, theirs: LabelSet, what: str, path=None) -> None:
     """The image model being extended must predict the same findings in the same order."""
-    names = tuple(theirs.names) if isinstance(theirs, LabelSet) else tuple(f["name"] for f in theirs["findings"])
+    names = tuple(theirs.names)
     if names != tuple(ours.names):
         missing = [n for n in ours.names if n not in names]
         extra = [n for n in names if n not in ours.names]
