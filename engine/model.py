@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from engine.connectors import ConnectorConfig, build_connector
-from engine.model_configs import ReportGeneratorConfig  # defined without torch
 from engine.decoders.loading import freeze, unfreeze
 from engine.decoders.lora import LoraSettings, apply_lora
 from engine.errors import CheckpointError, ConfigError
+from engine.model_configs import ReportGeneratorConfig  # defined without torch
 from engine.variants import get_variant
 
 IGNORE_INDEX = -100  # positions the cross-entropy skips (transformers' convention)

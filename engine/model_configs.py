@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from engine.config import JsonConfig
 from engine.errors import ConfigError
@@ -105,7 +106,7 @@ class ConnectorConfig(JsonConfig):
     n_layers: int = 8  # transformer mapper depth
     n_heads: int = 8
     mlp_ratio: float = 2.0
-    act: str = "relu"  # "relu" (ClipCap) or "gelu"
+    act: Literal["relu", "gelu"] = "relu"  # relu: ClipCap's
     dropout: float = 0.0
 
     def __post_init__(self):
@@ -127,7 +128,7 @@ class ConnectorConfig(JsonConfig):
 class ReportGeneratorConfig(JsonConfig):
     variant: str
     connector: ConnectorConfig
-    decoder_mode: str  # "frozen", "full" (fine-tuned) or "lora"
+    decoder_mode: Literal["frozen", "full", "lora"]  # "full": fine-tuned
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import JsonConfig, add_config_arguments, config_from_args, config_from_dict
+from engine.config import (
+    JsonConfig,
+    add_config_arguments,
+    config_from_args,
+    config_from_dict,
+)
 from engine.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "training" / "demo" / "weights"
@@ -149,7 +154,11 @@ def test_a_bad_nested_key_or_type_names_the_file_and_the_key_path(tmp_path):
 
 def test_run_config_members_are_typed_and_old_files_read():
     from engine.labels import LabelSet
-    from engine.model_configs import GenerationSettings, PreprocessConfig, ReportGeneratorConfig
+    from engine.model_configs import (
+        GenerationSettings,
+        PreprocessConfig,
+        ReportGeneratorConfig,
+    )
     from engine.rundir import RunConfig
 
     path, text = _run_config_text()
@@ -209,7 +218,13 @@ def test_data_source_reads_the_older_bare_folder_form():
 # -- command-line options generated from the fields ----------------------------------------------
 def _commands():
     from engine.synth.config import SynthConfig
-    from training.configs import ClassifierTrainConfig, EncoderTrainConfig, EvaluateConfig, SweepConfig, TrainConfig
+    from training.configs import (
+        ClassifierTrainConfig,
+        EncoderTrainConfig,
+        EvaluateConfig,
+        SweepConfig,
+        TrainConfig,
+    )
 
     base = ["--data", "D", "--out", "O"]
     return {
