@@ -246,6 +246,11 @@ def add_config_arguments(parser, cls, *, exclude=(), prefix: str = "") -> None:
                             default=None if required else default, help=help_text or None, **kw)
 
 
+def field_help(cls, name: str) -> str:
+    """A field's command-line help, for a command that reads that field its own way."""
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name).replace("%", "%%")
+
+
 def config_from_args(cls, args: argparse.Namespace, *, exclude=(), prefix: str = "", source: str | None = None,
                      **given):
     """`cls` from the options add_config_arguments made (same `exclude` and `prefix`) plus `given`

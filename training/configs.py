@@ -206,7 +206,10 @@ def demo_preprocess(name: str) -> PreprocessConfig:
 class EncoderTrainConfig(JsonConfig):
     encoder_config: str = setting("demo-small", "encoder config name (engine/configs/encoders) or JSON file")
     # The command's --preprocess takes a JSON file or a demo name instead (training/commands/train_encoder.py).
-    preprocess: PreprocessConfig = setting(default_factory=lambda: DEMO_PREPROCESS, cli=False)
+    preprocess: PreprocessConfig = setting(
+        default_factory=lambda: DEMO_PREPROCESS, cli=False,
+        help="PreprocessConfig JSON, or `demo-windowed` (the demo's five HU windows + reference channel; use with "
+        "--encoder-config demo-windows) (default: one CT-CLIP channel, 3.75 x 3.75 x 7.5 mm, 96 x 96 x 48)")
     epochs: int = setting(12, "end-to-end epochs before the codebook is fitted")
     vq_epochs: int = setting(3, "fine-tune epochs through the fitted VQ codebook")
     lr: float = setting(1e-3, "peak AdamW learning rate")

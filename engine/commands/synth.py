@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.config import add_config_arguments, config_from_args
+from engine.config import add_config_arguments, config_from_args, field_help
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
     add_config_arguments(p, SynthConfig)  # every setting, with its default, from SynthConfig
     p.add_argument("--prevalence", nargs="+", metavar="SPEC",
-                   help="a JSON file {finding: p} or name=p pairs, e.g. all=0.3 lung_nodule=0.5 (default 0.3 each)")
+                   help=field_help(SynthConfig, "prevalence"))
     p.add_argument("--layout", choices=("flat", "ctrate"), default="flat",
                    help="flat (rad3d's, default) or ctrate (CT-RATE's released tree and names)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")

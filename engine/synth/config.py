@@ -28,8 +28,10 @@ class SynthConfig(JsonConfig):
     n: int = setting(help="number of volumes")
     seed: int = setting(0, "random seed (same seed, same dataset)")
     scale: float = setting(1.0, "multiply voxel spacing and divide the matrix by this (4 gives 128² in-plane, fast)")
-    # The command reads --prevalence its own way (engine.synth.config.parse_prevalence).
-    prevalence: dict[str, float] = setting(default_factory=default_prevalence, cli=False)
+    # The command reads --prevalence its own way (parse_prevalence below).
+    prevalence: dict[str, float] = setting(
+        default_factory=default_prevalence, cli=False,
+        help="a JSON file {finding: p} or name=p pairs, e.g. all=0.3 lung_nodule=0.5 (default 0.3 each)")
     store_hu: bool = setting(False, "store HU in the files (RescaleIntercept 0) instead of CT-RATE's HU + 1024",
                              flag="--hu")
     workers: int = setting(1, "processes generating volumes in parallel")

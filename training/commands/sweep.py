@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.config import add_config_arguments, config_from_args
+from engine.config import add_config_arguments, config_from_args, field_help
 from engine.data.source import add_data_arguments
 
 
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     from training.configs import SweepConfig
 
     add_data_arguments(p)
-    p.add_argument("--llms", nargs="+", required=True, metavar="NAME=PATH", help="LLMs to sweep, each NAME=local folder")
+    p.add_argument("--llms", nargs="+", required=True, metavar="NAME=PATH", help=field_help(SweepConfig, "llms"))
     add_config_arguments(p, SweepConfig)  # every other setting, with its default, from SweepConfig
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)

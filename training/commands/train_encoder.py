@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.config import add_config_arguments, config_from_args
+from engine.config import add_config_arguments, config_from_args, field_help
 from engine.data.source import add_data_arguments
 
 
@@ -24,9 +24,7 @@ def register(subparsers) -> None:
     add_data_arguments(p, help="dataset folder (flat layout or CT-RATE's released tree), e.g. from "
                        "`rad3d synth --n 400 --scale 4`")
     p.add_argument("--out", required=True, help="image model folder to write")
-    p.add_argument("--preprocess", help="PreprocessConfig JSON, or `demo-windowed` (the demo's five HU windows + "
-                   "reference channel; use with --encoder-config demo-windows) (default: one CT-CLIP channel, "
-                   "3.75 x 3.75 x 7.5 mm, 96 x 96 x 48)")
+    p.add_argument("--preprocess", help=field_help(EncoderTrainConfig, "preprocess"))
     add_config_arguments(p, EncoderTrainConfig)  # every training setting, with its default
     p.add_argument("--workers", type=int, default=2, help="processes reading and preprocessing volumes")
     p.add_argument("--tensor-cache", help="keep the preprocessed volumes here (reused by a rerun)")
