@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from engine.config import JsonConfig
 from engine.errors import ConfigError
 from engine.provenance import Provenance
 
@@ -30,7 +31,7 @@ ENTRIES = "entries"
 
 
 @dataclass(frozen=True)
-class CacheIdentity:
+class CacheIdentity(JsonConfig):
     """What the cached numbers depend on; two caches with different identities never mix."""
 
     encoder: str  # encoder name + config fingerprint + weights fingerprint
@@ -84,7 +85,7 @@ class EmbeddingCache:
         path = root / MANIFEST
         try:
             data = json.loads(path.read_text())
-            identity = CacheIdentity(**data["identity"])
+            identity = CacheIdentity.from_dict(data["identity"], path)
             provenance = Provenance.from_dict(data.get("provenance"), path)
         except FileNotFoundError:
             raise ConfigError("not an embedding cache (manifest.json missing)", root) from None

@@ -7,7 +7,6 @@ cross-entropy; hidden = 0 gives exactly that (one Linear), hidden > 0 a small ML
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,24 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class AbnormalityHeadConfig:
-    in_dim: int = 512
-    hidden: int = 0  # 0: a single Linear layer; > 0: Linear → GELU → dropout → Linear
-    n_labels: int = 18
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        if self.in_dim < 1 or self.n_labels < 1 or self.hidden < 0:
-            raise ConfigError(f"bad classifier head sizes: {self}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"classifier dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from engine.model_configs import AbnormalityHeadConfig  # defined without torch
 
 
 class AbnormalityHead(nn.Module):

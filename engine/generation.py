@@ -24,19 +24,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 256
-    num_beams: int = 1  # 1: greedy
-    repetition_penalty: float = 1.0  # > 1 discourages tokens already generated
-    no_repeat_ngram_size: int = 0
-    length_penalty: float = 1.0  # beam search only
-    min_new_tokens: int = 0
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1 or self.num_beams < 1 or self.repetition_penalty <= 0:
-            raise ValueError(f"bad generation settings: {self}")
+from engine.model_configs import GenerationSettings  # defined without torch
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.classifier import AbnormalityHead, AbnormalityHeadConfig, at_threshold, is_weak, mark_weak
+from engine.classifier import AbnormalityHead, at_threshold, is_weak, mark_weak
 from engine.errors import ConfigError
 from engine.labels import LabelSet
 from engine.preprocess import PreprocessConfig, preprocess
@@ -143,11 +143,10 @@ def image_model_from_config(cfg, *, source: str | Path | None = None, device: st
     engine.rundir.load_image_model gives it), in eval mode on `device`."""
     from engine.weights import load_weights_strict
 
-    label_set = LabelSet.from_dict(cfg.label_set, str(source or "<image model>"))
     encoder = load_encoder(cfg.encoder.name, cfg.encoder.config, cfg.encoder.weights) if with_encoder else None
-    classifier = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    classifier = AbnormalityHead(cfg.classifier.config)
     load_weights_strict(classifier, cfg.classifier.weights, "classifier")
-    model = ImageModel(encoder, classifier, preprocess=PreprocessConfig.from_dict(cfg.preprocess), label_set=label_set,
+    model = ImageModel(encoder, classifier, preprocess=cfg.preprocess, label_set=cfg.label_set,
                        thresholds=cfg.classifier.thresholds, valid_auroc=cfg.classifier.valid_auroc, spec=cfg,
                        source=source)
     return model.eval().to(device)

@@ -26,7 +26,7 @@ from engine.domain import DomainCheck, body_region
 from engine.errors import ConfigError, OutOfDomainError
 from engine.generation import GenerationResult, GenerationSettings, generate_from_prefix
 from engine.image_model import ImageModel, open_image_model
-from engine.model import ReportGenerator, ReportGeneratorConfig
+from engine.model import ReportGenerator
 from engine.rundir import RunDir, load_domain_guard, open_run
 from engine.volume import Volume
 from engine.weights import load_weights_strict
@@ -78,7 +78,7 @@ class InferenceSession:
         self.tokenizer = tokenizer
         self.device = device
         self.domain_guard = domain_guard  # engine.domain.FeatureGuard, or None (a run made before guards)
-        self.settings = GenerationSettings(**run.config.generation)
+        self.settings = run.config.generation
 
     # The image model's parts and reading, for the session's callers.
     encoder = property(lambda self: self.image.encoder)
@@ -102,7 +102,7 @@ class InferenceSession:
         device, dtype = pick_device(device)
         image = open_image_model(run.root, device=device)
         decoder, tokenizer = load_causal_lm(run.resolve(cfg.decoder.path), gguf_file=cfg.decoder.gguf_file, dtype=dtype)
-        generator = ReportGenerator(ReportGeneratorConfig.from_dict(cfg.generator, str(run.root)), decoder)
+        generator = ReportGenerator(cfg.generator, decoder)
         load_weights_strict(generator.connector, run.resolve(cfg.connector_weights), "connector")
         if cfg.decoder.weights:  # only the trained part of the decoder (V-1, baseline, LoRA) is stored
             load_weights_strict(generator.decoder, run.resolve(cfg.decoder.weights), "decoder", partial=True)

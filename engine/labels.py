@@ -10,18 +10,22 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.config import JsonConfig
 from engine.errors import ConfigError
 
 _BUILTIN_DIR = Path(__file__).with_name("label_sets")
 
 
 @dataclass(frozen=True)
-class LabelSet:
+class LabelSet(JsonConfig):
     name: str
     names: tuple[str, ...]
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
+        # every finding has its (possibly empty) synonyms, so a set built in code equals the same set read back
+        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "synonyms", {n: tuple(self.synonyms.get(n, ())) for n in self.names})
         if len(set(self.names)) != len(self.names):
             raise ConfigError(f"label set {self.name!r} repeats a finding name")
 
@@ -31,21 +35,21 @@ class LabelSet:
     def index(self, finding: str) -> int:
         return self.names.index(finding)
 
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "findings": [{"name": n, "synonyms": list(self.synonyms.get(n, ()))} for n in self.names],
-        }
+    # Written as {"name", "findings": [{"name", "synonyms"}, ...]}: one entry per finding, in order.
+    def _json_out(self, data: dict) -> dict:
+        return {"name": self.name,
+                "findings": [{"name": n, "synonyms": list(self.synonyms.get(n, ()))} for n in self.names]}
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "<dict>") -> "LabelSet":
-        try:
-            findings = data["findings"]
-            names = tuple(str(f["name"]) for f in findings)
-            synonyms = {str(f["name"]): tuple(f.get("synonyms", ())) for f in findings}
-            return cls(name=str(data["name"]), names=names, synonyms=synonyms)
-        except (KeyError, TypeError) as err:
-            raise ConfigError(f"not a label set (missing {err})", source) from None
+    def _json_in(cls, data) -> dict:
+        if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
+            raise ConfigError("not a label set (no findings list)")
+        findings = data["findings"]
+        if not all(isinstance(f, dict) and "name" in f for f in findings):
+            raise ConfigError("not a label set (a finding without a name)")
+        rest = {k: v for k, v in data.items() if k != "findings"}
+        return {**rest, "names": [f["name"] for f in findings],
+                "synonyms": {f["name"]: f.get("synonyms", []) for f in findings}}
 
     @classmethod
     def from_file(cls, path: str | Path) -> "LabelSet":
@@ -54,7 +58,7 @@ class LabelSet:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read label set: {err}", path) from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(data, path)
 
 
 def builtin_label_sets() -> list[str]:

@@ -11,7 +11,6 @@ before them; prefix positions and padding never count. Generation starts from th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -21,30 +20,10 @@ from engine.connectors import ConnectorConfig, build_connector
 from engine.decoders.loading import freeze, unfreeze
 from engine.decoders.lora import LoraSettings, apply_lora
 from engine.errors import CheckpointError, ConfigError
+from engine.model_configs import ReportGeneratorConfig  # defined without torch
 from engine.variants import get_variant
 
 IGNORE_INDEX = -100  # positions the cross-entropy skips (transformers' convention)
-
-
-@dataclass(frozen=True)
-class ReportGeneratorConfig:
-    variant: str
-    connector: ConnectorConfig
-    decoder_mode: str  # "frozen", "full" (fine-tuned) or "lora"
-
-    def to_dict(self) -> dict:
-        return {"variant": self.variant, "connector": self.connector.to_dict(), "decoder_mode": self.decoder_mode}
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str | None = None) -> "ReportGeneratorConfig":
-        try:
-            return cls(
-                variant=str(data["variant"]),
-                connector=ConnectorConfig.from_dict(dict(data["connector"]), source),
-                decoder_mode=str(data["decoder_mode"]),
-            )
-        except (KeyError, TypeError) as err:
-            raise ConfigError(f"not a report generator config (missing {err})", source) from None
 
 
 class ReportGenerator(nn.Module):

@@ -16,98 +16,17 @@ as the reference the fast one is tested against.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.errors import ConfigError, VolumeError
+from engine.errors import VolumeError
+from engine.model_configs import PREPROCESS_VERSION, PreprocessConfig  # noqa: F401 (defined without torch)
 from engine.volume import CANONICAL_AXCODES, Volume
-
-# Bump when the algorithm changes values, so embedding caches made before are refused.
-PREPROCESS_VERSION = 1
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    spacing_mm: tuple[float, float, float] = (0.75, 0.75, 1.5)  # target (x, y, z)
-    hu_range: tuple[float, float] = (-1000.0, 1000.0)  # clipped, then mapped to [-1, 1]
-    shape_xyz: tuple[int, int, int] = (480, 480, 240)  # centre crop / pad target
-    clip_before_resample: bool = True  # CT-CLIP inference clips first; its training loader clips after
-    # HU windows (low, high), one input channel each, mapped to [-1, 1]; empty: CT-CLIP's one channel.
-    # Why: CT-ViT's patch embedding LayerNorms every patch, which removes the patch's mean and
-    # contrast; windows saturate at fixed HU, so absolute attenuation (emphysema vs normal lung,
-    # metal vs bone) survives that normalisation as the relation between channels.
-    windows: tuple[tuple[float, float], ...] = ()
-    # Amplitude A of a fixed channel appended last: +A/-A alternating voxel by voxel (a 3-D
-    # checkerboard, the same for every volume); 0: none. Why: with even patch sizes every patch holds
-    # as many +A as -A voxels, so this channel adds a known, content-free variance to each patch
-    # vector; when A dominates, the per-patch LayerNorm divides every patch by nearly the same number
-    # and the patch embedding sees absolute intensities instead of each patch's own contrast.
-    reference_channel: float = 0.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "spacing_mm", tuple(float(s) for s in self.spacing_mm))
-        object.__setattr__(self, "hu_range", tuple(float(h) for h in self.hu_range))
-        object.__setattr__(self, "shape_xyz", tuple(int(n) for n in self.shape_xyz))
-        try:
-            object.__setattr__(self, "windows", tuple((float(lo), float(hi)) for lo, hi in self.windows))
-        except (TypeError, ValueError):
-            raise ConfigError(f"preprocess windows {self.windows} must be a list of (low, high) HU pairs") from None
-        for lo, hi in self.windows:
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ConfigError(f"preprocess window ({lo}, {hi}) must be finite with low < high")
-        object.__setattr__(self, "reference_channel", float(self.reference_channel))
-        if not (math.isfinite(self.reference_channel) and self.reference_channel >= 0):
-            raise ConfigError(f"preprocess reference_channel {self.reference_channel} must be a finite amplitude >= 0")
-        if len(self.spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing_mm):
-            raise ConfigError(f"preprocess spacing_mm {self.spacing_mm} must be three positive numbers")
-        if len(self.hu_range) != 2 or not self.hu_range[0] < self.hu_range[1]:
-            raise ConfigError(f"preprocess hu_range {self.hu_range} must be (low, high) with low < high")
-        if len(self.shape_xyz) != 3 or not all(n > 0 for n in self.shape_xyz):
-            raise ConfigError(f"preprocess shape_xyz {self.shape_xyz} must be three positive sizes")
-
-    @property
-    def channels(self) -> int:
-        return max(1, len(self.windows)) + (1 if self.reference_channel else 0)
-
-    @property
-    def base(self) -> "PreprocessConfig":
-        """The same grid and HU range with one plain channel: what `apply_windows` starts from."""
-        return replace(self, windows=(), reference_channel=0.0)
-
-    def to_dict(self) -> dict:
-        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        data["windows"] = [list(w) for w in self.windows]
-        # Settings at their "off" value are left out, so configs from before they existed keep
-        # their fingerprints (and embedding caches).
-        if not self.windows:
-            del data["windows"]
-        if not self.reference_channel:
-            del data["reference_channel"]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown preprocessing settings {sorted(unknown)} (known: {sorted(known)})")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"bad preprocessing settings {data}: {err}") from None
-
-    def fingerprint(self) -> str:
-        """Short stable hash of every setting (and the algorithm version): the embedding cache key."""
-        payload = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def resampled_size(n: int, spacing: float, target: float) -> int:

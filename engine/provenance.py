@@ -19,9 +19,10 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import JsonConfig
 from engine.data.layout import RELEASE_FILES
 from engine.io import VOLUME_SUFFIXES
 
@@ -71,8 +72,10 @@ def licence_name(licence: str | None) -> str:
 
 
 # -- the records -----------------------------------------------------------------------------------
+# Records read leniently: keys a later rad3d may add are left out, so an older one still reads them.
 @dataclass(frozen=True)
-class DataSource:
+class DataSource(JsonConfig):
+    _json_extra = "ignore"
     kind: str  # one of DATA_KINDS
     name: str
     version: str | None = None
@@ -88,7 +91,8 @@ class DataSource:
 
 
 @dataclass(frozen=True)
-class EncoderRecord:
+class EncoderRecord(JsonConfig):
+    _json_extra = "ignore"
     file: str  # the weights file's name
     sha256: str | None
     origin: str = UNKNOWN  # "CT-CLIP", "rad3d train-encoder" or unknown
@@ -96,47 +100,36 @@ class EncoderRecord:
 
 
 @dataclass(frozen=True)
-class DecoderRecord:
+class DecoderRecord(JsonConfig):
+    _json_extra = "ignore"
     name: str
     licence: str = UNKNOWN
 
 
 @dataclass(frozen=True)
-class Provenance:
+class Provenance(JsonConfig):
     data: tuple[DataSource, ...] = ()
     encoder: EncoderRecord | None = None
     decoder: DecoderRecord | None = None
 
     # -- JSON ----------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """The records, plus the derived one-line statements for readers of the JSON (recomputed,
-        not read back, by from_dict)."""
+    # The derived one-line statements are written for readers of the JSON; they are recomputed,
+    # not read back.
+    _json_ignore = frozenset({"trained_on", "licence", "commercial_use", "share_alike"})
+
+    def _json_out(self, data: dict) -> dict:
         terms = self.terms()
-        return {
-            "data": [vars(d).copy() for d in self.data],
-            "encoder": vars(self.encoder).copy() if self.encoder else None,
-            "decoder": vars(self.decoder).copy() if self.decoder else None,
-            "trained_on": self.trained_on(),
-            "licence": self.licence_statement(),
-            "commercial_use": terms["commercial_use"],
-            "share_alike": terms["share_alike"],
-        }
+        return {**data, "trained_on": self.trained_on(), "licence": self.licence_statement(),
+                "commercial_use": terms["commercial_use"], "share_alike": terms["share_alike"]}
 
     @classmethod
-    def from_dict(cls, data: dict | None, source: str | Path | None = None) -> "Provenance":
-        """A recorded provenance; None or {} (an artefact older than provenance) gives the empty one."""
-        from engine.errors import ConfigError
-
+    def _json_in(cls, data) -> dict:
+        """None or {} (an artefact older than provenance) gives the empty one."""
         if not data:
-            return cls()
-        try:
-            return cls(
-                data=tuple(_record(DataSource, d) for d in data.get("data") or ()),
-                encoder=_record(EncoderRecord, data["encoder"]) if data.get("encoder") else None,
-                decoder=_record(DecoderRecord, data["decoder"]) if data.get("decoder") else None,
-            )
-        except (TypeError, AttributeError) as err:
-            raise ConfigError(f"unreadable provenance ({err})", source) from None
+            return {}
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (k == "data" and v is None) and not (k != "data" and not v)}
+        return data
 
     # -- combining -----------------------------------------------------------------------------
     def merged(self, other: "Provenance | None" = None, *, data: DataSource | None = None,
@@ -233,12 +226,6 @@ class Provenance:
         if (w := self.warning()) is not None:
             out.append(f"Warning: {w}")
         return out
-
-
-def _record(cls, data: dict):
-    """A record from its JSON, keys a later rad3d may add left out (an older one still reads it)."""
-    known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 # -- hashing files ---------------------------------------------------------------------------------

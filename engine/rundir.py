@@ -18,10 +18,13 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.config import JsonConfig, coerce_nested
 from engine.errors import ConfigError
+from engine.labels import LabelSet
+from engine.model_configs import AbnormalityHeadConfig, GenerationSettings, PreprocessConfig, ReportGeneratorConfig
 from engine.provenance import Provenance, describe_decoder, describe_encoder
 
 RUN_FORMAT = "rad3d-run/1"
@@ -30,31 +33,34 @@ DOMAIN_GUARD_FILE = "domain_guard.safetensors"
 
 
 @dataclass
-class EncoderSpec:
+class EncoderSpec(JsonConfig):
     name: str  # a name in engine.encoders.ENCODERS
-    config: dict  # that encoder's config as a dict
+    config: dict  # that encoder family's own config (e.g. CTViTConfig) as a dict, read by the registry
     weights: str  # file (relative to the run) or absolute path
 
 
 @dataclass
-class ClassifierSpec:
-    config: dict  # AbnormalityHeadConfig as a dict
+class ClassifierSpec(JsonConfig):
+    config: AbnormalityHeadConfig
     weights: str
     thresholds: list[float]  # per-label decision thresholds chosen on validation
     # Per-label AUROC on the validation split (None where undefined), so a reader of the
     # probabilities can tell findings the classifier separates from ones it does not; None: unknown.
     valid_auroc: list[float | None] | None = None
 
+    def __post_init__(self):
+        coerce_nested(self)
+
 
 @dataclass
-class DecoderSpec:
+class DecoderSpec(JsonConfig):
     path: str  # a local Hugging Face causal LM folder
     gguf_file: str | None = None  # a GGUF file inside `path`, de-quantised on load
     weights: str | None = None  # trained decoder weights (V-1, baseline, LoRA adapters)
 
 
 @dataclass
-class DomainGuardSpec:
+class DomainGuardSpec(JsonConfig):
     """The run's guard against scans it was never made for (engine.domain): the feature guard's
     tensors, its threshold and how that was calibrated, and whether the chest body-region check
     applies (it does for a chest label set)."""
@@ -69,37 +75,38 @@ IMAGE_MODEL_FORMAT = "rad3d-image-model/1"
 IMAGE_MODEL_FILE = "image_model.json"
 
 
+def _formatted(kind: str, expected: str):
+    """_json_in / _json_out of a file config written with a "format" key first."""
+
+    def read(cls, data):
+        if not isinstance(data, dict) or data.get("format") != expected:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ConfigError(f"not a rad3d {kind} (format {found!r}, expected {expected!r})")
+        return {k: v for k, v in data.items() if k != "format"}
+
+    def write(self, data: dict) -> dict:
+        return {"format": expected, **data}
+
+    return classmethod(read), write
+
+
 @dataclass
-class ImageModelConfig:
+class ImageModelConfig(JsonConfig):
     """The frozen image side of a run on its own: encoder + classifier + preprocessing + label set.
     `rad3d train-encoder` / `train-classifier` write it (IMAGE/image_model.json with weights beside
     it); `rad3d embed` and `rad3d train` read it, and every run made from it repeats it."""
 
-    label_set: dict
-    preprocess: dict
+    label_set: LabelSet
+    preprocess: PreprocessConfig
     encoder: EncoderSpec
     classifier: ClassifierSpec
     notes: dict = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)  # empty: written before it was recorded
 
-    def to_dict(self) -> dict:
-        return {"format": IMAGE_MODEL_FORMAT, **asdict(self), "provenance": self.provenance.to_dict()}
+    _json_in, _json_out = _formatted("image model", IMAGE_MODEL_FORMAT)
 
-    @classmethod
-    def from_dict(cls, data: dict, source: str | Path | None = None) -> "ImageModelConfig":
-        if data.get("format") != IMAGE_MODEL_FORMAT:
-            raise ConfigError(f"not a rad3d image model (format {data.get('format')!r})", source)
-        try:
-            return cls(
-                label_set=dict(data["label_set"]),
-                preprocess=dict(data["preprocess"]),
-                encoder=EncoderSpec(**data["encoder"]),
-                classifier=ClassifierSpec(**data["classifier"]),
-                notes=dict(data.get("notes", {})),
-                provenance=Provenance.from_dict(data.get("provenance"), source),
-            )
-        except (KeyError, TypeError) as err:
-            raise ConfigError(f"incomplete image model config ({err})", source) from None
+    def __post_init__(self):
+        coerce_nested(self)
 
 
 def save_image_model(root: str | Path, config: ImageModelConfig) -> Path:
@@ -135,46 +142,25 @@ def load_image_model(root: str | Path) -> tuple[Path, ImageModelConfig]:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(JsonConfig):
     variant: str
-    label_set: dict  # engine.labels.LabelSet.to_dict()
-    preprocess: dict  # engine.preprocess.PreprocessConfig.to_dict()
+    label_set: LabelSet
+    preprocess: PreprocessConfig
     encoder: EncoderSpec
     classifier: ClassifierSpec
-    generator: dict  # engine.model.ReportGeneratorConfig.to_dict()
+    generator: ReportGeneratorConfig
     decoder: DecoderSpec
     connector_weights: str = "connector.safetensors"
     report_section: str = "findings"  # the report section the connector was trained to write
-    generation: dict = field(default_factory=dict)  # engine.generation.GenerationSettings fields
+    generation: GenerationSettings = field(default_factory=GenerationSettings)  # {} in a file: the defaults
     notes: dict = field(default_factory=dict)  # how it was made: versions, commands, settings
     provenance: Provenance = field(default_factory=Provenance)  # what from (empty: an older run)
     domain_guard: DomainGuardSpec | None = None  # None: an older run, only the body-region check applies
 
-    def to_dict(self) -> dict:
-        return {"format": RUN_FORMAT, **asdict(self), "provenance": self.provenance.to_dict()}
+    _json_in, _json_out = _formatted("run config", RUN_FORMAT)
 
-    @classmethod
-    def from_dict(cls, data: dict, source: str | Path | None = None) -> "RunConfig":
-        if data.get("format") != RUN_FORMAT:
-            raise ConfigError(f"not a rad3d run config (format {data.get('format')!r}, expected {RUN_FORMAT!r})", source)
-        try:
-            return cls(
-                variant=str(data["variant"]),
-                label_set=dict(data["label_set"]),
-                preprocess=dict(data["preprocess"]),
-                encoder=EncoderSpec(**data["encoder"]),
-                classifier=ClassifierSpec(**data["classifier"]),
-                generator=dict(data["generator"]),
-                decoder=DecoderSpec(**data["decoder"]),
-                connector_weights=str(data.get("connector_weights", "connector.safetensors")),
-                report_section=str(data.get("report_section", "findings")),
-                generation=dict(data.get("generation", {})),
-                notes=dict(data.get("notes", {})),
-                provenance=Provenance.from_dict(data.get("provenance"), source),
-                domain_guard=DomainGuardSpec(**data["domain_guard"]) if data.get("domain_guard") else None,
-            )
-        except (KeyError, TypeError) as err:
-            raise ConfigError(f"incomplete run config ({err})", source) from None
+    def __post_init__(self):
+        coerce_nested(self)
 
 
 @dataclass
@@ -323,17 +309,17 @@ def write_run(
 
     config = RunConfig(
         variant=generator.config.variant,
-        label_set=label_set.to_dict(),
-        preprocess=preprocess.to_dict(),
+        label_set=label_set,
+        preprocess=preprocess,
         encoder=EncoderSpec(name=encoder_name, config=encoder.cfg.to_dict(), weights=encoder_file),
         classifier=ClassifierSpec(
-            config=classifier.config.to_dict(), weights="classifier.safetensors", thresholds=[float(t) for t in thresholds],
+            config=classifier.config, weights="classifier.safetensors", thresholds=[float(t) for t in thresholds],
             valid_auroc=json_floats(valid_auroc),
         ),
-        generator=generator.config.to_dict(),
+        generator=generator.config,
         decoder=DecoderSpec(path=decoder_ref, gguf_file=gguf_file, weights=decoder_weights),
         report_section=report_section,
-        generation=dict(vars(generation)) if generation is not None else {},
+        generation=generation or GenerationSettings(),
         notes=dict(notes or {}),
         provenance=provenance,
     )

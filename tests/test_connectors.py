@@ -113,7 +113,7 @@ def test_registry_and_config_errors_are_typed():
     assert {"transformer", "linear", "linear-prefix"} <= set(CONNECTORS.names())
     with pytest.raises(ConfigError, match="unknown connector"):
         build_connector(ConnectorConfig(kind="mlp"))
-    with pytest.raises(ConfigError, match="unknown connector config keys: width"):
+    with pytest.raises(ConfigError, match="unknown key .width. in ConnectorConfig"):
         ConnectorConfig.from_dict({"kind": "linear", "width": 3})
     config = ConnectorConfig(kind="linear", n_labels=18, prefix_len=3)
     assert ConnectorConfig.from_dict(config.to_dict()) == config

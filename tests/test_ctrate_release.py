@@ -143,7 +143,7 @@ def test_data_source_round_trips_json():
     assert DataSource.coerce(json.loads(json.dumps(source.to_dict()))) == source
     assert DataSource.coerce(source.dumps()) == source
     assert DataSource.coerce("/data/flat") == DataSource("/data/flat")  # older records: a folder path
-    from training.connector import TrainConfig
+    from training.configs import TrainConfig
 
     config = TrainConfig(variant="v3", data=source.to_dict(), cache="c", llm="l", image_model="i", out="o")
     assert config.data == source and TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

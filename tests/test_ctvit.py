@@ -163,7 +163,7 @@ def test_bad_configs_raise_config_error(tmp_path):
         CTViTConfig(image_size=50, patch_size=20)
     with pytest.raises(ConfigError, match="heads"):
         CTViTConfig(heads=0)
-    with pytest.raises(ConfigError, match="unknown CTViTConfig field"):
+    with pytest.raises(ConfigError, match="unknown key .depth. in CTViTConfig"):
         CTViTConfig.from_dict({"dim": 64, "depth": 3})
     with pytest.raises(ConfigError, match="unknown encoder config"):
         load_encoder_config("no-such-config")

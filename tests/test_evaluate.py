@@ -17,7 +17,8 @@ from engine.errors import ConfigError, DatasetError
 from engine.generation import GenerationSettings
 from engine.inference import InferenceSession
 from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from training.evaluate import PREDICTION_COLUMNS, EvaluateConfig, evaluate_run
+from training.configs import EvaluateConfig
+from training.evaluate import PREDICTION_COLUMNS, evaluate_run
 from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -94,7 +94,7 @@ def test_config_round_trip_and_fingerprint():
         PreprocessConfig(clip_before_resample=False),
     ]
     assert len({c.fingerprint() for c in changed} | {config.fingerprint()}) == 5
-    with pytest.raises(ConfigError, match="unknown preprocessing settings"):
+    with pytest.raises(ConfigError, match="unknown key .flip. in PreprocessConfig"):
         PreprocessConfig.from_dict({**config.to_dict(), "flip": True})
     with pytest.raises(ConfigError, match="spacing_mm"):
         PreprocessConfig(spacing_mm=(0.75, 0.0, 1.5))

@@ -26,7 +26,8 @@ from engine.preprocess import PreprocessConfig, preprocess
 from engine.rundir import load_image_model
 from tests.conftest import lps_affine, write_nifti
 from training.classifier import ClassifierTrainConfig, fit_abnormality_head
-from training.encoder import EncoderTrainConfig, train_encoder
+from training.configs import EncoderTrainConfig
+from training.encoder import train_encoder
 
 LABELS = ct_rate().names
 TINY_ENCODER = {"dim": 32, "codebook_size": 64, "image_size": 32, "patch_size": 8, "temporal_patch_size": 4,
@@ -100,7 +101,7 @@ def test_train_classifier_learns_planted_findings_and_writes_logits_into_the_cac
     assert len(cfg.classifier.thresholds) == len(LABELS)
     valid = report[report.split == "valid"].set_index("name").auroc
     assert cfg.classifier.valid_auroc == pytest.approx([valid[n] for n in LABELS])  # per finding, label order
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head = AbnormalityHead(cfg.classifier.config)
     head.load_state_dict(load_file(cfg.classifier.weights))
     with torch.no_grad():
         expected = head(torch.from_numpy(planted["latents"])).numpy()
@@ -217,7 +218,7 @@ def test_train_encoder_learns_saves_ctclip_weights_and_resumes_after_a_crash(pha
     load_ctclip_vision(encoder, cfg.encoder.weights, strict=True)
     codebook = encoder.visual_transformer.vq._codebook
     assert codebook.initted.item() == 1 and (codebook.cluster_size > 0).sum() > 1  # fitted, not random
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head = AbnormalityHead(cfg.classifier.config)
     head.load_state_dict(load_file(cfg.classifier.weights))
     from engine.data import CTRateDataset
 
@@ -410,7 +411,7 @@ def test_windowed_training_keeps_one_channel_and_matches_the_inference_path(phan
     assert PreprocessConfig.from_dict(cfg.preprocess) == pp
     encoder = ENCODERS.build(cfg.encoder.name, cfg.encoder.config)
     load_ctclip_vision(encoder, cfg.encoder.weights, strict=True)
-    head = AbnormalityHead(AbnormalityHeadConfig(**cfg.classifier.config))
+    head = AbnormalityHead(cfg.classifier.config)
     head.load_state_dict(load_file(cfg.classifier.weights))
     from engine.data import CTRateDataset
 

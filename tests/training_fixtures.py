@@ -47,9 +47,9 @@ def write_image_model(image: Path, seed: int = 0):
     save_encoder_weights(encoder, image / "encoder.safetensors")
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(image / "classifier.safetensors"))
     save_image_model(image, ImageModelConfig(
-        label_set=labels_set.to_dict(), preprocess=GRID.to_dict(),
+        label_set=labels_set, preprocess=GRID,
         encoder=EncoderSpec("ctvit", encoder.cfg.to_dict(), "encoder.safetensors"),
-        classifier=ClassifierSpec(head.config.to_dict(), "classifier.safetensors", [0.5] * len(labels_set),
+        classifier=ClassifierSpec(head.config, "classifier.safetensors", [0.5] * len(labels_set),
                                   valid_auroc=[0.5 + 0.025 * i for i in range(len(labels_set))]),
     ))
     return encoder, head
@@ -104,7 +104,7 @@ TINY = dict(batch_size=4, prefix_len=4, clip_len=4, layers=2, heads=4, lr=1e-3, 
 
 
 def train_config(setup: dict[str, Path], llm: Path, out: Path, variant: str = "v3", **overrides):
-    from training.connector import TrainConfig
+    from training.configs import TrainConfig
 
     return TrainConfig(variant=variant, data=str(setup["data"]), cache=str(setup["cache"]), llm=str(llm),
                        image_model=str(setup["image"]), out=str(out), **{**TINY, **overrides})

@@ -21,13 +21,14 @@ import csv
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from engine.errors import CheckpointError
+from engine.config import JsonConfig
+from engine.errors import CheckpointError, ConfigError
 from engine.weights import read_safetensors
 
 CHECKPOINTS = "checkpoints"
@@ -36,7 +37,7 @@ METRICS_COLUMNS = ("step", "epoch", "loss", "lr", "val_loss", "samples_per_s")
 
 
 @dataclass
-class TrainState:
+class TrainState(JsonConfig):
     step: int = 0  # optimiser steps done
     epoch: int = 0  # the epoch in progress (or next to start)
     batches_done: int = 0  # batches of `epoch` already trained on (per process)
@@ -46,15 +47,6 @@ class TrainState:
     finished: bool = False
     run_config: dict | None = None  # TrainConfig.identity() of the run that wrote it
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: Path) -> "TrainState":
-        try:
-            return cls(**data)
-        except TypeError as err:
-            raise CheckpointError(f"unreadable training state ({err})", source) from None
 
 
 def checkpoint_dir(run: Path, name: str) -> Path:
@@ -105,7 +97,7 @@ def read_state(folder: Path) -> TrainState:
     path = folder / "state.json"
     try:
         return TrainState.from_dict(json.loads(path.read_text()), path)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError, ConfigError) as err:
         raise CheckpointError(f"cannot read training state ({err})", path) from None
 
 

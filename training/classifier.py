@@ -26,6 +26,7 @@ from engine.classifier import (
 )
 from engine.errors import ConfigError
 from engine.rundir import EncoderSpec
+from training.configs import ClassifierTrainConfig  # defined without torch, for the CLI
 from training.image_side import (
     CLASSIFIER_FILE,
     LabelledSplit,
@@ -40,23 +41,6 @@ from training.image_side import (
     write_report,
 )
 from training.loop import Recipe
-
-
-@dataclass
-class ClassifierTrainConfig:
-    epochs: int = 300
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 64
-    hidden: int = 0  # 0: one Linear layer, as the paper's "classification layer"
-    dropout: float = 0.0
-    patience: int = 30  # epochs without a lower validation loss before stopping
-    seed: int = 0
-    threshold_method: str = "f1"  # engine.classifier.choose_thresholds
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
-            raise ConfigError(f"bad classifier training settings: {self}")
 
 
 @dataclass
@@ -187,7 +171,7 @@ class EncoderSource:
 
 def encoder_source(*, image_model: str | Path | None = None, encoder_weights: str | Path | None = None,
                    encoder_config: str | Path | None = None, preprocess: str | Path | None = None):
-    """(EncoderSource, label set dict or None) from an image model folder, or from weights + config
+    """(EncoderSource, LabelSet or None) from an image model folder, or from weights + config
     (+ preprocessing JSON; CT-CLIP's grid by default), exactly as `rad3d embed` was given them."""
     import json
 
@@ -200,7 +184,7 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
             raise ConfigError("give --image-model or --encoder, not both")
         root, cfg = load_image_model(image_model)
         return EncoderSource(cfg.encoder.name, cfg.encoder.config, Path(cfg.encoder.weights),
-                             PreprocessConfig.from_dict(cfg.preprocess)), cfg.label_set
+                             cfg.preprocess), cfg.label_set
     if encoder_weights is None:
         raise ConfigError("give --image-model IMAGE or --encoder WEIGHTS (the encoder the cache was made with)")
     weights = Path(encoder_weights)

@@ -17,85 +17,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from engine.data.source import DataSource
-from engine.errors import ConfigError
 from engine.model import IGNORE_INDEX
-from training.loop import SCHEDULES, Recipe
+from training.configs import TrainConfig
+from training.loop import Recipe
 
 TRAIN_CONFIG_FILE = "train_config.json"
-# Settings that may differ between the run that wrote a checkpoint and the one resuming it:
-# where things are (folders move between sessions) and how often to save or validate.
-_RESUMABLE_CHANGES = {"data", "cache", "llm", "image_model", "out", "gguf_file", "save_every_steps",
-                      "eval_every_steps", "mixed_precision"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    variant: str
-    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
-    cache: str  # embedding cache of that dataset
-    llm: str  # local causal-LM folder
-    image_model: str  # IMAGE folder (or run) giving encoder, classifier, preprocessing, label set
-    out: str  # RUN folder
-    gguf_file: str | None = None
-    epochs: int = 10
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    batch_size: int = 8
-    prefix_len: int = 10
-    clip_len: int = 10
-    layers: int = 8
-    heads: int = 8
-    max_report_tokens: int | None = None  # truncate longer reports (EOS kept)
-    section: str = "findings"  # report section to learn: "findings" (the paper) or "impression"
-    seed: int = 0
-    schedule: str = "linear"  # after warmup: linear decay, cosine decay or constant
-    warmup_steps: int | None = None  # None: 5% of the training steps
-    max_steps: int | None = None  # cap on the total steps (the schedule spans this many)
-    max_grad_norm: float = 0.0  # 0: no clipping
-    lora: bool = False  # LoRA adapters on the decoder instead of freezing / fine-tuning it
-    train_split: str = "train"
-    valid_split: str = "valid"
-    save_every_steps: int | None = None  # checkpoint also every N steps (besides every epoch)
-    eval_every_steps: int | None = None  # validate also every N steps (besides every epoch)
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on the CPU
-
-    def __post_init__(self):
-        object.__setattr__(self, "data", DataSource.coerce(self.data))
-        for name in ("epochs", "batch_size", "prefix_len", "clip_len", "layers", "heads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "save_every_steps", "eval_every_steps", "max_report_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1 when given, got {value}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError(f"lr must be positive and weight decay / grad norm non-negative: {self}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def identity(self) -> dict:
-        """The settings that decide the training trajectory: a checkpoint resumes only under these."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_CHANGES}
-        # The folder may move, but which CSVs and split column choose train and valid may not change.
-        data = DataSource.coerce(self.data).to_dict()
-        identity["data_selection"] = {k: (Path(v).name if k.endswith("_csv") else v)
-                                      for k, v in data.items() if k != "root" and v is not None}
-        return identity
 
 
 @dataclass

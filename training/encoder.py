@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -63,74 +63,9 @@ from engine.encoders import CTCLIPImageEncoder
 from engine.errors import CheckpointError, ConfigError
 from engine.preprocess import PreprocessConfig, apply_windows
 from training.loop import Recipe
-
-# The demo grid: 3.75 mm in-plane over 96 voxels = a 360 mm field of view (the phantoms' body
-# spans up to ~330 mm), 7.5 mm slices over 48 = 360 mm along z (the phantoms' chest is ~300 mm).
-DEMO_PREPROCESS = PreprocessConfig(spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48))
-# The demo's encoder input (encoder config `demo-windows`): the same grid over -1000..3000 HU as five
-# windows (lung, low-attenuation lung, mediastinum, wide, metal) plus the reference channel. Valid-split
-# macro AUROC after 4 epochs from scratch on the 834 training phantoms (scratch trials of this encoder and
-# head before the VQ, one seed, token loss on; not kept as commands):
-# CT-CLIP's one [-1000, 1000] channel 0.555; + standardised latent 0.571; + reference channel 0.583;
-# five windows + standardised latent 0.602; + reference channel 0.614. The windows keep absolute
-# attenuation (emphysema, metal vs bone); the reference channel keeps the per-patch LayerNorm from
-# normalising it away (see PreprocessConfig.reference_channel).
-DEMO_WINDOWED_PREPROCESS = PreprocessConfig(
-    spacing_mm=(3.75, 3.75, 7.5), shape_xyz=(96, 96, 48), hu_range=(-1000.0, 3000.0),
-    windows=((-1350.0, 150.0), (-1000.0, -700.0), (-135.0, 215.0), (-500.0, 1300.0), (1000.0, 3000.0)),
-    reference_channel=4.0)
-DEMO_PREPROCESSING = {"plain": DEMO_PREPROCESS, "windowed": DEMO_WINDOWED_PREPROCESS}
-
-
-def demo_preprocess(name: str) -> PreprocessConfig:
-    """A named demo input ("plain" or "windowed")."""
-    if name not in DEMO_PREPROCESSING:
-        raise ConfigError(f"unknown demo preprocessing {name!r} (known: {', '.join(DEMO_PREPROCESSING)})")
-    return DEMO_PREPROCESSING[name]
-
+from training.configs import EncoderTrainConfig
 
 ENCODER_FILE = "encoder.safetensors"
-
-
-@dataclass
-class EncoderTrainConfig:
-    encoder_config: str = "demo-small"  # engine/configs/encoders name or JSON path
-    preprocess: dict = field(default_factory=DEMO_PREPROCESS.to_dict)
-    epochs: int = 12  # phase 1: end to end without the VQ
-    vq_epochs: int = 3  # phase 3: through the fitted codebook
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 20
-    batch_size: int = 8
-    hidden: int = 0  # AbnormalityHead hidden width (0: one Linear layer)
-    tied_projection: bool = True  # train the latent projection shared over positions (EncoderWithHead)
-    grad_clip: float = 1.0
-    shift_voxels: tuple[int, int, int] = (2, 4, 4)  # max random shift along (D, H, W)
-    intensity_jitter: float = 0.03  # sd of the random gain and offset (input scale is [-1, 1])
-    kmeans_tokens: int = 100_000
-    kmeans_iters: int = 15
-    threshold_method: str = "f1"
-    seed: int = 0
-    # Auxiliary per-token loss (training only; training/token_targets.py): a linear head on every
-    # pre-VQ token predicts which findings touch its patch, from the phantom truth. 0 turns it off.
-    token_loss_weight: float = 1.0
-    token_pos_weight_max: float = 10.0  # cap of the per-label positive weight of the token loss
-    standardize_latent: bool = True  # train the head on BatchNorm-standardised latents (EncoderWithHead)
-
-    def __post_init__(self):
-        self.shift_voxels = tuple(int(s) for s in self.shift_voxels)
-        if self.epochs < 0 or self.vq_epochs < 0 or self.epochs + self.vq_epochs < 1:
-            raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
-        if self.batch_size < 1 or self.lr <= 0 or self.kmeans_iters < 1 or self.kmeans_tokens < 1:
-            raise ConfigError(f"bad encoder training settings: {self}")
-        if min(self.shift_voxels) < 0:
-            raise ConfigError(f"--shift-voxels must be 0 or more, got {list(self.shift_voxels)}")
-        if not self.token_pos_weight_max >= 1.0:  # also refuses NaN
-            raise ConfigError(f"--token-pos-weight-max must be at least 1, got {self.token_pos_weight_max}")
-
-    def identity(self) -> dict:
-        """What a resumed run must share with the one that wrote the checkpoint."""
-        return asdict(self) | {"shift_voxels": list(self.shift_voxels)}
 
 
 class EncoderWithHead(nn.Module):
@@ -449,7 +384,7 @@ def _checked_grid(config: EncoderTrainConfig):
     from engine.encoders import load_encoder_config
 
     enc_cfg = load_encoder_config(config.encoder_config)
-    pp = PreprocessConfig.from_dict(config.preprocess)
+    pp = config.preprocess
     tx, ty, tz = pp.shape_xyz
     if tx != enc_cfg.image_size or ty != enc_cfg.image_size or (enc_cfg.num_slices not in (None, tz)):
         raise ConfigError(f"preprocessing grid {pp.shape_xyz} (x, y, z) does not fit encoder config "

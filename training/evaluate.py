@@ -20,51 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from engine.data.source import DataSource
 from engine.errors import ConfigError
 from engine.shards import Shard
-from study.metrics.text import DEFAULT_CONVENTION
+from training.configs import EvaluateConfig  # defined without torch, for the CLI
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    run: str
-    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
-    cache: str
-    out: str
-    split: str = "test"
-    batch_size: int = 16
-    max_new_tokens: int | None = None  # None: the run's generation settings
-    beams: int = 1
-    limit: int | None = None  # first N cases of the split (quick looks)
-    device: str | None = None  # None: CUDA when present
-    run_name: str | None = None  # the `run` column; default the run folder's name
-    bertscore_model: str | None = None
-    bertscore: bool = True
-    meteor: bool = True
-    resamples: int = 5000
-    seed: int = 0
-    output_format: str = "rad3d"  # "vlm3d": also the VLM3D challenge's files (study.metrics.vlm3d)
-    convention: str = DEFAULT_CONVENTION  # a name of study.metrics.text.CONVENTIONS
-
-    def __post_init__(self):
-        if self.output_format not in ("rad3d", "vlm3d"):
-            raise ConfigError(f"output format must be 'rad3d' or 'vlm3d', not {self.output_format!r}")
-        object.__setattr__(self, "data", DataSource.coerce(self.data))
-        if self.batch_size < 1 or self.beams < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
-            raise ConfigError(f"batch size, beams and max new tokens must be at least 1: {self}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be at least 1, got {self.limit}")
-        from study.metrics.text import text_convention
-
-        text_convention(self.convention)  # an unknown name fails here, before any model loads
 
 
 def generate_predictions(session, split, *, run_name: str, batch_size: int, settings, indices: list[int] | None = None,
@@ -130,12 +94,11 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     # The dataset is read with the run's label set (label columns that disagree are refused there),
     # from the run's config alone: a refused dataset costs no model load and writes nothing.
     from engine.data.ctrate import SECTION_COLUMNS
-    from engine.labels import LabelSet
     from engine.rundir import open_run
 
     run_dir = session.run if session is not None else open_run(config.run)
     section = run_dir.config.report_section
-    dataset = resolve(config.data, label_set=LabelSet.from_dict(run_dir.config.label_set, str(run_dir.root)),
+    dataset = resolve(config.data, label_set=run_dir.config.label_set,
                       section=section if section in SECTION_COLUMNS else None)
     session = session or InferenceSession.load(config.run, device=config.device if shard.device is None else shard.device)
     run_cfg = session.run.config

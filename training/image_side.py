@@ -52,9 +52,9 @@ def labelled_split(dataset, split: str) -> LabelledSplit:
     return LabelledSplit(split, [c.volume_name for c in cases], np.stack([c.labels for c in cases]).astype(np.float32))
 
 
-def check_label_sets_agree(ours: LabelSet, theirs: dict | LabelSet, what: str, path=None) -> None:
+def check_label_sets_agree(ours: LabelSet, theirs: LabelSet, what: str, path=None) -> None:
     """The image model being extended must predict the same findings in the same order."""
-    names = tuple(theirs.names) if isinstance(theirs, LabelSet) else tuple(f["name"] for f in theirs["findings"])
+    names = tuple(theirs.names)
     if names != tuple(ours.names):
         missing = [n for n in ours.names if n not in names]
         extra = [n for n in names if n not in ours.names]
@@ -152,10 +152,10 @@ def write_image_model(
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}, str(out / CLASSIFIER_FILE))
     config = ImageModelConfig(
-        label_set=label_set.to_dict(),
-        preprocess=preprocess.to_dict(),
+        label_set=label_set,
+        preprocess=preprocess,
         encoder=encoder_spec,
-        classifier=ClassifierSpec(config=head.config.to_dict(), weights=CLASSIFIER_FILE,
+        classifier=ClassifierSpec(config=head.config, weights=CLASSIFIER_FILE,
                                   thresholds=[float(t) for t in thresholds],
                                   valid_auroc=json_floats(valid_auroc)),
         notes=notes,

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.data.source import DataSource
 from engine.errors import ConfigError
+from training.configs import SweepConfig  # defined without torch, for the CLI
 
 HEADLINE_METRICS = (  # (key in metrics.json, column title)
     ("bleu_1", "BLEU-1"), ("bleu_2", "BLEU-2"), ("bleu_3", "BLEU-3"), ("bleu_4", "BLEU-4"),
@@ -60,45 +60,6 @@ def sweep_points(llms, variants, prefix_lens, layers) -> list[SweepPoint]:
     return points
 
 
-@dataclass(frozen=True)
-class SweepConfig:
-    data: DataSource  # the dataset (a folder path is read as DataSource(root=path))
-    cache: str
-    image_model: str
-    out: str
-    llms: tuple[tuple[str, str], ...]  # (name, local folder)
-    variants: tuple[str, ...] = ("v3",)
-    prefix_lens: tuple[int, ...] = (10,)
-    layers: tuple[int, ...] = (8,)
-    clip_len: int | None = None  # None: the point's prefix length
-    epochs: int = 10
-    max_steps: int | None = None
-    lr: float = 2e-5
-    batch_size: int = 8
-    max_report_tokens: int | None = None
-    seed: int = 0
-    save_every_steps: int | None = None
-    eval_split: str = "valid"
-    eval_batch_size: int = 16
-    max_new_tokens: int | None = None
-    eval_limit: int | None = None
-    bertscore_model: str | None = None
-    bertscore: bool = True
-    meteor: bool = True
-    resamples: int = 5000
-
-    def __post_init__(self):
-        object.__setattr__(self, "data", DataSource.coerce(self.data))
-        if not self.llms:
-            raise ConfigError("a sweep needs at least one LLM (--llms NAME=PATH)")
-        names = [n for n, _ in self.llms]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"LLM names repeat: {names}")
-        bad = [n for n in names if not n or any(c in n for c in "/\\ ")]
-        if bad:
-            raise ConfigError(f"LLM names must be non-empty without slashes or spaces: {bad}")
-
-
 def parse_llms(items: list[str]) -> tuple[tuple[str, str], ...]:
     """["smollm2=/models/smollm2", ...] → (("smollm2", "/models/smollm2"), ...)."""
     pairs = []
@@ -118,9 +79,11 @@ def point_finished(run: Path) -> bool:
 
 
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> pd.DataFrame:
-    from training.connector import TrainConfig, train_connector
     from engine.data import resolve
-    from training.evaluate import EvaluateConfig, evaluate_run
+    from training.configs import TrainConfig
+    from training.connector import train_connector
+    from training.configs import EvaluateConfig
+    from training.evaluate import evaluate_run
 
     resolve(config.data)  # a refused dataset stops the sweep before anything is written
     out = Path(config.out)

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
+from engine.config import JsonConfig
 from engine.data.source import DataSource
 from engine.home import rad3d_home
 from ui.cases import CaseBrowser
@@ -30,7 +31,7 @@ CSS = """
 
 
 @dataclass
-class AppConfig:
+class AppConfig(JsonConfig):
     data_dir: Path
     runs: dict[str, Path] = field(default_factory=dict)  # shown name → run directory
     data_source: DataSource | None = None  # --data with its overrides; None: data_dir alone

@@ -19,6 +19,7 @@ from typing import Optional
 
 import gradio as gr
 
+from engine.config import JsonConfig
 from engine.data.source import DataSource
 from engine.errors import Rad3dError
 from study.readers.rubric import CRITERIA, SCALE, SCORES
@@ -30,7 +31,7 @@ log = logging.getLogger("rad3d.reader_study")
 
 
 @dataclass
-class ReaderStudyAppConfig:
+class ReaderStudyAppConfig(JsonConfig):
     db_path: Path
     study: str
     data_dir: DataSource | Path | None = None  # default: the dataset named when the study was created

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.config import add_config_arguments, config_from_args, field_help
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,17 +18,11 @@ def register(subparsers) -> None:
         "split). Example: rad3d synth --out data/ctrate --n 12 --scale 8 --layout ctrate",
     )
     p.add_argument("--out", required=True, help="output directory (must be empty unless --force)")
-    p.add_argument("--n", type=int, required=True, help="number of volumes")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply voxel spacing and divide the matrix by this (4 gives 128² in-plane, fast)")
+    from engine.synth.config import SynthConfig
+
+    add_config_arguments(p, SynthConfig)  # every setting, with its default, from SynthConfig
     p.add_argument("--prevalence", nargs="+", metavar="SPEC",
-                   help="a JSON file {finding: p} or name=p pairs, e.g. all=0.3 lung_nodule=0.5 (default 0.3 each)")
-    p.add_argument("--normal-fraction", type=float, default=0.1,
-                   help="fraction of scans drawn with no finding at all (default 0.1)")
-    p.add_argument("--hu", action="store_true",
-                   help="store HU in the files (RescaleIntercept 0) instead of CT-RATE's HU + 1024")
-    p.add_argument("--workers", type=int, default=1, help="processes generating volumes in parallel")
+                   help=field_help(SynthConfig, "prevalence"))
     p.add_argument("--layout", choices=("flat", "ctrate"), default="flat",
                    help="flat (rad3d's, default) or ctrate (CT-RATE's released tree and names)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
@@ -40,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.synth.config import SynthConfig, parse_prevalence
     from engine.synth.writer import write_dataset
 
-    cfg = SynthConfig(n=args.n, seed=args.seed, scale=args.scale, prevalence=parse_prevalence(args.prevalence),
-                      store_hu=args.hu, workers=args.workers, normal_fraction=args.normal_fraction)
+    cfg = config_from_args(SynthConfig, args, prevalence=parse_prevalence(args.prevalence))
     out = write_dataset(cfg, args.out, force=args.force, only_splits=tuple(args.only_splits), layout=args.layout)
     print(f"wrote {cfg.n} volumes to {out} ({args.layout} layout)")
     return 0

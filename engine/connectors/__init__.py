@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from engine.connectors.config import ConnectorConfig
+from engine.model_configs import ConnectorConfig
 from engine.connectors.linear_mapper import LinearMapper, LinearPrefixMapper
 from engine.connectors.transformer_mapper import TransformerMapper
 from engine.registry import Registry

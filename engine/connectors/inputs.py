@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.connectors.config import ConnectorConfig
+from engine.model_configs import ConnectorConfig
 
 
 class Connector(nn.Module):

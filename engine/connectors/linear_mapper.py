@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.connectors.config import ConnectorConfig
+from engine.model_configs import ConnectorConfig
 from engine.connectors.inputs import Connector, connector_input
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.connectors.config import ConnectorConfig
+from engine.model_configs import ConnectorConfig
 from engine.connectors.inputs import Connector, connector_input
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import JsonConfig
 from engine.errors import ConfigError
 
 _OVERRIDES = ("reports_csv", "labels_csv", "metadata_csv", "splits_csv", "split_column")
 
 
 @dataclass(frozen=True)
-class DataSource:
+class DataSource(JsonConfig):
     """A dataset folder (rad3d's flat layout or CT-RATE's released tree, its root or its `dataset/`
     folder) and optional overrides of what the resolver would find there by itself.
 
@@ -49,18 +50,17 @@ class DataSource:
     def overrides(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in _OVERRIDES if getattr(self, k) is not None}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict) -> "DataSource":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown data source keys {unknown} (known: {sorted(known)})")
-        if "root" not in data:
-            raise ConfigError("a data source needs a root folder")
-        return cls(**data)
+    def _json_in(cls, value) -> dict:
+        """Older records store the folder alone, as a path string."""
+        if isinstance(value, (str, Path)) and not str(value).lstrip().startswith("{"):
+            return {"root": str(value)}
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"data source is not valid JSON ({err})") from None
+        return value
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -69,19 +69,8 @@ class DataSource:
     def coerce(cls, value) -> "DataSource":
         """A DataSource from what configs and records hold: a DataSource, a dict, a folder path,
         or a string that is either a path or this class's JSON (older records store a path)."""
-        if isinstance(value, DataSource):
-            return value
-        if isinstance(value, dict):
+        if isinstance(value, (DataSource, dict, str, Path)):
             return cls.from_dict(value)
-        if isinstance(value, Path):
-            return cls(root=str(value))
-        if isinstance(value, str):
-            if value.lstrip().startswith("{"):
-                try:
-                    return cls.from_dict(json.loads(value))
-                except json.JSONDecodeError as err:
-                    raise ConfigError(f"data source is not valid JSON ({err})") from None
-            return cls(root=value)
         raise ConfigError(f"cannot read a data source from {type(value).__name__} {value!r}")
 
     def absolute(self) -> "DataSource":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from engine.config import JsonConfig
 from engine.errors import ConfigError
 
 # model_type → attention projections to adapt (queries and values, as in the LoRA paper).
@@ -25,7 +26,7 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
-class LoraSettings:
+class LoraSettings(JsonConfig):
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05

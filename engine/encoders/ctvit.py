@@ -20,7 +20,7 @@ This file knows nothing of files: checkpoint reading lives in engine/encoders/ch
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -28,13 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import JsonConfig
 from engine.errors import ConfigError, VolumeError
 
 Trainable = Literal["none", "last_layer"]
 
 
 @dataclass(frozen=True)
-class CTViTConfig:
+class CTViTConfig(JsonConfig):
     """CTViT + CTCLIP-projection hyper-parameters. Defaults are CT-CLIP's public model."""
 
     dim: int = 512
@@ -53,6 +54,7 @@ class CTViTConfig:
     position_bias_layers: int = 2  # hidden layers of the continuous position bias MLP
     # D the weights were trained for; None accepts any multiple of temporal_patch_size.
     num_slices: int | None = 240
+    _json_ignore = frozenset({"name", "description"})  # the shipped config files' labels
 
     def __post_init__(self):
         for f in fields(self):
@@ -90,17 +92,6 @@ class CTViTConfig:
         return int(self.ff_mult * (2 / 3) * self.dim)  # 1365 for dim 512, as CT-CLIP computes it
 
     @classmethod
-    def from_dict(cls, data: dict, source: str | Path | None = None) -> "CTViTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"name", "description"})
-        if unknown:
-            raise ConfigError(f"unknown CTViTConfig field(s): {', '.join(unknown)}", source)
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except ConfigError as err:
-            raise ConfigError(err.problem, source) from None
-
-    @classmethod
     def from_json(cls, path: str | Path) -> "CTViTConfig":
         path = Path(path)
         try:
@@ -110,9 +101,6 @@ class CTViTConfig:
         if not isinstance(data, dict):
             raise ConfigError("encoder config must be a JSON object", path)
         return cls.from_dict(data, source=path)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import JsonConfig, setting
 from engine.errors import ConfigError
 from engine.labels import ct_rate
 
@@ -18,22 +19,27 @@ def default_prevalence() -> dict[str, float]:
 
 
 @dataclass
-class SynthConfig:
+class SynthConfig(JsonConfig):
     """n volumes from `seed`. Each scan draws each finding independently with its prevalence,
     except that a `normal_fraction` of scans is drawn with no finding at all (so the marginal
     rate of a finding is (1 − normal_fraction)·p). `scale` multiplies voxel spacing and divides
     the matrix; `store_hu` writes HU instead of CT-RATE's raw values (HU + 1024)."""
 
-    n: int
-    seed: int = 0
-    scale: float = 1.0
-    prevalence: dict[str, float] = field(default_factory=default_prevalence)
-    store_hu: bool = False
-    workers: int = 1
-    normal_fraction: float = 0.1
-    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    p_second_scan: float = 0.15
-    p_second_recon: float = 0.2
+    n: int = setting(help="number of volumes")
+    seed: int = setting(0, "random seed (same seed, same dataset)")
+    scale: float = setting(1.0, "multiply voxel spacing and divide the matrix by this (4 gives 128² in-plane, fast)")
+    # The command reads --prevalence its own way (parse_prevalence below).
+    prevalence: dict[str, float] = setting(
+        default_factory=default_prevalence, cli=False,
+        help="a JSON file {finding: p} or name=p pairs, e.g. all=0.3 lung_nodule=0.5 (default 0.3 each)")
+    store_hu: bool = setting(False, "store HU in the files (RescaleIntercept 0) instead of CT-RATE's HU + 1024",
+                             flag="--hu")
+    workers: int = setting(1, "processes generating volumes in parallel")
+    normal_fraction: float = setting(0.1, "fraction of scans drawn with no finding at all")
+    split_fractions: tuple[float, float, float] = setting((0.70, 0.15, 0.15), "train, valid and test fractions of the "
+                                                          "patients", metavar=("TRAIN", "VALID", "TEST"))
+    p_second_scan: float = setting(0.15, "probability that a patient has a second scan")
+    p_second_recon: float = setting(0.2, "probability that a scan has a second reconstruction")
 
     def __post_init__(self):
         if self.n < 1:

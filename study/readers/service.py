@@ -34,6 +34,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from engine.config import JsonConfig
 from engine.errors import ConfigError, DatasetError, Rad3dError
 from study.readers import db
 from study.readers.db import Arm, Assignment, AuditEvent, Case, Item, LoginSession, Rating, RatingRevision, Reader, Study
@@ -55,7 +56,7 @@ AUDIT_DETAIL_MAX = 500  # audit rows store at most this much detail
 
 
 @dataclass
-class ServiceConfig:
+class ServiceConfig(JsonConfig):
     session_ttl_s: float = 12 * 3600.0  # a login lasts a working day; then the reader logs in again
     backoff: BackoffConfig = field(default_factory=BackoffConfig)  # per reader name (known or not)
     client_backoff: BackoffConfig = field(default_factory=lambda: BackoffConfig(free_failures=20))  # per address

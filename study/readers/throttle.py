@@ -23,9 +23,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from engine.config import JsonConfig
+
 
 @dataclass
-class BackoffConfig:
+class BackoffConfig(JsonConfig):
     free_failures: int = 5  # failures in a row before the first wait (the attempt after the 5th waits)
     first_wait_s: float = 1.0  # wait after the first failure beyond the free ones; doubles after each
     max_wait_s: float = 900.0

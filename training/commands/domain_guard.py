@@ -27,12 +27,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.cache import EmbeddingCache
     from engine.data import resolve, source_from_args
-    from engine.labels import LabelSet
     from engine.rundir import open_run
     from training.domain_guard import attach_domain_guard
 
     run_config = open_run(args.run, check=False).config
-    dataset = resolve(source_from_args(args), label_set=LabelSet.from_dict(run_config.label_set), section=None)
+    dataset = resolve(source_from_args(args), label_set=run_config.label_set, section=None)
     cache = EmbeddingCache.open(args.cache)
     fit = attach_domain_guard(args.run, dataset, cache, train_split=args.train_split, valid_split=args.valid_split)
     print(fit.describe())

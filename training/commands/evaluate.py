@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from engine.config import add_config_arguments, config_from_args
 from engine.data.source import add_data_arguments
 
 
 def register(subparsers) -> None:
-    from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
-
     p = subparsers.add_parser(
         "evaluate",
         help="generate a run's reports for a split (from the cache) and compute the report metrics",
@@ -20,27 +19,10 @@ def register(subparsers) -> None:
         "rad3d evaluate --run RUN --data DATA --cache CACHE --split test --out EVAL. Under `accelerate launch` "
         "each process generates its shard of the cases; finished batches are kept in EVAL/shards, so a rerun resumes.",
     )
-    p.add_argument("--run", required=True, help="run directory (rad3d train)")
+    from training.configs import EvaluateConfig
+
+    add_config_arguments(p, EvaluateConfig)  # every setting, with its default, from EvaluateConfig
     add_data_arguments(p)
-    p.add_argument("--cache", required=True, help="embedding cache of that dataset")
-    p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--out", required=True, help="evaluation folder to write")
-    p.add_argument("--batch-size", type=int, default=16, help="cases generated together (default 16)")
-    p.add_argument("--max-new-tokens", type=int, help="report length cap (default: the run's setting)")
-    p.add_argument("--beams", type=int, default=1, help="beam search width (default 1: greedy)")
-    p.add_argument("--limit", type=int, help="only the first N cases of the split")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--bertscore-model", help="local encoder folder for BERTScore (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
-    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs Java)")
-    p.add_argument("--convention", choices=sorted(CONVENTIONS), default=DEFAULT_CONVENTION,
-                   help="text convention of BLEU, METEOR, ROUGE-L and CIDEr-D: r2gen (R2Gen's clean_report_mimic_cxr, "
-                   "as published CT-RATE numbers; default), coco (PTB tokenizer), raw")
-    p.add_argument("--resamples", type=int, default=5000, help="bootstrap resamples (default 5000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--format", choices=["rad3d", "vlm3d"], default="rad3d",
-                   help="vlm3d: also write the VLM3D challenge's submission and ground-truth JSON and their scores "
-                   "(vlm3d_submission.json, vlm3d_ground_truth.json, vlm3d_metrics.json) beside the normal outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
@@ -50,14 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.data import source_from_args
     from engine.shards import Shard
-    from training.evaluate import EvaluateConfig, evaluate_run
+    from training.configs import EvaluateConfig
+    from training.evaluate import evaluate_run
 
-    config = EvaluateConfig(
-        run=args.run, data=source_from_args(args), cache=args.cache, out=args.out, split=args.split, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, beams=args.beams, limit=args.limit, device=args.device,
-        bertscore_model=args.bertscore_model, bertscore=not args.no_bertscore, meteor=not args.no_meteor,
-        resamples=args.resamples, seed=args.seed, output_format=args.format, convention=args.convention,
-    )
+    config = config_from_args(EvaluateConfig, args, data=source_from_args(args))
     predictions, result = evaluate_run(config, progress=not args.no_progress, shard=Shard.launched(config.device))
     if predictions is None:  # another process's shard: the main process reports
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.config import add_config_arguments, config_from_args
 from engine.data.source import add_data_arguments
 
 
@@ -25,13 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--encoder-config", default="ctclip-full", help="encoder config name or JSON (default ctclip-full)")
     p.add_argument("--preprocess", help="PreprocessConfig JSON the cache was made with (default CT-CLIP's grid)")
     p.add_argument("--label-set", help="label set name or JSON file (default ct-rate)")
-    p.add_argument("--epochs", type=int, default=300, help="maximum epochs (default 300)")
-    p.add_argument("--patience", type=int, default=30, help="stop after this many epochs without a better valid loss")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: one Linear layer, the default)")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    from training.configs import ClassifierTrainConfig
+
+    add_config_arguments(p, ClassifierTrainConfig)  # the training settings, with their defaults
     p.set_defaults(handler=run)
 
 
@@ -41,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from training.classifier import ClassifierTrainConfig, train_classifier
     from training.image_side import REPORT_MD, macro_auroc
 
-    config = ClassifierTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, hidden=args.hidden,
-                                   dropout=args.dropout, patience=args.patience, seed=args.seed)
+    config = config_from_args(ClassifierTrainConfig, args)
     result = train_classifier(
         args.cache, source_from_args(args), args.out,
         image_model=args.image_model,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from engine.config import add_config_arguments, config_from_args, field_help
 from engine.data.source import add_data_arguments
 
 
 def register(subparsers) -> None:
+    from training.configs import EncoderTrainConfig
+
     p = subparsers.add_parser(
         "train-encoder",
         help="train a small CT-CLIP-style encoder and classifier end to end (the embedded demo's image side)",
@@ -21,27 +24,8 @@ def register(subparsers) -> None:
     add_data_arguments(p, help="dataset folder (flat layout or CT-RATE's released tree), e.g. from "
                        "`rad3d synth --n 400 --scale 4`")
     p.add_argument("--out", required=True, help="image model folder to write")
-    p.add_argument("--encoder-config", default="demo-small", help="encoder config name or JSON (default demo-small)")
-    p.add_argument("--preprocess", help="PreprocessConfig JSON, or `demo-windowed` (the demo's five HU windows + "
-                   "reference channel; use with --encoder-config demo-windows) (default: one CT-CLIP channel, "
-                   "3.75 x 3.75 x 7.5 mm, 96 x 96 x 48)")
-    p.add_argument("--epochs", type=int, default=12, help="end-to-end epochs before the codebook is fitted (default 12)")
-    p.add_argument("--vq-epochs", type=int, default=3, help="fine-tune epochs through the fitted VQ codebook (default 3)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=0, help="hidden width of the head (0: one Linear layer)")
-    p.add_argument("--token-loss-weight", type=float, default=None,
-                   help="weight of the auxiliary per-token finding loss, from DIR/phantom_truth.json (default "
-                   "from the training config; 0 turns it off, e.g. for data without phantom truth)")
-    p.add_argument("--token-pos-weight-max", type=float, default=None,
-                   help="cap of the token loss's per-finding positive weight (1-p)/p (default from the training "
-                   "config, 10; a nodule marks a few of a volume's tokens, so its uncapped weight is in the hundreds)")
-    p.add_argument("--shift-voxels", type=int, nargs=3, metavar=("D", "H", "W"),
-                   help="largest random shift of the training augmentation along D, H, W (default from the "
-                   "training config, 2 4 4; 0 0 0 turns shifts off)")
-    p.add_argument("--standardize-latent", action=argparse.BooleanOptionalAction, default=True,
-                   help="train the head on BatchNorm-standardised latents, folded into the saved head (default on)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preprocess", help=field_help(EncoderTrainConfig, "preprocess"))
+    add_config_arguments(p, EncoderTrainConfig)  # every training setting, with its default
     p.add_argument("--workers", type=int, default=2, help="processes reading and preprocessing volumes")
     p.add_argument("--tensor-cache", help="keep the preprocessed volumes here (reused by a rerun)")
     p.add_argument("--cache", help="also write every case's latent and logits into this embedding cache")
@@ -57,28 +41,22 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.data import source_from_args
     from engine.errors import ConfigError
-    from training.encoder import EncoderTrainConfig, train_encoder
+    from engine.preprocess import PreprocessConfig
+    from training.configs import EncoderTrainConfig
+    from training.encoder import train_encoder
     from training.image_side import REPORT_MD
 
-    extra = {}
-    if args.token_loss_weight is not None:
-        extra["token_loss_weight"] = args.token_loss_weight
-    if args.token_pos_weight_max is not None:
-        extra["token_pos_weight_max"] = args.token_pos_weight_max
-    if args.shift_voxels is not None:
-        extra["shift_voxels"] = tuple(args.shift_voxels)
+    given = {}
     if args.preprocess and args.preprocess.startswith("demo-") and not Path(args.preprocess).is_file():
-        from training.encoder import demo_preprocess
+        from training.configs import demo_preprocess
 
-        extra["preprocess"] = demo_preprocess(args.preprocess.removeprefix("demo-")).to_dict()
+        given["preprocess"] = demo_preprocess(args.preprocess.removeprefix("demo-"))
     elif args.preprocess:
         try:
-            extra["preprocess"] = json.loads(Path(args.preprocess).read_text())
+            given["preprocess"] = PreprocessConfig.from_dict(json.loads(Path(args.preprocess).read_text()), args.preprocess)
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
-    config = EncoderTrainConfig(encoder_config=args.encoder_config, epochs=args.epochs, vq_epochs=args.vq_epochs,
-                                lr=args.lr, batch_size=args.batch_size, hidden=args.hidden, seed=args.seed,
-                                standardize_latent=args.standardize_latent, **extra)
+    config = config_from_args(EncoderTrainConfig, args, **given)
     result = train_encoder(source_from_args(args), args.out, config, resume=args.resume, workers=args.workers,
                            tensor_cache=args.tensor_cache, cache_out=args.cache,
                            threads=args.threads)

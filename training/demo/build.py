@@ -117,7 +117,8 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
 
     from engine.errors import ConfigError
     from training.demo.shipped import INSTALLED_MARK
-    from training.encoder import EncoderTrainConfig, demo_preprocess, train_encoder
+    from training.configs import EncoderTrainConfig, demo_preprocess
+    from training.encoder import train_encoder
 
     if (paths.root / INSTALLED_MARK).is_file():
         raise ConfigError("this demo home holds the shipped weights; build from scratch in another --home "
@@ -129,7 +130,7 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     if not (paths.image / "image_model.json").is_file():
         train_encoder(paths.data, paths.image,
                       EncoderTrainConfig(encoder_config=recipe.encoder_config,
-                                         preprocess=demo_preprocess(recipe.preprocess).to_dict(),
+                                         preprocess=demo_preprocess(recipe.preprocess),
                                          epochs=recipe.encoder_epochs, vq_epochs=recipe.encoder_vq_epochs,
                                          token_loss_weight=recipe.token_loss_weight, seed=recipe.seed),
                       resume=True, cache_out=paths.cache, progress=progress)
@@ -185,7 +186,8 @@ def _written_splits(data: Path) -> set[str]:
 
 
 def _train_mapper(paths: DemoPaths, recipe: DemoRecipe, variant: str, time_limit_s, progress):
-    from training.connector import TrainConfig, train_connector
+    from training.configs import TrainConfig
+    from training.connector import train_connector
 
     config = TrainConfig(variant=variant, data=str(paths.data), cache=str(paths.cache), llm=str(paths.llm),
                          image_model=str(paths.image), out=str(paths.run(variant)), section=recipe.section,

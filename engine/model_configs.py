@@ -1,0 +1,145 @@
+"""The configs of a run's modules: preprocessing, classifier head, connector, report generator and
+generation settings. They live here, without torch, so a run's config.json reads in a fraction of
+a second (`rad3d report` refuses a wrong scan before any model loads); engine.preprocess,
+engine.classifier, engine.connectors, engine.model and engine.generation use them from here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from engine.config import JsonConfig
+from engine.errors import ConfigError
+
+# Bump when the algorithm changes values, so embedding caches made before are refused.
+PREPROCESS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(JsonConfig):
+    spacing_mm: tuple[float, float, float] = (0.75, 0.75, 1.5)  # target (x, y, z)
+    hu_range: tuple[float, float] = (-1000.0, 1000.0)  # clipped, then mapped to [-1, 1]
+    shape_xyz: tuple[int, int, int] = (480, 480, 240)  # centre crop / pad target
+    clip_before_resample: bool = True  # CT-CLIP inference clips first; its training loader clips after
+    # HU windows (low, high), one input channel each, mapped to [-1, 1]; empty: CT-CLIP's one channel.
+    # Why: CT-ViT's patch embedding LayerNorms every patch, which removes the patch's mean and
+    # contrast; windows saturate at fixed HU, so absolute attenuation (emphysema vs normal lung,
+    # metal vs bone) survives that normalisation as the relation between channels.
+    windows: tuple[tuple[float, float], ...] = ()
+    # Amplitude A of a fixed channel appended last: +A/-A alternating voxel by voxel (a 3-D
+    # checkerboard, the same for every volume); 0: none. Why: with even patch sizes every patch holds
+    # as many +A as -A voxels, so this channel adds a known, content-free variance to each patch
+    # vector; when A dominates, the per-patch LayerNorm divides every patch by nearly the same number
+    # and the patch embedding sees absolute intensities instead of each patch's own contrast.
+    reference_channel: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "spacing_mm", tuple(float(s) for s in self.spacing_mm))
+        object.__setattr__(self, "hu_range", tuple(float(h) for h in self.hu_range))
+        object.__setattr__(self, "shape_xyz", tuple(int(n) for n in self.shape_xyz))
+        try:
+            object.__setattr__(self, "windows", tuple((float(lo), float(hi)) for lo, hi in self.windows))
+        except (TypeError, ValueError):
+            raise ConfigError(f"preprocess windows {self.windows} must be a list of (low, high) HU pairs") from None
+        for lo, hi in self.windows:
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ConfigError(f"preprocess window ({lo}, {hi}) must be finite with low < high")
+        object.__setattr__(self, "reference_channel", float(self.reference_channel))
+        if not (math.isfinite(self.reference_channel) and self.reference_channel >= 0):
+            raise ConfigError(f"preprocess reference_channel {self.reference_channel} must be a finite amplitude >= 0")
+        if len(self.spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing_mm):
+            raise ConfigError(f"preprocess spacing_mm {self.spacing_mm} must be three positive numbers")
+        if len(self.hu_range) != 2 or not self.hu_range[0] < self.hu_range[1]:
+            raise ConfigError(f"preprocess hu_range {self.hu_range} must be (low, high) with low < high")
+        if len(self.shape_xyz) != 3 or not all(n > 0 for n in self.shape_xyz):
+            raise ConfigError(f"preprocess shape_xyz {self.shape_xyz} must be three positive sizes")
+
+    @property
+    def channels(self) -> int:
+        return max(1, len(self.windows)) + (1 if self.reference_channel else 0)
+
+    @property
+    def base(self) -> "PreprocessConfig":
+        """The same grid and HU range with one plain channel: what `apply_windows` starts from."""
+        return replace(self, windows=(), reference_channel=0.0)
+
+    def _json_out(self, data: dict) -> dict:
+        # Settings at their "off" value are left out, so configs from before they existed keep
+        # their fingerprints (and embedding caches).
+        if not self.windows:
+            del data["windows"]
+        if not self.reference_channel:
+            del data["reference_channel"]
+        return data
+
+    def fingerprint(self) -> str:
+        """Short stable hash of every setting (and the algorithm version): the embedding cache key."""
+        payload = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class AbnormalityHeadConfig(JsonConfig):
+    in_dim: int = 512
+    hidden: int = 0  # 0: a single Linear layer; > 0: Linear → GELU → dropout → Linear
+    n_labels: int = 18
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.in_dim < 1 or self.n_labels < 1 or self.hidden < 0:
+            raise ConfigError(f"bad classifier head sizes: {self}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"classifier dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class ConnectorConfig(JsonConfig):
+    kind: str = "transformer"  # a name in engine.connectors.CONNECTORS
+    d_embed: int = 512  # image latent size (CT-CLIP: 512)
+    n_labels: int = 0  # classifier logits appended to the latent (V-3: 18; 0 = image only)
+    d_llm: int = 2048  # decoder hidden size (LLaMA-3.2-1B: 2048)
+    prefix_len: int = 10  # prefix tokens handed to the decoder
+    clip_len: int = 10  # tokens the input is first projected to (transformer mapper only)
+    n_layers: int = 8  # transformer mapper depth
+    n_heads: int = 8
+    mlp_ratio: float = 2.0
+    act: Literal["relu", "gelu"] = "relu"  # relu: ClipCap's
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name in ("d_embed", "d_llm", "prefix_len", "clip_len", "n_layers", "n_heads"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"connector {name} must be at least 1, got {getattr(self, name)}")
+        if self.n_labels < 0:
+            raise ConfigError(f"connector n_labels must be >= 0, got {self.n_labels}")
+        if self.act not in ("relu", "gelu"):
+            raise ConfigError(f"connector act must be 'relu' or 'gelu', got {self.act!r}")
+
+    @property
+    def d_in(self) -> int:
+        """Width of the connector's input vector: latent, plus logits when n_labels > 0."""
+        return self.d_embed + self.n_labels
+
+
+@dataclass(frozen=True)
+class ReportGeneratorConfig(JsonConfig):
+    variant: str
+    connector: ConnectorConfig
+    decoder_mode: Literal["frozen", "full", "lora"]  # "full": fine-tuned
+
+
+@dataclass(frozen=True)
+class GenerationSettings(JsonConfig):
+    max_new_tokens: int = 256
+    num_beams: int = 1  # 1: greedy
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already generated
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0  # beam search only
+    min_new_tokens: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.num_beams < 1 or self.repetition_penalty <= 0:
+            raise ValueError(f"bad generation settings: {self}")
