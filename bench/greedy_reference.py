@@ -1,22 +1,28 @@
-"""Fast greedy decoding from prefix embeddings: the same tokens as transformers' `generate`, less work.
+"""The project's former custom greedy decoder (engine/fast_generation.py until issue #16), kept as the
+reference that bench/decode.py times transformers' `generate` against; the engine no longer uses it.
 
-What it saves, and why (measured in bench/decode.py, tables in bench/RESULTS.md):
+It measured 1.01-1.02x plain `generate` on the CPU and about the same as `generate` elsewhere (tables in
+bench/RESULTS.md), so generation goes through `generate` (engine.generation). Kept here so that a GPU,
+when one is lent, can show whether the static-cache + compiled-step loop beats
+`generate(cache_implementation="static")` (which transformers compiles itself on CUDA); if it does not,
+this file goes.
+
+What it does:
 - The prefix is run once (prefill), then one token per step through the KV cache, calling the
   model's forward directly: no logits processors, stopping criteria or per-step input preparation.
 - CPU (default): a dynamic KV cache, and finished cases are RETIRED from the batch (their cache rows
-  dropped), so a batch costs what its live cases cost. On these CPUs a step is bound by reading the
-  fp32 weights (matrix products take ~80 % of it), so compiling buys little there and is off.
+  dropped), so a batch costs what its live cases cost.
 - CUDA: a static KV cache with the decode step compiled (torch.compile "reduce-overhead", i.e.
   CUDA graphs), shapes fixed for the whole report; the loop stops as soon as every case has ended.
-  Finished cases keep decoding padding in place (retiring them would change the graph's shapes).
 
 Identical tokens to `generate(inputs_embeds=..., do_sample=False)`: same left-padding convention
 (position ids from the attention mask, counted from the first real prefix vector), the same argmax
 over the last position's logits, EOS suppressed until `min_new_tokens`, and a finished case emits
-the pad token afterwards. tests/test_fast_generation.py checks it on tiny GPT-2 and LLaMA models.
+the pad token afterwards. tests/test_greedy_reference.py checks it on tiny GPT-2 and LLaMA models and
+on the demo's SmolLM2.
 
 Dynamic int8 weights (`int8_decoder`) roughly halve the bytes read per CPU step but change the
-logits, hence possibly the tokens: it is an opt-in, never applied silently.
+logits, hence possibly the tokens (bench/decode.py --int8 times them).
 """
 
 from __future__ import annotations
