@@ -75,21 +75,17 @@ def prefixes(model, tokenizer, batch: int, prefix_len: int, device, dtype):
 
 def runners(model, tokenizer, settings, embeds, mask):
     """Name -> a call returning the batch's token lists, for the four paths."""
-    from greedy_reference import greedy_from_prefix
+    from greedy_reference import reference_generate
     from transformers import CompileConfig
 
-    from engine.generation import eos_token_ids, generate_from_prefix
+    from engine.generation import generate_from_prefix
 
-    eos = eos_token_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     config = model.generation_config
     compiled = CompileConfig(fullgraph=False)
     compiled._compile_all_devices = True  # transformers compiles on accelerators only unless told
 
     def reference():
-        rows, _ = greedy_from_prefix(model, embeds, mask, max_new_tokens=settings.max_new_tokens, eos_ids=eos,
-                                     pad_id=pad, min_new_tokens=settings.min_new_tokens)
-        return [r[: settings.max_new_tokens] for r in rows]
+        return [r.token_ids for r in reference_generate(model, tokenizer, embeds, mask, settings=settings).reports]
 
     def through_generate(cache, compile_it):
         def run():

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 # Fields of a model's generation config that add logits processors `generate` would apply even in
-# plain greedy decoding; when any is set the fast path would not give generate's tokens.
+# plain greedy decoding; when any is set this loop would not give generate's tokens.
 _PROCESSOR_FIELDS = (
     "suppress_tokens",
     "begin_suppress_tokens",
@@ -225,4 +225,30 @@ def int8_decoder(decoder: nn.Module) -> nn.Module:
     return quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
-__all__ = ["FastGreedyOptions", "fast_greedy_supported", "greedy_from_prefix", "int8_decoder"]
+
+
+def reference_generate(decoder, tokenizer, prefix: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                       settings):
+    """engine.generation.generate_from_prefix's result (greedy settings only) through this loop,
+    for the benchmarks that time the two side by side."""
+    from engine.generation import GeneratedReport, GenerationResult, eos_token_ids
+
+    if settings.num_beams != 1 or settings.repetition_penalty != 1.0 or settings.no_repeat_ngram_size:
+        raise ValueError("the reference loop is plain greedy decoding only")
+    if attention_mask is None:
+        attention_mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+    eos = eos_token_ids(decoder, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    start = time.perf_counter()
+    rows, first = greedy_from_prefix(decoder, prefix, attention_mask, max_new_tokens=settings.max_new_tokens,
+                                     eos_ids=eos, pad_id=pad, min_new_tokens=settings.min_new_tokens)
+    seconds = time.perf_counter() - start
+    reports = []
+    for row in rows:
+        finished = bool(row) and row[-1] in eos
+        kept = row[:-1] if finished else row
+        reports.append(GeneratedReport(tokenizer.decode(kept, skip_special_tokens=True).strip(), kept, finished))
+    return GenerationResult(reports, seconds, first, settings)
+
+
+__all__ = ["FastGreedyOptions", "fast_greedy_supported", "greedy_from_prefix", "int8_decoder", "reference_generate"]
