@@ -79,9 +79,9 @@ def median_case(runs: list[CaseTiming]) -> CaseTiming:
 
 
 def main(args) -> int:
-    from engine.errors import Rad3dError
     from greedy_reference import fast_greedy_supported
 
+    from engine.errors import Rad3dError
     from engine.inference import InferenceSession
 
     try:
