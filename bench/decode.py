@@ -99,6 +99,22 @@ def runners(model, tokenizer, settings, embeds, mask):
                             through_generate("static", True))))
 
 
+def interleaved(calls, paths, device, repeats: int, batch: int) -> dict:
+    """name -> (warm-up s, median s, tokens). The paths take turns within every repeat, so a load that
+    drifts on a shared machine falls on all of them alike."""
+    import statistics
+
+    warm, times, tokens = {}, {name: [] for name in paths}, {}
+    for name in paths:
+        print(f"  batch {batch}: {name} warm-up ...", file=sys.stderr, flush=True)
+        warm[name], _ = timed(calls[name], device, 1)  # compilation for (d)
+    for _ in range(repeats):
+        for name in paths:
+            seconds, tokens[name] = timed(calls[name], device, 1)
+            times[name].append(seconds)
+    return {name: (warm[name], statistics.median(times[name]), tokens[name]) for name in paths}
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -125,21 +141,14 @@ def main(argv=None) -> int:
     settings = GenerationSettings(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
     paths = [PATHS[i] for i in sorted(set(args.paths) | {1})]
     print(environment(device))
-    print(f"decoder {what}; greedy, {args.tokens} forced new tokens, left-padded prefixes; median of {args.repeats}; "
+    print(f"decoder {what}; greedy, {args.tokens} forced new tokens, left-padded prefixes; median of {args.repeats}, paths in turn; "
           f"ms/token = batch wall time / {args.tokens}")
     print(f"{'batch':>5}  {'path':<22} {'warm-up s':>9} {'ms/token':>9} {'tok/s':>7} {'vs (b)':>7}  tokens equal to (b)")
     ok = True
     for b in args.batches:
         embeds, mask = prefixes(model, tokenizer, b, args.prefix_len, device, dtype)
         calls = runners(model, tokenizer, settings, embeds, mask)
-        results = {}
-        for name in paths:
-            print(f"  batch {b}: {name} ...", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            calls[name]()  # warm-up; compilation for (d)
-            warm = time.perf_counter() - start
-            seconds, tokens = timed(calls[name], device, args.repeats)
-            results[name] = (warm, seconds, tokens)
+        results = interleaved(calls, paths, device, args.repeats, b)
         base_s, base_tokens = results[PATHS[1]][1:]
         for name, (warm, seconds, tokens) in results.items():
             equal = tokens == base_tokens
