@@ -29,15 +29,7 @@ from greedy_reference import int8_decoder, reference_generate
 from preprocess import SPACING, synthetic_ct
 
 
-def main(argv=None) -> int:
-    import torch
-
-    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-    from engine.encoders import ENCODERS
-    from engine.generation import GenerationSettings
-    from engine.model import build_report_generator
-    from engine.preprocess import PreprocessConfig, preprocess_array
-
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=32, help="random weights: forced report length")
     ap.add_argument("--repeats", type=int, default=3)
@@ -49,6 +41,19 @@ def main(argv=None) -> int:
     source.add_argument("--data", help="a dataset folder (CT-RATE format): its first test-split case is timed")
     real.add_argument("--rescale", nargs=2, type=float, metavar=("SLOPE", "INTERCEPT"),
                       help="with --volume: HU = SLOPE * stored + INTERCEPT, voxels as stored (as rad3d report)")
+    return ap
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.encoders import ENCODERS
+    from engine.generation import GenerationSettings
+    from engine.model import build_report_generator
+    from engine.preprocess import PreprocessConfig, preprocess_array
+
+    ap = parser()
     args = ap.parse_args(argv)
     if args.run is None and (args.volume or args.data or args.rescale):
         ap.error("--volume, --data and --rescale go with --run")
