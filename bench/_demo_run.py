@@ -1,7 +1,7 @@
 """The real-run mode of bench/demo_latency.py: one trained run (e.g. the embedded demo) on one volume,
-"volume already loaded → probabilities and a report", with the project's fast greedy path against
-plain transformers `generate(inputs_embeds=...)` on the same prefix, both stopping at EOS as the app
-does (reports are not forced to a length here)."""
+"volume already loaded → probabilities and a report", through the project's path (transformers'
+`generate(inputs_embeds=...)`) and through the former custom greedy loop (bench/greedy_reference.py)
+on the same prefix, both stopping at EOS as the app does (reports are not forced to a length here)."""
 
 from __future__ import annotations
 
@@ -52,16 +52,19 @@ def read_volume(volume: str | None, data: str | None, rescale: list[float] | Non
     return load_volume(volume), str(volume)
 
 
-def run_case(session, volume, settings, *, fast: bool) -> CaseTiming:
-    """What the app does for one loaded volume (image features, prefix, greedy report), with the
-    project's fast greedy decoding or, `fast=False`, transformers' generate on the same prefix."""
+def run_case(session, volume, settings, *, reference: bool) -> CaseTiming:
+    """What the app does for one loaded volume (image features, prefix, greedy report), through
+    transformers' generate or, `reference=True`, the former custom loop on the same prefix."""
+    from greedy_reference import reference_generate
+
     from engine.generation import generate_from_prefix
 
     start = time.perf_counter()
     features = session.image.features(volume)
     _ = features.probabilities  # the chart's numbers, computed as the app computes them
     prefix = session.prefixes(features.latent[None], features.logits[None])
-    result = generate_from_prefix(session.generator.decoder, session.tokenizer, prefix, settings=settings, fast=fast)
+    run = reference_generate if reference else generate_from_prefix
+    result = run(session.generator.decoder, session.tokenizer, prefix, settings=settings)
     total = time.perf_counter() - start
     report = result.reports[0]
     return CaseTiming(features.preprocess_seconds, features.encode_seconds, result.seconds, total,
@@ -76,8 +79,9 @@ def median_case(runs: list[CaseTiming]) -> CaseTiming:
 
 
 def main(args) -> int:
+    from greedy_reference import fast_greedy_supported
+
     from engine.errors import Rad3dError
-    from engine.generation import uses_fast_greedy
     from engine.inference import InferenceSession
 
     try:
@@ -89,12 +93,15 @@ def main(args) -> int:
     # The app's greedy choice: the run's settings with one beam (ui.reporting.settings_for).
     settings = dataclasses.replace(session.settings, num_beams=1)
     decoder = session.generator.decoder
-    fast_applies = uses_fast_greedy(decoder, settings)
+    if not fast_greedy_supported(decoder):
+        print(f"error: the reference loop cannot reproduce generate on this decoder ({type(decoder).__name__}: "
+              "a PEFT wrapper or extra logits processors)", file=sys.stderr)
+        return 1
 
-    run_case(session, volume, settings, fast=True), run_case(session, volume, settings, fast=False)  # warm-up
-    fast = median_case([run_case(session, volume, settings, fast=True) for _ in range(args.repeats)])
-    plain = median_case([run_case(session, volume, settings, fast=False) for _ in range(args.repeats)])
-    equal = fast.token_ids == plain.token_ids
+    run_case(session, volume, settings, reference=False), run_case(session, volume, settings, reference=True)  # warm-up
+    plain = median_case([run_case(session, volume, settings, reference=False) for _ in range(args.repeats)])
+    ref = median_case([run_case(session, volume, settings, reference=True) for _ in range(args.repeats)])
+    equal = ref.token_ids == plain.token_ids
 
     cfg = session.run.config
     grid = "x".join(map(str, session.preprocess_config.shape_xyz))
@@ -102,20 +109,19 @@ def main(args) -> int:
     print(environment(session.device))
     print(f"run {session.run.root} (variant {cfg.variant}, decoder {Path(cfg.decoder.path).name}, "
           f"{next(decoder.parameters()).dtype}); volume {label}, {shape} voxels; greedy, "
-          f"max_new_tokens {settings.max_new_tokens}, stops at EOS; median of {args.repeats}"
-          + ("" if fast_applies else "; NOTE: these settings do not take the fast greedy path"))
+          f"max_new_tokens {settings.max_new_tokens}, stops at EOS; median of {args.repeats}")
     print(f"{'stage':<52} {'seconds':>8}")
-    print(f"{f'preprocess to the run grid ({grid})':<52} {fast.preprocess_s:>8.2f}")
-    print(f"{'encoder + classifier':<52} {fast.encode_s:>8.2f}")
-    print(f"{'report, plain transformers generate':<52} {plain.generate_s:>8.2f}")
-    print(f"{'report, fast greedy (project path)':<52} {fast.generate_s:>8.2f}")
-    print(f"{'volume -> probabilities + report, plain generate':<52} {plain.total_s:>8.2f}")
-    print(f"{'volume -> probabilities + report, fast greedy':<52} {fast.total_s:>8.2f}")
-    ended = "ended at EOS" if fast.finished else f"cut at max_new_tokens {settings.max_new_tokens}"
-    print(f"tokens generated: {len(fast.token_ids)} ({ended}); report: {fast.text[:120]!r}")
-    print(f"seconds per case: plain {plain.total_s:.2f}, fast {fast.total_s:.2f}; "
-          f"ratio plain/fast {plain.total_s / fast.total_s:.2f}; target {TARGET_S:g} s "
-          f"(volume loaded -> probabilities + report): {'met' if fast.total_s <= TARGET_S else 'NOT met'}")
+    print(f"{f'preprocess to the run grid ({grid})':<52} {plain.preprocess_s:>8.2f}")
+    print(f"{'encoder + classifier':<52} {plain.encode_s:>8.2f}")
+    print(f"{'report, transformers generate (project path)':<52} {plain.generate_s:>8.2f}")
+    print(f"{'report, reference loop (bench/greedy_reference)':<52} {ref.generate_s:>8.2f}")
+    print(f"{'volume -> probabilities + report, generate':<52} {plain.total_s:>8.2f}")
+    print(f"{'volume -> probabilities + report, reference loop':<52} {ref.total_s:>8.2f}")
+    ended = "ended at EOS" if plain.finished else f"cut at max_new_tokens {settings.max_new_tokens}"
+    print(f"tokens generated: {len(plain.token_ids)} ({ended}); report: {plain.text[:120]!r}")
+    print(f"seconds per case: generate {plain.total_s:.2f}, reference loop {ref.total_s:.2f}; "
+          f"ratio generate/reference {plain.total_s / ref.total_s:.2f}; target {TARGET_S:g} s "
+          f"(volume loaded -> probabilities + report): {'met' if plain.total_s <= TARGET_S else 'NOT met'}")
     print("tokens verified equal" if equal else
-          f"MISMATCH: fast tokens differ from generate ({len(fast.token_ids)} vs {len(plain.token_ids)} tokens)")
+          f"MISMATCH: reference tokens differ from generate ({len(ref.token_ids)} vs {len(plain.token_ids)} tokens)")
     return 0 if equal else 1

@@ -1,70 +1,161 @@
-"""Greedy decoding from prefix embeddings: engine.fast_generation against transformers'
-`generate(inputs_embeds=...)`, same random-weight model, same prefixes, in one process.
+"""Greedy decoding from prefix embeddings, four ways in one process on the same model and prefixes:
+(a) the project's former custom loop (bench/greedy_reference.py), (b) transformers' `generate` with its
+dynamic cache (what engine.generation runs), (c) `generate(cache_implementation="static")`, (d) (c) with
+the forward compiled by transformers (auto on CUDA; on the CPU forced with CompileConfig).
 
-Every report is forced to the same length (min_new_tokens = max_new_tokens) so both paths do the
-same number of steps; the tokens must be identical or the script exits 1.
+Prefixes are left-padded batches of different lengths. Every report is forced to --tokens new tokens
+(min_new_tokens = max_new_tokens) so all paths do the same steps; (a) and (c) must give (b)'s tokens
+exactly or the script exits 1 (compiled kernels may round differently: (d) is reported, not enforced).
 
-    python3 bench/decode.py                                   # CPU: SmolLM2-135M dims, fp32
-    python3 bench/decode.py --int8                            # + the opt-in int8 CPU decoder (not identical)
-    python3 bench/decode.py --device cuda --llm-config llama-3.2-1b --batches 1 128 --tokens 256
-Targets (issue #7, H100, LLaMA-3.2-1B, bf16): batch 1 ≤ 2 ms/token (≥ 6× plain), batch 128 ≥ 40k tokens/s (≥ 4×).
+    python3 bench/decode.py                        # CPU: the demo's SmolLM2-135M, converted into a temp folder
+    python3 bench/decode.py --llm-dir DIR          # CPU: an already converted decoder folder
+    python3 bench/decode.py --device cuda --llm-config llama-3.2-1b --batches 1 128 --tokens 256   # GPU, random weights
+Issue #16: (a) stays in the project only if it beats (c)/(d) on some device by a clear margin.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from _common import IdsOnlyTokenizer, environment, random_llm, timed
+
+PROMPTS = (  # embedded as the prefixes of the real decoder, lengths 3-12 tokens
+    "Findings:",
+    "The lungs are clear. Findings:",
+    "Chest CT without contrast. Findings:",
+    "Impression: no acute cardiopulmonary",
+    "There is a small right pleural effusion and",
+    "Heart size is normal.",
+    "Technique: axial images of the chest were obtained. Findings:",
+    "Mediastinum:",
+)
+PATHS = ("reference loop (a)", "generate dynamic (b)", "generate static (c)", "static + compile (d)")
+
+
+def load_decoder(args, device, dtype):
+    """(decoder, tokenizer, what it is): the demo's SmolLM2 (or --llm-dir), else random --llm-config weights."""
+    from engine.decoders import freeze, load_causal_lm
+
+    if args.llm_config:
+        model = random_llm(args.llm_config, device, dtype)
+        return model, IdsOnlyTokenizer(model.config.eos_token_id), f"{args.llm_config} (random weights, {dtype})"
+    folder = args.llm_dir
+    if folder is None:
+        from training.demo.llm import ensure_smollm2
+
+        start = time.perf_counter()
+        folder = ensure_smollm2(Path(tempfile.mkdtemp(prefix="rad3d-bench-")) / "smollm2")
+        print(f"converted the demo's SmolLM2 into {folder} in {time.perf_counter() - start:.0f} s (not timed below)")
+    model, tokenizer = load_causal_lm(folder, dtype=dtype)
+    return freeze(model.to(device)), tokenizer, f"{Path(folder).name} ({dtype})"
+
+
+def prefixes(model, tokenizer, batch: int, prefix_len: int, device, dtype):
+    """A left-padded (batch, P, d) prefix and its mask: embedded prompts for a real tokenizer,
+    random vectors of lengths prefix_len, prefix_len - 1, ... for random weights."""
+    import torch
+
+    from engine.generation import left_pad_prefixes
+
+    if isinstance(tokenizer, IdsOnlyTokenizer):
+        g = torch.Generator().manual_seed(batch)
+        d = model.get_input_embeddings().embedding_dim
+        rows = [torch.randn(max(1, prefix_len - i % 4), d, generator=g) for i in range(batch)]
+    else:
+        table = model.get_input_embeddings()
+        ids = [tokenizer(PROMPTS[i % len(PROMPTS)], return_tensors="pt").input_ids[0].to(device) for i in range(batch)]
+        rows = [table(i).detach() for i in ids]
+    embeds, mask = left_pad_prefixes([r.to(device, dtype) for r in rows])
+    return embeds, mask
+
+
+def runners(model, tokenizer, settings, embeds, mask):
+    """Name -> a call returning the batch's token lists, for the four paths."""
+    from greedy_reference import reference_generate
+    from transformers import CompileConfig
+
+    from engine.generation import generate_from_prefix
+
+    config = model.generation_config
+    compiled = CompileConfig(fullgraph=False)
+    compiled._compile_all_devices = True  # transformers compiles on accelerators only unless told
+
+    def reference():
+        return [r.token_ids for r in reference_generate(model, tokenizer, embeds, mask, settings=settings).reports]
+
+    def through_generate(cache, compile_it):
+        def run():
+            config.disable_compile, config.compile_config = not compile_it, compiled if compile_it else None
+            result = generate_from_prefix(model, tokenizer, embeds, mask, settings=settings, cache_implementation=cache)
+            return [r.token_ids for r in result.reports]
+
+        return run
+
+    return dict(zip(PATHS, (reference, through_generate(None, False), through_generate("static", False),
+                            through_generate("static", True))))
+
+
+def interleaved(calls, paths, device, repeats: int, batch: int) -> dict:
+    """name -> (warm-up s, median s, tokens). The paths take turns within every repeat, so a load that
+    drifts on a shared machine falls on all of them alike."""
+    import statistics
+
+    warm, times, tokens = {}, {name: [] for name in paths}, {}
+    for name in paths:
+        print(f"  batch {batch}: {name} warm-up ...", file=sys.stderr, flush=True)
+        warm[name], _ = timed(calls[name], device, 1)  # compilation for (d)
+    for _ in range(repeats):
+        for name in paths:
+            seconds, tokens[name] = timed(calls[name], device, 1)
+            times[name].append(seconds)
+    return {name: (warm[name], statistics.median(times[name]), tokens[name]) for name in paths}
 
 
 def main(argv=None) -> int:
     import torch
 
-    from engine.fast_generation import int8_decoder
-    from engine.generation import GenerationSettings, generate_from_prefix
+    from engine.generation import GenerationSettings
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--llm-config", default="smollm2-135m")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--tokens", type=int, default=24, help="new tokens per report")
-    ap.add_argument("--prefix-len", type=int, default=10)
+    ap.add_argument("--llm-config", help="random weights of a shipped architecture (e.g. llama-3.2-1b) instead of the demo's SmolLM2")
+    ap.add_argument("--llm-dir", help="a converted decoder folder (default: convert the demo's SmolLM2 into a temp folder)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--tokens", type=int, default=64, help="new tokens per report (forced)")
+    ap.add_argument("--prefix-len", type=int, default=10, help="random weights: the longest prefix")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--int8", action="store_true", help="also time the opt-in dynamic int8 decoder (CPU)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a shared machine)")
+    ap.add_argument("--paths", nargs="+", type=int, choices=range(4), default=[0, 1, 2, 3],
+                    help="which of (a)-(d) to time, by index (b is the baseline and always runs)")
     args = ap.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = random_llm(args.llm_config, device, dtype)
-    d = model.get_input_embeddings().embedding_dim
+    model, tokenizer, what = load_decoder(args, device, dtype)
     settings = GenerationSettings(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
-    tokenizer = IdsOnlyTokenizer(model.config.eos_token_id)
+    paths = [PATHS[i] for i in sorted(set(args.paths) | {1})]
     print(environment(device))
-    print(f"model {args.llm_config} (random weights, {dtype}), prefix {args.prefix_len}, {args.tokens} new tokens, "
-          f"median of {args.repeats}")
-    print(f"{'batch':>5} {'plain ms/tok':>12} {'fast ms/tok':>11} {'ratio':>6} {'plain tok/s':>11} {'fast tok/s':>10}  tokens equal")
+    print(f"decoder {what}; greedy, {args.tokens} forced new tokens, left-padded prefixes; median of {args.repeats}, paths in turn; "
+          f"ms/token = batch wall time / {args.tokens}")
+    print(f"{'batch':>5}  {'path':<22} {'warm-up s':>9} {'ms/token':>9} {'tok/s':>7} {'vs (b)':>7}  tokens equal to (b)")
     ok = True
     for b in args.batches:
-        prefix = torch.randn(b, args.prefix_len, d, generator=torch.Generator().manual_seed(b)).to(device, dtype)
-        run = lambda fast, m=model: generate_from_prefix(m, tokenizer, prefix, settings=settings, fast=fast)  # noqa: E731
-        run(True)  # warm-up (and, on CUDA, compilation)
-        run(False)
-        fast_s, fast = timed(lambda: run(True), device, args.repeats)
-        plain_s, plain = timed(lambda: run(False), device, args.repeats)
-        equal = [r.token_ids for r in fast.reports] == [r.token_ids for r in plain.reports]
-        ok &= equal
-        n = b * args.tokens
-        print(f"{b:>5} {plain_s / args.tokens * 1e3:>12.1f} {fast_s / args.tokens * 1e3:>11.1f} {plain_s / fast_s:>6.2f} "
-              f"{n / plain_s:>11.0f} {n / fast_s:>10.0f}  {equal}")
-        if args.int8 and device.type == "cpu":
-            quantised = int8_decoder(model)
-            run(True, quantised)
-            q_s, q = timed(lambda: run(True, quantised), device, args.repeats)
-            same = sum(a == c for x, y in zip(q.reports, plain.reports) for a, c in zip(x.token_ids, y.token_ids))
-            print(f"{'':>5} int8 fast: {q_s / args.tokens * 1e3:.1f} ms/tok, {plain_s / q_s:.2f}x plain; "
-                  f"{same}/{n} tokens equal to fp32 (opt-in, not identical)")
-    print("tokens verified equal" if ok else "MISMATCH: fast tokens differ from generate")
+        embeds, mask = prefixes(model, tokenizer, b, args.prefix_len, device, dtype)
+        calls = runners(model, tokenizer, settings, embeds, mask)
+        results = interleaved(calls, paths, device, args.repeats, b)
+        base_s, base_tokens = results[PATHS[1]][1:]
+        for name, (warm, seconds, tokens) in results.items():
+            equal = tokens == base_tokens
+            ok &= equal or name == PATHS[3]
+            print(f"{b:>5}  {name:<22} {warm:>9.1f} {seconds / args.tokens * 1e3:>9.1f} {b * args.tokens / seconds:>7.0f} "
+                  f"{base_s / seconds:>6.2f}x  {equal}", flush=True)
+    print("tokens verified equal" if ok else "MISMATCH: (a) or (c) tokens differ from generate's")
     return 0 if ok else 1
 
 

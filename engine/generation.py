@@ -8,9 +8,11 @@ Decisions:
 - Batches are LEFT-padded: a shorter prefix gets zero vectors before it with attention mask 0, so
   every sequence ends at the same position and new tokens follow directly; position ids are derived
   from the mask by transformers, so a padded case decodes exactly as it would alone.
-- Plain greedy settings run through engine.fast_generation (prefill once, KV-cache loop, finished
-  cases retired; static cache + compiled step on CUDA), which gives generate's tokens exactly;
-  `fast=False` forces transformers' generate (the reference in bench/decode.py).
+- Every setting goes through transformers' `generate`. The project's own greedy loop measured no
+  faster on the CPU (bench/RESULTS.md) and now lives in bench/greedy_reference.py as the reference
+  bench/decode.py times `generate` against. `cache_implementation` passes through (e.g. "static",
+  which transformers compiles itself on CUDA); None keeps generate's dynamic cache, the fastest
+  measured on the CPU.
 """
 
 from __future__ import annotations
@@ -80,12 +82,11 @@ def generate_from_prefix(
     *,
     settings: GenerationSettings = GenerationSettings(),
     on_token: Callable[[list[int]], None] | None = None,
-    fast: bool = True,
+    cache_implementation: str | None = None,
 ) -> GenerationResult:
     """Reports continuing a (B, P, d_llm) prefix (left-padded when `attention_mask` has zeros).
-    `on_token(ids)` is called after every greedy step with the new token of each case.
-    Plain greedy settings go through engine.fast_generation (same tokens, faster) unless `fast=False`;
-    beam search and penalties use transformers' `generate`."""
+    `on_token(ids)` is called after every greedy step with the new token of each case (the pad token
+    for cases already finished)."""
     if prefix.dim() != 3:
         raise ValueError(f"prefix must be (batch, length, hidden), got shape {tuple(prefix.shape)}")
     if attention_mask is None:
@@ -102,17 +103,6 @@ def generate_from_prefix(
     if on_token is not None and streamer is None:
         raise ValueError("per-token callbacks work with greedy decoding only (num_beams = 1)")
 
-    if fast and uses_fast_greedy(decoder, settings):
-        from engine.fast_generation import greedy_from_prefix
-
-        start = time.perf_counter()
-        rows, first = greedy_from_prefix(
-            decoder, prefix, attention_mask, max_new_tokens=settings.max_new_tokens, eos_ids=eos_ids,
-            pad_id=pad_id, min_new_tokens=settings.min_new_tokens, on_token=on_token,
-        )
-        seconds = time.perf_counter() - start
-        return GenerationResult([_to_report(r, eos_ids, tokenizer) for r in rows], seconds, first, settings)
-
     start = time.perf_counter()
     if streamer is not None:
         streamer.start = start
@@ -123,6 +113,7 @@ def generate_from_prefix(
             inputs_embeds=prefix.to(decoder.get_input_embeddings().weight.dtype),
             attention_mask=attention_mask,
             streamer=streamer,
+            cache_implementation=cache_implementation,
             **_generate_kwargs(settings, eos_ids, pad_id),
         )
     seconds = time.perf_counter() - start
@@ -132,17 +123,8 @@ def generate_from_prefix(
     )
 
 
-def uses_fast_greedy(decoder, settings: GenerationSettings) -> bool:
-    """Whether these settings on this decoder go through engine.fast_generation: plain greedy
-    decoding (no beams, no penalties) on a transformers causal LM without extra logits processors."""
-    from engine.fast_generation import fast_greedy_supported
-
-    plain = settings.num_beams == 1 and settings.repetition_penalty == 1.0 and settings.no_repeat_ngram_size == 0
-    return plain and fast_greedy_supported(decoder)
-
-
 def stream_from_prefix(
-    decoder, tokenizer, prefix: torch.Tensor, *, settings: GenerationSettings = GenerationSettings(), fast: bool = True
+    decoder, tokenizer, prefix: torch.Tensor, *, settings: GenerationSettings = GenerationSettings()
 ) -> Iterator[str]:
     """Text pieces of one report as they are generated (greedy; prefix (1, P, d_llm)), for a UI."""
     from transformers import TextIteratorStreamer
@@ -163,18 +145,7 @@ def stream_from_prefix(
 
     def run():
         with torch.no_grad():
-            if fast and uses_fast_greedy(decoder, settings):
-                from engine.fast_generation import greedy_from_prefix
-
-                streamer.put(torch.tensor([], dtype=torch.long))  # the (empty) prompt, as generate does
-                greedy_from_prefix(
-                    decoder, prefix, kwargs["attention_mask"], max_new_tokens=settings.max_new_tokens,
-                    eos_ids=eos_ids, pad_id=pad_id, min_new_tokens=settings.min_new_tokens,
-                    on_token=lambda ids: streamer.put(torch.tensor(ids)),
-                )
-                streamer.end()
-            else:
-                decoder.generate(**kwargs)
+            decoder.generate(**kwargs)
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()

@@ -117,20 +117,30 @@ def paired_bootstrap(table_a, table_b, stats: list[Statistic], resamples: int = 
     return out
 
 
-def _resampled(xa, xb, stats, index, resamples, seed, progress) -> np.ndarray:
-    """(resamples, len(stats)) statistic values, or B − A differences when xb is given."""
+def resampled(fn: Callable[[np.ndarray], np.ndarray], n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+              progress: bool = False) -> np.ndarray:
+    """(resamples, k): `fn` of each chunk of case counts ((b, n) → (b, k)) from resample_counts, stacked.
+    The one resampling loop of the project: report metrics, classifier AUROC and reader-study means."""
     from tqdm.auto import tqdm
 
     chunks = []
     bar = tqdm(total=resamples, desc="bootstrap", unit="resample", disable=not progress, leave=False)
-    for w in resample_counts(xa.shape[0], resamples, seed):
-        values = _evaluate(stats, w @ xa, index)
-        if xb is not None:
-            values = _evaluate(stats, w @ xb, index) - values
-        chunks.append(values)
+    for w in resample_counts(n, resamples, seed):
+        chunks.append(fn(w))
         bar.update(len(w))
     bar.close()
-    return np.concatenate(chunks) if chunks else np.empty((0, len(stats)))
+    return np.concatenate(chunks) if chunks else np.empty((0, 0))
+
+
+def _resampled(xa, xb, stats, index, resamples, seed, progress) -> np.ndarray:
+    """(resamples, len(stats)) statistic values, or B − A differences when xb is given."""
+
+    def values(w: np.ndarray) -> np.ndarray:
+        a = _evaluate(stats, w @ xa, index)
+        return a if xb is None else _evaluate(stats, w @ xb, index) - a
+
+    out = resampled(values, xa.shape[0], resamples, seed, progress)
+    return out if len(out) else np.empty((0, len(stats)))
 
 
 def mean_statistic(key: str, label: str, group: str, implementation: str, column: str,

@@ -1,5 +1,5 @@
 """bench/demo_latency.py --run: the real-run mode times a trained run (here the tiny run fixture) on
-one volume, fast greedy against plain generate, and checks both give the same tokens."""
+one volume, transformers' generate against the former custom greedy loop, and checks both give the same tokens."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_real_run_mode_times_both_paths_with_equal_tokens(demo_latency, tiny_run
     args = ["--run", str(tiny_run[0]), "--volume", str(raw), "--repeats", "1"]
     assert demo_latency.main(args + ["--rescale", "1", "-1024"]) == 0
     out = capsys.readouterr().out
-    assert "fast greedy (project path)" in out and "plain transformers generate" in out
+    assert "transformers generate (project path)" in out and "reference loop (bench/greedy_reference)" in out
     assert "tokens verified equal" in out and "target 5 s" in out and "device cpu" in out
 
     # the tokens it reports are the session's own report of that volume

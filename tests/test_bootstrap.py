@@ -81,3 +81,38 @@ def test_classifier_auroc_equals_sklearn_and_its_interval_shrinks_with_more_case
     big = {m["key"]: m for m in classifier_auroc(big_p, big_l, names, resamples=400, seed=1)}
     width = lambda m: m["ci_high"] - m["ci_low"]  # noqa: E731
     assert width(big["auroc_macro"]) < 0.6 * width(got["auroc_macro"])
+
+
+def test_each_auroc_resample_equals_sklearn_on_the_drawn_cases():
+    """The vectorised bootstrap (one matrix product per chunk, through study.bootstrap.resampled) gives,
+    resample for resample, sklearn's AUROC of the cases each resample drew, repeats included."""
+    from sklearn.metrics import roc_auc_score
+
+    from study.bootstrap import resample_counts, resampled
+    from study.metrics.classifier import weighted_auroc
+
+    rng = np.random.default_rng(4)
+    labels = (rng.random((150, 2)) < [0.2, 0.5]).astype(int)
+    probs = np.clip(0.5 + 0.3 * (labels - 0.5) + 0.25 * rng.normal(size=labels.shape), 0, 1).round(2)  # ties too
+    got = resampled(lambda w: np.stack([weighted_auroc(probs[:, j], labels[:, j], w) for j in range(2)], axis=1),
+                    150, resamples=6, seed=9)
+    counts = np.concatenate(list(resample_counts(150, 6, seed=9)))
+    for r in range(6):
+        drawn = np.repeat(np.arange(150), counts[r].astype(int))
+        for j in range(2):
+            assert got[r, j] == pytest.approx(roc_auc_score(labels[drawn, j], probs[drawn, j]), abs=1e-12)
+
+
+def test_reader_study_intervals_are_the_bootstrap_of_the_drawn_cases():
+    """The reader study uses study.bootstrap's case counts: the same draws as indexing the cases with
+    default_rng(seed).integers(0, n, (resamples, n)), so its intervals are those of the plain
+    resampled means (equal up to summation order)."""
+    from study.readers.stats import _bootstrap_mean
+
+    rng = np.random.default_rng(5)
+    for n in (5, 17, 60):
+        scores = rng.integers(1, 6, size=n).astype(float)
+        idx = np.random.default_rng(0).integers(0, n, size=(2000, n))
+        expected = np.percentile(scores[idx].mean(axis=1), [2.5, 97.5])
+        assert _bootstrap_mean(scores, 2000, 0) == pytest.approx(tuple(expected), abs=1e-12)
+    assert all(np.isnan(_bootstrap_mean(np.array([3.0]), 100, 0)))

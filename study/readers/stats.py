@@ -4,7 +4,7 @@ readers, percentage change against a reference arm, paired Wilcoxon tests betwee
 inter-reader agreement (quadratic-weighted Cohen's kappa for two readers, ICC(2,1) for any number).
 
 The bootstrap resamples cases (the unit the study sampled), keeping each case's readers and
-arms together.
+arms together; it is study.bootstrap's (the same seeded case counts as every other interval).
 """
 
 from __future__ import annotations
@@ -50,13 +50,12 @@ def icc_2_1(x) -> float:
 
 
 def _bootstrap_mean(per_case: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    from study.bootstrap import percentile_interval, resampled
+
     if len(per_case) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(per_case), size=(resamples, len(per_case)))
-    means = per_case[idx].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+    means = resampled(lambda w: (w @ per_case)[:, None] / len(per_case), len(per_case), resamples, seed)
+    return percentile_interval(means[:, 0])
 
 
 def arm_means(ratings: pd.DataFrame, *, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:

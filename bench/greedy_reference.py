@@ -1,22 +1,28 @@
-"""Fast greedy decoding from prefix embeddings: the same tokens as transformers' `generate`, less work.
+"""The project's former custom greedy decoder (engine/fast_generation.py until issue #16), kept as the
+reference that bench/decode.py times transformers' `generate` against; the engine no longer uses it.
 
-What it saves, and why (measured in bench/decode.py, tables in bench/RESULTS.md):
+It measured 1.01-1.02x plain `generate` on the CPU and about the same as `generate` elsewhere (tables in
+bench/RESULTS.md), so generation goes through `generate` (engine.generation). Kept here so that a GPU,
+when one is lent, can show whether the static-cache + compiled-step loop beats
+`generate(cache_implementation="static")` (which transformers compiles itself on CUDA); if it does not,
+this file goes.
+
+What it does:
 - The prefix is run once (prefill), then one token per step through the KV cache, calling the
   model's forward directly: no logits processors, stopping criteria or per-step input preparation.
 - CPU (default): a dynamic KV cache, and finished cases are RETIRED from the batch (their cache rows
-  dropped), so a batch costs what its live cases cost. On these CPUs a step is bound by reading the
-  fp32 weights (matrix products take ~80 % of it), so compiling buys little there and is off.
+  dropped), so a batch costs what its live cases cost.
 - CUDA: a static KV cache with the decode step compiled (torch.compile "reduce-overhead", i.e.
   CUDA graphs), shapes fixed for the whole report; the loop stops as soon as every case has ended.
-  Finished cases keep decoding padding in place (retiring them would change the graph's shapes).
 
 Identical tokens to `generate(inputs_embeds=..., do_sample=False)`: same left-padding convention
 (position ids from the attention mask, counted from the first real prefix vector), the same argmax
 over the last position's logits, EOS suppressed until `min_new_tokens`, and a finished case emits
-the pad token afterwards. tests/test_fast_generation.py checks it on tiny GPT-2 and LLaMA models.
+the pad token afterwards. tests/test_greedy_reference.py checks it on tiny GPT-2 and LLaMA models and
+on the demo's SmolLM2.
 
 Dynamic int8 weights (`int8_decoder`) roughly halve the bytes read per CPU step but change the
-logits, hence possibly the tokens: it is an opt-in, never applied silently.
+logits, hence possibly the tokens (bench/decode.py --int8 times them).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import torch
 from torch import nn
 
 # Fields of a model's generation config that add logits processors `generate` would apply even in
-# plain greedy decoding; when any is set the fast path would not give generate's tokens.
+# plain greedy decoding; when any is set this loop would not give generate's tokens.
 _PROCESSOR_FIELDS = (
     "suppress_tokens",
     "begin_suppress_tokens",
@@ -219,4 +225,30 @@ def int8_decoder(decoder: nn.Module) -> nn.Module:
     return quantize_dynamic(decoder, {nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
-__all__ = ["FastGreedyOptions", "fast_greedy_supported", "greedy_from_prefix", "int8_decoder"]
+
+
+def reference_generate(decoder, tokenizer, prefix: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                       settings):
+    """engine.generation.generate_from_prefix's result (greedy settings only) through this loop,
+    for the benchmarks that time the two side by side."""
+    from engine.generation import GeneratedReport, GenerationResult, eos_token_ids
+
+    if settings.num_beams != 1 or settings.repetition_penalty != 1.0 or settings.no_repeat_ngram_size:
+        raise ValueError("the reference loop is plain greedy decoding only")
+    if attention_mask is None:
+        attention_mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+    eos = eos_token_ids(decoder, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    start = time.perf_counter()
+    rows, first = greedy_from_prefix(decoder, prefix, attention_mask, max_new_tokens=settings.max_new_tokens,
+                                     eos_ids=eos, pad_id=pad, min_new_tokens=settings.min_new_tokens)
+    seconds = time.perf_counter() - start
+    reports = []
+    for row in rows:
+        finished = bool(row) and row[-1] in eos
+        kept = row[:-1] if finished else row
+        reports.append(GeneratedReport(tokenizer.decode(kept, skip_special_tokens=True).strip(), kept, finished))
+    return GenerationResult(reports, seconds, first, settings)
+
+
+__all__ = ["FastGreedyOptions", "fast_greedy_supported", "greedy_from_prefix", "int8_decoder", "reference_generate"]
