@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks pyproject.toml's lower bounds: a fresh venv gets every runtime dependency at the lowest
 # release its bound allows (`>=X` installed as `==X`, `==` pins kept), then a subset of the tests
-# that exercises them (app start-up, decoding, inference, DICOM, metrics, charts, reader-study export).
+# that exercises them (app start-up, decoding and LoRA, inference, DICOM, metrics, charts, reader-study
+# export, UMAP, the demo decoder's GGUF conversion).
 # Not run by CI (it installs ~2 GB and takes several minutes).
 #   bash scripts/check_lowest.sh                 venv in /tmp/rad3d-lowest (reused when present)
 #   VENV=DIR bash scripts/check_lowest.sh [pytest args...]
@@ -35,6 +36,6 @@ mapfile -t no_deps < <("$PY" -c 'import tomllib; print(*tomllib.load(open("pypro
 if [ $# -eq 0 ]; then
     set -- tests/test_app_start.py tests/test_decoder_generation.py tests/test_inference.py \
         tests/test_io_dicom.py tests/test_metrics_nlg.py tests/test_app_charts.py \
-        tests/test_reader_study_export.py tests/test_connectors.py
+        tests/test_reader_study_export.py tests/test_connectors.py tests/test_umap.py tests/test_demo_llm.py
 fi
 PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovider "$@"
