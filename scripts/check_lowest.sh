@@ -31,7 +31,7 @@ echo "check_lowest: installing $(echo $lowest)"
 mapfile -t no_deps < <("$PY" -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["rad3d"]["no-deps"], sep="\n")')
 "$PY" -m pip install -q --no-deps "${no_deps[@]}"
 "$PY" -m pip check || true  # reported, not fatal: an old release may declare a cap it does not need
-"$PY" -m pip list 2>/dev/null | grep -i -E "^(transformers|gradio|pillow|pandas|numpy|scipy|accelerate|peft|pydicom|plotly|tokenizers|huggingface.hub|safetensors) "
+"$PY" -m pip list 2>/dev/null | grep -i -E "^(transformers|gradio|pillow|pandas|numpy|scipy|accelerate|peft|pydicom|plotly|tokenizers|huggingface.hub|safetensors|gguf|umap-learn) "
 
 if [ $# -eq 0 ]; then
     set -- tests/test_app_start.py tests/test_decoder_generation.py tests/test_inference.py \
