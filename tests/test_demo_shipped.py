@@ -16,7 +16,7 @@ from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import chest_like_volume
 from training.demo.build import DemoPaths, DemoRecipe, build_demo
 from training.demo.shipped import export_demo, install_shipped, shipped_for
-from training.encoder import unused_by_latent
+from training.encoder_recipe import unused_by_latent
 from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 

@@ -231,7 +231,7 @@ def _image_model(out, encoder_weights, notes):
     from engine.labels import ct_rate
     from engine.preprocess import PreprocessConfig
     from engine.rundir import EncoderSpec
-    from training.image_side import write_image_model
+    from training.image_model_common import write_image_model
 
     torch.manual_seed(0)
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=32, n_labels=18))
@@ -328,7 +328,7 @@ def test_review_tab_shows_the_runs_provenance_and_warns_for_phantoms(tmp_path, p
     from types import SimpleNamespace
 
     from ui.screens.common import provenance_html
-    from ui.screens.review import run_provenance_html
+    from ui.screens.review_tab import run_provenance_html
 
     banner = provenance_html(_phantom_provenance())
     assert "Trained on synthetic phantoms only" in banner and "⚠" in banner and "#fde8e8" in banner
@@ -345,7 +345,7 @@ def test_review_tab_shows_the_runs_provenance_and_warns_for_phantoms(tmp_path, p
 def test_a_trained_run_carries_its_image_models_provenance_and_adds_its_data_and_decoder(
         tmp_path, training_setup, tiny_gpt2_dir, one_thread):  # noqa: F811
     from engine.rundir import IMAGE_MODEL_FILE, open_run
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
     from training_fixtures import train_config
 
     image = tmp_path / "image"

@@ -118,7 +118,7 @@ def training_setup(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def trained_v3_run(tmp_path_factory, training_setup, tiny_gpt2_dir) -> Path:
     """A finished V-3 run (a few steps) on the tiny setup."""
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
 
     out = tmp_path_factory.mktemp("v3-run") / "run"
     train_connector(train_config(training_setup, tiny_gpt2_dir, out, epochs=1), progress=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from training_fixtures import train_config
 
-from training.connector import train_connector
+from training.connector_recipe import train_connector
 
 # V-1 fine-tunes the decoder, so its dropout draws on each process's RNG. Batch 2 per process:
 # the same 4 cases per optimiser step as one process with batch 4.

@@ -81,7 +81,7 @@ def point_finished(run: Path) -> bool:
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> pd.DataFrame:
     from engine.data import resolve
     from training.configs import TrainConfig
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
     from training.configs import EvaluateConfig
     from training.evaluate import evaluate_run
 

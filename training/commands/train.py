@@ -1,5 +1,5 @@
 """`rad3d train`: train a report-generator variant's connector on the embedding cache and write
-the inference run (see training.connector for the recipe and checkpoints)."""
+the inference run (see training.connector_recipe for the recipe and checkpoints)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.data import source_from_args
     from training.configs import TrainConfig
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
 
     config = config_from_args(TrainConfig, args, data=source_from_args(args))
     train_connector(

@@ -35,8 +35,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.data import source_from_args
     from engine.labels import load_label_set
-    from training.classifier import ClassifierTrainConfig, train_classifier
-    from training.image_side import REPORT_MD, macro_auroc
+    from training.classifier_recipe import ClassifierTrainConfig, train_classifier
+    from training.image_model_common import REPORT_MD, macro_auroc
 
     config = config_from_args(ClassifierTrainConfig, args)
     result = train_classifier(

@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import ConfigError
     from engine.preprocess import PreprocessConfig
     from training.configs import EncoderTrainConfig
-    from training.encoder import train_encoder
-    from training.image_side import REPORT_MD
+    from training.encoder_recipe import train_encoder
+    from training.image_model_common import REPORT_MD
 
     given = {}
     if args.preprocess and args.preprocess.startswith("demo-") and not Path(args.preprocess).is_file():

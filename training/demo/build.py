@@ -30,7 +30,7 @@ class DemoRecipe:
     encoder_epochs: int = 40
     encoder_vq_epochs: int = 1
     encoder_config: str = "demo-windows"
-    preprocess: str = "windowed"  # a name of training.encoder.DEMO_PREPROCESSING
+    preprocess: str = "windowed"  # a name of training.encoder_recipe.DEMO_PREPROCESSING
     token_loss_weight: float = 1.0
     section: str = "impression"
     variants: tuple[str, ...] = ("v3", "v2")
@@ -118,7 +118,7 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     from engine.errors import ConfigError
     from training.demo.shipped import INSTALLED_MARK
     from training.configs import EncoderTrainConfig, demo_preprocess
-    from training.encoder import train_encoder
+    from training.encoder_recipe import train_encoder
 
     if (paths.root / INSTALLED_MARK).is_file():
         raise ConfigError("this demo home holds the shipped weights; build from scratch in another --home "
@@ -187,7 +187,7 @@ def _written_splits(data: Path) -> set[str]:
 
 def _train_mapper(paths: DemoPaths, recipe: DemoRecipe, variant: str, time_limit_s, progress):
     from training.configs import TrainConfig
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
 
     config = TrainConfig(variant=variant, data=str(paths.data), cache=str(paths.cache), llm=str(paths.llm),
                          image_model=str(paths.image), out=str(paths.run(variant)), section=recipe.section,

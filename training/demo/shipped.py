@@ -80,7 +80,7 @@ def _save_half(src: Path, dst: Path, *, zero=lambda name: False) -> None:
 
 def _unused_by_latent(name: str) -> bool:
     # CT-CLIP checkpoints hold decoder heads and a second latent projection the latent path never reads
-    from training.encoder import unused_by_latent
+    from training.encoder_recipe import unused_by_latent
 
     return unused_by_latent(name)
 
@@ -151,7 +151,7 @@ def shipped_provenance(manifest: dict, *, with_decoder: bool = True):
     encoder trained on them by rad3d (the shipped file's sha256) and SmolLM2."""
     from engine.provenance import PROJECT_LICENCE, DecoderRecord, EncoderRecord, Provenance, phantom_source
     from engine.synth.config import GENERATOR_VERSION
-    from training.image_side import TRAINED_HERE
+    from training.image_model_common import TRAINED_HERE
 
     recipe = manifest.get("recipe", {})
     data = phantom_source(GENERATOR_VERSION, recipe.get("seed"), recipe.get("cases"), recipe.get("scale"))

@@ -301,7 +301,7 @@ def train_encoder(
     on_step: Callable[[int], None] | None = None,
     threads: int | None = 1,
 ) -> EncoderTrainResult:
-    """Train, then write the image model folder OUT (see training/image_side.py). `cache_out`:
+    """Train, then write the image model folder OUT (see training/image_model_common.py). `cache_out`:
     also fill an embedding cache with every case's latent and logits (what `rad3d embed` and
     `train-classifier` would write), from the tensors already in memory. `on_step(step)` is
     called after every optimiser step. `threads`: torch CPU threads while training (None: leave
@@ -399,7 +399,7 @@ def _checked_grid(config: EncoderTrainConfig):
 @dataclass
 class EncoderData:
     dataset: object  # engine.data.CTRateDataset
-    splits: dict  # split -> training.image_side.LabelledSplit
+    splits: dict  # split -> training.image_model_common.LabelledSplit
     videos: dict[str, torch.Tensor]  # split -> (N, 1, D, H, W) preprocessed volumes
     labels: dict[str, torch.Tensor]
     pos_weight: torch.Tensor
@@ -410,7 +410,7 @@ class EncoderData:
 def _encoder_data(data_dir, config: EncoderTrainConfig, enc_cfg, pp, *, workers, tensor_cache, progress) -> EncoderData:
     """Every split's preprocessed volumes and labels (and the token targets), in memory."""
     from engine.data import resolve
-    from training.image_side import labelled_split
+    from training.image_model_common import labelled_split
     from training.token_targets import dataset_token_targets
     from training.volume_tensors import load_volume_tensors
 
@@ -514,7 +514,7 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
     every case's latent and logits on the inference path for the report (and the cache)."""
     from engine.encoders.checkpoint import save_encoder_weights
     from engine.rundir import EncoderSpec
-    from training.image_side import (
+    from training.image_model_common import (
         fold_input_affine,
         macro_auroc,
         per_label_auroc,

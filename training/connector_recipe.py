@@ -284,7 +284,7 @@ def write_trained_run(out: Path, model, image, config: TrainConfig, *, notes: di
     from engine.image_model import load_encoder
     from engine.provenance import describe_dataset, describe_decoder
     from engine.rundir import write_run
-    from training.image_side import report_valid_auroc
+    from training.image_model_common import report_valid_auroc
 
     spec = image.spec  # the image model's config, weights paths absolute
     encoder = load_encoder(spec.encoder.name, spec.encoder.config, None)  # only its config is written; the weights file is referenced

@@ -27,7 +27,7 @@ from engine.classifier import (
 from engine.errors import ConfigError
 from engine.rundir import EncoderSpec
 from training.configs import ClassifierTrainConfig  # defined without torch, for the CLI
-from training.image_side import (
+from training.image_model_common import (
     CLASSIFIER_FILE,
     LabelledSplit,
     check_label_sets_agree,
