@@ -3,7 +3,7 @@
     RUN/config.json              RunConfig below (component configs, paths, settings)
     RUN/encoder.safetensors      encoder weights (CT-CLIP key names), unless config points elsewhere
     RUN/classifier.safetensors   AbnormalityHead weights
-    RUN/connector.safetensors    the trained prefix mapper
+    RUN/connector.safetensors    the trained prefix connector
     RUN/decoder.safetensors      only when the decoder itself was trained (V-1, baseline, LoRA)
     RUN/metrics.csv              the training log (not needed for inference)
 

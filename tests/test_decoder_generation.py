@@ -111,7 +111,7 @@ def test_shipped_architectures_build_on_meta_with_public_sizes():
 
 
 @pytest.mark.parametrize("variant", ["v3", "v2", "linear"])
-def test_frozen_decoder_is_bit_identical_after_a_step_while_the_mapper_moves(tiny_gpt2_dir, tiny_tokenizer, variant):  # noqa: F811
+def test_frozen_decoder_is_bit_identical_after_a_step_while_the_connector_moves(tiny_gpt2_dir, tiny_tokenizer, variant):  # noqa: F811
     model, tokenizer = make_generator(tiny_gpt2_dir, variant)
     emb, logits, ids, mask = batch(tokenizer)
     logits.requires_grad_(True)  # as if fresh from a classifier that is still training
@@ -124,7 +124,7 @@ def test_frozen_decoder_is_bit_identical_after_a_step_while_the_mapper_moves(tin
     model.loss(emb, logits, ids, mask).backward()
     optimiser.step()
     assert all(p.grad is None for p in model.decoder.parameters())
-    assert logits.grad is None  # detached before the mapper
+    assert logits.grad is None  # detached before the connector
     assert all(torch.equal(decoder_before[k], v) for k, v in model.decoder.state_dict().items())
     assert any(not torch.equal(connector_before[k], v) for k, v in model.connector.state_dict().items())
     assert_weights_unchanged(model.decoder, fingerprint)

@@ -124,3 +124,13 @@ def test_installing_the_shipped_demo_records_phantoms_and_smollm2(tmp_path):
     config.write_text(stamped.decode().replace('"v3"', '"v2"', 1))  # a config of another build
     with pytest.raises(ConfigError, match="holds another build"):
         install_shipped(home, manifest)
+
+
+def test_the_repository_ships_weights_for_the_default_recipe():
+    # The manifest stores the recipe (its `connector` settings included) and the build installs the
+    # shipped weights only when it matches DemoRecipe() exactly; a renamed recipe field would
+    # silently send every first start to a from-scratch build.
+    from training.demo.shipped import SHIPPED_DIR
+
+    assert shipped_for(DemoRecipe(), SHIPPED_DIR) is not None
+    assert shipped_for(dataclasses.replace(DemoRecipe(), connector={}), SHIPPED_DIR) is None

@@ -20,8 +20,8 @@ def counts(capsys, monkeypatch, *args):
     [
         ("v3", 279.46e6, 0.1e6),  # Table 4
         ("v2", 279.09e6, 0.1e6),  # Table 4
-        ("linear", 1.05e6, 0.01e6),  # supplement: linear mapper
-        ("v1", 1.51e9, 0.01e9),  # Table 4: mapper + LLM fine-tuned
+        ("linear", 1.05e6, 0.01e6),  # supplement: linear connector
+        ("v1", 1.51e9, 0.01e9),  # Table 4: connector + LLM fine-tuned
     ],
 )
 def test_paper_counts_with_llama_3_2_1b(capsys, monkeypatch, variant, expected, tolerance):

@@ -85,7 +85,7 @@ def test_licence_terms_follow_the_most_restrictive_part():
     assert "Apache-2.0: decoder SmolLM2-135M-Instruct" in statement
     assert real.warning() is None and not real.synthetic_only
 
-    # Phantoms through a CT-CLIP encoder: still phantoms-only for the head and mapper, and the
+    # Phantoms through a CT-CLIP encoder: still phantoms-only for the head and connector, and the
     # encoder's licence makes the whole non-commercial.
     mixed = dataclass_replace(phantoms, encoder=ctclip)
     assert mixed.synthetic_only and "CT-CLIP (pretrained on CT-RATE)" in mixed.trained_on()

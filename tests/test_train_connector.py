@@ -180,7 +180,7 @@ def test_stop_at_step_leaves_a_resumable_run_without_writing_it(training_setup, 
     config = train_config(training_setup, tiny_gpt2_dir, tmp_path / "run", epochs=2)
     stopped = train_connector(config, stop_at_step=3, progress=False)
     assert (stopped.step, stopped.total_steps, stopped.finished) == (3, 8, False)
-    assert not (tmp_path / "run" / "config.json").exists()  # no inference run from a half-trained mapper
+    assert not (tmp_path / "run" / "config.json").exists()  # no inference run from a half-trained connector
     assert read_state(find_checkpoint(tmp_path / "run")).step == 3
     done = train_connector(config, resume=True, progress=False)
     assert done.finished and done.step == 8 and (tmp_path / "run" / "config.json").is_file()

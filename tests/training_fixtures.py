@@ -1,6 +1,6 @@
 """A tiny training setup for the connector, evaluate and sweep tests: a CT-RATE-format dataset
 (reports, labels, splits, stub volume files), an image model (small CT-ViT + classifier head) and
-an embedding cache whose latents carry the labels (so a mapper has something to learn) and whose
+an embedding cache whose latents carry the labels (so a connector has something to learn) and whose
 logits are the head's output on them, as `rad3d train-classifier` would write them."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def build_setup(root: Path, *, n_train: int = 16, n_valid: int = 4, n_test: int 
     return {"data": data, "image": image, "cache": cache_dir}
 
 
-# Fast settings for the tiny GPT-2 (d_llm 64): a small mapper and a large learning rate.
+# Fast settings for the tiny GPT-2 (d_llm 64): a small connector and a large learning rate.
 TINY = dict(batch_size=4, prefix_len=4, clip_len=4, layers=2, heads=4, lr=1e-3, max_report_tokens=24)
 
 

@@ -1,8 +1,8 @@
-"""Training a report generator's trainable part (prefix mapper; the decoder too for V-1/baseline,
+"""Training a report generator's trainable part (prefix connector; the decoder too for V-1/baseline,
 LoRA adapters with --lora) on the embedding cache, with accelerate.
 
 Recipe (the paper's defaults, all in TrainConfig): AdamW (lr 2e-5, weight decay 0.01), 10 epochs,
-batch 8, prefix length 10, 8 mapper layers; the loss is the NLL of the Findings tokens given the
+batch 8, prefix length 10, 8 connector layers; the loss is the NLL of the Findings tokens given the
 prefix (ReportGenerator.loss masks prefix and padding). LR schedule: linear warmup over 5% of the
 steps (or --warmup-steps), then linear decay to 0 (or cosine / constant).
 

@@ -1,4 +1,4 @@
-"""`rad3d sweep`: a grid of LLMs × variants × prefix lengths × mapper layers, each point trained
+"""`rad3d sweep`: a grid of LLMs × variants × prefix lengths × connector layers, each point trained
 (`train_connector`) and evaluated (`evaluate_run`), collected into one table in the shape of the
 paper's scaling (Table 1, Fig. 12) and ablation (Table 4) tables.
 
@@ -9,7 +9,7 @@ paper's scaling (Table 1, Fig. 12) and ablation (Table 4) tables.
     SWEEP/results.md        the same, values only
 
 Settings that do not apply to a variant are not swept for it: the `linear` variants have no
-mapper layers, `linear`/`baseline` have a fixed one-token prefix. The transformer mapper's
+connector layers, `linear`/`baseline` have a fixed one-token prefix. The transformer connector's
 clip length follows the prefix length (ClipCap's convention) unless --clip-len is given.
 The sweep evaluates on the valid split by default, so choosing a setting from the table does not
 touch the test split; pass --eval-split test for the final table of a fixed grid.
@@ -39,7 +39,7 @@ class SweepPoint:
     llm: str
     variant: str
     prefix_len: int
-    layers: int | None  # None: the variant has no transformer mapper
+    layers: int | None  # None: the variant has no transformer connector
 
     @property
     def name(self) -> str:

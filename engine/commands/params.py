@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--prefix-len", type=int, default=10, help="prefix tokens (default 10)")
     parser.add_argument("--clip-len", type=int, default=10, help="tokens the input is projected to (default 10)")
-    parser.add_argument("--layers", type=int, default=8, help="transformer mapper layers (default 8)")
+    parser.add_argument("--layers", type=int, default=8, help="transformer connector layers (default 8)")
     parser.add_argument("--d-embed", type=int, default=512, help="image latent size (default 512)")
     parser.add_argument("--n-labels", type=int, default=18, help="classifier labels (default 18)")
     parser.set_defaults(handler=run)

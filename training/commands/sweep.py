@@ -1,4 +1,4 @@
-"""`rad3d sweep`: train and evaluate a grid of LLMs × variants × prefix lengths × mapper layers."""
+"""`rad3d sweep`: train and evaluate a grid of LLMs × variants × prefix lengths × connector layers."""
 
 from __future__ import annotations
 

