@@ -92,7 +92,7 @@ def _formatted(kind: str, expected: str):
 
 @dataclass
 class ImageModelConfig(JsonConfig):
-    """The frozen image side of a run on its own: encoder + classifier + preprocessing + label set.
+    """The frozen image model of a run on its own: encoder + classifier + preprocessing + label set.
     `rad3d train-encoder` / `train-classifier` write it (IMAGE/image_model.json with weights beside
     it); `rad3d embed` and `rad3d train` read it, and every run made from it repeats it."""
 
@@ -122,7 +122,7 @@ def save_image_model(root: str | Path, config: ImageModelConfig) -> Path:
 
 def load_image_model(root: str | Path) -> tuple[Path, ImageModelConfig]:
     """(folder, config) with weights paths made absolute; accepts an image-model folder or a run
-    directory (whose image side is the same thing)."""
+    directory (whose image model is the same thing)."""
     root = Path(root).resolve()
     if (root / IMAGE_MODEL_FILE).is_file():
         path = root / IMAGE_MODEL_FILE

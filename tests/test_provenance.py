@@ -357,7 +357,7 @@ def test_a_trained_run_carries_its_image_models_provenance_and_adds_its_data_and
     config = train_config({**training_setup, "image": image}, tiny_gpt2_dir, tmp_path / "run", max_steps=1)
     assert train_connector(config, progress=False).finished
     p = open_run(tmp_path / "run").config.provenance
-    image_side = _phantom_provenance()
-    assert p.data == (image_side.data[0], describe_dataset(training_setup["data"]))
-    assert p.encoder == image_side.encoder and p.decoder == DecoderRecord(tiny_gpt2_dir.name, "unknown")
+    phantom_image = _phantom_provenance()
+    assert p.data == (phantom_image.data[0], describe_dataset(training_setup["data"]))
+    assert p.encoder == phantom_image.encoder and p.decoder == DecoderRecord(tiny_gpt2_dir.name, "unknown")
     assert not p.synthetic_only and p.trained_on() == "synthetic phantoms (rad3d synth), data"

@@ -127,7 +127,7 @@ class ConnectorData:
 
 
 def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
-    """Image side, dataset, cache and the two report splits; the cache must be the image model's
+    """Image model, dataset, cache and the two report splits; the cache must be the image model's
     and hold every case."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve

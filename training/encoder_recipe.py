@@ -414,7 +414,7 @@ def _encoder_data(data_dir, config: EncoderTrainConfig, enc_cfg, pp, *, workers,
     from training.token_targets import dataset_token_targets
     from training.volume_tensors import load_volume_tensors
 
-    dataset = resolve(data_dir, section=None)  # the image side reads no report text
+    dataset = resolve(data_dir, section=None)  # the image model reads no report text
     splits = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
     token_targets = token_pos_weight = None
     if config.token_loss_weight > 0:  # from the phantom truth alone: a dataset without it is refused first

@@ -1,4 +1,4 @@
-"""Image-side training: the classifier head on cached latents (`rad3d train-classifier`) and the demo
+"""Image-model training: the classifier head on cached latents (`rad3d train-classifier`) and the demo
 encoder + head trained end to end on phantoms (`rad3d train-encoder`)."""
 
 from __future__ import annotations
