@@ -8,7 +8,7 @@
     RUN/metrics.csv              the training log (not needed for inference)
 
 Paths in config.json are relative to RUN unless absolute, so a run folder can be moved together
-with what it references (the demo keeps its LLM next to its runs), while a multi-GB CT-CLIP
+with what it references (the demo keeps its decoder next to its runs), while a multi-GB CT-CLIP
 checkpoint or LLaMA folder can stay where the user keeps it.
 """
 
@@ -273,7 +273,7 @@ def write_run(
     encoder_weights: an existing weights file (e.g. a CT-CLIP checkpoint) to reference instead of
     writing the encoder's weights into the run. The decoder is referenced by path; its weights are
     written only when they were trained (V-1, baseline, LoRA). relative_decoder stores the decoder
-    path relative to the run, for a run shipped together with its LLM (the demo). provenance: what
+    path relative to the run, for a run shipped together with its decoder (the demo). provenance: what
     the run was made from (its datasets); the encoder and decoder records are filled in from the
     files when it lacks them."""
     from safetensors.torch import save_file

@@ -3,7 +3,7 @@ random GPT-2 and LLaMA models, alone and in batches whose cases end at different
 
 import pytest
 import torch
-from llm_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 
 from engine.decoders import apply_lora, load_causal_lm
 from engine.fast_generation import FastGreedyOptions, fast_greedy_supported, greedy_from_prefix

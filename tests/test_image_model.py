@@ -81,7 +81,7 @@ def test_a_run_directory_is_read_as_its_image_model(tmp_path, image_folder):
     (run / "config.json").write_text(json.dumps({
         "format": "rad3d-run/1", "variant": "v3", "label_set": image_cfg["label_set"],
         "preprocess": image_cfg["preprocess"], "encoder": image_cfg["encoder"], "classifier": image_cfg["classifier"],
-        "generator": {"variant": "v3", "connector": {}, "decoder_mode": "frozen"}, "decoder": {"path": "absent-llm"}}))
+        "generator": {"variant": "v3", "connector": {}, "decoder_mode": "frozen"}, "decoder": {"path": "absent-decoder"}}))
     volume = chest_like_volume(5)
     np.testing.assert_array_equal(open_image_model(run).features(volume).logits,
                                   open_image_model(root).features(volume).logits)

@@ -27,7 +27,7 @@ from engine.provenance import (
     describe_encoder,
     file_sha256,
 )
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import chest_like_volume, write_tiny_run
 from training_fixtures import one_thread, training_setup  # noqa: F401
 

@@ -15,7 +15,7 @@ import torch
 from engine.cache import EmbeddingCache
 from engine.decoders import load_causal_lm
 from engine.errors import ConfigError, DatasetError
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.checkpointing import find_checkpoint, read_state, read_trainable
 from training.connector_recipe import train_connector
 from training_fixtures import one_thread, train_config, training_setup  # noqa: F401
@@ -90,7 +90,7 @@ def test_frozen_decoder_is_untouched_and_the_run_loads(variant, training_setup, 
 
     out = tmp_path / "run"
     args = ["train", "--variant", variant, "--data", str(training_setup["data"]), "--cache",
-            str(training_setup["cache"]), "--llm", str(tiny_gpt2_dir), "--image-model", str(training_setup["image"]),
+            str(training_setup["cache"]), "--decoder", str(tiny_gpt2_dir), "--image-model", str(training_setup["image"]),
             "--out", str(out), "--epochs", "1", "--batch-size", "4", "--prefix-len", "3", "--clip-len", "3",
             "--layers", "1", "--heads", "4", "--lr", "1e-3", "--no-progress"]
     assert cli.main(args) == 0

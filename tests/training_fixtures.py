@@ -103,10 +103,10 @@ def build_setup(root: Path, *, n_train: int = 16, n_valid: int = 4, n_test: int 
 TINY = dict(batch_size=4, prefix_len=4, clip_len=4, layers=2, heads=4, lr=1e-3, max_report_tokens=24)
 
 
-def train_config(setup: dict[str, Path], llm: Path, out: Path, variant: str = "v3", **overrides):
+def train_config(setup: dict[str, Path], decoder: Path, out: Path, variant: str = "v3", **overrides):
     from training.configs import TrainConfig
 
-    return TrainConfig(variant=variant, data=str(setup["data"]), cache=str(setup["cache"]), llm=str(llm),
+    return TrainConfig(variant=variant, data=str(setup["data"]), cache=str(setup["cache"]), decoder=str(decoder),
                        image_model=str(setup["image"]), out=str(out), **{**TINY, **overrides})
 
 

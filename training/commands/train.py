@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         "logits for v3) with the NLL of the Findings tokens, on accelerate: the CPU (fp32), one GPU (bf16) "
         "or several under `accelerate launch`. Checkpoints every epoch and every --save-every-steps steps; "
         "--resume continues a stopped or killed run. Writes RUN as an inference run directory. Example: "
-        "rad3d train --variant v3 --data DATA --cache CACHE --llm LLM_DIR --image-model IMAGE --out RUN",
+        "rad3d train --variant v3 --data DATA --cache CACHE --decoder DECODER_DIR --image-model IMAGE --out RUN",
     )
     from training.configs import TrainConfig
 

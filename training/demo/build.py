@@ -49,7 +49,7 @@ class DemoPaths:
         return self.home / "demo"
 
     @property
-    def llm(self) -> Path:
+    def decoder(self) -> Path:  # "llm/": the folder name the shipped run configs point to
         return self.root / "llm" / "smollm2-135m-instruct"
 
     @property
@@ -76,14 +76,14 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
     """Build (or continue building) the demo; returns the finished runs by variant."""
     import time
 
-    from training.demo.llm import ensure_smollm2
+    from training.demo.smollm2 import ensure_smollm2
     from training.demo.shipped import INSTALLED_MARK, install_shipped, shipped_for
 
     start = time.monotonic()
     paths = DemoPaths(Path(home))
     manifest = None if from_scratch else shipped_for(recipe)
-    say(f"[1/5] decoder: SmolLM2-135M-Instruct -> {paths.llm}")
-    ensure_smollm2(paths.llm)
+    say(f"[1/5] decoder: SmolLM2-135M-Instruct -> {paths.decoder}")
+    ensure_smollm2(paths.decoder)
 
     finished = {v: paths.run(v) for v in recipe.variants if (paths.run(v) / "config.json").is_file()}
     if manifest is not None and len(finished) == len(recipe.variants) and not (paths.root / INSTALLED_MARK).is_file():
@@ -189,7 +189,7 @@ def _train_connector(paths: DemoPaths, recipe: DemoRecipe, variant: str, time_li
     from training.configs import TrainConfig
     from training.connector_recipe import train_connector
 
-    config = TrainConfig(variant=variant, data=str(paths.data), cache=str(paths.cache), llm=str(paths.llm),
+    config = TrainConfig(variant=variant, data=str(paths.data), cache=str(paths.cache), decoder=str(paths.decoder),
                          image_model=str(paths.image), out=str(paths.run(variant)), section=recipe.section,
                          seed=recipe.seed, **recipe.connector)
     return train_connector(config, resume=True, time_limit_s=time_limit_s, progress=progress)

@@ -91,7 +91,7 @@ def _relative_run_config(src: Path, dst: Path) -> None:
     config["encoder"]["weights"] = "../../image/encoder.safetensors"
     config["decoder"]["path"] = "../../llm/smollm2-135m-instruct"
     training = config.get("notes", {}).get("training", {})
-    for key in ("data", "cache", "llm", "image_model", "out"):
+    for key in ("data", "cache", "decoder", "llm", "image_model", "out"):  # llm: the decoder, before the rename
         if key in training:
             value = training[key]
             if isinstance(value, dict):  # a DataSource: its folder (and any CSV overrides) in the demo layout
@@ -143,7 +143,7 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
     return dest
 
 
-DEMO_DECODER = ("SmolLM2-135M-Instruct", "Apache-2.0")  # what training.demo.llm converts, and its licence
+DEMO_DECODER = ("SmolLM2-135M-Instruct", "Apache-2.0")  # what training.demo.smollm2 converts, and its licence
 
 
 def shipped_provenance(manifest: dict, *, with_decoder: bool = True):
