@@ -59,7 +59,7 @@ from engine.classifier import (
     class_weighted_bce,
     pos_weight_from_prevalence,
 )
-from engine.encoders import CTCLIPImageEncoder
+from engine.encoders import DEFAULT_ENCODER, CTCLIPImageEncoder
 from engine.errors import CheckpointError, ConfigError
 from engine.preprocess import PreprocessConfig, apply_windows
 from training.loop import Recipe
@@ -319,7 +319,7 @@ def train_encoder(
 
 def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers, tensor_cache, cache_out, progress,
                    on_step) -> EncoderTrainResult:
-    from engine.encoders import ENCODERS
+    from engine.encoders import DEFAULT_ENCODER, ENCODERS
     from training.accelerate_utils import make_accelerator
     from training.loop import (
         LoopSettings,
@@ -339,7 +339,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
     data = _encoder_data(data_dir, config, enc_cfg, pp, workers=workers, tensor_cache=tensor_cache, progress=progress)
 
     torch.manual_seed(config.seed)
-    encoder = ENCODERS.build("ctvit", enc_cfg)
+    encoder = ENCODERS.build(DEFAULT_ENCODER, enc_cfg)
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=enc_cfg.dim_latent, hidden=config.hidden,
                                                  n_labels=len(data.dataset.label_set)))
     model = EncoderWithHead(encoder, head, tied_projection=config.tied_projection,
@@ -551,7 +551,7 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
         "pos_weight": [round(float(w), 4) for w in pos_weight],
         "macro_auroc": {s: macro_auroc(table, s) for s in probs},
     }
-    spec = EncoderSpec(name="ctvit", config=encoder.cfg.to_dict(), weights=ENCODER_FILE)
+    spec = EncoderSpec(name=DEFAULT_ENCODER, config=encoder.cfg.to_dict(), weights=ENCODER_FILE)
     write_image_model(out, label_set=dataset.label_set, preprocess=pp, encoder_spec=spec, head=head,
                       thresholds=thresholds, notes=notes,
                       valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
@@ -567,7 +567,7 @@ def _fill_cache(cache_out, out: Path, encoder, pp, splits, latents, logits, labe
     from engine.rundir import load_image_model
 
     weights = out / ENCODER_FILE
-    cache = EmbeddingCache.create_or_open(cache_out, identity_for("ctvit", encoder.cfg.to_dict(), weights, pp,
+    cache = EmbeddingCache.create_or_open(cache_out, identity_for(DEFAULT_ENCODER, encoder.cfg.to_dict(), weights, pp,
                                                                   encoder.cfg.dim_latent),
                                           load_image_model(out)[1].provenance)  # the phantoms it embeds trained it
     by_name = {}
