@@ -23,14 +23,14 @@ def environment(device) -> str:
     )
 
 
-def random_llm(name: str, device, dtype, seed: int = 0):
-    """The shipped architecture `name` (engine/configs/llms) with random weights, eval mode, frozen."""
+def random_decoder(name: str, device, dtype, seed: int = 0):
+    """The shipped architecture `name` (engine/configs/decoders) with random weights, eval mode, frozen."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.decoders import freeze, load_llm_config
+    from engine.decoders import freeze, load_decoder_config
 
-    config = load_llm_config(name)
+    config = load_decoder_config(name)
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")

@@ -1,5 +1,5 @@
 """The classifier AUROC bootstrap at CT-RATE scale (3,039 validation cases × 18 findings × 5,000
-resamples): study.metrics.classifier.classifier_auroc (matrix products through study.bootstrap.resampled)
+resamples): study.metrics.auroc.classifier_auroc (matrix products through study.bootstrap.resampled)
 against the einsum version it replaced (kept below, only here, as the reference), same data, same seed,
 in one run. The per-resample AUROCs must be bit-identical or the script exits 1.
 
@@ -22,7 +22,7 @@ def einsum_auroc_samples(probabilities, labels, resamples: int, seed: int):
     import numpy as np
 
     from study.bootstrap import resample_counts
-    from study.metrics.classifier import _comparisons
+    from study.metrics.auroc import _comparisons
 
     n, k = labels.shape
     comparisons = [_comparisons(probabilities[:, j], labels[:, j].astype(bool)) for j in range(k)]
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     import torch
 
     from study.bootstrap import resampled
-    from study.metrics.classifier import _comparisons, classifier_auroc, weighted_auroc
+    from study.metrics.auroc import _comparisons, classifier_auroc, weighted_auroc
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=3039)

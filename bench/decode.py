@@ -8,8 +8,8 @@ Prefixes are left-padded batches of different lengths. Every report is forced to
 exactly or the script exits 1 (compiled kernels may round differently: (d) is reported, not enforced).
 
     python3 bench/decode.py                        # CPU: the demo's SmolLM2-135M, converted into a temp folder
-    python3 bench/decode.py --llm-dir DIR          # CPU: an already converted decoder folder
-    python3 bench/decode.py --device cuda --llm-config llama-3.2-1b --batches 1 128 --tokens 256   # GPU, random weights
+    python3 bench/decode.py --decoder-dir DIR          # CPU: an already converted decoder folder
+    python3 bench/decode.py --device cuda --decoder-config llama-3.2-1b --batches 1 128 --tokens 256   # GPU, random weights
 Issue #16: (a) stays in the project only if it beats (c)/(d) on some device by a clear margin.
 """
 
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import IdsOnlyTokenizer, environment, random_llm, timed
+from _common import IdsOnlyTokenizer, environment, random_decoder, timed
 
 PROMPTS = (  # embedded as the prefixes of the real decoder, lengths 3-12 tokens
     "Findings:",
@@ -37,15 +37,15 @@ PATHS = ("reference loop (a)", "generate dynamic (b)", "generate static (c)", "s
 
 
 def load_decoder(args, device, dtype):
-    """(decoder, tokenizer, what it is): the demo's SmolLM2 (or --llm-dir), else random --llm-config weights."""
+    """(decoder, tokenizer, what it is): the demo's SmolLM2 (or --decoder-dir), else random --decoder-config weights."""
     from engine.decoders import freeze, load_causal_lm
 
-    if args.llm_config:
-        model = random_llm(args.llm_config, device, dtype)
-        return model, IdsOnlyTokenizer(model.config.eos_token_id), f"{args.llm_config} (random weights, {dtype})"
-    folder = args.llm_dir
+    if args.decoder_config:
+        model = random_decoder(args.decoder_config, device, dtype)
+        return model, IdsOnlyTokenizer(model.config.eos_token_id), f"{args.decoder_config} (random weights, {dtype})"
+    folder = args.decoder_dir
     if folder is None:
-        from training.demo.llm import ensure_smollm2
+        from training.demo.smollm2 import ensure_smollm2
 
         start = time.perf_counter()
         folder = ensure_smollm2(Path(tempfile.mkdtemp(prefix="rad3d-bench-")) / "smollm2")
@@ -122,8 +122,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--llm-config", help="random weights of a shipped architecture (e.g. llama-3.2-1b) instead of the demo's SmolLM2")
-    ap.add_argument("--llm-dir", help="a converted decoder folder (default: convert the demo's SmolLM2 into a temp folder)")
+    ap.add_argument("--decoder-config", help="random weights of a shipped architecture (e.g. llama-3.2-1b) instead of the demo's SmolLM2")
+    ap.add_argument("--decoder-dir", help="a converted decoder folder (default: convert the demo's SmolLM2 into a temp folder)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per report (forced)")
     ap.add_argument("--prefix-len", type=int, default=10, help="random weights: the longest prefix")

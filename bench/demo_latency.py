@@ -1,5 +1,5 @@
 """CPU demo latency: "volume already loaded → probabilities and a report" with a demo-like setup
-(demo-small CT-ViT encoder, 18-label head, V-3 mapper of 2 layers, SmolLM2-135M-shaped decoder, all
+(demo-small CT-ViT encoder, 18-label head, V-3 connector of 2 layers, SmolLM2-135M-shaped decoder, all
 random weights), through the project's path (transformers' `generate`) and the former custom greedy
 loop (bench/greedy_reference.py); and preprocessing of
 a 512 × 512 × 300 volume to the demo grid and to CT-CLIP's full grid.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import IdsOnlyTokenizer, environment, random_llm, timed
+from _common import IdsOnlyTokenizer, environment, random_decoder, timed
 from greedy_reference import int8_decoder, reference_generate
 from preprocess import SPACING, synthetic_ct
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     encoder = ENCODERS.build("ctvit", "demo-small").eval()
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=512, n_labels=18)).eval()
-    decoder = random_llm("smollm2-135m", device, torch.float32)
+    decoder = random_decoder("smollm2-135m", device, torch.float32)
     generator = build_report_generator("v3", decoder, n_layers=2).eval()
     tokenizer = IdsOnlyTokenizer(decoder.config.eos_token_id)
     settings = GenerationSettings(max_new_tokens=args.tokens, min_new_tokens=args.tokens)

@@ -1,11 +1,11 @@
-"""One training step of a V-3 mapper through a frozen random-weight decoder: the project's step
+"""One training step of a V-3 connector through a frozen random-weight decoder: the project's step
 (engine.losses' report-position chunked loss; on CUDA also bf16 autocast and fused AdamW) against the
 plain step (transformers' `labels=` loss over full float32 logits, plain AdamW), same model and batch.
 
 The two losses are compared at the same weights first (must agree to 1e-3, else exit 1).
 
-    python3 bench/train_step.py                               # CPU: SmolLM2-135M dims, 2-layer mapper, batch 4 x 48
-    python3 bench/train_step.py --device cuda --llm-config llama-3.2-1b --batch 32 --tokens 256 --mapper-layers 8
+    python3 bench/train_step.py                               # CPU: SmolLM2-135M dims, 2-layer connector, batch 4 x 48
+    python3 bench/train_step.py --device cuda --decoder-config llama-3.2-1b --batch 32 --tokens 256 --connector-layers 8
 Target (issue #7, H100): ≥ 1.7× the plain step's samples/s at batch 32 × 266 tokens (≥ 350 samples/s), peak memory no higher.
 """
 
@@ -15,7 +15,7 @@ import argparse
 import contextlib
 import sys
 
-from _common import environment, random_llm, sync, timed
+from _common import environment, random_decoder, sync, timed
 
 
 def main(argv=None) -> int:
@@ -25,19 +25,19 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--llm-config", default="smollm2-135m")
+    ap.add_argument("--decoder-config", default="smollm2-135m")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=48, help="report tokens per sample (the prefix adds 10)")
-    ap.add_argument("--mapper-layers", type=int, default=2)
+    ap.add_argument("--connector-layers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     # The frozen decoder in bf16 on CUDA (as the training code loads it), fp32 on the CPU (no bf16 units).
-    decoder = random_llm(args.llm_config, device, torch.bfloat16 if cuda else torch.float32)
+    decoder = random_decoder(args.decoder_config, device, torch.bfloat16 if cuda else torch.float32)
     torch.manual_seed(0)
-    model = build_report_generator("v3", decoder, n_layers=args.mapper_layers).to(device).train()
+    model = build_report_generator("v3", decoder, n_layers=args.connector_layers).to(device).train()
     model.connector.float()
     g = torch.Generator().manual_seed(1)
     b, t = args.batch, args.tokens
@@ -85,8 +85,8 @@ def main(argv=None) -> int:
 
     print(environment(device))
     trainable, frozen = model.count_parameters()
-    print(f"model {args.llm_config} frozen ({frozen / 1e6:.1f}M, random weights) + V-3 mapper "
-          f"{args.mapper_layers} layers ({trainable / 1e6:.1f}M); batch {b} x ({t} report + {model.prefix_len} prefix) "
+    print(f"model {args.decoder_config} frozen ({frozen / 1e6:.1f}M, random weights) + V-3 connector "
+          f"{args.connector_layers} layers ({trainable / 1e6:.1f}M); batch {b} x ({t} report + {model.prefix_len} prefix) "
           f"tokens; median of {args.repeats}")
     print(f"{'step':>5} {'s/step':>8} {'samples/s':>9} {'peak GiB':>8}")
     for kind, (seconds, peak) in rows.items():

@@ -44,11 +44,27 @@ class JsonConfig:
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
-            flag: str | None = None, choices: tuple | None = None, metavar: Any = None, cli: bool = True) -> Any:
+            flag: str | None = None, choices: tuple | None = None, metavar: Any = None, cli: bool = True,
+            aliases: tuple[str, ...] = ()) -> Any:
     """A dataclass field with its command-line help (and, where the option's name or choices are not
-    the field's own, `flag` / `choices` / `metavar`; `cli=False`: never an option)."""
-    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli}
+    the field's own, `flag` / `choices` / `metavar`; `cli=False`: never an option; `aliases`: older
+    option names still accepted, hidden from the help)."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli, "aliases": aliases}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+# Keys renamed since files were written (old -> new), read for any config that has the new field and
+# not the old one, so every run, checkpoint and shipped file written before the rename still reads;
+# written files always carry the new key. One place for every rename of a stored key.
+RENAMED_KEYS: dict[str, str] = {
+    "llm": "decoder",  # TrainConfig: the decoder folder, "llm" before rad3d named the component "decoder"
+    "llms": "decoders",  # SweepConfig
+}
+
+
+def _renamed(data: Mapping, fields) -> Mapping:
+    old = [k for k in data if RENAMED_KEYS.get(k) in fields and k not in fields and RENAMED_KEYS[k] not in data]
+    return {RENAMED_KEYS.get(k, k) if k in old else k: v for k, v in data.items()} if old else data
 
 
 # -- JSON -> config --------------------------------------------------------------------------------
@@ -71,6 +87,7 @@ def config_from_dict(cls, data, source: str | Path | None = None, *, where: str 
     if not isinstance(data, Mapping):
         raise ConfigError(f"{label}: expected a JSON object, got {type(data).__name__} {data!r:.60}", source)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _renamed(data, fields)
     unknown = sorted(set(data) - set(fields) - set(getattr(cls, "_json_ignore", ())))
     if unknown and getattr(cls, "_json_extra", "error") != "ignore":
         raise ConfigError(f"unknown key {where + unknown[0]!r} in {cls.__name__} (known: {', '.join(fields)})", source)
@@ -242,8 +259,14 @@ def add_config_arguments(parser, cls, *, exclude=(), prefix: str = "") -> None:
         for key in ("choices", "metavar"):
             if f.metadata.get(key) is not None:
                 kw[key] = f.metadata[key]
-        parser.add_argument(_flag(f, prefix), dest=prefix + f.name, required=required,
+        aliases = f.metadata.get("aliases") or ()
+        # An older name shares the option's dest, hidden; a required option and its aliases form a
+        # required group, so either name satisfies it and argparse still names the missing option.
+        target = parser.add_mutually_exclusive_group(required=required) if aliases else parser
+        target.add_argument(_flag(f, prefix), dest=prefix + f.name, required=required and not aliases,
                             default=None if required else default, help=help_text or None, **kw)
+        for alias in aliases:
+            target.add_argument(alias, dest=prefix + f.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
 
 
 def field_help(cls, name: str) -> str:

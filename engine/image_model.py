@@ -1,4 +1,4 @@
-"""`ImageModel`: the frozen image side in one object (preprocessing → CT-ViT encoder → abnormality
+"""`ImageModel`: the frozen image model in one object (preprocessing → CT-ViT encoder → abnormality
 head, with the label set, per-finding thresholds and validation AUROC that say how to read its
 probabilities). Inference, embedding, connector training and the app all use it.
 
@@ -153,7 +153,7 @@ def image_model_from_config(cfg, *, source: str | Path | None = None, device: st
 
 
 def open_image_model(path: str | Path, *, device: str | torch.device = "cpu", with_encoder: bool = True) -> ImageModel:
-    """The ImageModel of an image-model folder or of a run directory (whose image side is the same)."""
+    """The ImageModel of an image-model folder or of a run directory (whose image model is the same)."""
     from engine.rundir import load_image_model
 
     root, cfg = load_image_model(path)

@@ -2,9 +2,9 @@
 takes a volume (or a path) and returns the label probabilities, the generated report, the prefix
 and timings, as a stream of progress steps (`report_stream`: the app shows each) or at once
 (`report`: the same stream run to its end); it also generates from cached latents in batches
-(evaluation). Its image side is an engine.image_model.ImageModel.
+(evaluation). Its image model is an engine.image_model.ImageModel.
 
-Device: CUDA with bf16 when present (the LLM in bf16, the encoder in fp32), otherwise the CPU in
+Device: CUDA with bf16 when present (the decoder in bf16, the encoder in fp32), otherwise the CPU in
 fp32 (bf16 is far slower than fp32 on CPUs without bf16 units).
 """
 

@@ -1,4 +1,4 @@
-"""ReportGenerator: connector (prefix mapper) + causal-LM decoder, wired per variant.
+"""ReportGenerator: connector (the trained prefix network) + causal-LM decoder, wired per variant.
 
 Training sequence (ClipCap convention: no BOS token; the prefix takes its place):
 

@@ -102,8 +102,8 @@ class ConnectorConfig(JsonConfig):
     n_labels: int = 0  # classifier logits appended to the latent (V-3: 18; 0 = image only)
     d_llm: int = 2048  # decoder hidden size (LLaMA-3.2-1B: 2048)
     prefix_len: int = 10  # prefix tokens handed to the decoder
-    clip_len: int = 10  # tokens the input is first projected to (transformer mapper only)
-    n_layers: int = 8  # transformer mapper depth
+    clip_len: int = 10  # tokens the input is first projected to (transformer connector only)
+    n_layers: int = 8  # transformer connector depth
     n_heads: int = 8
     mlp_ratio: float = 2.0
     act: Literal["relu", "gelu"] = "relu"  # relu: ClipCap's

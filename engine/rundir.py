@@ -3,12 +3,12 @@
     RUN/config.json              RunConfig below (component configs, paths, settings)
     RUN/encoder.safetensors      encoder weights (CT-CLIP key names), unless config points elsewhere
     RUN/classifier.safetensors   AbnormalityHead weights
-    RUN/connector.safetensors    the trained prefix mapper
+    RUN/connector.safetensors    the trained prefix connector
     RUN/decoder.safetensors      only when the decoder itself was trained (V-1, baseline, LoRA)
     RUN/metrics.csv              the training log (not needed for inference)
 
 Paths in config.json are relative to RUN unless absolute, so a run folder can be moved together
-with what it references (the demo keeps its LLM next to its runs), while a multi-GB CT-CLIP
+with what it references (the demo keeps its decoder next to its runs), while a multi-GB CT-CLIP
 checkpoint or LLaMA folder can stay where the user keeps it.
 """
 
@@ -92,7 +92,7 @@ def _formatted(kind: str, expected: str):
 
 @dataclass
 class ImageModelConfig(JsonConfig):
-    """The frozen image side of a run on its own: encoder + classifier + preprocessing + label set.
+    """The frozen image model of a run on its own: encoder + classifier + preprocessing + label set.
     `rad3d train-encoder` / `train-classifier` write it (IMAGE/image_model.json with weights beside
     it); `rad3d embed` and `rad3d train` read it, and every run made from it repeats it."""
 
@@ -122,7 +122,7 @@ def save_image_model(root: str | Path, config: ImageModelConfig) -> Path:
 
 def load_image_model(root: str | Path) -> tuple[Path, ImageModelConfig]:
     """(folder, config) with weights paths made absolute; accepts an image-model folder or a run
-    directory (whose image side is the same thing)."""
+    directory (whose image model is the same thing)."""
     root = Path(root).resolve()
     if (root / IMAGE_MODEL_FILE).is_file():
         path = root / IMAGE_MODEL_FILE
@@ -273,7 +273,7 @@ def write_run(
     encoder_weights: an existing weights file (e.g. a CT-CLIP checkpoint) to reference instead of
     writing the encoder's weights into the run. The decoder is referenced by path; its weights are
     written only when they were trained (V-1, baseline, LoRA). relative_decoder stores the decoder
-    path relative to the run, for a run shipped together with its LLM (the demo). provenance: what
+    path relative to the run, for a run shipped together with its decoder (the demo). provenance: what
     the run was made from (its datasets); the encoder and decoder records are filled in from the
     files when it lacks them."""
     from safetensors.torch import save_file

@@ -1,12 +1,12 @@
 """The report-generator variants studied in the paper, as data.
 
-    v1             image prefix, transformer mapper, LLM fine-tuned            (Table 4: 1.51B)
-    v2             image prefix, transformer mapper, LLM frozen                (279.09M)
-    v3             image + 18 logits prefix, transformer mapper, LLM frozen    (279.46M; the method)
-    linear         one Linear to a 1-token prefix, LLM frozen                  (supplement: 1.05M)
-    linear-prefix  one Linear to a prefix_len-token prefix, LLM frozen         (supplement: 1.05M×10)
+    v1             image prefix, transformer connector, decoder fine-tuned            (Table 4: 1.51B)
+    v2             image prefix, transformer connector, decoder frozen                (279.09M)
+    v3             image + 18 logits prefix, transformer connector, decoder frozen    (279.46M; the method)
+    linear         one Linear to a 1-token prefix, decoder frozen                     (supplement: 1.05M)
+    linear-prefix  one Linear to a prefix_len-token prefix, decoder frozen            (supplement: 1.05M×10)
     r2gengpt       alias of `linear`: the paper calls its linear replacement "similar to R2GenGPT"
-                   and R2GenGPT's alignment is one Linear on a frozen LLM (its prompt template and
+                   and R2GenGPT's alignment is one Linear on a frozen decoder (its prompt template and
                    LayerNorm are not part of this connector)
     baseline       conventional projection (one Linear, 1-token prefix) + fine-tuned decoder. The
                    paper's baseline follows clip-text-decoder, which feeds the embedding to GPT-2
@@ -35,14 +35,14 @@ class VariantSpec:
 VARIANTS: dict[str, VariantSpec] = {
     spec.name: spec
     for spec in (
-        VariantSpec("v1", "transformer", False, True, None, "image prefix, transformer mapper, LLM fine-tuned"),
-        VariantSpec("v2", "transformer", False, False, None, "image prefix, transformer mapper, LLM frozen"),
-        VariantSpec("v3", "transformer", True, False, None, "image + logits prefix, transformer mapper, LLM frozen"),
-        VariantSpec("linear", "linear", False, False, 1, "linear mapper to one prefix token, LLM frozen"),
+        VariantSpec("v1", "transformer", False, True, None, "image prefix, transformer connector, decoder fine-tuned"),
+        VariantSpec("v2", "transformer", False, False, None, "image prefix, transformer connector, decoder frozen"),
+        VariantSpec("v3", "transformer", True, False, None, "image + logits prefix, transformer connector, decoder frozen"),
+        VariantSpec("linear", "linear", False, False, 1, "linear connector to one prefix token, decoder frozen"),
         VariantSpec(
-            "linear-prefix", "linear-prefix", False, False, None, "linear mapper to a multi-token prefix, LLM frozen"
+            "linear-prefix", "linear-prefix", False, False, None, "linear connector to a multi-token prefix, decoder frozen"
         ),
-        VariantSpec("baseline", "linear", False, True, 1, "conventional linear projection, LLM fine-tuned"),
+        VariantSpec("baseline", "linear", False, True, 1, "conventional linear projection, decoder fine-tuned"),
     )
 }
 ALIASES: dict[str, str] = {"r2gengpt": "linear", "rad3d-prefix": "v3"}

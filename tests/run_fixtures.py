@@ -1,7 +1,7 @@
 """A tiny run directory (small fixture CT-ViT, random abnormality head, tiny GPT-2) written with
 engine.rundir.write_run, shared by the inference tests and the app's browser test. Import the
-fixture into a test module together with its LLM fixtures:
-`from run_fixtures import tiny_run  # noqa: F401` and `from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer`.
+fixture into a test module together with its decoder fixtures:
+`from run_fixtures import tiny_run  # noqa: F401` and `from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer`.
 """
 
 from __future__ import annotations

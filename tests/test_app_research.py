@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ui.screens.research import find_umap, metrics_tables
+from ui.screens.research_tab import find_umap, metrics_tables
 
 DOC = {"metrics": [
     {"key": "bleu4", "label": "BLEU-4", "group": "nlg", "value": 0.123449, "ci_low": 0.1, "ci_high": 0.15,

@@ -56,7 +56,7 @@ def test_paired_comparison_detects_clearly_better_run():
 def test_classifier_auroc_equals_sklearn_and_its_interval_shrinks_with_more_cases():
     from sklearn.metrics import roc_auc_score
 
-    from study.metrics.classifier import classifier_auroc, weighted_auroc
+    from study.metrics.auroc import classifier_auroc, weighted_auroc
 
     rng = np.random.default_rng(0)
     names = ["a", "b", "never"]
@@ -89,7 +89,7 @@ def test_each_auroc_resample_equals_sklearn_on_the_drawn_cases():
     from sklearn.metrics import roc_auc_score
 
     from study.bootstrap import resample_counts, resampled
-    from study.metrics.classifier import weighted_auroc
+    from study.metrics.auroc import weighted_auroc
 
     rng = np.random.default_rng(4)
     labels = (rng.random((150, 2)) < [0.2, 0.5]).astype(int)

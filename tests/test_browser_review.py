@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import tiny_run  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -92,7 +92,7 @@ def _instance(cls):
     if cls.__name__ == "LabelSet":
         required = {"name": "set", "names": ("A", "B"), "synonyms": {"A": ("a",)}}
     if cls.__name__ == "SweepConfig":
-        required["llms"] = (("tiny", "/llm"),)
+        required["decoders"] = (("tiny", "/decoder"),)
     obj = cls(**required)
     for f in fields:
         if f.name in required:
@@ -228,9 +228,9 @@ def _commands():
 
     base = ["--data", "D", "--out", "O"]
     return {
-        "train": (TrainConfig, [*base, "--variant", "v3", "--cache", "C", "--llm", "L", "--image-model", "I"]),
+        "train": (TrainConfig, [*base, "--variant", "v3", "--cache", "C", "--decoder", "L", "--image-model", "I"]),
         "evaluate": (EvaluateConfig, [*base, "--run", "R", "--cache", "C"]),
-        "sweep": (SweepConfig, [*base, "--cache", "C", "--image-model", "I", "--llms", "tiny=/llm"]),
+        "sweep": (SweepConfig, [*base, "--cache", "C", "--image-model", "I", "--decoders", "tiny=/decoder"]),
         "train-classifier": (ClassifierTrainConfig, [*base, "--cache", "C"]),
         "train-encoder": (EncoderTrainConfig, base),
         "synth": (SynthConfig, ["--out", "O", "--n", "3"]),
@@ -244,14 +244,14 @@ def _parse(command: str, argv: list[str]) -> argparse.Namespace:
 
 
 def _given(cls, args) -> dict:
-    """The values a command adds itself (dataset, LLM list) besides the generated options."""
+    """The values a command adds itself (dataset, decoder list) besides the generated options."""
     from engine.data import source_from_args
-    from training.sweep import parse_llms
+    from training.sweep import parse_decoders
 
     names = {f.name for f in dataclasses.fields(cls)}
     given = {"data": source_from_args(args)} if "data" in names else {}
-    if "llms" in names:
-        given["llms"] = parse_llms(args.llms)
+    if "decoders" in names:
+        given["decoders"] = parse_decoders(args.decoders)
     if "prevalence" in names:
         from engine.synth.config import parse_prevalence
 
@@ -318,6 +318,35 @@ def test_a_bad_value_is_refused_by_argparse_or_the_config():
     args = _parse("train", [*_commands()["train"][1], "--epochs", "0"])
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
         config_from_args(TrainConfig, args, **_given(TrainConfig, args))
+
+
+def test_files_and_options_written_before_the_decoder_rename_still_read(tmp_path, capsys):
+    """"llm" / "llms" (before the component was named the decoder) read as "decoder" / "decoders",
+    from a file (engine.config.RENAMED_KEYS) and as hidden options; written files use the new key."""
+    from training.configs import SweepConfig, TrainConfig
+
+    shipped = json.loads((SHIPPED / "runs" / "v2" / "train_config.json").read_text())
+    assert "llm" in shipped and "decoder" not in shipped  # the shipped, digest-checked file keeps its bytes
+    config = TrainConfig.from_dict(shipped, "train_config.json")
+    assert config.decoder == shipped["llm"]
+    assert "llm" not in config.to_dict() and config.to_dict()["decoder"] == shipped["llm"]
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown key 'llm'"):  # both keys: the old one is not renamed over the new
+        TrainConfig.from_dict({**config.to_dict(), "llm": "/elsewhere"})
+    sweep = {"data": "/d", "cache": "c", "image_model": "i", "out": "o", "llms": [["tiny", "/m"]]}
+    assert SweepConfig.from_dict(sweep).decoders == (("tiny", "/m"),)
+
+    cls, argv = _commands()["train"]
+    old = [a if a != "--decoder" else "--llm" for a in argv]
+    assert config_from_args(cls, _parse("train", old), **_given(cls, _parse("train", old))) == config_from_args(
+        cls, _parse("train", argv), **_given(cls, _parse("train", argv)))
+    without = argv[:argv.index("--decoder")] + argv[argv.index("--decoder") + 2:]
+    with pytest.raises(SystemExit):
+        _parse("train", without)
+    assert "--decoder" in capsys.readouterr().err
+    cls, argv = _commands()["sweep"]
+    old = [a if a != "--decoders" else "--llms" for a in argv]
+    assert _given(cls, _parse("sweep", old)) == _given(cls, _parse("sweep", argv))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,8 @@ import torch
 from engine.connectors import (
     CONNECTORS,
     ConnectorConfig,
-    LinearMapper,
-    TransformerMapper,
+    LinearConnector,
+    TransformerConnector,
     build_connector,
 )
 from engine.errors import ConfigError
@@ -26,7 +26,7 @@ def meta_connector(**kwargs):
         return build_connector(ConnectorConfig(**kwargs))
 
 
-def test_transformer_mapper_counts_match_table_4_with_llama_3_2_1b_dims():
+def test_transformer_connector_counts_match_table_4_with_llama_3_2_1b_dims():
     v2 = meta_connector(kind="transformer", n_labels=0, d_llm=LLAMA_1B_HIDDEN)
     v3 = meta_connector(kind="transformer", n_labels=18, d_llm=LLAMA_1B_HIDDEN)
     assert round(n_params(v2) / 1e6, 2) == 279.09  # Table 4, V-2
@@ -47,17 +47,17 @@ def test_v3_differs_from_v2_only_by_the_18_logit_inputs_of_the_first_linear():
     assert shapes3["linear.weight"] == (clip_len * d, 512 + 18)
 
 
-def test_linear_mappers_match_the_supplement_counts():
+def test_linear_connectors_match_the_supplement_counts():
     linear = meta_connector(kind="linear", prefix_len=1, d_llm=LLAMA_1B_HIDDEN)
     linear_prefix = meta_connector(kind="linear-prefix", prefix_len=10, d_llm=LLAMA_1B_HIDDEN)
     assert n_params(linear) == 512 * 2048 + 2048  # one Linear(512 → 2048): "1.05M"
     assert n_params(linear_prefix) == 10 * n_params(linear)  # "1.05M×10"
-    assert isinstance(linear, LinearMapper)
+    assert isinstance(linear, LinearConnector)
 
 
-def test_transformer_mapper_keeps_clipcap_checkpoint_names():
-    mapper = build_connector(ConnectorConfig(d_llm=32, n_layers=2, n_heads=4))
-    keys = set(mapper.state_dict())
+def test_transformer_connector_keeps_clipcap_checkpoint_names():
+    connector = build_connector(ConnectorConfig(d_llm=32, n_layers=2, n_heads=4))
+    keys = set(connector.state_dict())
     for key in (
         "linear.weight", "linear.bias", "prefix_const",
         "transformer.layers.1.norm1.weight", "transformer.layers.1.attn.to_queries.weight",
@@ -66,13 +66,13 @@ def test_transformer_mapper_keeps_clipcap_checkpoint_names():
     ):
         assert key in keys, key
     assert "transformer.layers.0.attn.to_queries.bias" not in keys  # ClipCap: no q/kv bias
-    assert mapper.transformer.layers[0].mlp.fc1.out_features == 2 * 32  # MLP ratio 2
+    assert connector.transformer.layers[0].mlp.fc1.out_features == 2 * 32  # MLP ratio 2
 
 
 def test_attention_is_plain_scaled_dot_product_self_attention():
     torch.manual_seed(0)
-    mapper = build_connector(ConnectorConfig(d_llm=16, n_layers=1, n_heads=2))
-    attn = mapper.transformer.layers[0].attn
+    connector = build_connector(ConnectorConfig(d_llm=16, n_layers=1, n_heads=2))
+    attn = connector.transformer.layers[0].attn
     x = torch.randn(3, 5, 16)
     q = attn.to_queries(x).view(3, 5, 2, 8)
     kv = attn.to_keys_values(x).view(3, 5, 2, 2, 8)
@@ -84,29 +84,29 @@ def test_attention_is_plain_scaled_dot_product_self_attention():
 
 def test_prefix_shape_and_dependence_on_inputs():
     torch.manual_seed(0)
-    mapper = build_connector(ConnectorConfig(d_embed=12, n_labels=3, d_llm=16, prefix_len=4, clip_len=6, n_layers=2, n_heads=2))
-    assert isinstance(mapper, TransformerMapper)
+    connector = build_connector(ConnectorConfig(d_embed=12, n_labels=3, d_llm=16, prefix_len=4, clip_len=6, n_layers=2, n_heads=2))
+    assert isinstance(connector, TransformerConnector)
     emb, logits = torch.randn(5, 12), torch.randn(5, 3)
-    prefix = mapper(emb, logits)
+    prefix = connector(emb, logits)
     assert prefix.shape == (5, 4, 16)
     changed = logits.clone()
     changed[0, 1] += 3.0
-    moved = (mapper(emb, changed) - prefix).abs().amax(dim=(1, 2))
+    moved = (connector(emb, changed) - prefix).abs().amax(dim=(1, 2))
     assert moved[0] > 1e-4 and torch.all(moved[1:] == 0)  # cases do not leak into each other
 
 
 def test_logits_are_detached_and_validated():
-    mapper = build_connector(ConnectorConfig(d_embed=8, n_labels=3, d_llm=16, n_layers=1, n_heads=2))
+    connector = build_connector(ConnectorConfig(d_embed=8, n_labels=3, d_llm=16, n_layers=1, n_heads=2))
     emb = torch.randn(2, 8, requires_grad=True)
     logits = torch.randn(2, 3, requires_grad=True)
-    mapper(emb, logits).sum().backward()
+    connector(emb, logits).sum().backward()
     assert emb.grad is not None and logits.grad is None  # no gradient into the classifier
     with pytest.raises(ValueError, match="logits"):
-        mapper(emb)
+        connector(emb)
     with pytest.raises(ValueError, match="logits"):
-        mapper(emb, torch.randn(2, 4))
+        connector(emb, torch.randn(2, 4))
     with pytest.raises(ValueError, match="latent"):
-        mapper(torch.randn(2, 9), logits)
+        connector(torch.randn(2, 9), logits)
 
 
 def test_registry_and_config_errors_are_typed():

@@ -15,7 +15,7 @@ import pytest
 import cli
 from engine.data import DataSource, resolve
 from engine.data.splits import patient_id
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training_fixtures import one_thread, write_image_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,7 +84,7 @@ def test_scan_embed_train_evaluate_and_app_with_only_data_root(release, tiny_gpt
                      "--device", "cpu"]) == 0
     assert "8 embedded" in capsys.readouterr().out
 
-    assert cli.main(["train", "--variant", "v3", *data, "--cache", str(cache), "--llm", str(tiny_gpt2_dir),
+    assert cli.main(["train", "--variant", "v3", *data, "--cache", str(cache), "--decoder", str(tiny_gpt2_dir),
                      "--image-model", str(image), "--out", str(run), "--max-steps", "1", "--batch-size", "2",
                      "--prefix-len", "2", "--clip-len", "2", "--layers", "1", "--heads", "4",
                      "--max-report-tokens", "16", "--no-progress"]) == 0
@@ -105,7 +105,7 @@ def test_scan_embed_train_evaluate_and_app_with_only_data_root(release, tiny_gpt
     from ui.commands.app import app_config
 
     args = cli.build_parser().parse_args(["app", *data, "--run", str(run), "--upload-dir", str(tmp_path / "up")])
-    browser = CaseBrowser(app_config(args, None))
+    browser = CaseBrowser(app_config(args, None))  # data and run given: no demo
     assert browser.case_names() == [c.volume_name for c in dataset.cases]
     text, labels = browser.reference("valid_1_b_1.nii.gz")
     assert text == dataset.case("valid_1_b_1.nii.gz").findings and len(labels) == 18
@@ -124,7 +124,7 @@ def test_scan_embed_train_evaluate_and_app_with_only_data_root(release, tiny_gpt
     bad = ["--data", str(broken)]
     attempts = {
         tmp_path / "cache2": ["embed", *bad, "--image-model", str(image), "--workers", "0", "--device", "cpu"],
-        tmp_path / "run2": ["train", "--variant", "v3", *bad, "--cache", str(cache), "--llm", str(tiny_gpt2_dir),
+        tmp_path / "run2": ["train", "--variant", "v3", *bad, "--cache", str(cache), "--decoder", str(tiny_gpt2_dir),
                             "--image-model", str(image), "--max-steps", "1", "--no-progress"],
         tmp_path / "eval2": ["evaluate", "--run", str(run), *bad, "--cache", str(cache), "--no-progress"],
     }
@@ -145,9 +145,9 @@ def test_data_source_round_trips_json():
     assert DataSource.coerce("/data/flat") == DataSource("/data/flat")  # older records: a folder path
     from training.configs import TrainConfig
 
-    config = TrainConfig(variant="v3", data=source.to_dict(), cache="c", llm="l", image_model="i", out="o")
+    config = TrainConfig(variant="v3", data=source.to_dict(), cache="c", decoder="l", image_model="i", out="o")
     assert config.data == source and TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert TrainConfig(variant="v3", data="/data/flat", cache="c", llm="l", image_model="i", out="o").data.root == "/data/flat"
+    assert TrainConfig(variant="v3", data="/data/flat", cache="c", decoder="l", image_model="i", out="o").data.root == "/data/flat"
 
 
 def test_only_the_test_split_is_ctrate_valid_with_the_same_volumes(release, tmp_path):

@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from llm_fixtures import degenerate_gpt2_dir, tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import degenerate_gpt2_dir, tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 
 from engine.decoders import (
     apply_lora,
     assert_weights_unchanged,
     build_meta_causal_lm,
     load_causal_lm,
-    load_llm_config,
-    llm_config_names,
+    load_decoder_config,
+    decoder_config_names,
     weights_fingerprint,
 )
 from engine.errors import ConfigError
@@ -32,7 +32,7 @@ REPORTS = ["No pleural effusion or pneumothorax.", "Cardiomegaly is present. Hia
 
 
 @pytest.fixture(params=["gpt2", "llama"])
-def llm_dir(request, tiny_gpt2_dir, tiny_llama_dir):  # noqa: F811
+def decoder_dir(request, tiny_gpt2_dir, tiny_llama_dir):  # noqa: F811
     return tiny_gpt2_dir if request.param == "gpt2" else tiny_llama_dir
 
 
@@ -62,7 +62,7 @@ def test_load_causal_lm_sets_pad_token_and_padding_side(tiny_gpt2_dir):  # noqa:
 
 
 def test_a_folder_that_is_not_a_causal_lm_is_refused_by_name(tmp_path, tiny_gpt2_dir):  # noqa: F811
-    with pytest.raises(ConfigError, match="no such LLM folder") as err:
+    with pytest.raises(ConfigError, match="no such decoder folder") as err:
         load_causal_lm(tmp_path / "absent")
     assert str(tmp_path / "absent") in str(err.value)
 
@@ -92,9 +92,9 @@ def test_a_folder_that_is_not_a_causal_lm_is_refused_by_name(tmp_path, tiny_gpt2
 
 
 def test_shipped_architectures_build_on_meta_with_public_sizes():
-    assert {"distilgpt2", "gpt2", "gpt2-medium", "llama-3.2-1b", "biogpt-large", "smollm2-135m"} <= set(llm_config_names())
+    assert {"distilgpt2", "gpt2", "gpt2-medium", "llama-3.2-1b", "biogpt-large", "smollm2-135m"} <= set(decoder_config_names())
     llama = build_meta_causal_lm("llama-3.2-1b")
-    c = load_llm_config("llama-3.2-1b")
+    c = load_decoder_config("llama-3.2-1b")
     assert next(llama.parameters()).device.type == "meta"
     kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
     per_layer = 2 * c.hidden_size**2 + 2 * c.hidden_size * kv + 3 * c.hidden_size * c.intermediate_size + 2 * c.hidden_size
@@ -103,15 +103,15 @@ def test_shipped_architectures_build_on_meta_with_public_sizes():
     assert round(expected / 1e9, 2) == 1.24  # LLaMA-3.2-1B: 1.24B parameters
     gpt2 = build_meta_causal_lm("gpt2")
     assert round(sum(p.numel() for p in gpt2.parameters()) / 1e6) == 124  # GPT-2 small: 124M
-    with pytest.raises(ConfigError, match="no LLM config"):
-        load_llm_config("gpt-5")
+    with pytest.raises(ConfigError, match="no decoder config"):
+        load_decoder_config("gpt-5")
 
 
 # --- frozen vs trainable -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", ["v3", "v2", "linear"])
-def test_frozen_decoder_is_bit_identical_after_a_step_while_the_mapper_moves(tiny_gpt2_dir, tiny_tokenizer, variant):  # noqa: F811
+def test_frozen_decoder_is_bit_identical_after_a_step_while_the_connector_moves(tiny_gpt2_dir, tiny_tokenizer, variant):  # noqa: F811
     model, tokenizer = make_generator(tiny_gpt2_dir, variant)
     emb, logits, ids, mask = batch(tokenizer)
     logits.requires_grad_(True)  # as if fresh from a classifier that is still training
@@ -124,7 +124,7 @@ def test_frozen_decoder_is_bit_identical_after_a_step_while_the_mapper_moves(tin
     model.loss(emb, logits, ids, mask).backward()
     optimiser.step()
     assert all(p.grad is None for p in model.decoder.parameters())
-    assert logits.grad is None  # detached before the mapper
+    assert logits.grad is None  # detached before the connector
     assert all(torch.equal(decoder_before[k], v) for k, v in model.decoder.state_dict().items())
     assert any(not torch.equal(connector_before[k], v) for k, v in model.connector.state_dict().items())
     assert_weights_unchanged(model.decoder, fingerprint)
@@ -162,15 +162,15 @@ def test_variants_wire_logits_only_for_v3(tiny_gpt2_dir):  # noqa: F811
         get_variant("v4")
 
 
-def test_lora_trains_only_adapters(llm_dir):
-    model, tokenizer = make_generator(llm_dir, "v2")
-    decoder, _ = load_causal_lm(llm_dir)
+def test_lora_trains_only_adapters(decoder_dir):
+    model, tokenizer = make_generator(decoder_dir, "v2")
+    decoder, _ = load_causal_lm(decoder_dir)
     wrapped = apply_lora(decoder)
     names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     from engine.decoders import LoraSettings
 
-    lora_model, _ = make_generator(llm_dir, "v3", lora=LoraSettings(r=2))
+    lora_model, _ = make_generator(decoder_dir, "v3", lora=LoraSettings(r=2))
     emb, logits, ids, mask = batch(tokenizer)
     lora_model.loss(emb, logits, ids, mask).backward()
     grads = [n for n, p in lora_model.decoder.named_parameters() if p.grad is not None]
@@ -199,8 +199,8 @@ def test_labels_ignore_prefix_and_padding(tiny_gpt2_dir):  # noqa: F811
     assert torch.equal(labels, labels3)
 
 
-def test_loss_is_cross_entropy_over_report_tokens(llm_dir):
-    model, tokenizer = make_generator(llm_dir, "v3")
+def test_loss_is_cross_entropy_over_report_tokens(decoder_dir):
+    model, tokenizer = make_generator(decoder_dir, "v3")
     emb, logits, ids, mask = batch(tokenizer)
     loss = model.loss(emb, logits, ids, mask)
     with torch.no_grad():
@@ -220,8 +220,8 @@ def test_loss_is_cross_entropy_over_report_tokens(llm_dir):
 # --- generation --------------------------------------------------------------------------------
 
 
-def test_greedy_batch_of_16_equals_each_case_alone(llm_dir):
-    decoder, tokenizer = load_causal_lm(llm_dir)
+def test_greedy_batch_of_16_equals_each_case_alone(decoder_dir):
+    decoder, tokenizer = load_causal_lm(decoder_dir)
     prefix = torch.randn(16, 6, 64, generator=torch.Generator().manual_seed(3))
     settings = GenerationSettings(max_new_tokens=12)
     together = generate_from_prefix(decoder, tokenizer, prefix, settings=settings)
@@ -233,8 +233,8 @@ def test_greedy_batch_of_16_equals_each_case_alone(llm_dir):
     assert all(r.text == tokenizer.decode(r.token_ids, skip_special_tokens=True).strip() for r in together.reports)
 
 
-def test_left_padded_prefixes_decode_as_alone(llm_dir):
-    decoder, tokenizer = load_causal_lm(llm_dir)
+def test_left_padded_prefixes_decode_as_alone(decoder_dir):
+    decoder, tokenizer = load_causal_lm(decoder_dir)
     g = torch.Generator().manual_seed(4)
     prefixes = [torch.randn(n, 64, generator=g) for n in (6, 3, 5)]
     settings = GenerationSettings(max_new_tokens=10)

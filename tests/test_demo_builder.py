@@ -35,7 +35,7 @@ class FakeBuild:
         self.calls += 1
         say("[1/2] decoder: converting")
         time.sleep(0.02)
-        say("[2/2] mappers: training")
+        say("[2/2] connectors: training")
         progress = tqdm(total=10, desc="train v3", file=io.StringIO(), disable=not self.bar)
         progress.update(4)
         self.running.set()
@@ -61,17 +61,17 @@ def test_a_build_reaches_ready_with_its_lines_and_runs(tmp_path):
     builder, echoed = started(fake)
     running = builder.status()
     assert running.phase == BUILDING and not running.done
-    assert running.step == "[2/2] mappers: training"
+    assert running.step == "[2/2] connectors: training"
     assert "train v3" in running.bar and "4/10" in running.bar  # the running step's tqdm bar
     assert not builder.start()  # one build at a time
     fake.release.set()
     done = builder.wait(WAIT_S)
     assert done.phase == READY and done.done and done.error == ""
     assert done.runs == fake.runs and done.bar == ""
-    assert [line.text for line in done.lines] == ["[1/2] decoder: converting", "[2/2] mappers: training"]
+    assert [line.text for line in done.lines] == ["[1/2] decoder: converting", "[2/2] connectors: training"]
     assert 0 <= done.lines[0].at_s <= done.lines[1].at_s <= done.elapsed_s
     assert str(done.lines[0]).startswith("[0:00] [1/2]")
-    assert echoed[:2] == ["[1/2] decoder: converting", "[2/2] mappers: training"]  # the terminal's lines
+    assert echoed[:2] == ["[1/2] decoder: converting", "[2/2] connectors: training"]  # the terminal's lines
     assert "ready" in echoed[-1]
     assert builder.status().elapsed_s == done.elapsed_s  # the clock stops with the build
     assert not builder.start() and fake.calls == 1
@@ -89,7 +89,7 @@ def test_a_failing_build_keeps_its_reason_and_can_be_retried(tmp_path, error, sh
     assert failed.phase == FAILED and failed.error == shown and failed.runs == {}
     assert shown in echoed[-1] and "rad3d demo build" in echoed[-1]
     banner = banner_markdown(failed)
-    assert shown in banner and "rad3d demo build" in banner and "[2/2] mappers: training" in banner
+    assert shown in banner and "rad3d demo build" in banner and "[2/2] connectors: training" in banner
     assert "could not be built" in no_run_hint(failed, have_runs=False)
 
     fake.error, fake.running, fake.release = None, threading.Event(), threading.Event()
@@ -113,7 +113,7 @@ def test_tick_update_offers_the_runs_only_when_the_build_ends(tmp_path):
     builder, _ = started(fake)
     running = tick_update(builder.status(), [], NO_RUN, [], 3)
     assert not running.stop and running.banner_visible and running.run_choices is None
-    assert "[2/2] mappers: training" in running.banner and "so far" in running.banner
+    assert "[2/2] connectors: training" in running.banner and "so far" in running.banner
     fake.release.set()
     ready = tick_update(builder.wait(WAIT_S), ["v3", "v2"], NO_RUN, [], 3)
     assert ready.stop and ready.run_choices == ["v3", "v2"] and ready.review_run == "v3"
@@ -143,7 +143,7 @@ def test_the_app_shows_the_build_and_gets_its_runs(data_dir, tmp_path):
     assert "being built" in initial and "so far" not in initial  # fixed text: no clock that stops
 
     banner, run, status, compare, compare_status, timer = tick(NO_RUN, [])
-    assert banner.visible and "[2/2] mappers: training" in banner.value
+    assert banner.visible and "[2/2] connectors: training" in banner.value
     assert run == status == compare == compare_status == {"__type__": "update"}  # unchanged while building
     assert timer.active
     generate = next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == "on_generate")

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from engine.errors import CheckpointError, ConfigError
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import chest_like_volume
 from training.demo.build import DemoPaths, DemoRecipe, build_demo
 from training.demo.shipped import export_demo, install_shipped, shipped_for
-from training.encoder import unused_by_latent
+from training.encoder_recipe import unused_by_latent
 from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 
@@ -47,7 +47,7 @@ def test_export_then_install_gives_a_working_run_with_bf16_rounded_weights(
         f.stat().st_size for f in finished_home.root.rglob("*.safetensors"))
 
     home = DemoPaths(tmp_path / "fresh")
-    shutil.copytree(tiny_gpt2_dir, home.llm)  # the decoder the build converts, at the demo layout's place
+    shutil.copytree(tiny_gpt2_dir, home.decoder)  # the decoder the build converts, at the demo layout's place
     runs = install_shipped(home, manifest, shipped)
     assert set(runs) == {"v3", "v2"}
     session = InferenceSession.load(runs["v3"], device="cpu")
@@ -84,7 +84,7 @@ def test_a_from_scratch_build_refuses_a_home_holding_shipped_weights(finished_ho
     shipped = export_demo(finished_home, recipe, ("v3", "v2"), tmp_path / "weights")
     home = DemoPaths(tmp_path / "fresh")
     install_shipped(home, json.loads((shipped / "manifest.json").read_text()), shipped)
-    monkeypatch.setattr("training.demo.llm.ensure_smollm2", lambda out: out)
+    monkeypatch.setattr("training.demo.smollm2.ensure_smollm2", lambda out: out)
     with pytest.raises(ConfigError, match="holds the shipped weights"):
         build_demo(home.home, recipe, from_scratch=True, progress=False, say=lambda s: None)
     # A finished from-scratch home is used as it is by a plain build (the shipped weights are not mixed in).
@@ -124,3 +124,13 @@ def test_installing_the_shipped_demo_records_phantoms_and_smollm2(tmp_path):
     config.write_text(stamped.decode().replace('"v3"', '"v2"', 1))  # a config of another build
     with pytest.raises(ConfigError, match="holds another build"):
         install_shipped(home, manifest)
+
+
+def test_the_repository_ships_weights_for_the_default_recipe():
+    # The manifest stores the recipe (its `connector` settings included) and the build installs the
+    # shipped weights only when it matches DemoRecipe() exactly; a renamed recipe field would
+    # silently send every first start to a from-scratch build.
+    from training.demo.shipped import SHIPPED_DIR
+
+    assert shipped_for(DemoRecipe(), SHIPPED_DIR) is not None
+    assert shipped_for(dataclasses.replace(DemoRecipe(), connector={}), SHIPPED_DIR) is None

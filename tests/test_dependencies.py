@@ -95,7 +95,7 @@ def test_the_scanner_sees_first_and_third_party_apart():
     assert "engine/data/ctrate.py" in imports["pandas"]  # sub-packages are scanned too
     assert not FIRST_PARTY & set(imports) and "os" not in imports
     # tests' helper modules are local, not distributions
-    assert "llm_fixtures" not in third_party_imports(TESTS)
+    assert "decoder_fixtures" not in third_party_imports(TESTS)
 
 
 def test_every_code_import_is_a_runtime_dependency():

@@ -96,7 +96,7 @@ def test_real_chest_cts_are_chest(name):
 
 
 # -- wired into a run and the inference session ------------------------------------------------
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: E402,F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: E402,F401
 from run_fixtures import chest_like_volume, write_tiny_run  # noqa: E402
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from llm_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 
 from engine.decoders import apply_lora, load_causal_lm
 from engine.generation import (
@@ -127,7 +127,7 @@ def test_models_the_reference_loop_cannot_reproduce_are_named(tiny_gpt2_dir):  #
 def test_demo_decoder_reports_are_the_custom_loops_token_for_token(tmp_path_factory):
     """The demo's SmolLM2 (converted from its registry package, ~1.5 min): left-padded embedded prompts,
     greedy until EOS, through generate, equal the former custom loop's tokens (what the app wrote)."""
-    from training.demo.llm import ensure_smollm2
+    from training.demo.smollm2 import ensure_smollm2
 
     decoder, tokenizer = load_causal_lm(ensure_smollm2(tmp_path_factory.mktemp("demo") / "smollm2"))
     prompts = ["Findings:", "The lungs are clear. Impression:", "Heart size is normal. The mediastinum"]

@@ -71,7 +71,7 @@ def test_an_image_model_folder_computes_what_its_parts_compute(image_folder):
     assert [stage for stage, _, _ in image.stages(volumes[0])] == ["preprocess", "encode", "classify"]
 
 
-def test_a_run_directory_is_read_as_its_image_side(tmp_path, image_folder):
+def test_a_run_directory_is_read_as_its_image_model(tmp_path, image_folder):
     """The same folder read as a run (config.json, no image_model.json): the same model."""
     root = image_folder[0]
     run = tmp_path / "run"
@@ -81,9 +81,7 @@ def test_a_run_directory_is_read_as_its_image_side(tmp_path, image_folder):
     (run / "config.json").write_text(json.dumps({
         "format": "rad3d-run/1", "variant": "v3", "label_set": image_cfg["label_set"],
         "preprocess": image_cfg["preprocess"], "encoder": image_cfg["encoder"], "classifier": image_cfg["classifier"],
-        "generator": {"variant": "v3", "decoder_mode": "frozen", "connector": {"kind": "transformer", "d_embed": 8,
-                      "d_llm": 16, "n_labels": 18}},
-        "decoder": {"path": "absent-llm"}}))
+        "generator": {"variant": "v3", "connector": {}, "decoder_mode": "frozen"}, "decoder": {"path": "absent-decoder"}}))
     volume = chest_like_volume(5)
     np.testing.assert_array_equal(open_image_model(run).features(volume).logits,
                                   open_image_model(root).features(volume).logits)

@@ -7,7 +7,7 @@ import pytest
 
 from cli import main
 from engine.errors import DatasetError
-from study.metrics.compare import compare_evaluations
+from study.metrics.paired import compare_evaluations
 from study.predictions import read_predictions
 
 REFS = [

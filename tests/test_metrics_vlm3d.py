@@ -18,7 +18,7 @@ from study.bootstrap import bootstrap
 from study.findings import FindingExtractor, FindingStatus
 from study.metrics import vlm3d
 from study.metrics.vlm3d import FINDINGS, Labels
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 K = len(FINDINGS)

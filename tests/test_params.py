@@ -20,15 +20,15 @@ def counts(capsys, monkeypatch, *args):
     [
         ("v3", 279.46e6, 0.1e6),  # Table 4
         ("v2", 279.09e6, 0.1e6),  # Table 4
-        ("linear", 1.05e6, 0.01e6),  # supplement: linear mapper
-        ("v1", 1.51e9, 0.01e9),  # Table 4: mapper + LLM fine-tuned
+        ("linear", 1.05e6, 0.01e6),  # supplement: linear connector
+        ("v1", 1.51e9, 0.01e9),  # Table 4: connector + decoder fine-tuned
     ],
 )
 def test_paper_counts_with_llama_3_2_1b(capsys, monkeypatch, variant, expected, tolerance):
-    trainable, frozen, out = counts(capsys, monkeypatch, "--variant", variant, "--llm-config", "llama-3.2-1b")
+    trainable, frozen, out = counts(capsys, monkeypatch, "--variant", variant, "--decoder-config", "llama-3.2-1b")
     assert abs(trainable - expected) < tolerance
     if variant == "v1":
-        assert frozen == 0  # V-1 fine-tunes the LLM
+        assert frozen == 0  # V-1 fine-tunes the decoder
     else:
         assert round(frozen / 1e9, 2) == 1.24  # the frozen LLaMA-3.2-1B
     assert "connector" in out and "decoder" in out
@@ -41,8 +41,8 @@ def test_v3_minus_v2_is_the_logit_inputs(capsys, monkeypatch):
 
 
 def test_prefix_settings_and_aliases(capsys, monkeypatch):
-    base = counts(capsys, monkeypatch, "--variant", "v2", "--llm-config", "gpt2")[0]
-    deeper = counts(capsys, monkeypatch, "--variant", "v2", "--llm-config", "gpt2", "--layers", "9")[0]
+    base = counts(capsys, monkeypatch, "--variant", "v2", "--decoder-config", "gpt2")[0]
+    deeper = counts(capsys, monkeypatch, "--variant", "v2", "--llm-config", "gpt2", "--layers", "9")[0]  # older name
     d = 768
     assert deeper - base == 8 * d * d + 8 * d  # one more transformer block
     linear = counts(capsys, monkeypatch, "--variant", "linear")[0]
@@ -52,9 +52,9 @@ def test_prefix_settings_and_aliases(capsys, monkeypatch):
     assert linear_prefix == 10 * linear  # the supplement's "1.05M×10"
 
 
-def test_unknown_variant_or_llm_is_a_one_line_error(capsys, monkeypatch):
+def test_unknown_variant_or_decoder_is_a_one_line_error(capsys, monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["engine.commands.params"])
     assert cli.main(["params", "--variant", "v9"]) == 1
     assert "unknown variant 'v9'" in capsys.readouterr().err
-    assert cli.main(["params", "--llm-config", "no-such-llm"]) == 1
-    assert "no LLM config" in capsys.readouterr().err
+    assert cli.main(["params", "--decoder-config", "no-such-decoder"]) == 1
+    assert "no decoder config" in capsys.readouterr().err

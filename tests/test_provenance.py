@@ -27,7 +27,7 @@ from engine.provenance import (
     describe_encoder,
     file_sha256,
 )
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import chest_like_volume, write_tiny_run
 from training_fixtures import one_thread, training_setup  # noqa: F401
 
@@ -85,7 +85,7 @@ def test_licence_terms_follow_the_most_restrictive_part():
     assert "Apache-2.0: decoder SmolLM2-135M-Instruct" in statement
     assert real.warning() is None and not real.synthetic_only
 
-    # Phantoms through a CT-CLIP encoder: still phantoms-only for the head and mapper, and the
+    # Phantoms through a CT-CLIP encoder: still phantoms-only for the head and connector, and the
     # encoder's licence makes the whole non-commercial.
     mixed = dataclass_replace(phantoms, encoder=ctclip)
     assert mixed.synthetic_only and "CT-CLIP (pretrained on CT-RATE)" in mixed.trained_on()
@@ -231,7 +231,7 @@ def _image_model(out, encoder_weights, notes):
     from engine.labels import ct_rate
     from engine.preprocess import PreprocessConfig
     from engine.rundir import EncoderSpec
-    from training.image_side import write_image_model
+    from training.image_model_common import write_image_model
 
     torch.manual_seed(0)
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=32, n_labels=18))
@@ -328,7 +328,7 @@ def test_review_tab_shows_the_runs_provenance_and_warns_for_phantoms(tmp_path, p
     from types import SimpleNamespace
 
     from ui.screens.common import provenance_html
-    from ui.screens.review import run_provenance_html
+    from ui.screens.review_tab import run_provenance_html
 
     banner = provenance_html(_phantom_provenance())
     assert "Trained on synthetic phantoms only" in banner and "⚠" in banner and "#fde8e8" in banner
@@ -345,7 +345,7 @@ def test_review_tab_shows_the_runs_provenance_and_warns_for_phantoms(tmp_path, p
 def test_a_trained_run_carries_its_image_models_provenance_and_adds_its_data_and_decoder(
         tmp_path, training_setup, tiny_gpt2_dir, one_thread):  # noqa: F811
     from engine.rundir import IMAGE_MODEL_FILE, open_run
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
     from training_fixtures import train_config
 
     image = tmp_path / "image"
@@ -357,7 +357,7 @@ def test_a_trained_run_carries_its_image_models_provenance_and_adds_its_data_and
     config = train_config({**training_setup, "image": image}, tiny_gpt2_dir, tmp_path / "run", max_steps=1)
     assert train_connector(config, progress=False).finished
     p = open_run(tmp_path / "run").config.provenance
-    image_side = _phantom_provenance()
-    assert p.data == (image_side.data[0], describe_dataset(training_setup["data"]))
-    assert p.encoder == image_side.encoder and p.decoder == DecoderRecord(tiny_gpt2_dir.name, "unknown")
+    phantom_image = _phantom_provenance()
+    assert p.data == (phantom_image.data[0], describe_dataset(training_setup["data"]))
+    assert p.encoder == phantom_image.encoder and p.decoder == DecoderRecord(tiny_gpt2_dir.name, "unknown")
     assert not p.synthetic_only and p.trained_on() == "synthetic phantoms (rad3d synth), data"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import tiny_run  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.sweep import SweepPoint, sweep_points
 from training_fixtures import one_thread, training_setup  # noqa: F401
 
@@ -25,10 +25,10 @@ def test_grid_drops_settings_a_variant_does_not_have():
     assert len(points) == 14 and len({p.name for p in points}) == 14
 
 
-def _params_count(capsys, llm_config, prefix_len) -> int:
+def _params_count(capsys, decoder_config, prefix_len) -> int:
     import cli
 
-    assert cli.main(["params", "--variant", "v2", "--llm-config", str(llm_config), "--prefix-len", str(prefix_len),
+    assert cli.main(["params", "--variant", "v2", "--decoder-config", str(decoder_config), "--prefix-len", str(prefix_len),
                      "--clip-len", str(prefix_len), "--layers", "1", "--d-embed", "32"]) == 0
     total = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("total"))
     return int(re.findall(r"[\d,]+", total)[0].replace(",", ""))
@@ -39,13 +39,13 @@ def test_two_point_sweep_writes_the_table_and_resumes(training_setup, tiny_gpt2_
 
     out = tmp_path / "sweep"
     args = ["sweep", "--data", str(training_setup["data"]), "--cache", str(training_setup["cache"]),
-            "--image-model", str(training_setup["image"]), "--llms", f"tiny={tiny_gpt2_dir}", "--variants", "v2",
+            "--image-model", str(training_setup["image"]), "--decoders", f"tiny={tiny_gpt2_dir}", "--variants", "v2",
             "--prefix-lens", "2", "3", "--layers", "1", "--out", str(out), "--epochs", "1", "--batch-size", "8",
             "--lr", "1e-3", "--eval-limit", "2", "--max-new-tokens", "4", "--no-bertscore", "--no-meteor",
             "--resamples", "50", "--no-progress"]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
-    assert "| LLM | variant | prefix | layers | trainable | best val loss |" in printed
+    assert "| decoder | variant | prefix | layers | trainable | best val loss |" in printed
 
     table = pd.read_csv(out / "results.csv")
     assert table["point"].tolist() == ["tiny_v2_p2_l1", "tiny_v2_p3_l1"]

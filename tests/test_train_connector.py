@@ -15,9 +15,9 @@ import torch
 from engine.cache import EmbeddingCache
 from engine.decoders import load_causal_lm
 from engine.errors import ConfigError, DatasetError
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.checkpointing import find_checkpoint, read_state, read_trainable
-from training.connector import train_connector
+from training.connector_recipe import train_connector
 from training_fixtures import one_thread, train_config, training_setup  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,7 +90,7 @@ def test_frozen_decoder_is_untouched_and_the_run_loads(variant, training_setup, 
 
     out = tmp_path / "run"
     args = ["train", "--variant", variant, "--data", str(training_setup["data"]), "--cache",
-            str(training_setup["cache"]), "--llm", str(tiny_gpt2_dir), "--image-model", str(training_setup["image"]),
+            str(training_setup["cache"]), "--decoder", str(tiny_gpt2_dir), "--image-model", str(training_setup["image"]),
             "--out", str(out), "--epochs", "1", "--batch-size", "4", "--prefix-len", "3", "--clip-len", "3",
             "--layers", "1", "--heads", "4", "--lr", "1e-3", "--no-progress"]
     assert cli.main(args) == 0
@@ -180,7 +180,7 @@ def test_stop_at_step_leaves_a_resumable_run_without_writing_it(training_setup, 
     config = train_config(training_setup, tiny_gpt2_dir, tmp_path / "run", epochs=2)
     stopped = train_connector(config, stop_at_step=3, progress=False)
     assert (stopped.step, stopped.total_steps, stopped.finished) == (3, 8, False)
-    assert not (tmp_path / "run" / "config.json").exists()  # no inference run from a half-trained mapper
+    assert not (tmp_path / "run" / "config.json").exists()  # no inference run from a half-trained connector
     assert read_state(find_checkpoint(tmp_path / "run")).step == 3
     done = train_connector(config, resume=True, progress=False)
     assert done.finished and done.step == 8 and (tmp_path / "run" / "config.json").is_file()

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training_fixtures import one_thread, train_config, training_setup  # noqa: F401
 
 from training.checkpointing import find_checkpoint, read_state, read_trainable
-from training.connector import train_connector
+from training.connector_recipe import train_connector
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -32,11 +32,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two(setup: dict, llm: Path, out: Path) -> None:
+def _launch_two(setup: dict, decoder: Path, out: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(REPO / "tests" / "two_process_training.py"),
-           str(setup["data"]), str(setup["image"]), str(setup["cache"]), str(llm), str(out)]
+           str(setup["data"]), str(setup["image"]), str(setup["cache"]), str(decoder), str(out)]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import cli
-from llm_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training_fixtures import one_thread, train_config, trained_v3_run, training_setup  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def trained_v2_run(tmp_path_factory, training_setup, tiny_gpt2_dir):
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
 
     out = tmp_path_factory.mktemp("v2-run") / "run"
     train_connector(train_config(training_setup, tiny_gpt2_dir, out, variant="v2", epochs=1), progress=False)

@@ -1,6 +1,6 @@
 """A tiny training setup for the connector, evaluate and sweep tests: a CT-RATE-format dataset
 (reports, labels, splits, stub volume files), an image model (small CT-ViT + classifier head) and
-an embedding cache whose latents carry the labels (so a mapper has something to learn) and whose
+an embedding cache whose latents carry the labels (so a connector has something to learn) and whose
 logits are the head's output on them, as `rad3d train-classifier` would write them."""
 
 from __future__ import annotations
@@ -99,14 +99,14 @@ def build_setup(root: Path, *, n_train: int = 16, n_valid: int = 4, n_test: int 
     return {"data": data, "image": image, "cache": cache_dir}
 
 
-# Fast settings for the tiny GPT-2 (d_llm 64): a small mapper and a large learning rate.
+# Fast settings for the tiny GPT-2 (d_llm 64): a small connector and a large learning rate.
 TINY = dict(batch_size=4, prefix_len=4, clip_len=4, layers=2, heads=4, lr=1e-3, max_report_tokens=24)
 
 
-def train_config(setup: dict[str, Path], llm: Path, out: Path, variant: str = "v3", **overrides):
+def train_config(setup: dict[str, Path], decoder: Path, out: Path, variant: str = "v3", **overrides):
     from training.configs import TrainConfig
 
-    return TrainConfig(variant=variant, data=str(setup["data"]), cache=str(setup["cache"]), llm=str(llm),
+    return TrainConfig(variant=variant, data=str(setup["data"]), cache=str(setup["cache"]), decoder=str(decoder),
                        image_model=str(setup["image"]), out=str(out), **{**TINY, **overrides})
 
 
@@ -118,7 +118,7 @@ def training_setup(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def trained_v3_run(tmp_path_factory, training_setup, tiny_gpt2_dir) -> Path:
     """A finished V-3 run (a few steps) on the tiny setup."""
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
 
     out = tmp_path_factory.mktemp("v3-run") / "run"
     train_connector(train_config(training_setup, tiny_gpt2_dir, out, epochs=1), progress=False)

@@ -9,7 +9,7 @@
     RUN/checkpoints/best/   trainable.safetensors + state.json of the lowest validation loss
     RUN/metrics.csv         one row per optimiser step: step, epoch, loss, lr, val_loss, samples_per_s
 
-Only trainable tensors are saved (accelerate's save_state would write the whole frozen LLM every
+Only trainable tensors are saved (accelerate's save_state would write the whole frozen decoder every
 time); the RNG states of all processes are gathered to the main process, which writes the folder.
 A checkpoint folder is written beside its target and renamed into place, so the one that exists is
 complete; the previous one stays as `last.old` until the new one is in place.

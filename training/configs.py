@@ -20,7 +20,7 @@ Section = Literal["findings", "impression"]
 Precision = Literal["auto", "no", "bf16", "fp16"]
 # Settings that may differ between the run that wrote a checkpoint and the one resuming it:
 # where things are (folders move between sessions) and how often to save or validate.
-_RESUMABLE_CHANGES = {"data", "cache", "llm", "image_model", "out", "gguf_file", "save_every_steps",
+_RESUMABLE_CHANGES = {"data", "cache", "decoder", "image_model", "out", "gguf_file", "save_every_steps",
                       "eval_every_steps", "mixed_precision"}
 
 
@@ -29,18 +29,18 @@ class TrainConfig(JsonConfig):
     variant: str = setting(help="v1, v2, v3, linear, linear-prefix, r2gengpt or baseline")
     data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
     cache: str = setting(help="embedding cache of that dataset (rad3d embed)")
-    llm: str = setting(help="local causal-LM folder (config, weights, tokenizer)")
+    decoder: str = setting(help="the decoder: a local causal-LM folder (config, weights, tokenizer)", aliases=("--llm",))
     image_model: str = setting(help="IMAGE folder (or a run) with encoder, classifier, label set")
     out: str = setting(help="run directory to write")
-    gguf_file: str | None = setting(None, "a GGUF file inside --llm to de-quantise and use")
+    gguf_file: str | None = setting(None, "a GGUF file inside --decoder to de-quantise and use")
     epochs: int = setting(10, "epochs")
     lr: float = setting(2e-5, "AdamW learning rate")
     weight_decay: float = setting(0.01, "AdamW weight decay")
     batch_size: int = setting(8, "cases per step and process")
     prefix_len: int = setting(10, "prefix tokens")
     clip_len: int = setting(10, "tokens the input is projected to")
-    layers: int = setting(8, "transformer mapper layers")
-    heads: int = setting(8, "mapper attention heads")
+    layers: int = setting(8, "transformer connector layers")
+    heads: int = setting(8, "connector attention heads")
     max_report_tokens: int | None = setting(None, "truncate longer reports to N tokens (EOS kept)")
     section: Section = setting("findings", "report section to learn (findings: the paper's task; impression is short)")
     seed: int = setting(0, "initialisation and data order")
@@ -125,10 +125,10 @@ class SweepConfig(JsonConfig):
     cache: str = setting(help="embedding cache of that dataset")
     image_model: str = setting(help="IMAGE folder with encoder, classifier, label set")
     out: str = setting(help="sweep folder")
-    llms: tuple[tuple[str, str], ...] = setting(help="LLMs to sweep, each NAME=local folder", cli=False)
+    decoders: tuple[tuple[str, str], ...] = setting(help="decoders to sweep, each NAME=local causal-LM folder", cli=False)
     variants: tuple[str, ...] = setting(("v3",), "variants")
     prefix_lens: tuple[int, ...] = setting((10,), "prefix lengths")
-    layers: tuple[int, ...] = setting((8,), "mapper layers")
+    layers: tuple[int, ...] = setting((8,), "connector layers")
     clip_len: int | None = setting(None, "projection tokens (default: each point's prefix length)")
     epochs: int = setting(10, "epochs per point")
     max_steps: int | None = setting(None, "cap on steps per point")
@@ -148,14 +148,14 @@ class SweepConfig(JsonConfig):
 
     def __post_init__(self):
         object.__setattr__(self, "data", DataSource.coerce(self.data))
-        if not self.llms:
-            raise ConfigError("a sweep needs at least one LLM (--llms NAME=PATH)")
-        names = [n for n, _ in self.llms]
+        if not self.decoders:
+            raise ConfigError("a sweep needs at least one decoder (--decoders NAME=PATH)")
+        names = [n for n, _ in self.decoders]
         if len(set(names)) != len(names):
-            raise ConfigError(f"LLM names repeat: {names}")
+            raise ConfigError(f"decoder names repeat: {names}")
         bad = [n for n in names if not n or any(c in n for c in "/\\ ")]
         if bad:
-            raise ConfigError(f"LLM names must be non-empty without slashes or spaces: {bad}")
+            raise ConfigError(f"decoder names must be non-empty without slashes or spaces: {bad}")
 
 
 @dataclass

@@ -178,7 +178,7 @@ def classifier_metrics(dataset, cache, names: list[str], label_set, *, resamples
     import numpy as np
     import torch
 
-    from study.metrics.classifier import IMPLEMENTATION, classifier_auroc
+    from study.metrics.auroc import IMPLEMENTATION, classifier_auroc
     from study.metrics.evaluate import MetricValue
 
     cases = [dataset.case(n) for n in names]

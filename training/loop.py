@@ -1,4 +1,4 @@
-"""The one training loop of every recipe (`encoder.py`, `classifier.py`, `connector.py`).
+"""The one training loop of every recipe (`encoder_recipe.py`, `classifier_recipe.py`, `connector_recipe.py`).
 
 A recipe gives what is its own (a `Recipe`: the batches of an epoch, batch -> loss, validation,
 which evaluations may be selected, how its weights are read and loaded); `TrainLoop` does the rest

@@ -1,4 +1,4 @@
-"""`rad3d sweep`: a grid of LLMs × variants × prefix lengths × mapper layers, each point trained
+"""`rad3d sweep`: a grid of decoders × variants × prefix lengths × connector layers, each point trained
 (`train_connector`) and evaluated (`evaluate_run`), collected into one table in the shape of the
 paper's scaling (Table 1, Fig. 12) and ablation (Table 4) tables.
 
@@ -9,7 +9,7 @@ paper's scaling (Table 1, Fig. 12) and ablation (Table 4) tables.
     SWEEP/results.md        the same, values only
 
 Settings that do not apply to a variant are not swept for it: the `linear` variants have no
-mapper layers, `linear`/`baseline` have a fixed one-token prefix. The transformer mapper's
+connector layers, `linear`/`baseline` have a fixed one-token prefix. The transformer connector's
 clip length follows the prefix length (ClipCap's convention) unless --clip-len is given.
 The sweep evaluates on the valid split by default, so choosing a setting from the table does not
 touch the test split; pass --eval-split test for the final table of a fixed grid.
@@ -36,37 +36,37 @@ HEADLINE_METRICS = (  # (key in metrics.json, column title)
 
 @dataclass(frozen=True)
 class SweepPoint:
-    llm: str
+    decoder: str  # its name in SweepConfig.decoders
     variant: str
     prefix_len: int
-    layers: int | None  # None: the variant has no transformer mapper
+    layers: int | None  # None: the variant has no transformer connector
 
     @property
     def name(self) -> str:
         layers = f"_l{self.layers}" if self.layers is not None else ""
-        return f"{self.llm}_{self.variant}_p{self.prefix_len}{layers}"
+        return f"{self.decoder}_{self.variant}_p{self.prefix_len}{layers}"
 
 
-def sweep_points(llms, variants, prefix_lens, layers) -> list[SweepPoint]:
+def sweep_points(decoders, variants, prefix_lens, layers) -> list[SweepPoint]:
     """The grid in the order given, without repeats where a setting does not apply to a variant."""
     from engine.variants import get_variant
 
     points: list[SweepPoint] = []
-    for llm, variant, p, n in itertools.product(llms, variants, prefix_lens, layers):
+    for decoder, variant, p, n in itertools.product(decoders, variants, prefix_lens, layers):
         spec = get_variant(variant)
-        point = SweepPoint(llm, spec.name, spec.prefix_len or int(p), int(n) if spec.connector == "transformer" else None)
+        point = SweepPoint(decoder, spec.name, spec.prefix_len or int(p), int(n) if spec.connector == "transformer" else None)
         if point not in points:
             points.append(point)
     return points
 
 
-def parse_llms(items: list[str]) -> tuple[tuple[str, str], ...]:
+def parse_decoders(items: list[str]) -> tuple[tuple[str, str], ...]:
     """["smollm2=/models/smollm2", ...] → (("smollm2", "/models/smollm2"), ...)."""
     pairs = []
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ConfigError(f"--llms takes NAME=PATH items, got {item!r}")
+            raise ConfigError(f"--decoders takes NAME=PATH items, got {item!r}")
         pairs.append((name, path))
     return tuple(pairs)
 
@@ -81,14 +81,14 @@ def point_finished(run: Path) -> bool:
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> pd.DataFrame:
     from engine.data import resolve
     from training.configs import TrainConfig
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
     from training.configs import EvaluateConfig
     from training.evaluate import evaluate_run
 
     resolve(config.data)  # a refused dataset stops the sweep before anything is written
     out = Path(config.out)
-    llm_paths = dict(config.llms)
-    points = sweep_points([n for n, _ in config.llms], config.variants, config.prefix_lens, config.layers)
+    decoder_paths = dict(config.decoders)
+    points = sweep_points([n for n, _ in config.decoders], config.variants, config.prefix_lens, config.layers)
     rows = []
     for i, point in enumerate(points, 1):
         run_dir, eval_dir = out / "runs" / point.name, out / "evals" / point.name
@@ -97,7 +97,7 @@ def run_sweep(config: SweepConfig, *, progress: bool = True) -> pd.DataFrame:
             print("  trained already: skipped")
         else:
             train_connector(TrainConfig(
-                variant=point.variant, data=config.data, cache=config.cache, llm=llm_paths[point.llm],
+                variant=point.variant, data=config.data, cache=config.cache, decoder=decoder_paths[point.decoder],
                 image_model=config.image_model, out=str(run_dir), epochs=config.epochs, lr=config.lr,
                 batch_size=config.batch_size, prefix_len=point.prefix_len,
                 clip_len=config.clip_len or point.prefix_len, layers=point.layers or 1,
@@ -125,7 +125,7 @@ def result_row(point: SweepPoint, run_dir: Path, eval_dir: Path) -> dict:
     doc = json.loads((eval_dir / "metrics.json").read_text())
     metrics = {m["key"]: m for m in doc.get("metrics", [])}
     row = {
-        "point": point.name, "llm": point.llm, "variant": point.variant, "prefix_len": point.prefix_len,
+        "point": point.name, "decoder": point.decoder, "variant": point.variant, "prefix_len": point.prefix_len,
         "layers": point.layers, "trainable_params": params.get("trainable"), "frozen_params": params.get("frozen"),
         "best_val_loss": training.get("best_val_loss"), "best_step": training.get("best_step"),
         "steps": training.get("total_steps"), "eval_split": doc.get("generation", {}).get("split"),
@@ -149,7 +149,7 @@ def results_markdown(table: pd.DataFrame, config: SweepConfig) -> str:
     from engine.commands.params import human
 
     shown = [(k, t) for k, t in HEADLINE_METRICS if k in table and table[k].notna().any()]
-    head = ["LLM", "variant", "prefix", "layers", "trainable", "best val loss"] + [t for _, t in shown]
+    head = ["decoder", "variant", "prefix", "layers", "trainable", "best val loss"] + [t for _, t in shown]
     lines = [
         "# Sweep results",
         "",
@@ -160,7 +160,7 @@ def results_markdown(table: pd.DataFrame, config: SweepConfig) -> str:
         "|" + "---|" * len(head),
     ]
     for r in table.to_dict("records"):
-        cells = [r["llm"], r["variant"], str(r["prefix_len"]), "—" if _missing(r["layers"]) else str(int(r["layers"])),
+        cells = [r["decoder"], r["variant"], str(r["prefix_len"]), "—" if _missing(r["layers"]) else str(int(r["layers"])),
                  "?" if _missing(r["trainable_params"]) else human(int(r["trainable_params"])),
                  "n/a" if _missing(r["best_val_loss"]) else f"{r['best_val_loss']:.4f}"]
         cells += ["n/a" if _missing(r[k]) else f"{r[k]:.4f}" for k, _ in shown]

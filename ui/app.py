@@ -58,10 +58,10 @@ def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_build
     """`demo_builder`: a started ui.demo_builder.DemoBuilder making the demo model in the
     background; the page then shows its progress and offers its runs once it is done (config.runs
     grows)."""
-    from ui.screens.compare import MAX_COLUMNS, build_compare
+    from ui.screens.compare_tab import MAX_COLUMNS, build_compare
     from ui.screens.demo_status import attach_demo_status, build_banner
-    from ui.screens.research import build_research
-    from ui.screens.review import build_review
+    from ui.screens.research_tab import build_research
+    from ui.screens.review_tab import build_review
 
     browser = CaseBrowser(config)
     retention_s = int(config.upload_retention_hours * 3600)

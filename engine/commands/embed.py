@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--image-model", "--run", dest="image_model",
                    help="take encoder, classifier and preprocessing from this image model folder or run directory")
     p.add_argument("--encoder", help="encoder weights: a CT-CLIP checkpoint (.pt) or rad3d safetensors")
-    p.add_argument("--encoder-config", default="ctclip-full", help="encoder config name or JSON file (default ctclip-full)")
+    p.add_argument("--encoder-config", help="encoder config name or JSON file (default: CT-CLIP's public config)")
     p.add_argument("--preprocess", help="PreprocessConfig as a JSON file (default: CT-CLIP's 480x480x240 grid)")
     p.add_argument("--split", action="append", help="only these splits (repeatable; default all)")
     p.add_argument("--workers", type=int, default=2, help="reader processes (default 2)")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.data import source_from_args
     from engine.embedding import embed_with_encoder, embed_with_image_model
-    from engine.encoders import load_encoder_config
+    from engine.encoders import DEFAULT_ENCODER, load_encoder_config
     from engine.errors import ConfigError, DatasetError
     from engine.preprocess import PreprocessConfig
     from engine.shards import Shard
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
         else:
             pp = PreprocessConfig()
-        _, summary = embed_with_encoder(data, args.out, "ctvit", load_encoder_config(args.encoder_config).to_dict(),
+        encoder_config = load_encoder_config(args.encoder_config).to_dict()
+        _, summary = embed_with_encoder(data, args.out, DEFAULT_ENCODER, encoder_config,
                                         args.encoder, pp, splits=tuple(args.split or ()), workers=args.workers,
                                         device=device, shard=shard)
     else:

@@ -1,4 +1,4 @@
-"""`rad3d params`: trainable and frozen parameter counts of a variant on a shipped LLM architecture,
+"""`rad3d params`: trainable and frozen parameter counts of a variant on a shipped decoder architecture,
 built on the meta device (shapes only: no weights are read or allocated)."""
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "params",
         help="count trainable and frozen parameters of a report-generator variant (no weights needed)",
-        description="Builds the report generator of a variant on an LLM architecture config on the meta "
+        description="Builds the report generator of a variant on a decoder architecture config on the meta "
         "device and prints its trainable and frozen parameter counts. Example: "
-        "rad3d params --variant v3 --llm-config llama-3.2-1b",
+        "rad3d params --variant v3 --decoder-config llama-3.2-1b",
     )
     parser.add_argument("--variant", default="v3", help="v1, v2, v3, linear, linear-prefix, r2gengpt or baseline")
     parser.add_argument(
-        "--llm-config", default="llama-3.2-1b", help="a shipped LLM architecture name or a config.json path"
+        "--decoder-config", default="llama-3.2-1b", help="a shipped decoder architecture name or a config.json path"
     )
+    parser.add_argument("--llm-config", dest="decoder_config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # older name
     parser.add_argument("--prefix-len", type=int, default=10, help="prefix tokens (default 10)")
     parser.add_argument("--clip-len", type=int, default=10, help="tokens the input is projected to (default 10)")
-    parser.add_argument("--layers", type=int, default=8, help="transformer mapper layers (default 8)")
+    parser.add_argument("--layers", type=int, default=8, help="transformer connector layers (default 8)")
     parser.add_argument("--d-embed", type=int, default=512, help="image latent size (default 512)")
     parser.add_argument("--n-labels", type=int, default=18, help="classifier labels (default 18)")
     parser.set_defaults(handler=run)
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.variants import get_variant
 
     spec = get_variant(args.variant)
-    decoder = build_meta_causal_lm(args.llm_config)
+    decoder = build_meta_causal_lm(args.decoder_config)
     with torch.device("meta"):
         model = build_report_generator(
             spec.name,
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     trainable, frozen = model.count_parameters()
     alias = f" (alias {args.variant})" if args.variant.lower() != spec.name else ""
     print(f"variant {spec.name}{alias}: {spec.description}")
-    print(f"LLM {args.llm_config}; prefix length {model.prefix_len}, connector {model.config.connector.kind}")
+    print(f"decoder {args.decoder_config}; prefix length {model.prefix_len}, connector {model.config.connector.kind}")
     rows = [
         ("connector", *connector),
         ("decoder", *decoder_counts),

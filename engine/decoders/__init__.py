@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from engine.decoders.architectures import build_meta_causal_lm, llm_config_names, load_llm_config
+from engine.decoders.architectures import build_meta_causal_lm, decoder_config_names, load_decoder_config
 from engine.decoders.loading import (
     assert_weights_unchanged,
     freeze,
@@ -24,9 +24,9 @@ __all__ = [
     "assert_weights_unchanged",
     "build_meta_causal_lm",
     "freeze",
-    "llm_config_names",
+    "decoder_config_names",
     "load_causal_lm",
-    "load_llm_config",
+    "load_decoder_config",
     "lora_targets",
     "unfreeze",
     "weights_fingerprint",

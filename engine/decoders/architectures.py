@@ -1,4 +1,4 @@
-"""Architecture configs of the paper's LLMs, shipped as JSON (no weights) in engine/configs/llms/,
+"""Architecture configs of the paper's decoders (causal LLMs), shipped as JSON (no weights) in engine/configs/decoders/,
 so parameter counts and shapes can be worked out on the meta device without downloading anything."""
 
 from __future__ import annotations
@@ -8,25 +8,25 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
-LLM_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "llms"
+DECODER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "decoders"
 
 
-def llm_config_names() -> list[str]:
-    return sorted(p.stem for p in LLM_CONFIG_DIR.glob("*.json"))
+def decoder_config_names() -> list[str]:
+    return sorted(p.stem for p in DECODER_CONFIG_DIR.glob("*.json"))
 
 
-def load_llm_config(name_or_path: str | Path):
+def load_decoder_config(name_or_path: str | Path):
     """A transformers PretrainedConfig from a shipped name ("llama-3.2-1b") or a config.json path."""
     from transformers import AutoConfig
 
-    path = LLM_CONFIG_DIR / f"{name_or_path}.json"
+    path = DECODER_CONFIG_DIR / f"{name_or_path}.json"
     if not path.is_file():
         path = Path(name_or_path)
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
             raise ConfigError(
-                f"no LLM config {str(name_or_path)!r}: not shipped ({', '.join(llm_config_names())}) nor a file"
+                f"no decoder config {str(name_or_path)!r}: not shipped ({', '.join(decoder_config_names())}) nor a file"
             )
     try:
         data = json.loads(path.read_text())
@@ -42,6 +42,6 @@ def build_meta_causal_lm(name_or_path: str | Path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = load_llm_config(name_or_path)
+    config = load_decoder_config(name_or_path)
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)

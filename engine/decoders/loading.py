@@ -37,7 +37,7 @@ def load_causal_lm(
 
     folder = Path(path)
     if not folder.is_dir():
-        raise ConfigError("no such LLM folder", folder)
+        raise ConfigError("no such decoder folder", folder)
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     extra: dict = {"local_files_only": True}

@@ -1,4 +1,4 @@
-"""Image encoders, chosen by name: `ENCODERS.build("ctvit", config)`.
+"""Image encoders, chosen by name: `ENCODERS.build(DEFAULT_ENCODER, config)`.
 
 Named configs live in engine/configs/encoders/*.json (`ctclip-full`, `ctclip-small-fixture`).
 """
@@ -12,6 +12,8 @@ from engine.errors import ConfigError
 from engine.registry import Registry
 
 ENCODERS: Registry = Registry("encoder")
+DEFAULT_ENCODER = "ctvit"  # CT-CLIP's CT-ViT: the family every recipe and `rad3d embed` build today
+DEFAULT_ENCODER_CONFIG = "ctclip-full"  # CT-CLIP's public config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "encoders"
 
@@ -24,7 +26,7 @@ def load_encoder_config(config: CTViTConfig | dict | str | Path | None = None) -
     """A CTViTConfig from itself, a dict, a config name (e.g. "ctclip-full") or a JSON path.
     None means CT-CLIP's public config."""
     if config is None:
-        config = "ctclip-full"
+        config = DEFAULT_ENCODER_CONFIG
     if isinstance(config, CTViTConfig):
         return config
     if isinstance(config, dict):
@@ -41,7 +43,7 @@ def load_encoder_config(config: CTViTConfig | dict | str | Path | None = None) -
     return CTViTConfig.from_json(path)
 
 
-@ENCODERS.register("ctvit")
+@ENCODERS.register(DEFAULT_ENCODER)
 def build_ctvit(
     config: CTViTConfig | dict | str | Path | None = None, *, trainable: Trainable = "none"
 ) -> CTCLIPImageEncoder:
@@ -54,6 +56,8 @@ def build_ctvit(
 __all__ = [
     "ENCODERS",
     "CONFIG_DIR",
+    "DEFAULT_ENCODER",
+    "DEFAULT_ENCODER_CONFIG",
     "CTCLIPImageEncoder",
     "CTViT",
     "CTViTConfig",

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.encoders import DEFAULT_ENCODER
 from engine.errors import CheckpointError
 from engine.weights import assign, load_weights_strict, mismatches, read_safetensors
 
@@ -168,7 +169,7 @@ def save_encoder_weights(model: nn.Module, path: str | Path, *, trainable_only: 
     if not state:
         raise CheckpointError("nothing to save: the encoder has no trainable parameters", path)
     tensors = {k: t.detach().to("cpu").contiguous() for k, t in state.items()}
-    metadata = {"format": "pt", "encoder": "ctvit"}
+    metadata = {"format": "pt", "encoder": DEFAULT_ENCODER}
     cfg = getattr(model, "cfg", None)
     if cfg is not None and hasattr(cfg, "to_dict"):
         metadata["config"] = json.dumps(cfg.to_dict())

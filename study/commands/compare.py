@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from study.metrics.compare import compare_evaluations
+    from study.metrics.paired import compare_evaluations
     from study.report_card import comparison_markdown, write_comparison
 
     comparison = compare_evaluations(args.eval_a, args.eval_b, args.resamples, args.seed, progress=True)

@@ -8,7 +8,7 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="build the embedded demo model (phantoms, small encoder, V-3 and V-2 mappers on SmolLM2)",
+        help="build the embedded demo model (phantoms, small encoder, V-3 and V-2 connectors on SmolLM2)",
         description="Build the embedded demo under $RAD3D_HOME/demo (default ~/.cache/rad3d/demo) with the "
         "project's own commands. Every step resumes where an earlier call stopped.",
     )
@@ -16,9 +16,9 @@ def register(subparsers) -> None:
     b = sub.add_parser("build", help="build or continue building the demo")
     b.add_argument("--home", help="where to build (default $RAD3D_HOME or ~/.cache/rad3d)")
     b.add_argument("--cases", type=int, help="phantoms to write (default from the recipe)")
-    b.add_argument("--time-limit", type=float, help="minutes to spend training mappers before stopping cleanly")
+    b.add_argument("--time-limit", type=float, help="minutes to spend training connectors before stopping cleanly")
     b.add_argument("--from-scratch", action="store_true",
-                   help="train the image model and mappers with the project's commands instead of installing the "
+                   help="train the image model and connectors with the project's commands instead of installing the "
                    "shipped weights (about two hours on 2 CPU cores)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(handler=run)

@@ -1,5 +1,5 @@
 """`rad3d train`: train a report-generator variant's connector on the embedding cache and write
-the inference run (see training.connector for the recipe and checkpoints)."""
+the inference run (see training.connector_recipe for the recipe and checkpoints)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from engine.data.source import add_data_arguments
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a variant's prefix mapper (v1, v2, v3, linear, ...) on the embedding cache",
+        help="train a variant's prefix connector (v1, v2, v3, linear, ...) on the embedding cache",
         description="Trains the trainable part of a report generator on cached latents (and classifier "
         "logits for v3) with the NLL of the Findings tokens, on accelerate: the CPU (fp32), one GPU (bf16) "
         "or several under `accelerate launch`. Checkpoints every epoch and every --save-every-steps steps; "
         "--resume continues a stopped or killed run. Writes RUN as an inference run directory. Example: "
-        "rad3d train --variant v3 --data DATA --cache CACHE --llm LLM_DIR --image-model IMAGE --out RUN",
+        "rad3d train --variant v3 --data DATA --cache CACHE --decoder DECODER_DIR --image-model IMAGE --out RUN",
     )
     from training.configs import TrainConfig
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.data import source_from_args
     from training.configs import TrainConfig
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
 
     config = config_from_args(TrainConfig, args, data=source_from_args(args))
     train_connector(

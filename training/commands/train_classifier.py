@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="image model folder to write")
     p.add_argument("--image-model", help="take encoder and preprocessing from this image model folder")
     p.add_argument("--encoder", help="encoder weights the cache was made with (CT-CLIP .pt or rad3d safetensors)")
-    p.add_argument("--encoder-config", default="ctclip-full", help="encoder config name or JSON (default ctclip-full)")
+    p.add_argument("--encoder-config", help="encoder config name or JSON (default: CT-CLIP's public config)")
     p.add_argument("--preprocess", help="PreprocessConfig JSON the cache was made with (default CT-CLIP's grid)")
     p.add_argument("--label-set", help="label set name or JSON file (default ct-rate)")
     from training.configs import ClassifierTrainConfig
@@ -35,8 +35,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.data import source_from_args
     from engine.labels import load_label_set
-    from training.classifier import ClassifierTrainConfig, train_classifier
-    from training.image_side import REPORT_MD, macro_auroc
+    from training.classifier_recipe import ClassifierTrainConfig, train_classifier
+    from training.image_model_common import REPORT_MD, macro_auroc
 
     config = config_from_args(ClassifierTrainConfig, args)
     result = train_classifier(

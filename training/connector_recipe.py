@@ -1,8 +1,8 @@
-"""Training a report generator's trainable part (prefix mapper; the decoder too for V-1/baseline,
+"""Training a report generator's trainable part (prefix connector; the decoder too for V-1/baseline,
 LoRA adapters with --lora) on the embedding cache, with accelerate.
 
 Recipe (the paper's defaults, all in TrainConfig): AdamW (lr 2e-5, weight decay 0.01), 10 epochs,
-batch 8, prefix length 10, 8 mapper layers; the loss is the NLL of the Findings tokens given the
+batch 8, prefix length 10, 8 connector layers; the loss is the NLL of the Findings tokens given the
 prefix (ReportGenerator.loss masks prefix and padding). LR schedule: linear warmup over 5% of the
 steps (or --warmup-steps), then linear decay to 0 (or cosine / constant).
 
@@ -127,7 +127,7 @@ class ConnectorData:
 
 
 def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
-    """Image side, dataset, cache and the two report splits; the cache must be the image model's
+    """Image model, dataset, cache and the two report splits; the cache must be the image model's
     and hold every case."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
@@ -161,7 +161,7 @@ def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
 
 
 def _report_generator(config: TrainConfig, data: ConnectorData, accelerator):
-    """(ReportGenerator, tokenizer): the variant's connector (seeded) on the LLM."""
+    """(ReportGenerator, tokenizer): the variant's connector (seeded) on the decoder."""
     from engine.decoders import LoraSettings, load_causal_lm
     from engine.model import build_report_generator
 
@@ -169,7 +169,7 @@ def _report_generator(config: TrainConfig, data: ConnectorData, accelerator):
     # under autocast.
     frozen = not data.spec.decoder_trainable and not config.lora
     bf16 = accelerator.device.type == "cuda" and frozen and accelerator.mixed_precision == "bf16"
-    decoder, tokenizer = load_causal_lm(config.llm, gguf_file=config.gguf_file,
+    decoder, tokenizer = load_causal_lm(config.decoder, gguf_file=config.gguf_file,
                                         dtype=torch.bfloat16 if bf16 else torch.float32)
     torch.manual_seed(config.seed)
     model = build_report_generator(
@@ -242,7 +242,7 @@ def _json(data: dict) -> str:
 
 def decoder_signature(decoder) -> str:
     """Architecture of the decoder (family, vocabulary, width, size), not its path: a checkpoint
-    resumes on the same LLM moved elsewhere, never on another one."""
+    resumes on the same decoder moved elsewhere, never on another one."""
     cfg = decoder.config
     n = sum(p.numel() for p in decoder.parameters())
     text = f"{cfg.model_type}:{cfg.vocab_size}:{decoder.get_input_embeddings().embedding_dim}:{n}"
@@ -278,13 +278,13 @@ def validation_loss(model, loader, accelerator) -> float:
 # -- the written run -------------------------------------------------------------------------------
 def write_trained_run(out: Path, model, image, config: TrainConfig, *, notes: dict):
     """The inference run: IMAGE's (an engine.image_model.ImageModel, its encoder referenced by path) classifier, the trained
-    connector (and decoder weights when trained), the LLM referenced by path; its provenance is the
-    image model's with the dataset the connector learned from and the LLM added."""
+    connector (and decoder weights when trained), the decoder referenced by path; its provenance is the
+    image model's with the dataset the connector learned from and the decoder added."""
     from engine.generation import GenerationSettings
     from engine.image_model import load_encoder
     from engine.provenance import describe_dataset, describe_decoder
     from engine.rundir import write_run
-    from training.image_side import report_valid_auroc
+    from training.image_model_common import report_valid_auroc
 
     spec = image.spec  # the image model's config, weights paths absolute
     encoder = load_encoder(spec.encoder.name, spec.encoder.config, None)  # only its config is written; the weights file is referenced
@@ -296,9 +296,9 @@ def write_trained_run(out: Path, model, image, config: TrainConfig, *, notes: di
     return write_run(
         out, label_set=image.label_set, preprocess=image.preprocess_config, encoder_name=spec.encoder.name,
         encoder=encoder, classifier=image.classifier, thresholds=spec.classifier.thresholds,
-        generator=model, decoder_path=config.llm, gguf_file=config.gguf_file, generation=generation,
+        generator=model, decoder_path=config.decoder, gguf_file=config.gguf_file, generation=generation,
         notes=notes, encoder_weights=spec.encoder.weights, report_section=config.section,
         valid_auroc=spec.classifier.valid_auroc or report_valid_auroc(image.source, image.label_set.names),
         provenance=spec.provenance.merged(data=describe_dataset(config.data),
-                                                  decoder=describe_decoder(config.llm, gguf_file=config.gguf_file)),
+                                                  decoder=describe_decoder(config.decoder, gguf_file=config.gguf_file)),
     )

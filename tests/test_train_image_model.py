@@ -1,4 +1,4 @@
-"""Image-side training: the classifier head on cached latents (`rad3d train-classifier`) and the demo
+"""Image-model training: the classifier head on cached latents (`rad3d train-classifier`) and the demo
 encoder + head trained end to end on phantoms (`rad3d train-encoder`)."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from engine.labels import ct_rate
 from engine.preprocess import PreprocessConfig, preprocess
 from engine.rundir import load_image_model
 from tests.conftest import lps_affine, write_nifti
-from training.classifier import ClassifierTrainConfig, fit_abnormality_head
+from training.classifier_recipe import ClassifierTrainConfig, fit_abnormality_head
 from training.configs import EncoderTrainConfig
-from training.encoder import train_encoder
+from training.encoder_recipe import train_encoder
 
 LABELS = ct_rate().names
 TINY_ENCODER = {"dim": 32, "codebook_size": 64, "image_size": 32, "patch_size": 8, "temporal_patch_size": 4,
@@ -287,8 +287,8 @@ def test_shared_projection_and_head_input_export_exactly_into_the_ctclip_path(st
     channels made inside the forward, saved as CT-CLIP's grid projection and a plain head: the saved
     pair on the preprocessed channels computes the same logits."""
     from engine.preprocess import PreprocessConfig, apply_windows
-    from training.encoder import EncoderWithHead, make_trainable
-    from training.image_side import fold_input_affine
+    from training.encoder_recipe import EncoderWithHead, make_trainable
+    from training.image_model_common import fold_input_affine
 
     torch.manual_seed(0)
     pp = PreprocessConfig(hu_range=(-1000.0, 3000.0), windows=((-1000.0, 0.0), (1000.0, 3000.0)),
@@ -316,7 +316,7 @@ def test_shared_projection_and_head_input_export_exactly_into_the_ctclip_path(st
 
 
 def test_codebook_fit_recovers_token_clusters_by_cosine():
-    from training.encoder import fit_codebook
+    from training.encoder_recipe import fit_codebook
 
     encoder = ENCODERS.build("ctvit", {**TINY_ENCODER, "codebook_size": 3})
     g = torch.Generator().manual_seed(0)
@@ -367,7 +367,7 @@ def test_train_encoder_token_loss_needs_the_phantom_truth(phantoms, tmp_path):
 def test_train_encoder_cli_passes_shift_voxels_and_token_weight_cap_and_refuses_bad_ones(tmp_path, capsys,
                                                                                         monkeypatch):
     import cli
-    import training.encoder as encoder_module
+    import training.encoder_recipe as encoder_module
 
     seen = {}
 

@@ -1,4 +1,4 @@
-"""What the two image-side recipes share: the train/valid/test labels of a dataset, writing the
+"""What the two image-model recipes share: the train/valid/test labels of a dataset, writing the
 image-model folder, the per-class report on valid and test, and folding an input affine into the
 first layer of a trained AbnormalityHead.
 
@@ -45,7 +45,7 @@ def labelled_split(dataset, split: str) -> LabelledSplit:
     error, since nothing could be trained or judged on it."""
     cases = dataset.split(split)
     if not cases:
-        raise DatasetError(f"the {split!r} split is empty ({dataset.split_source}); the image side needs "
+        raise DatasetError(f"the {split!r} split is empty ({dataset.split_source}); the image model needs "
                            "train, valid and test cases", dataset.root)
     if cases[0].labels is None:
         raise DatasetError("dataset has no labels CSV; the classifier needs one 0/1 column per finding", dataset.root)

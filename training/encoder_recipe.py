@@ -59,7 +59,7 @@ from engine.classifier import (
     class_weighted_bce,
     pos_weight_from_prevalence,
 )
-from engine.encoders import CTCLIPImageEncoder
+from engine.encoders import DEFAULT_ENCODER, CTCLIPImageEncoder
 from engine.errors import CheckpointError, ConfigError
 from engine.preprocess import PreprocessConfig, apply_windows
 from training.loop import Recipe
@@ -301,7 +301,7 @@ def train_encoder(
     on_step: Callable[[int], None] | None = None,
     threads: int | None = 1,
 ) -> EncoderTrainResult:
-    """Train, then write the image model folder OUT (see training/image_side.py). `cache_out`:
+    """Train, then write the image model folder OUT (see training/image_model_common.py). `cache_out`:
     also fill an embedding cache with every case's latent and logits (what `rad3d embed` and
     `train-classifier` would write), from the tensors already in memory. `on_step(step)` is
     called after every optimiser step. `threads`: torch CPU threads while training (None: leave
@@ -319,7 +319,7 @@ def train_encoder(
 
 def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers, tensor_cache, cache_out, progress,
                    on_step) -> EncoderTrainResult:
-    from engine.encoders import ENCODERS
+    from engine.encoders import DEFAULT_ENCODER, ENCODERS
     from training.accelerate_utils import make_accelerator
     from training.loop import (
         LoopSettings,
@@ -339,7 +339,7 @@ def _train_encoder(data_dir, out, config: EncoderTrainConfig, *, resume, workers
     data = _encoder_data(data_dir, config, enc_cfg, pp, workers=workers, tensor_cache=tensor_cache, progress=progress)
 
     torch.manual_seed(config.seed)
-    encoder = ENCODERS.build("ctvit", enc_cfg)
+    encoder = ENCODERS.build(DEFAULT_ENCODER, enc_cfg)
     head = AbnormalityHead(AbnormalityHeadConfig(in_dim=enc_cfg.dim_latent, hidden=config.hidden,
                                                  n_labels=len(data.dataset.label_set)))
     model = EncoderWithHead(encoder, head, tied_projection=config.tied_projection,
@@ -399,7 +399,7 @@ def _checked_grid(config: EncoderTrainConfig):
 @dataclass
 class EncoderData:
     dataset: object  # engine.data.CTRateDataset
-    splits: dict  # split -> training.image_side.LabelledSplit
+    splits: dict  # split -> training.image_model_common.LabelledSplit
     videos: dict[str, torch.Tensor]  # split -> (N, 1, D, H, W) preprocessed volumes
     labels: dict[str, torch.Tensor]
     pos_weight: torch.Tensor
@@ -410,11 +410,11 @@ class EncoderData:
 def _encoder_data(data_dir, config: EncoderTrainConfig, enc_cfg, pp, *, workers, tensor_cache, progress) -> EncoderData:
     """Every split's preprocessed volumes and labels (and the token targets), in memory."""
     from engine.data import resolve
-    from training.image_side import labelled_split
+    from training.image_model_common import labelled_split
     from training.token_targets import dataset_token_targets
     from training.volume_tensors import load_volume_tensors
 
-    dataset = resolve(data_dir, section=None)  # the image side reads no report text
+    dataset = resolve(data_dir, section=None)  # the image model reads no report text
     splits = {s: labelled_split(dataset, s) for s in ("train", "valid", "test")}
     token_targets = token_pos_weight = None
     if config.token_loss_weight > 0:  # from the phantom truth alone: a dataset without it is refused first
@@ -514,7 +514,7 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
     every case's latent and logits on the inference path for the report (and the cache)."""
     from engine.encoders.checkpoint import save_encoder_weights
     from engine.rundir import EncoderSpec
-    from training.image_side import (
+    from training.image_model_common import (
         fold_input_affine,
         macro_auroc,
         per_label_auroc,
@@ -551,7 +551,7 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
         "pos_weight": [round(float(w), 4) for w in pos_weight],
         "macro_auroc": {s: macro_auroc(table, s) for s in probs},
     }
-    spec = EncoderSpec(name="ctvit", config=encoder.cfg.to_dict(), weights=ENCODER_FILE)
+    spec = EncoderSpec(name=DEFAULT_ENCODER, config=encoder.cfg.to_dict(), weights=ENCODER_FILE)
     write_image_model(out, label_set=dataset.label_set, preprocess=pp, encoder_spec=spec, head=head,
                       thresholds=thresholds, notes=notes,
                       valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
@@ -567,7 +567,7 @@ def _fill_cache(cache_out, out: Path, encoder, pp, splits, latents, logits, labe
     from engine.rundir import load_image_model
 
     weights = out / ENCODER_FILE
-    cache = EmbeddingCache.create_or_open(cache_out, identity_for("ctvit", encoder.cfg.to_dict(), weights, pp,
+    cache = EmbeddingCache.create_or_open(cache_out, identity_for(DEFAULT_ENCODER, encoder.cfg.to_dict(), weights, pp,
                                                                   encoder.cfg.dim_latent),
                                           load_image_model(out)[1].provenance)  # the phantoms it embeds trained it
     by_name = {}

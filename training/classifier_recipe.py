@@ -27,7 +27,7 @@ from engine.classifier import (
 from engine.errors import ConfigError
 from engine.rundir import EncoderSpec
 from training.configs import ClassifierTrainConfig  # defined without torch, for the CLI
-from training.image_side import (
+from training.image_model_common import (
     CLASSIFIER_FILE,
     LabelledSplit,
     check_label_sets_agree,
@@ -175,7 +175,7 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
     (+ preprocessing JSON; CT-CLIP's grid by default), exactly as `rad3d embed` was given them."""
     import json
 
-    from engine.encoders import load_encoder_config
+    from engine.encoders import DEFAULT_ENCODER, load_encoder_config
     from engine.preprocess import PreprocessConfig
     from engine.rundir import load_image_model
 
@@ -196,8 +196,8 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
             pp = PreprocessConfig.from_dict(json.loads(Path(preprocess).read_text()))
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read preprocessing config ({err})", preprocess) from None
-    enc_cfg = load_encoder_config(encoder_config or "ctclip-full").to_dict()
-    return EncoderSource("ctvit", enc_cfg, weights, pp), None
+    enc_cfg = load_encoder_config(encoder_config or None).to_dict()  # None: CT-CLIP's public config
+    return EncoderSource(DEFAULT_ENCODER, enc_cfg, weights, pp), None
 
 
 def check_cache_made_by(cache: EmbeddingCache, source: EncoderSource) -> None:

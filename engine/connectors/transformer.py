@@ -1,4 +1,4 @@
-"""TransformerMapper: the anomaly-aware prefix projection network of RAD3D-Prefix.
+"""TransformerConnector: the anomaly-aware prefix projection network of RAD3D-Prefix.
 
 Shape follows ClipCap's TransformerMapper (Mokady et al. 2021), and module names match its
 checkpoints (`linear`, `prefix_const`, `transformer.layers.N.{norm1,attn,norm2,mlp}`):
@@ -89,7 +89,7 @@ class Transformer(nn.Module):
         return x
 
 
-class TransformerMapper(Connector):
+class TransformerConnector(Connector):
     def __init__(self, config: ConnectorConfig):
         super().__init__(config)
         self.linear = nn.Linear(config.d_in, config.clip_len * config.d_llm)

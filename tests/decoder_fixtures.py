@@ -1,6 +1,6 @@
 """Tiny random causal LMs (GPT-2 and LLaMA families) saved to a temporary folder, with a
 byte-level BPE tokenizer trained offline on a few report sentences. Import the fixtures into a
-test module: `from llm_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401`.
+test module: `from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import torch
 
 from engine.decoders import load_causal_lm
 from engine.errors import ConfigError
-from training.demo.llm import ensure_smollm2, package_folder
+from training.demo.smollm2 import ensure_smollm2, package_folder
 
 
 def test_missing_package_is_named():
@@ -32,11 +32,11 @@ def test_smollm2_converts_once_and_generates(tmp_path):
 
 
 def test_the_converted_decoder_states_its_licence(tmp_path, monkeypatch):
-    import training.demo.llm as llm
+    import training.demo.smollm2 as smollm2
     from engine.provenance import DecoderRecord, describe_decoder, licence_name
 
-    monkeypatch.setattr(llm, "package_folder", lambda package: tmp_path)
-    monkeypatch.setattr(llm, "convert_gguf", lambda folder, gguf, out: out.mkdir(parents=True) or out)
-    out = llm.ensure_smollm2(tmp_path / "smollm2")
+    monkeypatch.setattr(smollm2, "package_folder", lambda package: tmp_path)
+    monkeypatch.setattr(smollm2, "convert_gguf", lambda folder, gguf, out: out.mkdir(parents=True) or out)
+    out = smollm2.ensure_smollm2(tmp_path / "smollm2")
     assert describe_decoder(out) == DecoderRecord("smollm2", "apache-2.0")
     assert licence_name(describe_decoder(out).licence) == "Apache-2.0"

@@ -1,6 +1,6 @@
-"""Linear prefix mappers: the lightweight alternatives to the TransformerMapper.
+"""Linear prefix connectors: the lightweight alternatives to the TransformerConnector.
 
-`LinearMapper` with prefix_len = 1 is R2GenGPT's visual alignment layer on one latent vector
+`LinearConnector` with prefix_len = 1 is R2GenGPT's visual alignment layer on one latent vector
 (Linear(512 → d_llm): 512·2048 + 2048 = 1,050,624 parameters with LLaMA-3.2-1B, the paper's
 "1.05M (linear)"). With prefix_len = P it is the supplement's "linear + prefix" variant: one Linear
 to P·d_llm reshaped to P prefix tokens, no transformer ("1.05M×10" for P = 10: 10,506,240)."""
@@ -14,7 +14,7 @@ from engine.model_configs import ConnectorConfig
 from engine.connectors.inputs import Connector, connector_input
 
 
-class LinearMapper(Connector):
+class LinearConnector(Connector):
     def __init__(self, config: ConnectorConfig):
         super().__init__(config)
         self.linear = nn.Linear(config.d_in, config.prefix_len * config.d_llm)
@@ -24,5 +24,5 @@ class LinearMapper(Connector):
         return self.linear(x).view(x.shape[0], self.config.prefix_len, self.config.d_llm)
 
 
-class LinearPrefixMapper(LinearMapper):
+class LinearPrefixConnector(LinearConnector):
     """The same network, named for the supplement's "linear + prefix" variant (prefix_len > 1)."""
