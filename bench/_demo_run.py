@@ -55,9 +55,8 @@ def read_volume(volume: str | None, data: str | None, rescale: list[float] | Non
 def run_case(session, volume, settings, *, reference: bool) -> CaseTiming:
     """What the app does for one loaded volume (image features, prefix, greedy report), through
     transformers' generate or, `reference=True`, the former custom loop on the same prefix."""
-    from greedy_reference import reference_generate
-
     from engine.generation import generate_from_prefix
+    from greedy_reference import reference_generate
 
     start = time.perf_counter()
     features = session.image.features(volume)
@@ -79,10 +78,9 @@ def median_case(runs: list[CaseTiming]) -> CaseTiming:
 
 
 def main(args) -> int:
-    from greedy_reference import fast_greedy_supported
-
     from engine.errors import Rad3dError
     from engine.inference import InferenceSession
+    from greedy_reference import fast_greedy_supported
 
     try:
         session = InferenceSession.load(args.run, device="cpu")

@@ -75,10 +75,10 @@ def prefixes(model, tokenizer, batch: int, prefix_len: int, device, dtype):
 
 def runners(model, tokenizer, settings, embeds, mask):
     """Name -> a call returning the batch's token lists, for the four paths."""
-    from greedy_reference import reference_generate
     from transformers import CompileConfig
 
     from engine.generation import generate_from_prefix
+    from greedy_reference import reference_generate
 
     config = model.generation_config
     compiled = CompileConfig(fullgraph=False)

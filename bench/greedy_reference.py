@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -159,7 +159,7 @@ def _cut(ids: list[int], eos_ids: list[int]) -> list[int]:
 
 
 # The compiled decode step of each decoder, kept while the decoder lives (compiling takes seconds).
-_COMPILED_STEPS: "weakref.WeakKeyDictionary[nn.Module, Callable]" = weakref.WeakKeyDictionary()
+_COMPILED_STEPS: weakref.WeakKeyDictionary[nn.Module, Callable] = weakref.WeakKeyDictionary()
 
 
 def _decode_step(decoder, compiled: bool) -> Callable:

@@ -132,7 +132,7 @@ def main() -> int:
           f"reader from one client in {args.seconds:g} s ({args.threads} threads); bob submits every {args.think} s")
     modes = {"version 1 (hash in write lock, no throttle)": ServiceConfig(guarded_login=False),
              "guarded (this version)": ServiceConfig()}
-    print(f"\n| login | bob submits | p50 s | p95 s | max s | attempts hashed | refused: wrong / throttled | flood wall s |")
+    print("\n| login | bob submits | p50 s | p95 s | max s | attempts hashed | refused: wrong / throttled | flood wall s |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
     results = {}
     for label, config in modes.items():

@@ -57,7 +57,7 @@ class EmbeddingCache:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def create_or_open(cls, root: str | Path, identity: CacheIdentity,
-                       provenance: Provenance | None = None) -> "EmbeddingCache":
+                       provenance: Provenance | None = None) -> EmbeddingCache:
         """Open CACHE made with the same identity, or start a new one. A cache made with other
         settings is refused, naming what differs, rather than silently mixed. `provenance` (what is
         being embedded) is recorded; a dataset added to an existing cache joins its provenance."""
@@ -80,7 +80,7 @@ class EmbeddingCache:
         return cache
 
     @classmethod
-    def open(cls, root: str | Path) -> "EmbeddingCache":
+    def open(cls, root: str | Path) -> EmbeddingCache:
         root = Path(root)
         path = root / MANIFEST
         try:

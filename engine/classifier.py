@@ -7,7 +7,7 @@ cross-entropy; hidden = 0 gives exactly that (one Linear), hidden > 0 a small ML
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

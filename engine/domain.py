@@ -115,7 +115,7 @@ class FeatureGuard:
     calibration: dict | None = None
 
     @classmethod
-    def fit(cls, latents: np.ndarray) -> "FeatureGuard":
+    def fit(cls, latents: np.ndarray) -> FeatureGuard:
         from sklearn.covariance import LedoitWolf
 
         latents = np.asarray(latents, dtype=np.float64)
@@ -130,7 +130,7 @@ class FeatureGuard:
         z = np.atleast_2d(np.asarray(latents, dtype=np.float64)) - self.mean.astype(np.float64)
         return np.linalg.norm(z @ self.whitening.astype(np.float64).T, axis=1)
 
-    def calibrate(self, latents, *, split: str = "valid", quantile: float = 0.995, margin: float = 1.1) -> "FeatureGuard":
+    def calibrate(self, latents, *, split: str = "valid", quantile: float = 0.995, margin: float = 1.1) -> FeatureGuard:
         """Threshold = `margin` x the `quantile` of the distances of in-domain `latents` (the
         validation split, never the test split). The margin keeps in-domain scans of the same
         kind from being refused for sitting just past the calibration cases."""
@@ -156,7 +156,7 @@ class FeatureGuard:
         return {"threshold": self.threshold, "calibration": self.calibration}
 
     @classmethod
-    def from_tensors(cls, tensors: dict, info: dict) -> "FeatureGuard":
+    def from_tensors(cls, tensors: dict, info: dict) -> FeatureGuard:
         return cls(mean=tensors["mean"].float().numpy(), whitening=tensors["whitening"].float().numpy(),
                    threshold=float(info.get("threshold", float("inf"))), calibration=info.get("calibration"))
 

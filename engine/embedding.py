@@ -57,7 +57,7 @@ class EmbedSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def joined(cls, parts: list["EmbedSummary"]) -> "EmbedSummary":
+    def joined(cls, parts: list[EmbedSummary]) -> EmbedSummary:
         """The shards' summaries as one; each shard counted the same cached volumes as skipped."""
         failed = {name: err for part in parts for name, err in part.failed.items()}
         return cls(sum(p.done for p in parts), parts[0].skipped, failed)

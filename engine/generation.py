@@ -20,8 +20,8 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import torch
 from transformers.generation.streamers import BaseStreamer

@@ -14,9 +14,9 @@ import dataclasses
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class InferenceSession:
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str | torch.device | None = None) -> "InferenceSession":
+    def load(cls, run_dir: str | Path, *, device: str | torch.device | None = None) -> InferenceSession:
         run = open_run(run_dir)
         cfg = run.config
         device, dtype = pick_device(device)

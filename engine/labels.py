@@ -52,7 +52,7 @@ class LabelSet(JsonConfig):
                 "synonyms": {f["name"]: f.get("synonyms", []) for f in findings}}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "LabelSet":
+    def from_file(cls, path: str | Path) -> LabelSet:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

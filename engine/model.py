@@ -11,7 +11,7 @@ before them; prefix positions and padding never count. Generation starts from th
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -53,7 +53,7 @@ class ReportGenerator(nn.Module):
     def prefix_len(self) -> int:
         return self.config.connector.prefix_len
 
-    def train(self, mode: bool = True) -> "ReportGenerator":
+    def train(self, mode: bool = True) -> ReportGenerator:
         super().train(mode)
         if self.config.decoder_mode == "frozen":
             self.decoder.eval()  # a frozen decoder keeps dropout off while the connector trains

@@ -62,7 +62,7 @@ class PreprocessConfig(JsonConfig):
         return max(1, len(self.windows)) + (1 if self.reference_channel else 0)
 
     @property
-    def base(self) -> "PreprocessConfig":
+    def base(self) -> PreprocessConfig:
         """The same grid and HU range with one plain channel: what `apply_windows` starts from."""
         return replace(self, windows=(), reference_channel=0.0)
 

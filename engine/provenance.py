@@ -132,8 +132,8 @@ class Provenance(JsonConfig):
         return data
 
     # -- combining -----------------------------------------------------------------------------
-    def merged(self, other: "Provenance | None" = None, *, data: DataSource | None = None,
-               encoder: EncoderRecord | None = None, decoder: DecoderRecord | None = None) -> "Provenance":
+    def merged(self, other: Provenance | None = None, *, data: DataSource | None = None,
+               encoder: EncoderRecord | None = None, decoder: DecoderRecord | None = None) -> Provenance:
         """This provenance carried forward: `other`'s datasets added (each once), and encoder or
         decoder set where given (else kept, else taken from `other`)."""
         sources = list(self.data)

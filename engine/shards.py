@@ -32,7 +32,7 @@ class Shard:
     state: Any = None  # accelerate's PartialState when several processes run, else None
 
     @classmethod
-    def launched(cls, device: str | torch.device | None = None) -> "Shard":
+    def launched(cls, device: str | torch.device | None = None) -> Shard:
         """This process's shard under the launcher that started it (shard 0 of 1 without one, and
         then accelerate is not even imported), and its device: `device` (default CUDA when present),
         on GPUs the process's own one (cuda:LOCAL_RANK)."""

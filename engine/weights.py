@@ -4,8 +4,8 @@ shape. Every module rad3d loads from disk goes through `load_weights_strict`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn

@@ -15,8 +15,8 @@ p = min(1, 2·min(#{d* ≤ 0} + 1, #{d* ≥ 0} + 1) / (R + 1)).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -16,7 +16,6 @@ from engine.encoders.checkpoint import load_ctclip_vision
 from engine.encoders.ctvit import CTCLIPImageEncoder, count_parameters
 from engine.errors import ConfigError
 
-
 # Copied verbatim from shared/ctclip (outputs of CT-CLIP's own code with seeded random weights);
 # shipped with the tests so that CI always checks the port against them.
 FIXTURES = Path(__file__).parent / "fixtures" / "ctclip"

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import chest_phantom, lps_affine, write_nifti
 
 import cli
+from conftest import chest_phantom, lps_affine, write_nifti
 from engine.data import CTRateDataset, DataSource, patient_id, resolve, split_by_patient
 from engine.errors import DatasetError
 from engine.labels import ct_rate

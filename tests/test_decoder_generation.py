@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from decoder_fixtures import degenerate_gpt2_dir, tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 
+from decoder_fixtures import degenerate_gpt2_dir, tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 from engine.decoders import (
     apply_lora,
     assert_weights_unchanged,
     build_meta_causal_lm,
+    decoder_config_names,
     load_causal_lm,
     load_decoder_config,
-    decoder_config_names,
     weights_fingerprint,
 )
 from engine.errors import ConfigError

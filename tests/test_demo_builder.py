@@ -169,7 +169,7 @@ def test_without_a_builder_the_app_is_unchanged(data_dir, tmp_path):
 
 
 class RecordingBuilder:
-    made: list["RecordingBuilder"] = []
+    made: list[RecordingBuilder] = []
 
     def __init__(self, build, *, expected, prepare):
         self.build, self.expected, self.started = build, expected, False

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.errors import CheckpointError, ConfigError
 from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
+from engine.errors import CheckpointError, ConfigError
 from run_fixtures import chest_like_volume
 from training.demo.build import DemoPaths, DemoRecipe, build_demo
 from training.demo.shipped import export_demo, install_shipped, shipped_for

@@ -87,9 +87,8 @@ def test_domain_check_message_names_both_reasons():
 
 @pytest.mark.parametrize("name", ["CTChest4.nrrd", "lung1_image.nrrd", "lung2_image.nrrd"])
 def test_real_chest_cts_are_chest(name):
-    from test_real_ct import real_ct
-
     from engine.io import load_volume
+    from test_real_ct import real_ct
 
     verdict = body_region(load_volume(real_ct(name)))
     assert verdict.is_chest, verdict.reason

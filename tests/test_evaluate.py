@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.cache import EmbeddingCache
 from engine.data import CTRateDataset
 from engine.errors import ConfigError, DatasetError
 from engine.generation import GenerationSettings
 from engine.inference import InferenceSession
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.configs import EvaluateConfig
 from training.evaluate import PREDICTION_COLUMNS, evaluate_run
 from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401

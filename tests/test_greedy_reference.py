@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 from engine.decoders import apply_lora, load_causal_lm
 from engine.generation import (
     GenerationSettings,

@@ -11,12 +11,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import chest_phantom
-from hostile_inputs import absurd_nifti, linked, many_members, stored, write_zip, zeros_bomb
-from test_io_dicom import write_series
 
+from conftest import chest_phantom
 from engine.errors import VolumeError
 from engine.io import load_volume
+from hostile_inputs import absurd_nifti, linked, many_members, stored, write_zip, zeros_bomb
+from test_io_dicom import write_series
 
 
 @pytest.fixture

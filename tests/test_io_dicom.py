@@ -7,12 +7,12 @@ import zipfile
 import numpy as np
 import pydicom
 import pytest
-from conftest import lps_affine, write_nifti
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from conftest import lps_affine, write_nifti
 from engine.errors import DicomError, VolumeError
 from engine.io import load_volume, read_dicom_series, read_nifti
 

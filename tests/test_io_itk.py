@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import lps_affine, write_nifti
 
+from conftest import lps_affine, write_nifti
 from engine.errors import VolumeError
 from engine.io import ITK_SUFFIXES, load_volume, read_itk, read_nifti
 

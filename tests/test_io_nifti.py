@@ -5,8 +5,8 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import lps_affine, write_nifti
 
+from conftest import lps_affine, write_nifti
 from engine.errors import VolumeError
 from engine.io import load_volume, read_nifti
 from engine.preprocess import PreprocessConfig, preprocess

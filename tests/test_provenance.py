@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine import provenance as prov
 from engine.provenance import (
     CC_BY_NC_SA,
@@ -27,7 +28,6 @@ from engine.provenance import (
     describe_encoder,
     file_sha256,
 )
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import chest_like_volume, write_tiny_run
 from training_fixtures import one_thread, training_setup  # noqa: F401
 

@@ -16,7 +16,8 @@ import pytest
 from scipy.stats import binomtest
 from sqlalchemy import select
 
-from study.readers import db, service as service_module
+from study.readers import db
+from study.readers import service as service_module
 from study.readers.export import export_study
 from study.readers.service import AccessDenied, RatingRefused, ReaderStudyService, ServiceConfig, StudySpec
 from study.readers.throttle import Backoff, BackoffConfig, NoiseLimiter

@@ -9,7 +9,16 @@ import pytest
 from scipy.stats import wilcoxon
 from sklearn.metrics import cohen_kappa_score
 
-from study.readers.stats import AVERAGE, agreement, arm_means, icc_2_1, improvements, paired_wilcoxon, score_figure, summarize
+from study.readers.stats import (
+    AVERAGE,
+    agreement,
+    arm_means,
+    icc_2_1,
+    improvements,
+    paired_wilcoxon,
+    score_figure,
+    summarize,
+)
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; the paper reports
 # ICC(1,1) = .17, ICC(2,1) = .29, ICC(3,1) = .71.

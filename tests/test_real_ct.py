@@ -21,9 +21,8 @@ from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from run_fixtures import tiny_run  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from fetch_test_data import ARCHIVES, DEST  # noqa: E402
-
 from engine.io import load_volume, read_itk  # noqa: E402
+from fetch_test_data import ARCHIVES, DEST  # noqa: E402
 
 # name → (stored voxel axes as the header states them, shape, spacing in mm)
 CTS = {
@@ -186,7 +185,7 @@ def test_ctclip_preprocessing_keeps_geometry_and_orientation():
 
 
 def test_viewer_shows_the_anatomy_where_its_letters_say(ct, anatomies):
-    from ui.viewer import ORIENTATION_LETTERS, PLANES, Crosshair, WINDOW_PRESETS, plane_slice, render_views
+    from ui.viewer import ORIENTATION_LETTERS, PLANES, WINDOW_PRESETS, Crosshair, plane_slice, render_views
 
     name, vol = ct
     anatomy = anatomy_of(ct, anatomies)

@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import chest_phantom, lps_affine, write_nifti
-from test_io_dicom import write_series
 
 from cli import main
+from conftest import chest_phantom, lps_affine, write_nifti
 from engine.errors import ConfigError
+from test_io_dicom import write_series
 
 
 @pytest.fixture
@@ -180,10 +180,9 @@ def test_real_chest_ct_with_air_stored_as_0_hu_is_ct_and_real_ct_as_mr_is_not(na
     """Real chest CTs (pyradiomics' test data) with every voxel below -200 HU (air, lung, fat) set
     to 0, as a converter with a 0 HU background would leave them: still CT, by the body's values.
     The same anatomy on an MR-like scale (tissue values x4 + 300) is refused."""
-    from test_real_ct import real_ct
-
     from engine.errors import VolumeError
     from engine.io import load_volume
+    from test_real_ct import real_ct
 
     volume = load_volume(real_ct(name))
     no_air = np.where(volume.hu < -200, 0, volume.hu).astype(np.int16)

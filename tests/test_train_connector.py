@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.cache import EmbeddingCache
 from engine.decoders import load_causal_lm
 from engine.errors import ConfigError, DatasetError
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.checkpointing import find_checkpoint, read_state, read_trainable
 from training.connector_recipe import train_connector
 from training_fixtures import one_thread, train_config, training_setup  # noqa: F401

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from training_fixtures import one_thread, train_config, training_setup  # noqa: F401
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.checkpointing import find_checkpoint, read_state, read_trainable
 from training.connector_recipe import train_connector
+from training_fixtures import one_thread, train_config, training_setup  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

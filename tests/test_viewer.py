@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 
-from ui.viewer import (ORIENTATION_LETTERS, WINDOW_PRESETS, Crosshair, clamp_crosshair, display_size,
-                       letter_size, pixel_spacing, plane_slice, render_plane, window)
+from ui.viewer import (
+    ORIENTATION_LETTERS,
+    WINDOW_PRESETS,
+    Crosshair,
+    clamp_crosshair,
+    display_size,
+    letter_size,
+    pixel_spacing,
+    plane_slice,
+    render_plane,
+    window,
+)
 
 
 def marked_volume():

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import torch
-from training_fixtures import train_config
 
 from training.connector_recipe import train_connector
+from training_fixtures import train_config
 
 # V-1 fine-tunes the decoder, so its dropout draws on each process's RNG. Batch 2 per process:
 # the same 4 cases per optimiser step as one process with batch 4.

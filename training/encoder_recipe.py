@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -62,8 +62,8 @@ from engine.classifier import (
 from engine.encoders import DEFAULT_ENCODER, CTCLIPImageEncoder
 from engine.errors import CheckpointError, ConfigError
 from engine.preprocess import PreprocessConfig, apply_windows
-from training.loop import Recipe
 from training.configs import EncoderTrainConfig
+from training.loop import Recipe
 
 ENCODER_FILE = "encoder.safetensors"
 
@@ -162,7 +162,7 @@ def unused_by_latent(name: str) -> bool:
     )
 
 
-def _unused_here(model: "EncoderWithHead", name: str) -> bool:
+def _unused_here(model: EncoderWithHead, name: str) -> bool:
     # With a tied projection the grid projection is written at export, not trained.
     return unused_by_latent(name) or (model.tied_projection and name == "to_visual_latent.weight")
 

@@ -80,9 +80,8 @@ def point_finished(run: Path) -> bool:
 
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> pd.DataFrame:
     from engine.data import resolve
-    from training.configs import TrainConfig
+    from training.configs import EvaluateConfig, TrainConfig
     from training.connector_recipe import train_connector
-    from training.configs import EvaluateConfig
     from training.evaluate import evaluate_run
 
     resolve(config.data)  # a refused dataset stops the sweep before anything is written

@@ -5,9 +5,9 @@ mounts (e.g. the reader study). Serves on loopback unless told otherwise."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import gradio as gr
 

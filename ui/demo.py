@@ -4,9 +4,9 @@ UI never imports training."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ui.demo_builder import BuildFn
 

@@ -9,9 +9,9 @@ import re
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 Say = Callable[[str], None]
 # A build: called with `say` (one progress line at a time); returns the finished runs by name.

@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
 
 import gradio as gr
 
@@ -89,11 +88,11 @@ class ReaderStudyHandlers:
             raise gr.Error(err.problem, print_exception=False) from None
 
     @staticmethod
-    def _client(request: Optional[gr.Request]) -> str | None:
+    def _client(request: gr.Request | None) -> str | None:
         client = getattr(request, "client", None)
         return getattr(client, "host", None)
 
-    def login(self, reader: str, password: str, request: Optional[gr.Request] = None) -> dict:
+    def login(self, reader: str, password: str, request: gr.Request | None = None) -> dict:
         token = self._call(lambda: self.service.login(self.config.study, reader, password, client=self._client(request)))
         return {"token": token, "reader": str(reader).strip(), "item": self._call(self.service.next_item, token).to_dict()}
 
@@ -114,7 +113,7 @@ class ReaderStudyHandlers:
     def finish(self, token: str) -> dict:
         return self._call(self.service.finish, token).to_dict()
 
-    def admin_login(self, password: str, request: Optional[gr.Request] = None) -> dict:
+    def admin_login(self, password: str, request: gr.Request | None = None) -> dict:
         return {"token": self._call(lambda: self.service.login(self.config.study, "admin", password, role="admin",
                                                                client=self._client(request)))}
 

@@ -5,8 +5,8 @@ at once with beam search), in the form the screens read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator
 
 from engine.generation import GenerationSettings
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from engine.model_configs import ConnectorConfig
 from engine.connectors.linear import LinearConnector, LinearPrefixConnector
 from engine.connectors.transformer import TransformerConnector
+from engine.model_configs import ConnectorConfig
 from engine.registry import Registry
 
 CONNECTORS: Registry[nn.Module] = Registry("connector")

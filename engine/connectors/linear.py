@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.model_configs import ConnectorConfig
 from engine.connectors.inputs import Connector, connector_input
+from engine.model_configs import ConnectorConfig
 
 
 class LinearConnector(Connector):

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model_configs import ConnectorConfig
 from engine.connectors.inputs import Connector, connector_input
+from engine.model_configs import ConnectorConfig
 
 
 class MultiHeadSelfAttention(nn.Module):

@@ -19,9 +19,9 @@ byte-order mark are accepted.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -306,7 +306,7 @@ class CTRateDataset:
     @classmethod
     def open(cls, root, *, reports_csv=None, labels_csv=None, metadata_csv=None, splits_csv=None,
              split_column=None, label_set: LabelSet | None = None, section: str | None = "findings",
-             split_seed: int = 0) -> "CTRateDataset":
+             split_seed: int = 0) -> CTRateDataset:
         """`resolve` with the overrides as keywords (kept for callers that name a folder)."""
         source = DataSource.coerce(root)
         extra = {k: v for k, v in dict(reports_csv=reports_csv, labels_csv=labels_csv, metadata_csv=metadata_csv,

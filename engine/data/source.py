@@ -66,14 +66,14 @@ class DataSource(JsonConfig):
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def coerce(cls, value) -> "DataSource":
+    def coerce(cls, value) -> DataSource:
         """A DataSource from what configs and records hold: a DataSource, a dict, a folder path,
         or a string that is either a path or this class's JSON (older records store a path)."""
         if isinstance(value, (DataSource, dict, str, Path)):
             return cls.from_dict(value)
         raise ConfigError(f"cannot read a data source from {type(value).__name__} {value!r}")
 
-    def absolute(self) -> "DataSource":
+    def absolute(self) -> DataSource:
         """The same source with every path made absolute (for records read from elsewhere)."""
         paths = {k: str(Path(v).resolve()) for k, v in self.overrides.items() if k != "split_column"}
         return DataSource(**{**self.to_dict(), "root": str(Path(self.root).resolve()), **paths})

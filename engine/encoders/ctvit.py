@@ -92,7 +92,7 @@ class CTViTConfig(JsonConfig):
         return int(self.ff_mult * (2 / 3) * self.dim)  # 1365 for dim 512, as CT-CLIP computes it
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "CTViTConfig":
+    def from_json(cls, path: str | Path) -> CTViTConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

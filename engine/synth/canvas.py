@@ -8,9 +8,9 @@ which is how e.g. a pleural effusion fills lung but never the chest wall.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Callable
 
 import numpy as np
 

@@ -9,8 +9,8 @@ and each finding's parameters from `seed` (one stream per finding), spacing and 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import numpy as np
 

@@ -10,8 +10,8 @@ random choices; the keys each finding accepts are read at the top of its planter
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage

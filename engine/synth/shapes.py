@@ -12,8 +12,8 @@ Coordinates are broadcastable arrays (open grids), frame x→Left, y→Posterior
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -21,8 +21,14 @@ from study.findings import EXTRACTOR_VERSION, FindingExtractor
 from study.metrics import clinical
 from study.metrics.bertscore import BertScoreEncoder, bertscore_prf, default_encoder
 from study.metrics.meteor import METEOR_STAT_COLUMNS, MeteorJar, aggregable
-from study.metrics.nlg import (BLEU_STAT_COLUMNS, bleu_case_stats, cider_scores, corpus_bleu, rouge_l_scores,
-                               rouge_n_scores)
+from study.metrics.nlg import (
+    BLEU_STAT_COLUMNS,
+    bleu_case_stats,
+    cider_scores,
+    corpus_bleu,
+    rouge_l_scores,
+    rouge_n_scores,
+)
 from study.metrics.text import DEFAULT_CONVENTION, TextConvention, text_convention
 from study.predictions import TIMING_COLUMNS, validate_predictions
 

@@ -41,7 +41,7 @@ class MeteorJar:
             text=True, bufsize=1,
         )
 
-    def __enter__(self) -> "MeteorJar":
+    def __enter__(self) -> MeteorJar:
         return self
 
     def __exit__(self, *exc) -> None:

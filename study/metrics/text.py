@@ -12,8 +12,8 @@ by about 0.05, so its name travels with every number (metric card, `rad3d compar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from engine.errors import ConfigError
 

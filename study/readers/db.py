@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import random
 import secrets
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import (
     Boolean,
@@ -42,7 +42,7 @@ READ_ONLY = "rad3d_read_only"  # execution option: begin with a plain (deferred)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

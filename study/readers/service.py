@@ -25,10 +25,10 @@ import json
 import random
 import secrets
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -37,7 +37,18 @@ from sqlalchemy.exc import IntegrityError
 from engine.config import JsonConfig
 from engine.errors import ConfigError, DatasetError, Rad3dError
 from study.readers import db
-from study.readers.db import Arm, Assignment, AuditEvent, Case, Item, LoginSession, Rating, RatingRevision, Reader, Study
+from study.readers.db import (
+    Arm,
+    Assignment,
+    AuditEvent,
+    Case,
+    Item,
+    LoginSession,
+    Rating,
+    RatingRevision,
+    Reader,
+    Study,
+)
 from study.readers.rubric import ALL_CRITERIA, SCALE
 from study.readers.throttle import Backoff, BackoffConfig, NoiseLimiter
 

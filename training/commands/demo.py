@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from training.demo.build import DemoRecipe, build_demo
     from engine.home import rad3d_home
+    from training.demo.build import DemoRecipe, build_demo
 
     recipe = DemoRecipe()
     if args.cases:

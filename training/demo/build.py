@@ -76,8 +76,8 @@ def build_demo(home: Path, recipe: DemoRecipe = DemoRecipe(), *, time_limit_s: f
     """Build (or continue building) the demo; returns the finished runs by variant."""
     import time
 
-    from training.demo.smollm2 import ensure_smollm2
     from training.demo.shipped import INSTALLED_MARK, install_shipped, shipped_for
+    from training.demo.smollm2 import ensure_smollm2
 
     start = time.monotonic()
     paths = DemoPaths(Path(home))
@@ -116,8 +116,8 @@ def _build_from_scratch(paths: DemoPaths, recipe: DemoRecipe, start: float, time
     import time
 
     from engine.errors import ConfigError
-    from training.demo.shipped import INSTALLED_MARK
     from training.configs import EncoderTrainConfig, demo_preprocess
+    from training.demo.shipped import INSTALLED_MARK
     from training.encoder_recipe import train_encoder
 
     if (paths.root / INSTALLED_MARK).is_file():

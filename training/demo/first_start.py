@@ -5,8 +5,8 @@ minutes to write), its finished runs, and the build itself. The CLI hands these 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engine.home import rad3d_home
 from training.demo.build import DemoPaths, DemoRecipe, build_demo, ensure_phantoms

@@ -133,7 +133,7 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
         "variants": list(variants),
         "dtype": {name: "bfloat16" for name in HALF_PRECISION},
         "made_by": commands or ["rad3d demo build --from-scratch", "rad3d demo export"],
-        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "exported": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "files": files,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

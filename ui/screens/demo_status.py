@@ -4,8 +4,8 @@ Review and Compare get the new runs, or the banner says why it failed and how to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import gradio as gr
 

@@ -5,7 +5,6 @@ banner when it learned from phantoms only)."""
 
 from __future__ import annotations
 
-import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
