@@ -1,9 +1,9 @@
-"""The app starts on the embedded default: demo phantoms written on first start, then served on
-loopback. (The browser-driven test of the screens belongs with the app's own tests.)"""
+"""The app starts on the embedded default: the demo's held-out test phantoms written on first start
+and listed first, the method's run first, the demo's own evaluation in the Research tab; then served
+on loopback. (The browser-driven test of the screens belongs with the app's own tests.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import urllib.request
 
@@ -24,18 +24,58 @@ def demo_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAD3D_HOME", str(home))
-    mp.setattr(demo, "PREVIEW", dataclasses.replace(demo.PREVIEW, cases=3))
+    mp.setattr(demo, "PREVIEW_CASES", 3)
     yield home
     mp.undo()
 
 
 def test_first_start_writes_the_demo_phantoms_once(demo_home):
     data = demo.ensure_demo_data()
-    assert data == demo_home / "preview" / "demo" / "phantoms" and (data / "reports.csv").is_file()
+    assert data == demo_home / "preview" / "test-phantoms" and (data / "reports.csv").is_file()
     stamp = (data / "reports.csv").stat().st_mtime_ns
     assert demo.ensure_demo_data() == data
     assert (data / "reports.csv").stat().st_mtime_ns == stamp  # not rewritten on later starts
     assert demo.demo_runs() == {}
+
+
+def test_the_preview_is_the_demo_test_split_and_is_listed_as_held_out(demo_home, tmp_path):
+    """The first start's cases are the very test phantoms the demo build writes (so no run learned
+    from them), named and labelled by their split, and a dataset of all splits lists test first."""
+    import pandas as pd
+
+    from engine.synth.config import SynthConfig
+    from engine.synth.writer import write_dataset
+
+    preview = demo.ensure_demo_data()
+    splits = pd.read_csv(preview / "splits.csv")
+    assert set(splits["split"]) == {"test"} and len(splits) == 3
+    recipe = demo.DemoRecipe()
+    full = write_dataset(SynthConfig(n=recipe.cases, seed=recipe.seed, scale=recipe.scale), tmp_path / "t",
+                         progress=False, only_splits=("test",), limit=4)  # the build's first test cases
+    assert list(pd.read_csv(full / "splits.csv")["VolumeName"][:3]) == list(splits["VolumeName"])
+    browser = CaseBrowser(AppConfig(data_dir=preview))
+    for name, (label, value) in zip(browser.case_names(), browser.case_choices()):
+        assert name == value and name.startswith("test_") and label == f"{name} · held-out test"
+
+    mixed = write_dataset(SynthConfig(n=12, seed=3, scale=8.0, workers=1), tmp_path / "mixed", progress=False)
+    browser = CaseBrowser(AppConfig(data_dir=mixed, upload_dir=tmp_path / "up"))
+    shown = [browser.dataset.case(n).split for n in browser.case_names()]
+    assert set(shown) == {"train", "valid", "test"}
+    assert shown == sorted(shown, key=("test", "valid", "train").index)  # test, then valid, then train
+    assert all(n.startswith(browser.dataset.case(n).split + "_") for n in browser.case_names())
+
+
+def test_demo_runs_put_the_method_first(demo_home):
+    runs = demo_home / "demo" / "runs"
+    for name in ("v2", "v3", "v1-extra"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text("{}")
+    try:
+        assert list(demo.demo_runs()) == ["v3", "v2", "v1-extra"]
+    finally:
+        import shutil
+
+        shutil.rmtree(runs)
 
 
 def test_the_built_demo_dataset_is_preferred_to_the_preview(demo_home, tmp_path):

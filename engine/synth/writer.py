@@ -284,8 +284,8 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         pd.DataFrame([r["labels"] for r in results], columns=["VolumeName", *labels]).to_csv(out / "labels.csv",
                                                                                              index=False)
         pd.DataFrame([r["meta"] for r in results]).to_csv(out / "metadata.csv", index=False)
-        pd.DataFrame({"VolumeName": [names[p.name] for p in plans], "split": [splits[p.name] for p in plans]}).to_csv(
-            out / "splits.csv", index=False)
+        pd.DataFrame({"VolumeName": [names[p.name] for p in plans],
+                      "split": [splits[p.name] for p in plans]}).to_csv(out / "splits.csv", index=False)
     truth = {
         "generator": "rad3d synth", "version": GENERATOR_VERSION, "seed": cfg.seed, "scale": cfg.scale,
         "store_hu": cfg.store_hu, "n_planned": cfg.n,

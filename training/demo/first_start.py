@@ -28,12 +28,13 @@ def ensure_demo_data() -> Path:
     return ensure_preview(rad3d_home())
 
 
-def ensure_preview(home: Path, recipe: DemoRecipe = DemoRecipe(), cases: int | None = None) -> Path:
+def ensure_preview(home: Path, recipe: DemoRecipe | None = None, cases: int | None = None) -> Path:
     """The first `cases` (default PREVIEW_CASES) phantoms of `recipe`'s test split under `home`
     (written once; a half-written preview is redone)."""
     from engine.synth.config import SynthConfig
     from engine.synth.writer import write_dataset
 
+    recipe = recipe or DemoRecipe()
     folder = preview_folder(home)
     if (folder / "reports.csv").is_file():
         return folder
