@@ -13,7 +13,7 @@ import tempfile
 import pytest
 
 from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from test_browser_review import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, free_port, require_chromium
+from test_browser_review import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, free_port, require_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +113,5 @@ def test_first_start_opens_on_v3_a_test_case_and_the_run_section(first_start, pa
         .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible').length""")
     assert overflow == 0  # the table fits the page: nothing scrolls sideways
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "first-start-research.png"), full_page=True)

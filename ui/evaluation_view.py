@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 COMPARISON = "comparison.json"
+CLINICAL_FIRST = ("f1_macro", "f1_micro", "green_style")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ def side_by_side(folder: str | Path) -> SideBySide:
                 per_finding.append({"finding": m["key"][3:], **row})
         else:
             rows.append({"metric": m["label"], **row})
+    # the method's claim first: clinical accuracy (finding F1, GREEN-style), then the text metrics
+    lead = {m["label"] for m in doc["metrics"] if m["key"] in CLINICAL_FIRST}
+    rows = [r for r in rows if r["metric"] in lead] + [r for r in rows if r["metric"] not in lead]
     boot = doc.get("bootstrap", {})
     title = (f"{name_b} against {name_a} on the same {doc['n_cases']} cases: each run's value with its 95% "
              f"interval, and the paired difference with its 95% {boot.get('interval', '')} interval and "
