@@ -143,3 +143,17 @@ def test_command_binds_loopback_unless_told():
     assert args.host == "127.0.0.1" and args.max_upload_mb == 600.0 and args.eval_dir is None
     args = parser.parse_args(["app", "--host", "0.0.0.0", "--eval", "E", "--max-upload-mb", "5"])
     assert (args.host, args.eval_dir, args.max_upload_mb) == ("0.0.0.0", "E", 5.0)
+
+
+def test_on_the_demo_the_research_tab_defaults_to_its_evaluation(tmp_path):
+    import cli
+    from ui.commands.app import app_config
+    from ui.demo import Demo
+
+    demo_ = Demo(data=lambda: tmp_path, runs=lambda: {}, variants=("v3", "v2"), build=lambda say: {},
+                 evaluation=lambda: tmp_path / "eval")
+    parser = cli.build_parser()
+    assert app_config(parser.parse_args(["app"]), demo_).eval_dir == tmp_path / "eval"
+    assert str(app_config(parser.parse_args(["app", "--eval", "E"]), demo_).eval_dir) == "E"
+    mine = app_config(parser.parse_args(["app", "--run", f"x={tmp_path}"]), demo_)
+    assert mine.eval_dir is None  # another run: the demo's evaluation is not its own
