@@ -1,7 +1,7 @@
 """The logit-quality curve's table, crossover and figure: V-3 − V-2 (finding F1 macro, GREEN-style; paired
 bootstrap 95% intervals) against the macro AUROC of the logits V-3 read, measured on the evaluated cases.
-`rad3d logit-curve` (training/logit_curve.py) writes STUDY/results.csv in the columns below; the Research tab
-reads it back (`read_curve`).
+`rad3d logit-curve` (training/logit_curve.py) writes STUDY/results.csv (STUDY: --out, by default
+$RAD3D_HOME/logit-curve) in the columns below; the app's Research tab reads it back (`read_curve`).
 
 results.csv, one row per point:
     point, kind ("synthetic": logits from the labels at target_auroc; "real": the image model's classifier;
@@ -126,6 +126,13 @@ def write_curve(table: pd.DataFrame, out: str | Path, *, png: bool = True) -> di
         except Exception as err:  # kaleido missing or no Chrome: the HTML stands, the reason is said
             written["png_note"] = f"PNG not written ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
     return written
+
+
+def default_study_dir() -> Path:
+    """Where `rad3d logit-curve` writes without --out, and where the app's Research tab looks."""
+    from engine.home import rad3d_home
+
+    return rad3d_home() / "logit-curve"
 
 
 def read_curve(study_dir: str | Path) -> pd.DataFrame | None:

@@ -131,3 +131,64 @@ def test_two_level_curve_writes_table_and_figure_and_resumes(training_setup, tin
     assert capsys.readouterr().out.count("already: skipped") == 8
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/*.csv")} == stamps
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), table)
+
+
+def _curve_table() -> pd.DataFrame:
+    """V-3 − V-2 of finding F1 at four synthetic AUROCs: behind, behind, ahead, ahead (interval above 0 at the last)."""
+    rows = [{"point": "v2", "kind": "reference", "auroc": 0.71, "eval_cases": 40}]
+    rows.append({"point": "v3-real", "kind": "real", "auroc": 0.71, "diff_f1_macro": -0.02,
+                 "diff_f1_macro_ci_low": -0.05, "diff_f1_macro_ci_high": 0.01, "eval_cases": 40})
+    for auroc, d, low in ((0.6, -0.04, -0.08), (0.7, -0.01, -0.05), (0.8, 0.03, -0.01), (0.9, 0.08, 0.02)):
+        rows.append({"point": f"v3-auroc-{auroc:.2f}", "kind": "synthetic", "auroc": auroc, "diff_f1_macro": d,
+                     "diff_f1_macro_ci_low": low, "diff_f1_macro_ci_high": d + 0.04, "eval_cases": 40})
+    table = pd.DataFrame(rows)
+    for m in ("green_style",):
+        table[f"diff_{m}"], table[f"diff_{m}_ci_low"], table[f"diff_{m}_ci_high"] = -0.01, -0.02, 0.0
+    return table
+
+
+def test_crossover_is_read_between_the_points_where_v3_pulls_ahead():
+    from study.logit_curve import crossover, crossover_sentence
+
+    c = crossover(_curve_table(), "f1_macro")
+    assert c["interpolated"] == pytest.approx(0.7 + 0.1 * 0.01 / 0.04)  # -0.01 at 0.7, +0.03 at 0.8
+    assert c["first_significant"] == 0.9 and not c["ahead_at_lowest"]
+    assert "0.725" in crossover_sentence(c) and "from AUROC 0.900 on" in crossover_sentence(c)
+    never = crossover(_curve_table(), "green_style")
+    assert never["interpolated"] is None and never["first_significant"] is None
+    assert "not crossed" in crossover_sentence(never)
+
+
+def test_research_tab_shows_the_curve_only_when_the_study_folder_has_one(tmp_path):
+    import gradio as gr
+
+    from ui.screens.research_tab import build_logit_curve
+
+    with gr.Blocks() as empty:
+        build_logit_curve(tmp_path / "none")
+    assert not [b for b in empty.blocks.values() if isinstance(b, (gr.Plot, gr.Markdown))]
+    _curve_table().to_csv(tmp_path / "results.csv", index=False)
+    with gr.Blocks() as page:
+        build_logit_curve(tmp_path)
+    plots = [b for b in page.blocks.values() if isinstance(b, gr.Plot)]
+    text = " ".join(str(b.value) for b in page.blocks.values() if isinstance(b, gr.Markdown))
+    assert len(plots) == 1 and "AUROC ≈ 0.725" in text and "40 evaluated cases" in text
+    figure = json.loads(plots[0].value["plot"])
+    names = {trace.get("name") for trace in figure["data"]}
+    assert names == {"synthetic logits (from the labels)", "the image model's classifier"}
+
+
+@pytest.mark.slow  # plotly starts a headless Chromium through kaleido: ~10 s
+def test_figure_is_written_as_html_and_png(tmp_path):
+    pytest.importorskip("kaleido", reason="PNG export needs kaleido (pip install rad3d[figures])")
+    from PIL import Image
+
+    from study.logit_curve import write_curve
+
+    written = write_curve(_curve_table(), tmp_path)
+    if written["png"] is None:
+        pytest.skip(written["png_note"])  # kaleido without a Chrome/Chromium on this machine
+    with Image.open(tmp_path / "logit_curve.png") as png:
+        assert png.size == (2200, 960)  # 1100 x 480 at scale 2
+    assert "v3-auroc-0.90" in (tmp_path / "logit_curve.html").read_text()
+    assert "crosses 0 at AUROC ≈ 0.725" in (tmp_path / "results.md").read_text()

@@ -163,11 +163,13 @@ class LogitCurveConfig(JsonConfig):
     """`rad3d logit-curve`: V-3 on synthetic logits of chosen AUROCs, V-3 on the classifier's own, and V-2 once,
     all by one connector recipe (training/logit_curve.py)."""
 
-    data: DataSource = setting(help="the dataset, with labels (a folder path is read as DataSource(root=path))", cli=False)
+    data: DataSource = setting(help="the dataset, with labels (a folder path is read as DataSource(root=path))",
+                               cli=False)
     cache: str = setting(help="embedding cache of that dataset, with the image model's logits")
     image_model: str = setting(help="IMAGE folder with encoder, classifier, label set")
     decoder: str = setting(help="the decoder: a local causal-LM folder", aliases=("--llm",))
-    out: str = setting(help="study folder (runs/, evals/, results.csv, logit_curve.html/.png, progress.json)")
+    out: str | None = setting(None, "study folder: runs/, evals/, results.csv, logit_curve.html/.png, progress.json "
+                              "(default $RAD3D_HOME/logit-curve, where the app's Research tab shows it)")
     levels: tuple[float, ...] = setting((0.6, 0.7, 0.8, 0.9, 0.95, 1.0), "target macro AUROCs of the synthetic logits")
     real: bool = setting(True, "also V-3 on the image model's own logits: the marked point (--no-real skips it)")
     noise_seed: int = setting(0, "seed of the synthetic logits' noise (one draw per case, shared by every level)")

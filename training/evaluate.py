@@ -77,14 +77,11 @@ def generate_shards(session, split, config: EvaluateConfig, shard: Shard, *, run
     return parts.merge(split.volume_names) if shard.is_main else None
 
 
-def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None, shard: Shard | None = None,
-                 logits=None):
-    """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an
-    already loaded InferenceSession for config.run (the sweep reuses nothing, tests may). `shard`:
-    this process's part under `accelerate launch` (engine.shards): each process generates its shard
-    of the cases, the main one merges and scores them; the others return (None, None). `logits`: a
-    training.synthetic_logits.SyntheticLogits replacing the cached classifier logits (checked first) in
-    generation and in the classifier AUROC (the logit-quality curve); recorded in metrics.json."""
+def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None, shard: Shard | None = None, logits=None):
+    """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an already
+    loaded InferenceSession for config.run. `shard`: this process's part under `accelerate launch`
+    (engine.shards): each process generates its shard, the main one merges and scores them; the others
+    return (None, None). `logits` (SyntheticLogits): used instead of the cached ones, once those are checked."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.inference import InferenceSession
@@ -120,8 +117,7 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     split = load_report_split(dataset, cache, config.split, with_logits=session.generator.uses_logits, limit=config.limit,
                               section=section)
     check_logits_from_classifier(split, session.classifier, session.label_set, cache.root, what=what)
-    if logits is not None:
-        split = logits.applied(split, dataset)
+    split = split if logits is None else logits.applied(split, dataset)  # the logit-quality curve
     if split.without_text and shard.is_main:
         print(f"{len(split.without_text)} {config.split} cases have no {section} text; left out")
 
@@ -143,10 +139,8 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
                                   seed=config.seed, convention=config.convention, progress=progress,
                                   source=str(out / "predictions.csv"))
     result.metrics += classifier_metrics(dataset, cache, split.volume_names, session.label_set,
-                                         resamples=config.resamples, seed=config.seed,
-                                         logits=None if logits is None else split.logits.numpy())
-    if logits is not None:
-        result.info["logits"] = logits.describe()
+                                         resamples=config.resamples, seed=config.seed, logits=split.logits)
+    result.info.update({} if logits is None else {"logits": logits.describe()})
     result.info["provenance"] = provenance
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
                                  "batch_size": config.batch_size, **dataclasses.asdict(settings)}
@@ -182,8 +176,8 @@ def domain_flags(session, latents) -> dict | None:
 
 def classifier_metrics(dataset, cache, names: list[str], label_set, *, resamples: int, seed: int,
                        logits=None) -> list:
-    """AUROC metrics of the cached classifier logits (or `logits`, (N, n_labels) in the order of
-    `names`) against the dataset's labels on `names` (empty when there are no logits or labels)."""
+    """AUROC metrics of the classifier logits of `names` (`logits`, (N, n_labels) in their order, else the
+    cache's) against the dataset's labels (empty when there are no logits or labels)."""
     import numpy as np
     import torch
 

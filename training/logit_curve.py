@@ -69,10 +69,10 @@ def run_logit_curve(config: LogitCurveConfig, *, progress: bool = True) -> pd.Da
     from tqdm.auto import tqdm
 
     from engine.data import resolve
-    from study.logit_curve import write_curve
+    from study.logit_curve import default_study_dir, write_curve
 
     resolve(config.data)  # a refused dataset stops the study before anything is written
-    out = Path(config.out)
+    out = Path(config.out) if config.out else default_study_dir()
     out.mkdir(parents=True, exist_ok=True)
     points = curve_points(config)
     log = Progress(out, points)
