@@ -86,6 +86,20 @@ def test_training_reads_the_synthetic_logits_and_the_cache_is_still_checked(trai
         _connector_data(train_config(training_setup, tiny_gpt2_dir, tmp_path / "v2", variant="v2"), accelerator,
                         synthetic)
 
+    # The seam does not skip the check: a cache whose logits are not the classifier's is refused all the same.
+    import shutil
+
+    from engine.cache import EmbeddingCache
+
+    paths = {k: tmp_path / k for k in training_setup}
+    for k, src in training_setup.items():
+        shutil.copytree(src, paths[k])
+    cache = EmbeddingCache.open(paths["cache"])
+    entry = cache.get("train_2_a_1.nii.gz")
+    cache.put("train_2_a_1.nii.gz", entry.latent, entry.logits + 1.0)
+    with pytest.raises(ConfigError, match="not the output of the classifier"):
+        _connector_data(train_config(paths, tiny_gpt2_dir, tmp_path / "stale"), accelerator, synthetic)
+
 
 def test_two_level_curve_writes_table_and_figure_and_resumes(training_setup, tiny_gpt2_dir, tmp_path, capsys):
     import cli
