@@ -206,3 +206,22 @@ def test_figure_is_written_as_html_and_png(tmp_path):
         assert png.size == (2200, 960)  # 1100 x 480 at scale 2
     assert "v3-auroc-0.90" in (tmp_path / "logit_curve.html").read_text()
     assert "crosses 0 at AUROC ≈ 0.725" in (tmp_path / "results.md").read_text()
+
+
+def test_a_time_limit_stops_at_a_checkpoint_and_a_rerun_finishes(training_setup, tiny_gpt2_dir, tmp_path, capsys):
+    import cli
+
+    out = tmp_path / "curve"
+    args = ["logit-curve", "--data", str(training_setup["data"]), "--cache", str(training_setup["cache"]),
+            "--image-model", str(training_setup["image"]), "--decoder", str(tiny_gpt2_dir), "--out", str(out),
+            "--levels", "0.9", "--no-real", "--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--lr", "1e-3",
+            "--prefix-len", "2", "--clip-len", "2", "--layers", "1", "--heads", "2", "--max-report-tokens", "16",
+            "--max-new-tokens", "4", "--eval-limit", "2", "--resamples", "20", "--no-png", "--no-progress"]
+    assert cli.main(args + ["--time-limit", "1e-6"]) == 0
+    assert "v2: stopped at the time limit" in capsys.readouterr().out
+    progress = json.loads((out / "progress.json").read_text())["points"]
+    assert progress["v2"]["state"] == "pending" and progress["v2"]["step"] < progress["v2"]["total_steps"] == 2
+    assert not (out / "results.csv").exists() and not (out / "evals").exists()
+    assert cli.main(args) == 0
+    assert pd.read_csv(out / "results.csv")["point"].tolist() == ["v2", "v3-auroc-0.90"]
+    assert json.loads((out / "progress.json").read_text())["points"]["v2"]["step"] == 2

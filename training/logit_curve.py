@@ -64,8 +64,10 @@ class Progress:
                                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "points": self.points})
 
 
-def run_logit_curve(config: LogitCurveConfig, *, progress: bool = True) -> pd.DataFrame:
-    """Train, evaluate and compare every point not done yet; write the table and the figure."""
+def run_logit_curve(config: LogitCurveConfig, *, progress: bool = True,
+                    time_limit_s: float | None = None) -> pd.DataFrame | None:
+    """Train, evaluate and compare every point not done yet; write the table and the figure. With
+    `time_limit_s`, training stops at a checkpoint when the time is up and None is returned: rerun to go on."""
     from tqdm.auto import tqdm
 
     from engine.data import resolve
@@ -76,10 +78,14 @@ def run_logit_curve(config: LogitCurveConfig, *, progress: bool = True) -> pd.Da
     out.mkdir(parents=True, exist_ok=True)
     points = curve_points(config)
     log = Progress(out, points)
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     bar = tqdm(points, desc="logit curve", unit="point", disable=not progress)
     for point in bar:
         bar.set_postfix(point=point.name)
-        _train_point(config, point, out, log, progress)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)  # 0: one step, then stop
+        if not _train_point(config, point, out, log, progress, left):
+            print(f"{point.name}: stopped at the time limit with a checkpoint; rerun the command to continue")
+            return None
         _evaluate_point(config, point, out, log, progress)
     bar.close()
     table = pd.DataFrame([result_row(config, p, out) for p in points])
@@ -89,7 +95,9 @@ def run_logit_curve(config: LogitCurveConfig, *, progress: bool = True) -> pd.Da
     return table
 
 
-def _train_point(config: LogitCurveConfig, point: CurvePoint, out: Path, log: Progress, progress: bool) -> None:
+def _train_point(config: LogitCurveConfig, point: CurvePoint, out: Path, log: Progress, progress: bool,
+                 time_limit_s: float | None) -> bool:
+    """Train the point unless finished; False when the time limit stopped it first."""
     from training.connector_recipe import train_connector
     from training.sweep import point_finished
 
@@ -98,11 +106,15 @@ def _train_point(config: LogitCurveConfig, point: CurvePoint, out: Path, log: Pr
         print(f"{point.name}: trained already: skipped")
     else:
         start = time.perf_counter()
-        train_connector(config.train_config(point.variant, str(run)), resume=True, progress=progress,
-                        logits=point.logits)
-        log.update(point.name, train_s=round(time.perf_counter() - start, 1))
+        result = train_connector(config.train_config(point.variant, str(run)), resume=True, progress=progress,
+                                 logits=point.logits, time_limit_s=time_limit_s)
+        seconds = round(time.perf_counter() - start + log.points[point.name].get("train_s", 0.0), 1)
+        log.update(point.name, train_s=seconds, step=result.step, total_steps=result.total_steps)
+        if not result.finished:
+            return False
     if log.points[point.name]["state"] == "pending":
         log.update(point.name, state="trained")
+    return True
 
 
 def _evaluate_point(config: LogitCurveConfig, point: CurvePoint, out: Path, log: Progress, progress: bool) -> None:

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
 
     add_data_arguments(p)
     add_config_arguments(p, LogitCurveConfig)
+    p.add_argument("--time-limit", type=float, metavar="MIN",
+                   help="stop training at a checkpoint after MIN minutes (a rerun continues): a long CPU run in parts")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
@@ -35,5 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from training.logit_curve import run_logit_curve
 
     config = config_from_args(LogitCurveConfig, args, data=source_from_args(args))
-    print(curve_markdown(run_logit_curve(config, progress=not args.no_progress)))
+    limit = None if args.time_limit is None else args.time_limit * 60
+    table = run_logit_curve(config, progress=not args.no_progress, time_limit_s=limit)
+    if table is not None:
+        print(curve_markdown(table))
     return 0
