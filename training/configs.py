@@ -1,4 +1,4 @@
-"""The training recipes' settings: one typed config per command (`rad3d train`, `evaluate`, `sweep`,
+"""The training recipes' settings: one typed config per command (`rad3d train`, `evaluate`, `sweep`, `logit-curve`,
 `train-encoder`, `train-classifier`), each field with its default and its command-line help. Kept
 free of torch so the commands build their options from these fields without loading models."""
 
@@ -156,6 +156,67 @@ class SweepConfig(JsonConfig):
         bad = [n for n in names if not n or any(c in n for c in "/\\ ")]
         if bad:
             raise ConfigError(f"decoder names must be non-empty without slashes or spaces: {bad}")
+
+
+@dataclass(frozen=True)
+class LogitCurveConfig(JsonConfig):
+    """`rad3d logit-curve`: V-3 on synthetic logits of chosen AUROCs, V-3 on the classifier's own, and V-2 once,
+    all by one connector recipe (training/logit_curve.py)."""
+
+    data: DataSource = setting(help="the dataset, with labels (a folder path is read as DataSource(root=path))",
+                               cli=False)
+    cache: str = setting(help="embedding cache of that dataset, with the image model's logits")
+    image_model: str = setting(help="IMAGE folder with encoder, classifier, label set")
+    decoder: str = setting(help="the decoder: a local causal-LM folder", aliases=("--llm",))
+    out: str | None = setting(None, "study folder: runs/, evals/, results.csv, logit_curve.html/.png, progress.json "
+                              "(default $RAD3D_HOME/logit-curve, where the app's Research tab shows it)")
+    levels: tuple[float, ...] = setting((0.6, 0.7, 0.8, 0.9, 0.95, 1.0), "target macro AUROCs of the synthetic logits")
+    real: bool = setting(True, "also V-3 on the image model's own logits: the marked point (--no-real skips it)")
+    noise_seed: int = setting(0, "seed of the synthetic logits' noise (one draw per case, shared by every level)")
+    section: Section = setting("findings", "report section to learn")
+    epochs: int = setting(10, "epochs per run")
+    max_steps: int | None = setting(None, "cap on steps per run")
+    lr: float = setting(2e-5, "learning rate")
+    batch_size: int = setting(8, "training batch size")
+    prefix_len: int = setting(10, "prefix tokens")
+    clip_len: int = setting(10, "tokens the input is projected to")
+    layers: int = setting(8, "transformer connector layers")
+    heads: int = setting(8, "connector attention heads")
+    max_report_tokens: int | None = setting(None, "truncate longer reports to N tokens")
+    seed: int = setting(0, "initialisation, data order and bootstrap")
+    save_every_steps: int | None = setting(None, "also checkpoint every N steps")
+    eval_split: str = setting("test", "split the curve is measured on (nothing is chosen from it)")
+    eval_batch_size: int = setting(16, "generation batch size")
+    max_new_tokens: int | None = setting(None, "report length cap for evaluation")
+    eval_limit: int | None = setting(None, "evaluate only the first N cases")
+    bertscore: bool = setting(False, "also BERTScore (off: the curve needs finding F1 and GREEN-style)")
+    meteor: bool = setting(False, "also METEOR (needs Java)")
+    resamples: int = setting(5000, "bootstrap resamples")
+    png: bool = setting(True, "also write logit_curve.png (plotly + kaleido + a Chrome/Chromium; --no-png: HTML only)")
+
+    def __post_init__(self):
+        object.__setattr__(self, "data", DataSource.coerce(self.data))
+        object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+        if not self.levels:
+            raise ConfigError("the logit curve needs at least one level (--levels 0.6 0.8 ...)")
+        bad = [v for v in self.levels if not 0.5 <= v <= 1.0]
+        if bad or len(set(self.levels)) != len(self.levels):
+            raise ConfigError(f"levels must be distinct AUROCs between 0.5 and 1, got {list(self.levels)}")
+
+    def train_config(self, variant: str, out: str) -> TrainConfig:
+        """The one recipe every point is trained by: only the variant (and the logits) differ."""
+        return TrainConfig(
+            variant=variant, data=self.data, cache=self.cache, decoder=self.decoder, image_model=self.image_model,
+            out=out, section=self.section, epochs=self.epochs, max_steps=self.max_steps, lr=self.lr,
+            batch_size=self.batch_size, prefix_len=self.prefix_len, clip_len=self.clip_len, layers=self.layers,
+            heads=self.heads, max_report_tokens=self.max_report_tokens, seed=self.seed,
+            save_every_steps=self.save_every_steps)
+
+    def evaluate_config(self, run: str, out: str, name: str) -> EvaluateConfig:
+        return EvaluateConfig(
+            run=run, data=self.data, cache=self.cache, out=out, split=self.eval_split, batch_size=self.eval_batch_size,
+            max_new_tokens=self.max_new_tokens, limit=self.eval_limit, run_name=name, bertscore=self.bertscore,
+            meteor=self.meteor, resamples=self.resamples, seed=self.seed)
 
 
 @dataclass
