@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model_configs import AbnormalityHeadConfig  # defined without torch
+from engine.model_configs import (  # defined without torch
+    DEFAULT_MIN_SPECIFICITY,
+    DEFAULT_THRESHOLD_METHOD,
+    AbnormalityHeadConfig,
+    check_threshold_method,
+)
 
 
 class AbnormalityHead(nn.Module):
@@ -78,15 +83,31 @@ def pos_weight_from_prevalence(labels, min_weight: float = 1.0, max_weight: floa
     return ratio.clamp(min_weight, max_weight).float()
 
 
-def choose_thresholds(probs, labels, method: str = "f1") -> np.ndarray:
-    """Per-label decision thresholds chosen on validation data.
+def threshold_rule(method: str = DEFAULT_THRESHOLD_METHOD, min_specificity: float = DEFAULT_MIN_SPECIFICITY) -> str:
+    """The rule in words, as the classifier report and the README state it."""
+    check_threshold_method(method, min_specificity)
+    return {
+        "specificity": f"per finding, the lowest probability at which specificity on the valid split is at least "
+                       f"{min_specificity:.2f} (a rule-in point: at most {1 - min_specificity:.0%} of valid cases "
+                       "without the finding are called positive); its sensitivity is in the table",
+        "youden": "per finding, the valid-split ROC point maximising sensitivity + specificity − 1 (Youden)",
+        "f1": "per finding, the valid-split threshold maximising F1",
+    }[method]
 
-    method "f1": the probability threshold maximising F1 of that label (precision–recall curve);
-    method "youden": the ROC point maximising sensitivity + specificity − 1. A label whose validation
-    labels are all one value gets 0.5 (nothing to choose from).
+
+def choose_thresholds(probs, labels, method: str = DEFAULT_THRESHOLD_METHOD,
+                      min_specificity: float = DEFAULT_MIN_SPECIFICITY) -> np.ndarray:
+    """Per-label decision thresholds chosen on validation data (a case is positive at p >= threshold).
+
+    method "specificity": the lowest threshold whose specificity on these data is >= min_specificity
+    (the most sensitive operating point that keeps false positives at or below 1 − min_specificity);
+    method "youden": the ROC point maximising sensitivity + specificity − 1;
+    method "f1": the probability threshold maximising F1 of that label (precision–recall curve).
+    A label whose validation labels are all one value gets 0.5 (nothing to choose from).
     """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
+    threshold_rule(method, min_specificity)  # an unknown method fails here, before any work
     p, y = _as_matrix(probs, labels)
     thresholds = np.full(p.shape[1], 0.5)
     for j in range(p.shape[1]):
@@ -96,12 +117,14 @@ def choose_thresholds(probs, labels, method: str = "f1") -> np.ndarray:
             precision, recall, cuts = precision_recall_curve(y[:, j], p[:, j])
             f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
             thresholds[j] = cuts[int(np.argmax(f1))]
-        elif method == "youden":
-            fpr, tpr, cuts = roc_curve(y[:, j], p[:, j])
+            continue
+        # every distinct probability is a cut (no point dropped), highest first; the first is +inf
+        fpr, tpr, cuts = roc_curve(y[:, j], p[:, j], drop_intermediate=False)
+        if method == "youden":
             best = int(np.argmax(tpr - fpr))
-            thresholds[j] = min(cuts[best], 1.0)  # roc_curve's first cut is +inf
-        else:
-            raise ValueError(f"unknown threshold method {method!r} (use 'f1' or 'youden')")
+        else:  # fpr rises as the cut falls: the last cut still within the floor is the lowest
+            best = int(np.flatnonzero(1 - fpr >= min_specificity - 1e-12)[-1])
+        thresholds[j] = min(cuts[best], 1.0)  # +inf: nothing positive at any cut within the floor
     return thresholds
 
 

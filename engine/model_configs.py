@@ -81,6 +81,26 @@ class PreprocessConfig(JsonConfig):
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+# How per-finding thresholds are chosen on the validation split (engine.classifier.choose_thresholds).
+# The default is a rule a clinician can read: a finding is called positive only at a probability where
+# at most one in ten validation cases without it would be, whatever the classifier's quality. Max-F1
+# on a weak classifier picks near-zero thresholds (the demo's first image model: sensitivity 1,
+# specificity 0.05) and calls most findings positive on every case.
+THRESHOLD_METHODS = ("specificity", "youden", "f1")
+DEFAULT_THRESHOLD_METHOD = "specificity"
+DEFAULT_MIN_SPECIFICITY = 0.9
+
+
+def check_threshold_method(method: str, min_specificity: float) -> None:
+    """A ConfigError for an unknown method or a specificity floor outside (0, 1]."""
+    from engine.errors import ConfigError
+
+    if method not in THRESHOLD_METHODS:
+        raise ConfigError(f"unknown threshold method {method!r} (use one of {', '.join(THRESHOLD_METHODS)})")
+    if not 0 < min_specificity <= 1:
+        raise ConfigError(f"the specificity floor must be in (0, 1], got {min_specificity}")
+
+
 @dataclass(frozen=True)
 class AbnormalityHeadConfig(JsonConfig):
     in_dim: int = 512
