@@ -65,14 +65,14 @@ def write_probabilities(path: Path, split_data: dict, names) -> None:
         frame = pd.concat([frame, pd.DataFrame(probs, columns=[f"p:{n}" for n in names]),
                            pd.DataFrame(np.asarray(truth).astype(int), columns=[f"y:{n}" for n in names])], axis=1)
         frames.append(frame)
-    pd.concat(frames, ignore_index=True).to_csv(path, index=False, float_format="%.9g")
+    pd.concat(frames, ignore_index=True).to_csv(path, index=False)  # repr: read back bit for bit
 
 
 def read_probabilities(path: Path, names) -> dict:
     """What write_probabilities wrote: {split: (volume names, probabilities, truth)}."""
     import pandas as pd
 
-    table = pd.read_csv(path)
+    table = pd.read_csv(path, float_precision="round_trip")
     return {split: (part.volume_name.tolist(), part[[f"p:{n}" for n in names]].to_numpy(float),
                     part[[f"y:{n}" for n in names]].to_numpy(int))
             for split, part in table.groupby("split", sort=False)}
