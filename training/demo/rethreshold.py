@@ -163,10 +163,11 @@ def _update_manifest(folder: Path, manifest: dict, before: dict[str, set[str]], 
     from training.demo.shipped import MANIFEST
 
     replaces = manifest.setdefault("replaces", {})
+    for rel in before:
+        manifest["files"][rel] = sha256_of_file(folder / rel)
     for rel, old in before.items():
-        new = sha256_of_file(folder / rel)
-        manifest["files"][rel] = new
-        earlier = [d for d in replaces.get(rel, []) + sorted(old) if d != new]
+        now = _digests(folder, rel, manifest)  # this version, as shipped and as installed, is not an earlier one
+        earlier = [d for d in replaces.get(rel, []) + sorted(old) if d not in now]
         if earlier:
             replaces[rel] = list(dict.fromkeys(earlier))
     step = "rad3d demo rethreshold (thresholds chosen on the valid split with the shipped weights)"
