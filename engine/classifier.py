@@ -86,11 +86,14 @@ def pos_weight_from_prevalence(labels, min_weight: float = 1.0, max_weight: floa
 def threshold_rule(method: str = DEFAULT_THRESHOLD_METHOD, min_specificity: float = DEFAULT_MIN_SPECIFICITY) -> str:
     """The rule in words, as the classifier report and the README state it."""
     check_threshold_method(method, min_specificity)
+    floor = f"specificity on the valid split is at least {min_specificity:.2f}"
     return {
-        "specificity": f"per finding, the lowest probability at which specificity on the valid split is at least "
-                       f"{min_specificity:.2f} (a rule-in point: at most {1 - min_specificity:.0%} of valid cases "
-                       "without the finding are called positive); its sensitivity is in the table",
-        "youden": "per finding, the valid-split ROC point maximising sensitivity + specificity − 1 (Youden)",
+        "youden-floor": f"per finding, of the thresholds at which {floor} (at most {1 - min_specificity:.0%} of valid "
+                        "cases without the finding called positive), the one with the highest sensitivity + "
+                        "specificity; a finding no such threshold separates from chance is never called positive",
+        "specificity": f"per finding, the lowest threshold at which {floor} (a rule-in point: the most sensitive one "
+                       f"that calls at most {1 - min_specificity:.0%} of valid cases without the finding positive)",
+        "youden": "per finding, the valid-split threshold with the highest sensitivity + specificity (Youden)",
         "f1": "per finding, the valid-split threshold maximising F1",
     }[method]
 
@@ -99,8 +102,11 @@ def choose_thresholds(probs, labels, method: str = DEFAULT_THRESHOLD_METHOD,
                       min_specificity: float = DEFAULT_MIN_SPECIFICITY) -> np.ndarray:
     """Per-label decision thresholds chosen on validation data (a case is positive at p >= threshold).
 
-    method "specificity": the lowest threshold whose specificity on these data is >= min_specificity
-    (the most sensitive operating point that keeps false positives at or below 1 − min_specificity);
+    method "youden-floor": of the thresholds whose specificity on these data is >= min_specificity,
+    the one maximising sensitivity + specificity − 1 (ties: the highest); where none beats chance the
+    threshold is 1.0, i.e. never positive;
+    method "specificity": the lowest threshold whose specificity is >= min_specificity (the most
+    sensitive operating point that keeps false positives at or below 1 − min_specificity);
     method "youden": the ROC point maximising sensitivity + specificity − 1;
     method "f1": the probability threshold maximising F1 of that label (precision–recall curve).
     A label whose validation labels are all one value gets 0.5 (nothing to choose from).
@@ -120,11 +126,12 @@ def choose_thresholds(probs, labels, method: str = DEFAULT_THRESHOLD_METHOD,
             continue
         # every distinct probability is a cut (no point dropped), highest first; the first is +inf
         fpr, tpr, cuts = roc_curve(y[:, j], p[:, j], drop_intermediate=False)
-        if method == "youden":
-            best = int(np.argmax(tpr - fpr))
-        else:  # fpr rises as the cut falls: the last cut still within the floor is the lowest
-            best = int(np.flatnonzero(1 - fpr >= min_specificity - 1e-12)[-1])
-        thresholds[j] = min(cuts[best], 1.0)  # +inf: nothing positive at any cut within the floor
+        allowed = np.ones(len(cuts), bool) if method == "youden" else 1 - fpr >= min_specificity - 1e-12
+        if method == "specificity":  # fpr rises as the cut falls: the last cut within the floor is the lowest
+            best = int(np.flatnonzero(allowed)[-1])
+        else:
+            best = int(np.argmax(np.where(allowed, tpr - fpr, -np.inf)))  # first maximum: the highest cut
+        thresholds[j] = min(cuts[best], 1.0)  # +inf (nothing beats chance within the floor): 1.0
     return thresholds
 
 

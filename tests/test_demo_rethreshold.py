@@ -27,7 +27,7 @@ def shipped():
 def test_the_shipped_thresholds_are_the_stated_rule_on_the_valid_probabilities():
     manifest, image, data = shipped()
     rule = manifest["thresholds"]
-    assert rule["method"] == "specificity" and rule["min_specificity"] == 0.9
+    assert rule["method"] == "youden-floor" and rule["min_specificity"] == 0.9
     _, probs, truth = data["valid"]
     assert probs.shape == truth.shape == (180, 18)
     expected = choose_thresholds(probs, truth, rule["method"], rule["min_specificity"]).tolist()
@@ -40,12 +40,16 @@ def test_the_shipped_thresholds_are_the_stated_rule_on_the_valid_probabilities()
 
 
 def test_the_shipped_thresholds_call_about_as_many_findings_per_test_case_as_are_there():
-    # max-F1 thresholds called 12 findings positive per case against the truth's 4.6: most of them on
-    # findings the classifier cannot tell apart. The rule keeps the count below the truth's.
+    # max-F1 thresholds called 11 findings positive per case against the truth's 4.6: most of them on
+    # findings the classifier cannot tell apart. The rule calls fewer than are there (2.0: the
+    # findings it cannot see are rarely called), and most of what it calls is there.
     _, image, data = shipped()
     _, probs, truth = data["test"]
-    called, present = mean_positives(probs, image.classifier.thresholds), truth.sum(1).mean()
-    assert 0.4 * present <= called <= present
+    thresholds = image.classifier.thresholds
+    called, present = mean_positives(probs, thresholds), truth.sum(1).mean()
+    assert 0.3 * present <= called <= present
+    hits = (probs >= np.asarray(thresholds)) & (truth == 1)
+    assert hits.sum() / (probs >= np.asarray(thresholds)).sum() > 0.6
     f1 = choose_thresholds(data["valid"][1], data["valid"][2], "f1")
     assert mean_positives(probs, f1) > 1.5 * present
 

@@ -168,10 +168,11 @@ class ClassifierTrainConfig(JsonConfig):
     dropout: float = setting(0.0, "dropout before the head's output layer")
     patience: int = setting(30, "stop after this many epochs without a lower validation loss")
     seed: int = setting(0, "initialisation and data order")
-    threshold_method: str = setting("specificity", "how per-finding thresholds are chosen on valid: specificity (the lowest "
-                                    "threshold with valid specificity >= --min-specificity), youden or f1 "
-                                    "(engine.classifier.choose_thresholds)")
-    min_specificity: float = setting(0.9, "the specificity floor of threshold method `specificity`")
+    threshold_method: str = setting(
+        "youden-floor", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds): "
+        "youden-floor (the best sensitivity + specificity among thresholds with specificity >= --min-specificity), "
+        "specificity (the lowest threshold with specificity >= --min-specificity), youden or f1")
+    min_specificity: float = setting(0.9, "the specificity floor of threshold methods youden-floor and specificity")
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
@@ -229,9 +230,11 @@ class EncoderTrainConfig(JsonConfig):
     intensity_jitter: float = setting(0.03, "sd of the random gain and offset (input scale is [-1, 1])")
     kmeans_tokens: int = setting(100_000, "tokens sampled to fit the VQ codebook")
     kmeans_iters: int = setting(15, "k-means iterations of the codebook fit")
-    threshold_method: str = setting("specificity", "how per-finding thresholds are chosen on valid: specificity (the lowest "
-                                    "threshold with valid specificity >= --min-specificity), youden or f1")
-    min_specificity: float = setting(0.9, "the specificity floor of threshold method `specificity`")
+    threshold_method: str = setting(
+        "youden-floor", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds): "
+        "youden-floor (the best sensitivity + specificity among thresholds with specificity >= --min-specificity), "
+        "specificity (the lowest threshold with specificity >= --min-specificity), youden or f1")
+    min_specificity: float = setting(0.9, "the specificity floor of threshold methods youden-floor and specificity")
     seed: int = setting(0, "initialisation and data order")
     # Auxiliary per-token loss (training only; training/token_targets.py): a linear head on every
     # pre-VQ token predicts which findings touch its patch, from the phantom truth. 0 turns it off.

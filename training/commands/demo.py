@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     t.add_argument("--home", help="scratch home for the phantoms and their embeddings (default "
                    "$RAD3D_HOME/rethreshold; not the demo home itself, whose phantoms are the test split only)")
     t.add_argument("--method", default=DEFAULT_THRESHOLD_METHOD, choices=THRESHOLD_METHODS,
-                   help="specificity: the lowest threshold with valid specificity >= --min-specificity")
+                   help="youden-floor: the best sensitivity + specificity among the thresholds with valid specificity >= "
+                   "--min-specificity (engine.classifier.choose_thresholds)")
     t.add_argument("--min-specificity", type=float, default=DEFAULT_MIN_SPECIFICITY)
     t.add_argument("--out", help="the shipped folder to rewrite (default: the repository's training/demo/weights)")
     t.add_argument("--no-progress", action="store_true")

@@ -72,7 +72,7 @@ def read_probabilities(path: Path, names) -> dict:
     """What write_probabilities wrote: {split: (volume names, probabilities, truth)}."""
     import pandas as pd
 
-    table = pd.read_csv(path, float_precision="round_trip")
+    table = pd.read_csv(path)  # pandas 3 reads floats back bit for bit
     return {split: (part.volume_name.tolist(), part[[f"p:{n}" for n in names]].to_numpy(float),
                     part[[f"y:{n}" for n in names]].to_numpy(int))
             for split, part in table.groupby("split", sort=False)}
