@@ -37,6 +37,12 @@ def test_the_shipped_thresholds_are_the_stated_rule_on_the_valid_probabilities()
     specificity = ((probs < expected) & (truth == 0)).sum(0) / (truth == 0).sum(0)
     assert (specificity >= 0.9).all()
     assert rule["rule"] in (SHIPPED_DIR / "image" / "classifier_report.md").read_text().replace("\n", " ")
+    # the image model carries its valid AUROC, so every positive on a near-chance finding shows its ⚠
+    from engine.image_model import open_image_model
+
+    model = open_image_model(SHIPPED_DIR / "image", with_encoder=False)
+    weak = [n for n, a in model.valid_auroc.items() if a < 0.7]
+    assert len(weak) == 13 and all(m.endswith(" ⚠") for m in model.marked(weak))
 
 
 def test_the_shipped_thresholds_call_about_as_many_findings_per_test_case_as_are_there():
