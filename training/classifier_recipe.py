@@ -23,6 +23,7 @@ from engine.classifier import (
     choose_thresholds,
     class_weighted_bce,
     pos_weight_from_prevalence,
+    threshold_rule,
 )
 from engine.errors import ConfigError
 from engine.rundir import EncoderSpec
@@ -260,7 +261,8 @@ def train_classifier(
                                progress=progress)
 
     probs = {s: _sigmoid(head_logits(fit.head, x[s])) for s in ("valid", "test")}
-    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method)
+    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method,
+                                   config.min_specificity)
     table = report_table(probs, {s: splits[s].labels for s in probs}, thresholds, dataset.label_set)
 
     notes = {
@@ -279,7 +281,8 @@ def train_classifier(
         write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
                           head=fit.head, thresholds=thresholds, notes=notes,
                           valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
-        write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
+        write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})",
+                     rule=threshold_rule(config.threshold_method, config.min_specificity))
         _write_history(out / "classifier_metrics.csv", fit.history)
         logits = head_logits(fit.head, cache.stack(names)[0])
         cache.set_logits(dict(zip(names, logits)), label_set=dataset.label_set.name,

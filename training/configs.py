@@ -11,7 +11,7 @@ from typing import Literal, get_args
 from engine.config import JsonConfig, coerce_nested, setting
 from engine.data.source import DataSource
 from engine.errors import ConfigError
-from engine.model_configs import PreprocessConfig
+from engine.model_configs import PreprocessConfig, check_threshold_method
 from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
 
 Schedule = Literal["linear", "cosine", "constant"]
@@ -229,11 +229,16 @@ class ClassifierTrainConfig(JsonConfig):
     dropout: float = setting(0.0, "dropout before the head's output layer")
     patience: int = setting(30, "stop after this many epochs without a lower validation loss")
     seed: int = setting(0, "initialisation and data order")
-    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds)")
+    threshold_method: str = setting(
+        "youden-floor", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds): "
+        "youden-floor (the best sensitivity + specificity among thresholds with specificity >= --min-specificity), "
+        "specificity (the lowest threshold with specificity >= --min-specificity), youden or f1")
+    min_specificity: float = setting(0.9, "the specificity floor of threshold methods youden-floor and specificity")
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
             raise ConfigError(f"bad classifier training settings: {self}")
+        check_threshold_method(self.threshold_method, self.min_specificity)
 
 
 # The demo grid: 3.75 mm in-plane over 96 voxels = a 360 mm field of view (the phantoms' body
@@ -286,7 +291,11 @@ class EncoderTrainConfig(JsonConfig):
     intensity_jitter: float = setting(0.03, "sd of the random gain and offset (input scale is [-1, 1])")
     kmeans_tokens: int = setting(100_000, "tokens sampled to fit the VQ codebook")
     kmeans_iters: int = setting(15, "k-means iterations of the codebook fit")
-    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid")
+    threshold_method: str = setting(
+        "youden-floor", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds): "
+        "youden-floor (the best sensitivity + specificity among thresholds with specificity >= --min-specificity), "
+        "specificity (the lowest threshold with specificity >= --min-specificity), youden or f1")
+    min_specificity: float = setting(0.9, "the specificity floor of threshold methods youden-floor and specificity")
     seed: int = setting(0, "initialisation and data order")
     # Auxiliary per-token loss (training only; training/token_targets.py): a linear head on every
     # pre-VQ token predicts which findings touch its patch, from the phantom truth. 0 turns it off.
@@ -306,6 +315,7 @@ class EncoderTrainConfig(JsonConfig):
             raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
         if self.batch_size < 1 or self.lr <= 0 or self.kmeans_iters < 1 or self.kmeans_tokens < 1:
             raise ConfigError(f"bad encoder training settings: {self}")
+        check_threshold_method(self.threshold_method, self.min_specificity)
         if min(self.shift_voxels) < 0:
             raise ConfigError(f"--shift-voxels must be 0 or more, got {list(self.shift_voxels)}")
         if not self.token_pos_weight_max >= 1.0:  # also refuses NaN

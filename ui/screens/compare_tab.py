@@ -77,8 +77,9 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
                 body = domain_html(step.domain) + provenance_html(session.provenance) + body
                 if ref_text:
                     body += agreement_html(agreement(step.text, ref_text, extractor))
+                positives = ", ".join(session.image.marked(step.positives)) or "none"  # ⚠: weak finding
                 body += (f"<p>variant {html.escape(session.run.config.variant)} · time to report "
-                         f"{step.timings['total_s']:.1f} s · positives: {html.escape(', '.join(step.positives) or 'none')}</p>")
+                         f"{step.timings['total_s']:.1f} s · positives: {html.escape(positives)}</p>")
             except Exception as err:
                 log.exception("compare: %s failed", run_name)
                 body = f"<p>{html.escape(message(err, 'Report generation'))}</p>"
