@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from engine.config import JsonConfig
@@ -79,6 +80,18 @@ class PreprocessConfig(JsonConfig):
         """Short stable hash of every setting (and the algorithm version): the embedding cache key."""
         payload = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def read_preprocess_config(path: str | Path | None) -> PreprocessConfig:
+    """A PreprocessConfig from a JSON file (as `rad3d embed` and `train-classifier` take it); None:
+    the defaults, CT-CLIP's 480x480x240 grid."""
+    if path is None:
+        return PreprocessConfig()
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read preprocessing config ({err})", path) from None
+    return PreprocessConfig.from_dict(data, path)
 
 
 @dataclass(frozen=True)

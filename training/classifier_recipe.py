@@ -176,10 +176,8 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
                    encoder_config: str | Path | None = None, preprocess: str | Path | None = None):
     """(EncoderSource, LabelSet or None) from an image model folder, or from weights + config
     (+ preprocessing JSON; CT-CLIP's grid by default), exactly as `rad3d embed` was given them."""
-    import json
-
     from engine.encoders import DEFAULT_ENCODER, load_encoder_config
-    from engine.preprocess import PreprocessConfig
+    from engine.model_configs import read_preprocess_config
     from engine.rundir import load_image_model
 
     if image_model is not None:
@@ -193,12 +191,7 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
     weights = Path(encoder_weights)
     if not weights.is_file():
         raise ConfigError("encoder weights file not found", weights)
-    pp = PreprocessConfig()
-    if preprocess is not None:
-        try:
-            pp = PreprocessConfig.from_dict(json.loads(Path(preprocess).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read preprocessing config ({err})", preprocess) from None
+    pp = read_preprocess_config(preprocess)
     enc_cfg = load_encoder_config(encoder_config or None).to_dict()  # None: CT-CLIP's public config
     return EncoderSource(DEFAULT_ENCODER, enc_cfg, weights, pp), None
 
