@@ -281,3 +281,31 @@ def config_from_args(cls, args: argparse.Namespace, *, exclude=(), prefix: str =
     data = {f.name: getattr(args, prefix + f.name) for f in _cli_fields(cls, exclude)
             if hasattr(args, prefix + f.name) and f.name not in given}
     return config_from_dict(cls, {**data, **given}, source)
+
+
+# -- config files ----------------------------------------------------------------------------------
+def read_json(path: str | Path, what: str):
+    """The JSON value in `path`, or one ConfigError naming the file: missing, unreadable or not JSON."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found", path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {what}: {err}", path) from None
+
+
+def write_json(path: str | Path, data) -> Path:
+    """Write `data` as indented JSON through a temporary file and a rename, so a reader never sees
+    half a file and an interrupted write leaves the previous one."""
+    import json
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+    return path

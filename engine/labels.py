@@ -6,11 +6,10 @@ A label set is data, so INSPECT's findings or a user's own set is a JSON file, n
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import JsonConfig
+from engine.config import JsonConfig, read_json
 from engine.errors import ConfigError
 
 _BUILTIN_DIR = Path(__file__).with_name("label_sets")
@@ -54,10 +53,7 @@ class LabelSet(JsonConfig):
     @classmethod
     def from_file(cls, path: str | Path) -> LabelSet:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read label set: {err}", path) from None
+        data = read_json(path, "label set")
         return cls.from_dict(data, path)
 
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import JsonConfig, coerce_nested
+from engine.config import JsonConfig, coerce_nested, read_json, write_json
 from engine.errors import ConfigError
 from engine.labels import LabelSet
 from engine.model_configs import AbnormalityHeadConfig, GenerationSettings, PreprocessConfig, ReportGeneratorConfig
@@ -111,13 +111,7 @@ class ImageModelConfig(JsonConfig):
 
 def save_image_model(root: str | Path, config: ImageModelConfig) -> Path:
     """Write IMAGE/image_model.json (weights paths in it are relative to IMAGE unless absolute)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / IMAGE_MODEL_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(root) / IMAGE_MODEL_FILE, config.to_dict())
 
 
 def load_image_model(root: str | Path) -> tuple[Path, ImageModelConfig]:
@@ -126,10 +120,7 @@ def load_image_model(root: str | Path) -> tuple[Path, ImageModelConfig]:
     root = Path(root).resolve()
     if (root / IMAGE_MODEL_FILE).is_file():
         path = root / IMAGE_MODEL_FILE
-        try:
-            cfg = ImageModelConfig.from_dict(json.loads(path.read_text()), path)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"not valid JSON ({err})", path) from None
+        cfg = ImageModelConfig.from_dict(read_json(path, "image model config"), path)
     else:
         run = open_run(root, check=False).config
         cfg = ImageModelConfig(run.label_set, run.preprocess, run.encoder, run.classifier, {}, run.provenance)
@@ -197,13 +188,7 @@ class RunDir:
 
 
 def save_run_config(root: str | Path, config: RunConfig) -> Path:
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / CONFIG_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(root) / CONFIG_FILE, config.to_dict())
 
 
 def save_domain_guard(run: RunDir, guard) -> RunDir:

@@ -19,7 +19,6 @@ This file knows nothing of files: checkpoint reading lives in engine/encoders/ch
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import JsonConfig
+from engine.config import JsonConfig, read_json
 from engine.errors import ConfigError, VolumeError
 
 Trainable = Literal["none", "last_layer"]
@@ -94,10 +93,7 @@ class CTViTConfig(JsonConfig):
     @classmethod
     def from_json(cls, path: str | Path) -> CTViTConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read encoder config: {err}", path) from None
+        data = read_json(path, "encoder config")
         if not isinstance(data, dict):
             raise ConfigError("encoder config must be a JSON object", path)
         return cls.from_dict(data, source=path)
