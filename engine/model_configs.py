@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from engine.config import JsonConfig
+from engine.config import JsonConfig, read_json
 from engine.errors import ConfigError
 
 # Bump when the algorithm changes values, so embedding caches made before are refused.
@@ -87,11 +87,7 @@ def read_preprocess_config(path: str | Path | None) -> PreprocessConfig:
     the defaults, CT-CLIP's 480x480x240 grid."""
     if path is None:
         return PreprocessConfig()
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read preprocessing config ({err})", path) from None
-    return PreprocessConfig.from_dict(data, path)
+    return PreprocessConfig.from_dict(read_json(path, "preprocessing config"), path)
 
 
 @dataclass(frozen=True)
