@@ -9,9 +9,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
-from engine.config import JsonConfig
+from engine.config import JsonConfig, read_json
 from engine.errors import ConfigError
 
 # Bump when the algorithm changes values, so embedding caches made before are refused.
@@ -101,6 +102,14 @@ def check_threshold_method(method: str, min_specificity: float) -> None:
         raise ConfigError(f"unknown threshold method {method!r} (use one of {', '.join(THRESHOLD_METHODS)})")
     if not 0 < min_specificity <= 1:
         raise ConfigError(f"the specificity floor must be in (0, 1], got {min_specificity}")
+
+
+def read_preprocess_config(path: str | Path | None) -> PreprocessConfig:
+    """A PreprocessConfig from a JSON file (as `rad3d embed` and `train-classifier` take it); None:
+    the defaults, CT-CLIP's 480x480x240 grid."""
+    if path is None:
+        return PreprocessConfig()
+    return PreprocessConfig.from_dict(read_json(path, "preprocessing config"), path)
 
 
 @dataclass(frozen=True)

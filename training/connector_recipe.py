@@ -297,9 +297,11 @@ def write_trained_run(out: Path, model, image, config: TrainConfig, *, notes: di
     from training.image_model_common import report_valid_auroc
 
     spec = image.spec  # the image model's config, weights paths absolute
-    encoder = load_encoder(spec.encoder.name, spec.encoder.config, None)  # only its config is written; the weights file is referenced
+    # only its config is written; the weights file is referenced
+    encoder = load_encoder(spec.encoder.name, spec.encoder.config, None)
     max_new = config.max_report_tokens or GenerationSettings().max_new_tokens
-    positions = getattr(model.decoder.config, "max_position_embeddings", None) or getattr(model.decoder.config, "n_positions", None)
+    decoder_config = model.decoder.config
+    positions = getattr(decoder_config, "max_position_embeddings", None) or getattr(decoder_config, "n_positions", None)
     if positions:  # the prefix and the report must fit the decoder's positions
         max_new = min(max_new, positions - model.prefix_len)
     generation = GenerationSettings(max_new_tokens=max_new)

@@ -292,7 +292,7 @@ class EncoderTrainResult:
 def train_encoder(
     data_dir,  # a DataSource or a dataset folder
     out: str | Path,
-    config: EncoderTrainConfig = EncoderTrainConfig(),
+    config: EncoderTrainConfig | None = None,  # None: the defaults
     *,
     resume: bool = False,
     workers: int = 2,
@@ -308,6 +308,7 @@ def train_encoder(
     called after every optimiser step. `threads`: torch CPU threads while training (None: leave
     as is). One by default: this model's ops are small, and with two threads on two shared cores a
     step ran 5-100x slower than with one (threads wait on each other whenever another process runs)."""
+    config = EncoderTrainConfig() if config is None else config
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 import gradio as gr
@@ -70,8 +71,7 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
             try:
                 session = browser.session(run_name)
                 settings = settings_for(session.settings, decoding_choice, n_tokens)
-                for step in report_steps(session, browser.volume(name, owner), settings):
-                    pass
+                step = deque(report_steps(session, browser.volume(name, owner), settings), maxlen=1)[0]  # the last
                 body = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
                 # as in Review: a scan outside the run's domain and a phantom-only run are marked beside the draft
                 body = domain_html(step.domain) + provenance_html(session.provenance) + body
