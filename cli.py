@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "training.commands.evaluate",
     "training.commands.domain_guard",
     "training.commands.sweep",
+    "training.commands.logit_curve",
 ]
 
 

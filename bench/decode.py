@@ -122,7 +122,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--decoder-config", help="random weights of a shipped architecture (e.g. llama-3.2-1b) instead of the demo's SmolLM2")
+    ap.add_argument("--decoder-config",
+                    help="random weights of a shipped architecture (e.g. llama-3.2-1b) instead of the demo's SmolLM2")
     ap.add_argument("--decoder-dir", help="a converted decoder folder (default: convert the demo's SmolLM2 into a temp folder)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per report (forced)")
@@ -141,8 +142,8 @@ def main(argv=None) -> int:
     settings = GenerationSettings(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
     paths = [PATHS[i] for i in sorted(set(args.paths) | {1})]
     print(environment(device))
-    print(f"decoder {what}; greedy, {args.tokens} forced new tokens, left-padded prefixes; median of {args.repeats}, paths in turn; "
-          f"ms/token = batch wall time / {args.tokens}")
+    print(f"decoder {what}; greedy, {args.tokens} forced new tokens, left-padded prefixes; "
+          f"median of {args.repeats}, paths in turn; ms/token = batch wall time / {args.tokens}")
     print(f"{'batch':>5}  {'path':<22} {'warm-up s':>9} {'ms/token':>9} {'tok/s':>7} {'vs (b)':>7}  tokens equal to (b)")
     ok = True
     for b in args.batches:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from functools import partial
 
 from _common import environment, random_decoder, sync, timed
 
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         sync(device)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        seconds, _ = timed(lambda: step(kind), device, args.repeats)
+        seconds, _ = timed(partial(step, kind), device, args.repeats)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
         rows[kind] = (seconds, peak)
 

@@ -122,7 +122,8 @@ class EmbeddingCache:
     def put(self, volume_name: str, latent: np.ndarray, logits: np.ndarray | None = None) -> None:
         latent = np.asarray(latent, dtype=np.float32).reshape(-1)
         if latent.shape[0] != self.identity.latent_dim:
-            raise ConfigError(f"latent of size {latent.shape[0]} for {volume_name}, cache holds {self.identity.latent_dim}", self.root)
+            raise ConfigError(f"latent of size {latent.shape[0]} for {volume_name}, "
+                              f"cache holds {self.identity.latent_dim}", self.root)
         if not np.isfinite(latent).all():
             raise ConfigError(f"non-finite latent for {volume_name}; not cached", self.root)
         tensors = {"latent": latent}
@@ -157,7 +158,8 @@ class EmbeddingCache:
         lacking = [n for n, e in zip(volume_names, entries) if e.logits is None]
         if lacking:
             raise ConfigError(
-                f"{len(lacking)} cache entries have no classifier logits (first: {lacking[0]}); run `rad3d train-classifier` first",
+                f"{len(lacking)} cache entries have no classifier logits (first: {lacking[0]}); "
+                "run `rad3d train-classifier` first",
                 self.root,
             )
         return latents, np.stack([e.logits for e in entries])

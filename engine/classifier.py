@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model_configs import AbnormalityHeadConfig  # defined without torch
+from engine.model_configs import (  # defined without torch
+    DEFAULT_MIN_SPECIFICITY,
+    DEFAULT_THRESHOLD_METHOD,
+    AbnormalityHeadConfig,
+    check_threshold_method,
+)
 
 
 class AbnormalityHead(nn.Module):
@@ -78,15 +83,37 @@ def pos_weight_from_prevalence(labels, min_weight: float = 1.0, max_weight: floa
     return ratio.clamp(min_weight, max_weight).float()
 
 
-def choose_thresholds(probs, labels, method: str = "f1") -> np.ndarray:
-    """Per-label decision thresholds chosen on validation data.
+def threshold_rule(method: str = DEFAULT_THRESHOLD_METHOD, min_specificity: float = DEFAULT_MIN_SPECIFICITY) -> str:
+    """The rule in words, as the classifier report and the README state it."""
+    check_threshold_method(method, min_specificity)
+    floor = f"specificity on the valid split is at least {min_specificity:.2f}"
+    return {
+        "youden-floor": f"per finding, of the thresholds at which {floor} (at most {1 - min_specificity:.0%} of valid "
+                        "cases without the finding called positive), the one with the highest sensitivity + "
+                        "specificity; a finding no such threshold separates from chance is never called positive",
+        "specificity": f"per finding, the lowest threshold at which {floor} (a rule-in point: the most sensitive one "
+                       f"that calls at most {1 - min_specificity:.0%} of valid cases without the finding positive)",
+        "youden": "per finding, the valid-split threshold with the highest sensitivity + specificity (Youden)",
+        "f1": "per finding, the valid-split threshold maximising F1",
+    }[method]
 
-    method "f1": the probability threshold maximising F1 of that label (precision–recall curve);
-    method "youden": the ROC point maximising sensitivity + specificity − 1. A label whose validation
-    labels are all one value gets 0.5 (nothing to choose from).
+
+def choose_thresholds(probs, labels, method: str = DEFAULT_THRESHOLD_METHOD,
+                      min_specificity: float = DEFAULT_MIN_SPECIFICITY) -> np.ndarray:
+    """Per-label decision thresholds chosen on validation data (a case is positive at p >= threshold).
+
+    method "youden-floor": of the thresholds whose specificity on these data is >= min_specificity,
+    the one maximising sensitivity + specificity − 1 (ties: the highest); where none beats chance the
+    threshold is 1.0, i.e. never positive;
+    method "specificity": the lowest threshold whose specificity is >= min_specificity (the most
+    sensitive operating point that keeps false positives at or below 1 − min_specificity);
+    method "youden": the ROC point maximising sensitivity + specificity − 1;
+    method "f1": the probability threshold maximising F1 of that label (precision–recall curve).
+    A label whose validation labels are all one value gets 0.5 (nothing to choose from).
     """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
+    threshold_rule(method, min_specificity)  # an unknown method fails here, before any work
     p, y = _as_matrix(probs, labels)
     thresholds = np.full(p.shape[1], 0.5)
     for j in range(p.shape[1]):
@@ -96,12 +123,15 @@ def choose_thresholds(probs, labels, method: str = "f1") -> np.ndarray:
             precision, recall, cuts = precision_recall_curve(y[:, j], p[:, j])
             f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
             thresholds[j] = cuts[int(np.argmax(f1))]
-        elif method == "youden":
-            fpr, tpr, cuts = roc_curve(y[:, j], p[:, j])
-            best = int(np.argmax(tpr - fpr))
-            thresholds[j] = min(cuts[best], 1.0)  # roc_curve's first cut is +inf
+            continue
+        # every distinct probability is a cut (no point dropped), highest first; the first is +inf
+        fpr, tpr, cuts = roc_curve(y[:, j], p[:, j], drop_intermediate=False)
+        allowed = np.ones(len(cuts), bool) if method == "youden" else 1 - fpr >= min_specificity - 1e-12
+        if method == "specificity":  # fpr rises as the cut falls: the last cut within the floor is the lowest
+            best = int(np.flatnonzero(allowed)[-1])
         else:
-            raise ValueError(f"unknown threshold method {method!r} (use 'f1' or 'youden')")
+            best = int(np.argmax(np.where(allowed, tpr - fpr, -np.inf)))  # first maximum: the highest cut
+        thresholds[j] = min(cuts[best], 1.0)  # +inf (nothing beats chance within the floor): 1.0
     return thresholds
 
 

@@ -118,7 +118,8 @@ def _encode(dataset, names: list[str], encoder, preprocess_config, cache, summar
     bar.close()
 
 
-def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preprocess_config: PreprocessConfig, latent_dim: int) -> CacheIdentity:
+def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preprocess_config: PreprocessConfig,
+                 latent_dim: int) -> CacheIdentity:
     return CacheIdentity(
         encoder=encoder_identity(encoder_name, encoder_config, weights),
         preprocess=preprocess_config.fingerprint(),
@@ -147,7 +148,8 @@ def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encod
     if not cases:
         raise DatasetError(f"no cases in split(s) {list(splits)}", dataset.root)
     encoder = load_encoder(encoder_name, encoder_config, weights)
-    made_from = (provenance or Provenance()).merged(data=describe_dataset(data_dir))  # the folder as given, as train and train-encoder record it
+    # the folder as given, as train and train-encoder record it
+    made_from = (provenance or Provenance()).merged(data=describe_dataset(data_dir))
     if made_from.encoder is None:  # given bare weights, or an image model older than provenance
         made_from = made_from.merged(encoder=describe_encoder(weights))
     with shard.main_first():  # one process creates the folder and manifest; the others open them

@@ -14,6 +14,7 @@ import dataclasses
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,9 +156,8 @@ class InferenceSession:
     def report(self, volume: Volume | str | Path, settings: GenerationSettings | None = None, *,
                refuse_outside: bool = False, body=None) -> CaseReport:
         """The case's probabilities and draft: `report_stream` run to its end."""
-        for step in self.report_stream(volume, settings, refuse_outside=refuse_outside, body=body):
-            pass
-        return step.case
+        last = deque(self.report_stream(volume, settings, refuse_outside=refuse_outside, body=body), maxlen=1)
+        return last[0].case
 
     def report_stream(self, volume: Volume | str | Path, settings: GenerationSettings | None = None, *,
                       refuse_outside: bool = False, body=None) -> Iterator[ReportStep]:

@@ -9,9 +9,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
-from engine.config import JsonConfig
+from engine.config import JsonConfig, read_json
 from engine.errors import ConfigError
 
 # Bump when the algorithm changes values, so embedding caches made before are refused.
@@ -79,6 +80,36 @@ class PreprocessConfig(JsonConfig):
         """Short stable hash of every setting (and the algorithm version): the embedding cache key."""
         payload = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# How per-finding thresholds are chosen on the validation split (engine.classifier.choose_thresholds).
+# The default is a rule a clinician can read: the best balance of sensitivity and specificity (Youden)
+# among the thresholds at which at most one in ten validation cases without the finding is called
+# positive. Max-F1 on a weak classifier picks near-zero thresholds (the demo's first image model:
+# sensitivity 1, specificity 0.05) and called 11 findings positive per case against the truth's 4.6;
+# the lowest threshold with specificity >= 0.90 ("specificity") also gives a perfect finding 10 %
+# false positives, which the Youden choice within the floor does not.
+THRESHOLD_METHODS = ("youden-floor", "specificity", "youden", "f1")
+DEFAULT_THRESHOLD_METHOD = "youden-floor"
+DEFAULT_MIN_SPECIFICITY = 0.9
+
+
+def check_threshold_method(method: str, min_specificity: float) -> None:
+    """A ConfigError for an unknown method or a specificity floor outside (0, 1]."""
+    from engine.errors import ConfigError
+
+    if method not in THRESHOLD_METHODS:
+        raise ConfigError(f"unknown threshold method {method!r} (use one of {', '.join(THRESHOLD_METHODS)})")
+    if not 0 < min_specificity <= 1:
+        raise ConfigError(f"the specificity floor must be in (0, 1], got {min_specificity}")
+
+
+def read_preprocess_config(path: str | Path | None) -> PreprocessConfig:
+    """A PreprocessConfig from a JSON file (as `rad3d embed` and `train-classifier` take it); None:
+    the defaults, CT-CLIP's 480x480x240 grid."""
+    if path is None:
+        return PreprocessConfig()
+    return PreprocessConfig.from_dict(read_json(path, "preprocessing config"), path)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,6 @@ mapfile -t no_deps < <("$PY" -c 'import tomllib; print(*tomllib.load(open("pypro
 if [ $# -eq 0 ]; then
     set -- tests/test_app_start.py tests/test_decoder_generation.py tests/test_inference.py \
         tests/test_io_dicom.py tests/test_metrics_nlg.py tests/test_app_charts.py \
-        tests/test_reader_study_export.py tests/test_connectors.py tests/test_umap.py tests/test_demo_llm.py
+        tests/test_reader_study_export.py tests/test_connectors.py tests/test_umap.py tests/test_demo_smollm2.py
 fi
 PYTHONPATH="$PWD" "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -439,7 +439,8 @@ class FindingExtractor:
             return (j > 0 and tokens[j - 1] in scope.vetoes) or (after[:1] == ["of"] and after[1:2] != []
                                                                  and after[1] in scope.vetoes)
 
-        def nearest(vocab, lo=0, hi=len(tokens)) -> int | None:
+        def nearest(vocab, lo: int = 0, hi: int | None = None) -> int | None:
+            hi = len(tokens) if hi is None else hi
             d = [min(abs(j - start), abs(j - (end - 1))) for j in range(lo, hi)
                  if (j < start or j >= end) and tokens[j] in vocab and not _bound_to_coronary(tokens, j, vocab)
                  and not (vocab is not scope.vetoes and owned(j))]

@@ -74,7 +74,8 @@ def metrics_markdown(doc: dict) -> str:
     for m in doc["metrics"]:
         if m["group"] in ("finding", "classifier-finding"):
             continue
-        lines.append(f"| {m['label']} | {_num(m['value'])} | {_num(m['ci_low'])} – {_num(m['ci_high'])} | {m['implementation']} |")
+        ci = f"{_num(m['ci_low'])} – {_num(m['ci_high'])}"
+        lines.append(f"| {m['label']} | {_num(m['value'])} | {ci} | {m['implementation']} |")
     for s in doc.get("skipped", []):
         lines.append(f"| {s['label']} | — | — | {s['reason']} |")
     lines += ["", "## Per finding (F1, precision, recall)", "", "| finding | F1 | 95% CI | precision | recall |",

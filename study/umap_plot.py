@@ -26,8 +26,9 @@ def prefix_embeddings(session, latents: np.ndarray, logits: np.ndarray | None, b
     """(N, prefix_len · d_llm) flattened prefixes of a loaded InferenceSession."""
     out = []
     for start in range(0, len(latents), batch):
+        chunk = latents[start:start + batch]
         lg = None if logits is None else logits[start:start + batch]
-        out.append(session.prefixes(latents[start:start + batch], lg).float().cpu().numpy().reshape(len(latents[start:start + batch]), -1))
+        out.append(session.prefixes(chunk, lg).float().cpu().numpy().reshape(len(chunk), -1))
     return np.concatenate(out)
 
 

@@ -105,3 +105,53 @@ def test_a_label_with_one_value_has_nan_auroc_and_says_why():
     assert math.isnan(absent.auroc) and "only negatives" in absent.note
     assert math.isnan(absent.sensitivity) and absent.specificity == 1.0
     assert report[report.name == "macro"].auroc.item() == 1.0  # NaN skipped in the mean
+
+
+def test_the_specificity_rule_takes_the_lowest_threshold_that_keeps_the_floor():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, size=(400, 3))
+    probs = np.clip(rng.normal(0.4 + 0.2 * labels * np.array([0.2, 1.0, 2.0]), 0.15), 0, 1)
+    for floor in (0.8, 0.9, 0.95):
+        thresholds = choose_thresholds(probs, labels, method="specificity", min_specificity=floor)
+        for j, t in enumerate(thresholds):
+            negatives = probs[labels[:, j] == 0, j]
+            assert (negatives < t).mean() >= floor  # the floor holds on these data
+            lower = probs[:, j][probs[:, j] < t].max()  # the next cut below calls one more case positive
+            assert (negatives < lower).mean() < floor
+    # weakest label (near chance): max-F1 calls most cases positive, the floor at most a tenth of negatives
+    weak_f1, weak_spec = (choose_thresholds(probs[:, :1], labels[:, :1], method=m)[0] for m in ("f1", "youden-floor"))
+    negatives = probs[labels[:, 0] == 0, 0]
+    assert (negatives >= weak_spec).mean() <= 0.1 < 0.5 < (negatives >= weak_f1).mean()
+
+
+def test_an_unknown_threshold_method_or_floor_is_refused_by_name():
+    from engine.errors import ConfigError
+    from training.configs import ClassifierTrainConfig, EncoderTrainConfig
+
+    probs, labels = np.array([[0.2], [0.8]]), np.array([[0], [1]])
+    with pytest.raises(ConfigError, match="threshold method 'best'"):
+        choose_thresholds(probs, labels, method="best")
+    with pytest.raises(ConfigError, match="specificity floor"):
+        EncoderTrainConfig(min_specificity=1.5)
+    assert ClassifierTrainConfig().threshold_method == EncoderTrainConfig().threshold_method == "youden-floor"
+
+
+def test_youden_within_the_floor_keeps_a_separable_finding_perfect_and_a_chance_one_negative():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, size=(300, 3))
+    probs = np.stack([0.2 + 0.6 * labels[:, 0] + rng.uniform(0, 0.1, 300),  # separable
+                      np.clip(rng.normal(0.4 + 0.15 * labels[:, 1], 0.15), 0, 1),  # weak
+                      rng.uniform(0, 1, 300)], axis=1)  # chance
+    chosen = choose_thresholds(probs, labels, method="youden-floor", min_specificity=0.9)
+    report = classification_report(probs, labels, chosen, ["separable", "weak", "chance"]).set_index("name")
+    assert report.loc["separable", ["sensitivity", "specificity"]].tolist() == [1.0, 1.0]
+    # the lowest threshold within the floor would call a tenth of the separable finding's negatives positive
+    lowest = choose_thresholds(probs, labels, method="specificity", min_specificity=0.9)
+    assert 0.9 <= classification_report(probs, labels, lowest, ["s", "w", "c"]).specificity[0] < 0.92
+    # on the weak finding: the best sensitivity + specificity among the cuts that keep the floor
+    negatives, positives = probs[labels[:, 1] == 0, 1], probs[labels[:, 1] == 1, 1]
+    cuts = [c for c in np.unique(probs[:, 1]) if (negatives < c).mean() >= 0.9]
+    youden = [(positives >= c).mean() + (negatives < c).mean() - 1 for c in cuts]
+    assert report.loc["weak", "specificity"] >= 0.9
+    assert report.loc["weak", "sensitivity"] + report.loc["weak", "specificity"] - 1 == pytest.approx(max(youden))
+    assert report.loc["chance", "sensitivity"] <= 0.15

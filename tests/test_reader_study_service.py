@@ -86,7 +86,8 @@ def test_submit_resume_revise_and_finish(tmp_path, phantom):
     row = ratings.set_index("item_code").loc[first.code]
     assert (row["clinical"], row["technical"], row["revision"], row["comment"]) == (3, 5, 2, "on reflection")
     revisions = service.revisions_frame("pilot")
-    assert revisions[["item_code", "revision", "clinical", "technical", "comment"]].values.tolist() == [[first.code, 1, 4, 5, "fine"]]
+    columns = ["item_code", "revision", "clinical", "technical", "comment"]
+    assert revisions[columns].values.tolist() == [[first.code, 1, 4, 5, "fine"]]
     assert service.item_at(tok2, 1).rating["clinical"] == 3
 
     with pytest.raises(RatingRefused, match="still unrated"):

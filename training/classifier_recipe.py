@@ -23,6 +23,7 @@ from engine.classifier import (
     choose_thresholds,
     class_weighted_bce,
     pos_weight_from_prevalence,
+    threshold_rule,
 )
 from engine.errors import ConfigError
 from engine.rundir import EncoderSpec
@@ -58,7 +59,7 @@ def fit_abnormality_head(
     train_y: torch.Tensor,
     valid_x: torch.Tensor,
     valid_y: torch.Tensor,
-    config: ClassifierTrainConfig = ClassifierTrainConfig(),
+    config: ClassifierTrainConfig | None = None,  # None: the defaults
     *,
     accelerator=None,
     pos_weight: torch.Tensor | None = None,
@@ -71,6 +72,7 @@ def fit_abnormality_head(
     from training.checkpointing import TrainState
     from training.loop import LoopSettings, TrainLoop, make_scheduler, steps_per_epoch
 
+    config = ClassifierTrainConfig() if config is None else config
     accelerator = accelerator or make_accelerator()
     torch.manual_seed(config.seed)
     train_x, train_y = train_x.float(), train_y.float()
@@ -152,7 +154,9 @@ def _epoch_history(rows: list[dict]) -> list[dict]:
 def head_logits(head: AbnormalityHead, latents: np.ndarray | torch.Tensor, batch: int = 4096) -> np.ndarray:
     x = torch.as_tensor(np.asarray(latents), dtype=torch.float32)
     head = head.eval().float().cpu()
-    return torch.cat([head(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy() if len(x) else np.zeros((0, head.config.n_labels), np.float32)
+    if not len(x):
+        return np.zeros((0, head.config.n_labels), np.float32)
+    return torch.cat([head(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -173,10 +177,8 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
                    encoder_config: str | Path | None = None, preprocess: str | Path | None = None):
     """(EncoderSource, LabelSet or None) from an image model folder, or from weights + config
     (+ preprocessing JSON; CT-CLIP's grid by default), exactly as `rad3d embed` was given them."""
-    import json
-
     from engine.encoders import DEFAULT_ENCODER, load_encoder_config
-    from engine.preprocess import PreprocessConfig
+    from engine.model_configs import read_preprocess_config
     from engine.rundir import load_image_model
 
     if image_model is not None:
@@ -190,12 +192,7 @@ def encoder_source(*, image_model: str | Path | None = None, encoder_weights: st
     weights = Path(encoder_weights)
     if not weights.is_file():
         raise ConfigError("encoder weights file not found", weights)
-    pp = PreprocessConfig()
-    if preprocess is not None:
-        try:
-            pp = PreprocessConfig.from_dict(json.loads(Path(preprocess).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read preprocessing config ({err})", preprocess) from None
+    pp = read_preprocess_config(preprocess)
     enc_cfg = load_encoder_config(encoder_config or None).to_dict()  # None: CT-CLIP's public config
     return EncoderSource(DEFAULT_ENCODER, enc_cfg, weights, pp), None
 
@@ -235,13 +232,14 @@ def train_classifier(
     encoder_config: str | Path | None = None,
     preprocess: str | Path | None = None,
     label_set=None,
-    config: ClassifierTrainConfig = ClassifierTrainConfig(),
+    config: ClassifierTrainConfig | None = None,  # None: the defaults
     progress: bool = True,
 ) -> ClassifierTrainResult:
     from engine.data import resolve
     from engine.embedding import file_fingerprint
     from training.accelerate_utils import make_accelerator
 
+    config = ClassifierTrainConfig() if config is None else config
     out = Path(out)
     source, model_labels = encoder_source(image_model=image_model, encoder_weights=encoder_weights,
                                           encoder_config=encoder_config, preprocess=preprocess)
@@ -260,7 +258,8 @@ def train_classifier(
                                progress=progress)
 
     probs = {s: _sigmoid(head_logits(fit.head, x[s])) for s in ("valid", "test")}
-    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method)
+    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method,
+                                   config.min_specificity)
     table = report_table(probs, {s: splits[s].labels for s in probs}, thresholds, dataset.label_set)
 
     notes = {
@@ -279,7 +278,8 @@ def train_classifier(
         write_image_model(out, label_set=dataset.label_set, preprocess=source.preprocess, encoder_spec=spec,
                           head=fit.head, thresholds=thresholds, notes=notes,
                           valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
-        write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})")
+        write_report(out, table, f"Abnormality classifier on cached latents ({dataset.label_set.name})",
+                     rule=threshold_rule(config.threshold_method, config.min_specificity))
         _write_history(out / "classifier_metrics.csv", fit.history)
         logits = head_logits(fit.head, cache.stack(names)[0])
         cache.set_logits(dict(zip(names, logits)), label_set=dataset.label_set.name,

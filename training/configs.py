@@ -1,4 +1,4 @@
-"""The training recipes' settings: one typed config per command (`rad3d train`, `evaluate`, `sweep`,
+"""The training recipes' settings: one typed config per command (`rad3d train`, `evaluate`, `sweep`, `logit-curve`,
 `train-encoder`, `train-classifier`), each field with its default and its command-line help. Kept
 free of torch so the commands build their options from these fields without loading models."""
 
@@ -11,7 +11,7 @@ from typing import Literal, get_args
 from engine.config import JsonConfig, coerce_nested, setting
 from engine.data.source import DataSource
 from engine.errors import ConfigError
-from engine.model_configs import PreprocessConfig
+from engine.model_configs import PreprocessConfig, check_threshold_method
 from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
 
 Schedule = Literal["linear", "cosine", "constant"]
@@ -158,6 +158,67 @@ class SweepConfig(JsonConfig):
             raise ConfigError(f"decoder names must be non-empty without slashes or spaces: {bad}")
 
 
+@dataclass(frozen=True)
+class LogitCurveConfig(JsonConfig):
+    """`rad3d logit-curve`: V-3 on synthetic logits of chosen AUROCs, V-3 on the classifier's own, and V-2 once,
+    all by one connector recipe (training/logit_curve.py)."""
+
+    data: DataSource = setting(help="the dataset, with labels (a folder path is read as DataSource(root=path))",
+                               cli=False)
+    cache: str = setting(help="embedding cache of that dataset, with the image model's logits")
+    image_model: str = setting(help="IMAGE folder with encoder, classifier, label set")
+    decoder: str = setting(help="the decoder: a local causal-LM folder", aliases=("--llm",))
+    out: str | None = setting(None, "study folder: runs/, evals/, results.csv, logit_curve.html/.png, progress.json "
+                              "(default $RAD3D_HOME/logit-curve, where the app's Research tab shows it)")
+    levels: tuple[float, ...] = setting((0.6, 0.7, 0.8, 0.9, 0.95, 1.0), "target macro AUROCs of the synthetic logits")
+    real: bool = setting(True, "also V-3 on the image model's own logits: the marked point (--no-real skips it)")
+    noise_seed: int = setting(0, "seed of the synthetic logits' noise (one draw per case, shared by every level)")
+    section: Section = setting("findings", "report section to learn")
+    epochs: int = setting(10, "epochs per run")
+    max_steps: int | None = setting(None, "cap on steps per run")
+    lr: float = setting(2e-5, "learning rate")
+    batch_size: int = setting(8, "training batch size")
+    prefix_len: int = setting(10, "prefix tokens")
+    clip_len: int = setting(10, "tokens the input is projected to")
+    layers: int = setting(8, "transformer connector layers")
+    heads: int = setting(8, "connector attention heads")
+    max_report_tokens: int | None = setting(None, "truncate longer reports to N tokens")
+    seed: int = setting(0, "initialisation, data order and bootstrap")
+    save_every_steps: int | None = setting(None, "also checkpoint every N steps")
+    eval_split: str = setting("test", "split the curve is measured on (nothing is chosen from it)")
+    eval_batch_size: int = setting(16, "generation batch size")
+    max_new_tokens: int | None = setting(None, "report length cap for evaluation")
+    eval_limit: int | None = setting(None, "evaluate only the first N cases")
+    bertscore: bool = setting(False, "also BERTScore (off: the curve needs finding F1 and GREEN-style)")
+    meteor: bool = setting(False, "also METEOR (needs Java)")
+    resamples: int = setting(5000, "bootstrap resamples")
+    png: bool = setting(True, "also write logit_curve.png (plotly + kaleido + a Chrome/Chromium; --no-png: HTML only)")
+
+    def __post_init__(self):
+        object.__setattr__(self, "data", DataSource.coerce(self.data))
+        object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+        if not self.levels:
+            raise ConfigError("the logit curve needs at least one level (--levels 0.6 0.8 ...)")
+        bad = [v for v in self.levels if not 0.5 <= v <= 1.0]
+        if bad or len(set(self.levels)) != len(self.levels):
+            raise ConfigError(f"levels must be distinct AUROCs between 0.5 and 1, got {list(self.levels)}")
+
+    def train_config(self, variant: str, out: str) -> TrainConfig:
+        """The one recipe every point is trained by: only the variant (and the logits) differ."""
+        return TrainConfig(
+            variant=variant, data=self.data, cache=self.cache, decoder=self.decoder, image_model=self.image_model,
+            out=out, section=self.section, epochs=self.epochs, max_steps=self.max_steps, lr=self.lr,
+            batch_size=self.batch_size, prefix_len=self.prefix_len, clip_len=self.clip_len, layers=self.layers,
+            heads=self.heads, max_report_tokens=self.max_report_tokens, seed=self.seed,
+            save_every_steps=self.save_every_steps)
+
+    def evaluate_config(self, run: str, out: str, name: str) -> EvaluateConfig:
+        return EvaluateConfig(
+            run=run, data=self.data, cache=self.cache, out=out, split=self.eval_split, batch_size=self.eval_batch_size,
+            max_new_tokens=self.max_new_tokens, limit=self.eval_limit, run_name=name, bertscore=self.bertscore,
+            meteor=self.meteor, resamples=self.resamples, seed=self.seed)
+
+
 @dataclass
 class ClassifierTrainConfig(JsonConfig):
     epochs: int = setting(300, "maximum epochs")
@@ -168,11 +229,16 @@ class ClassifierTrainConfig(JsonConfig):
     dropout: float = setting(0.0, "dropout before the head's output layer")
     patience: int = setting(30, "stop after this many epochs without a lower validation loss")
     seed: int = setting(0, "initialisation and data order")
-    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds)")
+    threshold_method: str = setting(
+        "youden-floor", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds): "
+        "youden-floor (the best sensitivity + specificity among thresholds with specificity >= --min-specificity), "
+        "specificity (the lowest threshold with specificity >= --min-specificity), youden or f1")
+    min_specificity: float = setting(0.9, "the specificity floor of threshold methods youden-floor and specificity")
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
             raise ConfigError(f"bad classifier training settings: {self}")
+        check_threshold_method(self.threshold_method, self.min_specificity)
 
 
 # The demo grid: 3.75 mm in-plane over 96 voxels = a 360 mm field of view (the phantoms' body
@@ -225,7 +291,11 @@ class EncoderTrainConfig(JsonConfig):
     intensity_jitter: float = setting(0.03, "sd of the random gain and offset (input scale is [-1, 1])")
     kmeans_tokens: int = setting(100_000, "tokens sampled to fit the VQ codebook")
     kmeans_iters: int = setting(15, "k-means iterations of the codebook fit")
-    threshold_method: str = setting("f1", "how per-finding thresholds are chosen on valid")
+    threshold_method: str = setting(
+        "youden-floor", "how per-finding thresholds are chosen on valid (engine.classifier.choose_thresholds): "
+        "youden-floor (the best sensitivity + specificity among thresholds with specificity >= --min-specificity), "
+        "specificity (the lowest threshold with specificity >= --min-specificity), youden or f1")
+    min_specificity: float = setting(0.9, "the specificity floor of threshold methods youden-floor and specificity")
     seed: int = setting(0, "initialisation and data order")
     # Auxiliary per-token loss (training only; training/token_targets.py): a linear head on every
     # pre-VQ token predicts which findings touch its patch, from the phantom truth. 0 turns it off.
@@ -245,6 +315,7 @@ class EncoderTrainConfig(JsonConfig):
             raise ConfigError(f"need at least one epoch (epochs={self.epochs}, vq_epochs={self.vq_epochs})")
         if self.batch_size < 1 or self.lr <= 0 or self.kmeans_iters < 1 or self.kmeans_tokens < 1:
             raise ConfigError(f"bad encoder training settings: {self}")
+        check_threshold_method(self.threshold_method, self.min_specificity)
         if min(self.shift_voxels) < 0:
             raise ConfigError(f"--shift-voxels must be 0 or more, got {list(self.shift_voxels)}")
         if not self.token_pos_weight_max >= 1.0:  # also refuses NaN

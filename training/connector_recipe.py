@@ -51,13 +51,16 @@ def train_connector(
     time_limit_s: float | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    logits=None,
 ) -> TrainResult:
     """Train `config.variant` and, once all steps are done, write the inference run to config.out.
 
     resume: continue from RUN/checkpoints/last (a fresh start when there is none); without it an
     existing checkpoint is refused. stop_at_step / time_limit_s: stop early with a checkpoint (the
     schedule is unchanged), e.g. to spread a long CPU run over sessions. on_step(step, loss) is
-    called after every optimiser step (tests use it to kill a run). The loop is training/loop.py's."""
+    called after every optimiser step (tests use it to kill a run). `logits`: a
+    training.synthetic_logits.SyntheticLogits replacing the cached classifier logits (the logit-quality
+    curve; recorded in the checkpoint's identity and the run's notes). The loop is training/loop.py's."""
     from training.accelerate_utils import main_print, make_accelerator
     from training.loop import (
         LoopSettings,
@@ -71,11 +74,12 @@ def train_connector(
     out = Path(config.out)
     checkpoint = checkpoint_to_resume(out, resume)
     accelerator = make_accelerator(config.mixed_precision)
-    data = _connector_data(config, accelerator)
+    data = _connector_data(config, accelerator, logits)
     model, tokenizer = _report_generator(config, data, accelerator)
     trainable_params, frozen_params = model.count_parameters()
     identity = {**config.identity(), "decoder": decoder_signature(model.decoder),
-                "num_processes": accelerator.num_processes, "train_cases": len(data.train)}
+                "num_processes": accelerator.num_processes, "train_cases": len(data.train),
+                **({} if logits is None else {"logits": logits.describe()})}
     state = resume_state(checkpoint, identity)
 
     total_steps = config.epochs * steps_per_epoch(len(data.train), config.batch_size, accelerator.num_processes)
@@ -111,7 +115,8 @@ def train_connector(
         _write_finished_run(result, config, data, notes={
             "total_steps": total_steps, "warmup_steps": warmup,
             "schedule": f"linear warmup {warmup} steps, then {config.schedule}",
-            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision})
+            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+            **({} if logits is None else {"logits": logits.describe()})})
     accelerator.wait_for_everyone()
     return result
 
@@ -126,11 +131,12 @@ class ConnectorData:
     valid: object
 
 
-def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
+def _connector_data(config: TrainConfig, accelerator, logits=None) -> ConnectorData:
     """Image model, dataset, cache and the two report splits; the cache must be the image model's
-    and hold every case."""
+    and hold every case. `logits` (SyntheticLogits) replace the cached ones once those are checked."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
+    from engine.errors import ConfigError
     from engine.image_model import open_image_model
     from engine.variants import get_variant
     from training.accelerate_utils import main_print
@@ -153,6 +159,10 @@ def _connector_data(config: TrainConfig, accelerator) -> ConnectorData:
                               section=config.section)
     for split in (train, valid):
         check_logits_from_classifier(split, image.classifier, image.label_set, cache.root, what=what)
+    if logits is not None:
+        if not spec.uses_logits:
+            raise ConfigError(f"variant {spec.name} reads no logits: synthetic logits are for V-3")
+        train, valid = logits.applied(train, dataset), logits.applied(valid, dataset)
     if train.without_text:
         main_print(accelerator, f"{len(train.without_text)} {config.train_split} cases have no {config.section} text; left out")
     if not len(valid):
@@ -287,9 +297,11 @@ def write_trained_run(out: Path, model, image, config: TrainConfig, *, notes: di
     from training.image_model_common import report_valid_auroc
 
     spec = image.spec  # the image model's config, weights paths absolute
-    encoder = load_encoder(spec.encoder.name, spec.encoder.config, None)  # only its config is written; the weights file is referenced
+    # only its config is written; the weights file is referenced
+    encoder = load_encoder(spec.encoder.name, spec.encoder.config, None)
     max_new = config.max_report_tokens or GenerationSettings().max_new_tokens
-    positions = getattr(model.decoder.config, "max_position_embeddings", None) or getattr(model.decoder.config, "n_positions", None)
+    decoder_config = model.decoder.config
+    positions = getattr(decoder_config, "max_position_embeddings", None) or getattr(decoder_config, "n_positions", None)
     if positions:  # the prefix and the report must fit the decoder's positions
         max_new = min(max_new, positions - model.prefix_len)
     generation = GenerationSettings(max_new_tokens=max_new)

@@ -58,6 +58,7 @@ from engine.classifier import (
     choose_thresholds,
     class_weighted_bce,
     pos_weight_from_prevalence,
+    threshold_rule,
 )
 from engine.encoders import DEFAULT_ENCODER, CTCLIPImageEncoder
 from engine.errors import CheckpointError, ConfigError
@@ -291,7 +292,7 @@ class EncoderTrainResult:
 def train_encoder(
     data_dir,  # a DataSource or a dataset folder
     out: str | Path,
-    config: EncoderTrainConfig = EncoderTrainConfig(),
+    config: EncoderTrainConfig | None = None,  # None: the defaults
     *,
     resume: bool = False,
     workers: int = 2,
@@ -307,6 +308,7 @@ def train_encoder(
     called after every optimiser step. `threads`: torch CPU threads while training (None: leave
     as is). One by default: this model's ops are small, and with two threads on two shared cores a
     step ran 5-100x slower than with one (threads wait on each other whenever another process runs)."""
+    config = EncoderTrainConfig() if config is None else config
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -537,7 +539,8 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
                                     for i in range(0, len(v), eval_batch)])
             logits[s] = head(latents[s])
     probs = {s: torch.sigmoid(logits[s]).numpy() for s in ("valid", "test")}
-    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method)
+    thresholds = choose_thresholds(probs["valid"], splits["valid"].labels, config.threshold_method,
+                                   config.min_specificity)
     table = report_table(probs, {s: splits[s].labels for s in probs}, thresholds, dataset.label_set)
     notes = {
         "trained_by": "rad3d train-encoder",
@@ -555,7 +558,8 @@ def _write_outputs(out, core, dataset, splits, videos, labels, pp, config, devic
     write_image_model(out, label_set=dataset.label_set, preprocess=pp, encoder_spec=spec, head=head,
                       thresholds=thresholds, notes=notes,
                       valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
-    write_report(out, table, f"Demo encoder + classifier trained end to end on phantoms ({dataset.label_set.name})")
+    write_report(out, table, f"Demo encoder + classifier trained end to end on phantoms ({dataset.label_set.name})",
+                 rule=threshold_rule(config.threshold_method, config.min_specificity))
     if cache_out is not None:
         _fill_cache(cache_out, Path(out), encoder, pp, splits, latents, logits, dataset.label_set)
     return EncoderTrainResult(Path(out), state.step, table, notes)

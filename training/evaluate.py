@@ -77,11 +77,11 @@ def generate_shards(session, split, config: EvaluateConfig, shard: Shard, *, run
     return parts.merge(split.volume_names) if shard.is_main else None
 
 
-def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None, shard: Shard | None = None):
-    """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an
-    already loaded InferenceSession for config.run (the sweep reuses nothing, tests may). `shard`:
-    this process's part under `accelerate launch` (engine.shards): each process generates its shard
-    of the cases, the main one merges and scores them; the others return (None, None)."""
+def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None, shard: Shard | None = None, logits=None):
+    """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an already
+    loaded InferenceSession for config.run. `shard`: this process's part under `accelerate launch`
+    (engine.shards): each process generates its shard, the main one merges and scores them; the others
+    return (None, None). `logits` (SyntheticLogits): used instead of the cached ones, once those are checked."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.inference import InferenceSession
@@ -117,6 +117,7 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     split = load_report_split(dataset, cache, config.split, with_logits=session.generator.uses_logits, limit=config.limit,
                               section=section)
     check_logits_from_classifier(split, session.classifier, session.label_set, cache.root, what=what)
+    split = split if logits is None else logits.applied(split, dataset)  # the logit-quality curve
     if split.without_text and shard.is_main:
         print(f"{len(split.without_text)} {config.split} cases have no {section} text; left out")
 
@@ -138,7 +139,8 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
                                   seed=config.seed, convention=config.convention, progress=progress,
                                   source=str(out / "predictions.csv"))
     result.metrics += classifier_metrics(dataset, cache, split.volume_names, session.label_set,
-                                         resamples=config.resamples, seed=config.seed)
+                                         resamples=config.resamples, seed=config.seed, logits=split.logits)
+    result.info.update({} if logits is None else {"logits": logits.describe()})
     result.info["provenance"] = provenance
     result.info["generation"] = {"split": config.split, "run_dir": str(session.run.root), "device": str(session.device),
                                  "batch_size": config.batch_size, **dataclasses.asdict(settings)}
@@ -172,9 +174,10 @@ def domain_flags(session, latents) -> dict | None:
             "calibration": guard.calibration, "flagged": int(outside.sum()), "cases": int(len(distances))}
 
 
-def classifier_metrics(dataset, cache, names: list[str], label_set, *, resamples: int, seed: int) -> list:
-    """AUROC metrics of the cached classifier logits against the dataset's labels on `names`
-    (empty when the cache has no logits or the dataset no labels)."""
+def classifier_metrics(dataset, cache, names: list[str], label_set, *, resamples: int, seed: int,
+                       logits=None) -> list:
+    """AUROC metrics of the classifier logits of `names` (`logits`, (N, n_labels) in their order, else the
+    cache's) against the dataset's labels (empty when there are no logits or labels)."""
     import numpy as np
     import torch
 
@@ -182,10 +185,14 @@ def classifier_metrics(dataset, cache, names: list[str], label_set, *, resamples
     from study.metrics.evaluate import MetricValue
 
     cases = [dataset.case(n) for n in names]
-    entries = [cache.get(n) for n in names]
-    if not cases or any(c.labels is None for c in cases) or any(e.logits is None for e in entries):
+    if logits is None:
+        entries = [cache.get(n) for n in names]
+        if any(e.logits is None for e in entries):
+            return []
+        logits = np.stack([e.logits for e in entries]) if entries else None
+    if not cases or any(c.labels is None for c in cases):
         return []
-    logits = np.stack([e.logits for e in entries]).astype(np.float32)
+    logits = np.asarray(logits, dtype=np.float32)
     probs = torch.sigmoid(torch.from_numpy(logits)).numpy()
     labels = np.stack([c.labels for c in cases])
     return [MetricValue(m["key"], m["label"], "classifier" if m["key"] == "auroc_macro" else "classifier-finding",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.classifier import AbnormalityHead, classification_report
+from engine.classifier import WEAK_AUROC, AbnormalityHead, classification_report
 from engine.errors import ConfigError, DatasetError, Rad3dError
 from engine.labels import LabelSet
 from engine.provenance import PROJECT_LICENCE, Provenance, describe_dataset, describe_encoder
@@ -87,13 +87,20 @@ def report_table(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], th
     return pd.concat(tables, ignore_index=True)
 
 
-def write_report(out: Path, table, title: str) -> None:
-    """classifier_report.csv (every column) and .md (AUROC/F1/sensitivity/specificity per split)."""
+def write_report(out: Path, table, title: str, rule: str | None = None) -> None:
+    """classifier_report.csv (every column) and .md (AUROC/F1/sensitivity/specificity per split, how
+    the thresholds were chosen when `rule` says it, and the positives per case they give)."""
     out = Path(out)
     table.to_csv(out / REPORT_CSV, index=False)
     lines = [f"# {title}", ""]
+    if rule:
+        lines += [f"Thresholds: {rule}. A finding at or above its threshold is listed as positive; one with valid "
+                  f"AUROC below {WEAK_AUROC} is marked ⚠ wherever it is listed.", ""]
     for split, part in table.groupby("split", sort=False):
+        rows = part[part.name != "macro"]
+        called, truth = _positives_per_case(rows)
         lines += [f"## {split} ({int(part.n_pos.iloc[0] + part.n_neg.iloc[0])} cases)", "",
+                  f"Findings called positive per case: {_num(called)} (truth: {_num(truth)}).", "",
                   "| finding | n_pos | threshold | AUROC | F1 | sensitivity | specificity |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for row in part.itertuples():
@@ -101,6 +108,14 @@ def write_report(out: Path, table, title: str) -> None:
                          f"{_num(row.sensitivity)} | {_num(row.specificity)} |")
         lines.append("")
     (out / REPORT_MD).write_text("\n".join(lines))
+
+
+def _positives_per_case(rows) -> tuple[float, float]:
+    """Mean findings called positive per case (true + false positives) and mean true findings per case,
+    from a split's per-label rows (sensitivity undefined: no positives to find)."""
+    cases = float(rows.n_pos.iloc[0] + rows.n_neg.iloc[0])
+    called = (rows.sensitivity.fillna(0) * rows.n_pos + (1 - rows.specificity.fillna(1)) * rows.n_neg).sum()
+    return float(called) / cases, float(rows.n_pos.sum()) / cases
 
 
 def per_label_auroc(table, split: str, names) -> list[float]:

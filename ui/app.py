@@ -63,7 +63,7 @@ def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_build
     grows)."""
     from ui.screens.compare_tab import MAX_COLUMNS, build_compare
     from ui.screens.demo_status import attach_demo_status, build_banner
-    from ui.screens.research_tab import build_research
+    from ui.screens.research_tab import build_logit_curve, build_research
     from ui.screens.review_tab import build_review
 
     browser = CaseBrowser(config)
@@ -80,6 +80,7 @@ def build_app(config: AppConfig, extra_tabs: Sequence[ExtraTab] = (), demo_build
             compare = build_compare(browser, config, review.case, demo_builder)
         with gr.Tab("Research", elem_id="tab-research"):
             build_research(config.eval_dir)
+            build_logit_curve()
         for title, build_tab in extra_tabs:
             with gr.Tab(title):
                 build_tab(browser, config)

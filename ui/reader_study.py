@@ -183,7 +183,14 @@ def _reader_screen(h: ReaderStudyHandlers, config: ReaderStudyAppConfig) -> Simp
                     skip_btn = gr.Button("First unrated", elem_id="next-button")
                     finish_btn = gr.Button("Finish", variant="stop", elem_id="finish-button")
                     logout_btn = gr.Button("Log out", elem_id="logout-button")
-    return SimpleNamespace(token=token, view=view, login_box=login_box, work_box=work_box, message=message, progress=progress, report=report, reference=reference, clinical=clinical, clinical_criteria=clinical_criteria, technical=technical, technical_criteria=technical_criteria, comment=comment, image=image, name_in=name_in, password_in=password_in, login_btn=login_btn, plane=plane, position=position, preset=preset, previous_btn=previous_btn, submit_btn=submit_btn, skip_btn=skip_btn, finish_btn=finish_btn, logout_btn=logout_btn)
+    return SimpleNamespace(
+        token=token, view=view, login_box=login_box, work_box=work_box, message=message, progress=progress,
+        report=report, reference=reference, clinical=clinical, clinical_criteria=clinical_criteria,
+        technical=technical, technical_criteria=technical_criteria, comment=comment, image=image,
+        name_in=name_in, password_in=password_in, login_btn=login_btn, plane=plane, position=position,
+        preset=preset, previous_btn=previous_btn, submit_btn=submit_btn, skip_btn=skip_btn,
+        finish_btn=finish_btn, logout_btn=logout_btn,
+    )
 
 
 def _wire_reader_screen(h: ReaderStudyHandlers, c: SimpleNamespace) -> None:

@@ -31,14 +31,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from engine.data import source_from_args
     from engine.embedding import embed_with_encoder, embed_with_image_model
     from engine.encoders import DEFAULT_ENCODER, load_encoder_config
     from engine.errors import ConfigError, DatasetError
-    from engine.preprocess import PreprocessConfig
+    from engine.model_configs import read_preprocess_config
     from engine.shards import Shard
 
     data = source_from_args(args)
@@ -48,13 +45,7 @@ def run(args: argparse.Namespace) -> int:
         summary = embed_with_image_model(data, args.out, args.image_model, splits=tuple(args.split or ()),
                                          workers=args.workers, device=device, shard=shard)
     elif args.encoder:
-        if args.preprocess:
-            try:
-                pp = PreprocessConfig.from_dict(json.loads(Path(args.preprocess).read_text()))
-            except (OSError, json.JSONDecodeError) as err:
-                raise ConfigError(f"cannot read preprocessing config ({err})", args.preprocess) from None
-        else:
-            pp = PreprocessConfig()
+        pp = read_preprocess_config(args.preprocess or None)
         encoder_config = load_encoder_config(args.encoder_config).to_dict()
         _, summary = embed_with_encoder(data, args.out, DEFAULT_ENCODER, encoder_config,
                                         args.encoder, pp, splits=tuple(args.split or ()), workers=args.workers,

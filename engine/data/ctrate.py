@@ -161,7 +161,7 @@ def _read_table(paths: list[Path], required: tuple[str, ...], problems: list[str
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     dupes = df[df["VolumeName"].duplicated(keep=False)]
     if len(dupes):
-        where = [f"{name} ({', '.join(f'{f} line {l}' for f, l in zip(g['_file'], g['_line']))})"
+        where = [f"{name} ({', '.join(f'{f} line {n}' for f, n in zip(g['_file'], g['_line']))})"
                  for name, g in dupes.groupby("VolumeName", sort=True)]
         files = ", ".join(dict.fromkeys(dupes["_file"]))
         problems.append(f"{files}: duplicate VolumeName {_names(where)}")

@@ -117,7 +117,6 @@ def _check_header(reader, io_name: str, source: str) -> tuple[int, ...]:
     import SimpleITK as sitk
 
     size = tuple(int(n) for n in reader.GetSize())
-    dim = int(reader.GetDimension())
     # A trailing singleton axis (X, Y, Z, 1) is a 3D volume, as in NIfTI.
     while len(size) > 3 and size[-1] == 1:
         size = size[:-1]

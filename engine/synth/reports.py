@@ -99,7 +99,8 @@ def _vessels(w: _Writer) -> None:
         "Arterial wall calcification is present along the thoracic aorta."),
         "Atherosclerotic calcification of the thoracic aorta.")
     if not coronary and not aortic:
-        w.say("No vascular calcification was detected.", "No atherosclerotic calcification was seen in the aorta or coronary arteries.")
+        w.say("No vascular calcification was detected.",
+              "No atherosclerotic calcification was seen in the aorta or coronary arteries.")
     elif not coronary:
         w.say("No coronary calcification was detected.", "Coronary arteries show no calcification.")
     elif not aortic:
@@ -112,7 +113,8 @@ def _nodes_oesophagus_devices(w: _Writer) -> None:
         return ", ".join(p["station"] for p in f["parts"])
 
     if not w.positive("Lymphadenopathy", lambda f: (
-            f"Enlarged lymph nodes are seen in the {stations(f)} region, the largest with a short axis of {_mm(f['size_mm'])} mm.",
+            f"Enlarged lymph nodes are seen in the {stations(f)} region, "
+            f"the largest with a short axis of {_mm(f['size_mm'])} mm.",
             f"Lymphadenopathy is present ({stations(f)}), up to {_mm(f['size_mm'])} mm in short axis."),
             lambda f: f"Mediastinal/hilar lymphadenopathy ({stations(f)})."):
         w.say("No lymph node of pathological size was detected in the mediastinum or hila.",
@@ -137,7 +139,8 @@ def _lung_findings(w: _Writer) -> None:
                                                         f"Mosaic attenuation is noted in {f['location']}."),
                "Mosaic attenuation pattern.")
     w.positive("Bronchiectasis", lambda f: (
-        f"Bronchiectasis is seen in the {f['location']}, with bronchi up to {_mm(f['size_mm'])} mm, larger than the accompanying arteries.",
+        f"Bronchiectasis is seen in the {f['location']}, with bronchi up to {_mm(f['size_mm'])} mm, "
+        "larger than the accompanying arteries.",
         f"Cylindrical bronchiectasis is present in the {f['location']}."), lambda f: f"Bronchiectasis in the {f['location']}.")
     w.positive("Peribronchial thickening", lambda f: (
         "Peribronchial thickening is seen in both lungs.",
@@ -176,7 +179,8 @@ def _lung_negatives(w: _Writer) -> None:
     if not w.has("Lung nodule"):
         w.say("No mass or nodule was detected in either lung.", "No pulmonary nodule was observed.")
     if not w.has("Consolidation") and not w.has("Lung opacity"):
-        w.say("No consolidation or ground-glass opacity was detected.", "No pneumonic infiltration or consolidation was observed.")
+        w.say("No consolidation or ground-glass opacity was detected.",
+              "No pneumonic infiltration or consolidation was observed.")
     elif not w.has("Consolidation"):
         w.findings.append("No consolidation was detected.")
     elif not w.has("Lung opacity"):
@@ -216,7 +220,8 @@ def write_report(truth: list[dict], rng: np.random.Generator, meta: dict) -> Rep
     clinical = CLINICAL[int(rng.integers(len(CLINICAL)))]
     t = meta.get("slice_thickness_mm", 1.0)
     technique = TECHNIQUE[int(rng.integers(len(TECHNIQUE)))].format(t=f"{t:g}")
-    impressions = " ".join(w.impressions) if w.impressions else w.pick("No acute pathology.", "No significant pathology was detected.")
+    impressions = (" ".join(w.impressions) if w.impressions
+                   else w.pick("No acute pathology.", "No significant pathology was detected."))
     return Report(clinical, technique, " ".join(w.findings), impressions)
 
 

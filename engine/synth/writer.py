@@ -289,7 +289,8 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
     truth = {
         "generator": "rad3d synth", "version": GENERATOR_VERSION, "seed": cfg.seed, "scale": cfg.scale,
         "store_hu": cfg.store_hu, "n_planned": cfg.n,
-        "splits_written": sorted(set(only_splits or ("train", "valid", "test"))), "prevalence": cfg.prevalence, "normal_fraction": cfg.normal_fraction,
+        "splits_written": sorted(set(only_splits or ("train", "valid", "test"))),
+        "prevalence": cfg.prevalence, "normal_fraction": cfg.normal_fraction,
         "coordinates": "center_mm: mm from the centre of voxel (0,0,0) along the volume axes (L, P, S); "
                        "center_voxel: voxel index",
         "layout": layout,

@@ -139,7 +139,8 @@ def create(args: argparse.Namespace) -> int:
     tables = {}
     for arm, path in arm_paths.items():
         if Path(path).is_dir():
-            raise ConfigError(f"arm {arm}: a run directory; run `rad3d evaluate --run {path} ...` first and give its predictions CSV", path)
+            raise ConfigError(f"arm {arm}: a run directory; run `rad3d evaluate --run {path} ...` first "
+                              "and give its predictions CSV", path)
         tables[arm] = read_predictions(path)
     restrict = strata = None
     source = source_from_args(args)

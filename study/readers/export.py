@@ -91,8 +91,8 @@ def export_study(service: ReaderStudyService, study: str, out: str | Path, *, ad
         else:
             summary_sheet = summary.means
             if not summary.improvements.empty:
-                summary_sheet = pd.concat([summary.means, summary.improvements.rename(columns={"percent": "percent_vs_reference"})],
-                                          ignore_index=True)
+                improvements = summary.improvements.rename(columns={"percent": "percent_vs_reference"})
+                summary_sheet = pd.concat([summary.means, improvements], ignore_index=True)
             sheets = {"ratings": shown, "summary": summary_sheet, "agreement": summary.agreement,
                       "wilcoxon": summary.wilcoxon, "progress": progress}
             writer = pd.ExcelWriter(tmp, engine="openpyxl")

@@ -252,7 +252,8 @@ class ReaderStudyService:
                                (" that is in the dataset" if spec.restrict_to is not None else ""),
                                ", ".join(spec.arm_sources.values()))
         if spec.cases > len(common):
-            raise DatasetError(f"--cases {spec.cases} asked, but only {len(common)} cases are in every arm", ", ".join(spec.arm_sources.values()))
+            raise DatasetError(f"--cases {spec.cases} asked, but only {len(common)} cases are in every arm",
+                               ", ".join(spec.arm_sources.values()))
         chosen = sample_cases(sorted(common), spec.cases, spec.seed, spec.strata)
         first = next(iter(tables.values()))
         creds = Credentials(spec.name, {r: new_password() for r in readers}, new_password())
@@ -349,7 +350,9 @@ class ReaderStudyService:
                     "arms": list(s.scalars(select(Arm.name).where(Arm.study_id == study.id).order_by(Arm.id))),
                     "cases": s.scalar(select(func.count()).select_from(Case).where(Case.study_id == study.id)),
                     "items": s.scalar(select(func.count()).select_from(Item).where(Item.study_id == study.id)),
-                    "readers": list(s.scalars(select(Reader.name).where(Reader.study_id == study.id, Reader.role == "reader").order_by(Reader.id)))}
+                    "readers": list(s.scalars(select(Reader.name)
+                                              .where(Reader.study_id == study.id, Reader.role == "reader")
+                                              .order_by(Reader.id)))}
 
     def study_secret(self, name: str) -> str:
         """The study's secret, for labels that must stay stable and unguessable (the blind export)."""
@@ -632,9 +635,11 @@ class ReaderStudyService:
         with self.Session.begin() as s:
             study = self._study(s, study_name)
             rows = []
-            for reader in s.scalars(select(Reader).where(Reader.study_id == study.id, Reader.role == "reader").order_by(Reader.id)):
+            readers = select(Reader).where(Reader.study_id == study.id, Reader.role == "reader").order_by(Reader.id)
+            for reader in s.scalars(readers):
                 total, rated = self._counts(s, reader)
-                revised = s.scalar(select(func.count()).select_from(Rating).where(Rating.reader_id == reader.id, Rating.revision > 1))
+                revised = s.scalar(select(func.count()).select_from(Rating)
+                                   .where(Rating.reader_id == reader.id, Rating.revision > 1))
                 last = s.scalar(select(func.max(Rating.updated_at)).where(Rating.reader_id == reader.id))
                 rows.append({"reader": reader.name, "rated": rated, "items": total,
                              "percent": round(100.0 * rated / total, 1) if total else 0.0,

@@ -170,7 +170,8 @@ def format_summary(summary: StudySummary) -> str:
     if not summary.wilcoxon.empty:
         parts.append("Paired Wilcoxon (cases, reader-averaged):")
         for r in summary.wilcoxon.itertuples():
-            parts.append(f"  {r.score:9s} {r.arm_b} − {r.arm_a}: mean diff {r.mean_difference:+.2f}, p = {r.p_value:.3g} (n={r.n})")
+            parts.append(f"  {r.score:9s} {r.arm_b} − {r.arm_a}: mean diff {r.mean_difference:+.2f}, "
+                         f"p = {r.p_value:.3g} (n={r.n})")
     if not summary.agreement.empty:
         parts.append("Inter-reader agreement:")
         for r in summary.agreement.itertuples():

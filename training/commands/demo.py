@@ -1,8 +1,11 @@
-"""`rad3d demo build`: make (or continue making) the embedded demo model."""
+"""`rad3d demo build`: make (or continue making) the embedded demo model; `export` and `rethreshold`
+rewrite its shipped form."""
 
 from __future__ import annotations
 
 import argparse
+
+from engine.model_configs import DEFAULT_MIN_SPECIFICITY, DEFAULT_THRESHOLD_METHOD, THRESHOLD_METHODS
 
 
 def register(subparsers) -> None:
@@ -31,6 +34,20 @@ def register(subparsers) -> None:
     e.add_argument("--home", help="the demo home built with --from-scratch (default $RAD3D_HOME)")
     e.add_argument("--out", help="destination (default: the repository's training/demo/weights)")
     e.set_defaults(handler=run_export)
+    t = sub.add_parser("rethreshold", help="choose the shipped image model's thresholds again on the valid split",
+                       description="Write the recipe's valid and test phantoms into a scratch demo home, compute "
+                       "their probabilities with the shipped image model, choose per-finding thresholds on valid "
+                       "and rewrite the shipped configs, classifier report and manifest (installed demo homes are "
+                       "brought up to date by the next `rad3d demo build`).")
+    t.add_argument("--home", help="scratch home for the phantoms and their embeddings (default "
+                   "$RAD3D_HOME/rethreshold; not the demo home itself, whose phantoms are the test split only)")
+    t.add_argument("--method", default=DEFAULT_THRESHOLD_METHOD, choices=THRESHOLD_METHODS,
+                   help="youden-floor: the best sensitivity + specificity among the thresholds with valid specificity >= "
+                   "--min-specificity (engine.classifier.choose_thresholds)")
+    t.add_argument("--min-specificity", type=float, default=DEFAULT_MIN_SPECIFICITY)
+    t.add_argument("--out", help="the shipped folder to rewrite (default: the repository's training/demo/weights)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(handler=run_rethreshold)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,4 +93,31 @@ def run_export(args: argparse.Namespace) -> int:
     dest = export_demo(paths, recipe, recipe.variants, Path(args.out) if args.out else SHIPPED_DIR)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"shipped demo weights written to {dest} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
+def run_rethreshold(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.home import rad3d_home
+    from training.demo.build import DemoRecipe
+    from training.demo.rethreshold import SPLITS, mean_positives, rethreshold, shipped_probabilities
+    from training.demo.shipped import SHIPPED_DIR, shipped_for
+
+    folder = Path(args.out) if args.out else SHIPPED_DIR
+    recipe = DemoRecipe()
+    if shipped_for(recipe, folder) is None:
+        from engine.errors import ConfigError
+
+        raise ConfigError("no shipped weights made by the demo recipe here", folder / "manifest.json")
+    home = Path(args.home) if args.home else rad3d_home() / "rethreshold"
+    split_data, label_set = shipped_probabilities(home, recipe, folder / "image", progress=not args.no_progress)
+    table = rethreshold(folder, split_data, label_set, method=args.method, min_specificity=args.min_specificity)
+    for split in SPLITS:
+        part = table[(table.split == split) & (table.name != "macro")]
+        probs, truth = split_data[split][1], split_data[split][2]
+        print(f"{split}: {mean_positives(probs, part.threshold.to_numpy()):.2f} findings called positive per case "
+              f"(truth {truth.sum(1).mean():.2f}); macro sensitivity {part.sensitivity.mean():.3f}, "
+              f"specificity {part.specificity.mean():.3f}")
+    print(f"rewrote the thresholds, classifier report and manifest in {folder}")
     return 0

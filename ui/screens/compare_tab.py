@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 import gradio as gr
@@ -80,16 +81,16 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
             try:
                 session = browser.session(run_name)
                 settings = settings_for(session.settings, decoding_choice, n_tokens)
-                for step in report_steps(session, browser.volume(name, owner), settings):
-                    pass
+                step = deque(report_steps(session, browser.volume(name, owner), settings), maxlen=1)[0]  # the last
                 body = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
                 # as in Review: a scan outside the run's domain and a phantom-only run are marked beside the draft
                 body = domain_html(step.domain) + provenance_html(session.provenance) + body
                 ref_text, _ = browser.reference(name, session.run.config.report_section)
                 if ref_text:
                     body += agreement_html(agreement(step.text, ref_text, extractor))
+                positives = ", ".join(session.image.marked(step.positives)) or "none"  # ⚠: weak finding
                 body += (f"<p>variant {html.escape(session.run.config.variant)} · time to report "
-                         f"{step.timings['total_s']:.1f} s · positives: {html.escape(', '.join(step.positives) or 'none')}</p>")
+                         f"{step.timings['total_s']:.1f} s · positives: {html.escape(positives)}</p>")
             except Exception as err:
                 log.exception("compare: %s failed", run_name)
                 body = f"<p>{html.escape(message(err, 'Report generation'))}</p>"

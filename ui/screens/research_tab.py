@@ -101,3 +101,32 @@ def build_research(eval_dir: Path | None) -> None:
         from PIL import Image
 
         gr.Image(Image.open(umap).convert("RGB"), label="UMAP", interactive=False, elem_id="research-umap")
+
+
+def build_logit_curve(study_dir: Path | None = None) -> None:
+    """The logit-quality curve (`rad3d logit-curve`), when its study folder has a results table: V-3 − V-2
+    against the AUROC of V-3's logits, the image model's own classifier marked. Nothing when there is none."""
+    from study.logit_curve import (
+        CURVE_METRICS,
+        crossover,
+        crossover_sentence,
+        curve_figure,
+        default_study_dir,
+        read_curve,
+    )
+
+    study_dir = Path(study_dir) if study_dir is not None else default_study_dir()
+    try:
+        table = read_curve(study_dir)
+    except Exception as err:  # a half-written or foreign file: say so, keep the tab
+        gr.Markdown(f"⚠️ Cannot read the logit-quality curve in {study_dir}: {err}", elem_id="research-logit-curve")
+        return
+    if table is None:
+        return
+    cases = table["eval_cases"].dropna()
+    lines = [f"### When do the logits help? (`rad3d logit-curve`, {study_dir})",
+             f"V-3 trained on logits of set quality vs V-2, one recipe, {int(cases.max()) if len(cases) else '?'} "
+             "evaluated cases; bars are paired-bootstrap 95% intervals, the star is the image model's own classifier."]
+    lines += [f"- {title}: {crossover_sentence(crossover(table, m))}" for m, title in CURVE_METRICS]
+    gr.Markdown("\n".join(lines), elem_id="research-logit-curve")
+    gr.Plot(curve_figure(table), label="V-3 − V-2 against logit AUROC", elem_id="research-logit-curve-plot")

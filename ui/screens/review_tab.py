@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -66,13 +67,24 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
     """Build the screen. `builder` (a ui.demo_builder.DemoBuilder) is the demo build running in the
     background, if any: its state explains a missing run."""
     extractor = FindingExtractor(browser.dataset.label_set)
-    choices = browser.case_choices()  # (label with the split, name): held-out test cases first
-    run_names = ordered_runs(config) or [NO_RUN]  # the method (V-3) is the default
-    lung = WINDOW_PRESETS["lung"]
 
     def hint(live: bool = True) -> str:
         return no_run_hint(builder.status() if builder else None, bool(config.runs), live)
 
+    c = _review_screen(browser, config, hint)
+    # Events are registered in the page's order (case, viewer, list, report), as Gradio numbers them.
+    _wire_case_viewer(app, browser, config, extractor, c)
+    _wire_case_list(browser, c)
+    _wire_report(browser, config, extractor, hint, c)
+    return ReviewControls(c.case, c.run, c.report_status)
+
+
+def _review_screen(browser, config, hint) -> SimpleNamespace:
+    """The screen's components (wired by the _wire_* functions): case list and viewer above,
+    run controls, the draft and the reference below."""
+    choices = browser.case_choices()  # (label with the split, name): held-out test cases first
+    run_names = ordered_runs(config) or [NO_RUN]  # the method (V-3) is the default
+    lung = WINDOW_PRESETS["lung"]
     with gr.Row():
         with gr.Column(scale=1, min_width=250):
             query = gr.Textbox(label="Search cases", placeholder="part of a case name", elem_id="case-search")
@@ -116,8 +128,19 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             gr.Markdown("#### Reference report")
             reference = gr.HTML(elem_id="reference-report")
             reference_labels = gr.Markdown(elem_id="reference-labels")
+    return SimpleNamespace(
+        query=query, finding=finding, case=case, upload=upload, upload_status=upload_status, images=images,
+        xyz=[sliders["sagittal"], sliders["coronal"], sliders["axial"]],  # slider → x, y, z
+        preset=preset, width=width, level=level, case_info=case_info, run=run, decoding=decoding,
+        max_tokens=max_tokens, generate=generate, report_status=report_status, chart=chart, provenance=provenance,
+        generated=generated, agreement_box=agreement_box, timing=timing, reference=reference,
+        reference_labels=reference_labels,
+    )
 
-    xyz = [sliders["sagittal"], sliders["coronal"], sliders["axial"]]  # slider → x, y, z
+
+def _wire_case_viewer(app: gr.Blocks, browser, config, extractor, c: SimpleNamespace) -> None:
+    """Opening a case (its planes, reference and size) and moving through it: slices and window."""
+    images, xyz, width, level = c.images, c.xyz, c.width, c.level
 
     def views(name, x, y, z, w, lv, owner):
         volume = browser.volume(name, owner)
@@ -139,16 +162,17 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             blank[8] = message(err, f"Opening {display_name(name)}")
             return blank
         centre = [n // 2 for n in volume.shape]
-        new_sliders = [gr.Slider(minimum=0, maximum=n - 1, value=c) for n, c in zip(volume.shape, centre)]
+        new_sliders = [gr.Slider(minimum=0, maximum=n - 1, value=mid) for n, mid in zip(volume.shape, centre)]
         sx, sy, sz = volume.spacing_mm
         info = (f"**{display_name(name)}**: {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} voxels of "
                 f"{sx:.2f}×{sy:.2f}×{sz:.2f} mm")
         return (views(name, *centre, w, lv, owner) + new_sliders
                 + [ref_html, _labels_markdown(labels), info, None, "", "", ""])
 
-    case_outputs = images + xyz + [reference, reference_labels, case_info, chart, generated, agreement_box, timing]
-    case.change(on_case, [case, width, level, run], case_outputs)
-    app.load(on_case, [case, width, level, run], case_outputs)
+    case_outputs = images + xyz + [c.reference, c.reference_labels, c.case_info, c.chart, c.generated,
+                                   c.agreement_box, c.timing]
+    c.case.change(on_case, [c.case, width, level, c.run], case_outputs)
+    app.load(on_case, [c.case, width, level, c.run], case_outputs)
 
     def on_view(name, x, y, z, w, lv, request: gr.Request = None):
         if not name:
@@ -159,21 +183,25 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             raise gr.Error(message(err, "Drawing the planes")) from None
 
     for control in xyz + [width, level]:
-        control.input(on_view, [case] + xyz + [width, level], images, show_progress="hidden",
+        control.input(on_view, [c.case] + xyz + [width, level], images, show_progress="hidden",
                       trigger_mode="always_last")
 
     def on_preset(p, name, x, y, z, request: gr.Request = None):
         w, lv = WINDOW_PRESETS[p]
         return [w, lv] + (on_view(name, x, y, z, w, lv, request))
 
-    preset.input(on_preset, [preset, case] + xyz, [width, level] + images, show_progress="hidden")
+    c.preset.input(on_preset, [c.preset, c.case] + xyz, [width, level] + images, show_progress="hidden")
+
+
+def _wire_case_list(browser, c: SimpleNamespace) -> None:
+    """Filtering the case list and adding an upload to it (the upload becomes the chosen case)."""
 
     def on_filter(q, f, request: gr.Request = None):
         found = browser.case_choices(q, f, session_owner(request))
         return gr.Dropdown(choices=found, value=found[0][1] if found else None)
 
-    query.change(on_filter, [query, finding], [case])
-    finding.change(on_filter, [query, finding], [case])
+    c.query.change(on_filter, [c.query, c.finding], [c.case])
+    c.finding.change(on_filter, [c.query, c.finding], [c.case])
 
     def on_upload(path, request: gr.Request = None):
         if not path:
@@ -186,17 +214,20 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             log.warning("upload refused: %s", err)
             return gr.Dropdown(), message(err, "Upload")
         finally:  # gradio's own copy: not needed once kept in the area, or refused
-            discard_temp_copy(path, upload.GRADIO_CACHE)
+            discard_temp_copy(path, c.upload.GRADIO_CACHE)
         return (gr.Dropdown(choices=browser.case_choices(owner=owner), value=key),
                 f"Uploaded {display_name(key)}: it is now the chosen case.")
 
-    upload.upload(on_upload, [upload], [case, upload_status])
+    c.upload.upload(on_upload, [c.upload], [c.case, c.upload_status])
 
+
+def _wire_report(browser, config, extractor, hint, c: SimpleNamespace) -> None:
+    """The run's provenance, and the report streamed into the chart, the draft and its agreement."""
     def on_run(run_name, name, request: gr.Request = None):  # the reference shows the section this run writes
         ref = reference_view(browser, extractor, name, run_section(config, run_name))[0] if name else ""
         return run_provenance_html(config, run_name), ref
 
-    run.change(on_run, [run, case], [provenance, reference])
+    c.run.change(on_run, [c.run, c.case], [c.provenance, c.reference])
 
     def on_generate(name, run_name, decoding_choice, n_tokens, request: gr.Request = None):
         outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML(), gr.HTML()]
@@ -240,6 +271,5 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
             outputs[4] = message(err, "Report generation")
             yield outputs
 
-    generate.click(on_generate, [case, run, decoding, max_tokens],
-                   [chart, generated, agreement_box, timing, report_status, reference, provenance])
-    return ReviewControls(case, run, report_status)
+    c.generate.click(on_generate, [c.case, c.run, c.decoding, c.max_tokens],
+                     [c.chart, c.generated, c.agreement_box, c.timing, c.report_status, c.reference, c.provenance])
