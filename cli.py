@@ -35,10 +35,17 @@ COMMAND_MODULES = [
 def wiring() -> dict[str, dict]:
     """What a part's `register` receives besides the subparsers: one part's work handed to another
     that may not import it (ARCHITECTURE.md, "Parts and what each may import")."""
-    from training.demo.first_start import build_default_demo, demo_runs, demo_variants, ensure_demo_data
+    from training.demo.first_start import (
+        build_default_demo,
+        demo_evaluation,
+        demo_runs,
+        demo_variants,
+        ensure_demo_data,
+    )
     from ui.demo import Demo
 
-    demo = Demo(data=ensure_demo_data, runs=demo_runs, variants=demo_variants(), build=build_default_demo)
+    demo = Demo(data=ensure_demo_data, runs=demo_runs, variants=demo_variants(), build=build_default_demo,
+                evaluation=demo_evaluation)
     return {"ui.commands.app": {"demo": demo}}  # the app opens training's demo
 
 

@@ -35,9 +35,10 @@ def chest_like_volume(seed: int = 0) -> Volume:
     return Volume(hu=hu, spacing_mm=(3.0, 3.0, 5.0), source=f"chest-like-{seed}")
 
 
-def write_tiny_run(root: Path, decoder_dir: Path, *, seed: int = 0, variant: str = "v3", provenance=None):
+def write_tiny_run(root: Path, decoder_dir: Path, *, seed: int = 0, variant: str = "v3", provenance=None,
+                   report_section: str = "findings"):
     """Write a complete run under `root` (with `provenance`, an engine.provenance.Provenance, when
-    given); returns (root, encoder, classifier, generator)."""
+    given; trained, it says, on `report_section`); returns (root, encoder, classifier, generator)."""
     from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
     from engine.decoders import load_causal_lm
     from engine.encoders import ENCODERS
@@ -55,7 +56,7 @@ def write_tiny_run(root: Path, decoder_dir: Path, *, seed: int = 0, variant: str
                                        prefix_len=4, clip_len=4, n_layers=2, n_heads=4)
     write_run(root, label_set=ct_rate(), preprocess=SMALL_GRID, encoder_name="ctvit", encoder=encoder,
               classifier=classifier, thresholds=THRESHOLDS, generator=generator, decoder_path=decoder_dir,
-              generation=SETTINGS, provenance=provenance)
+              generation=SETTINGS, provenance=provenance, report_section=report_section)
     return root, encoder, classifier, generator
 
 

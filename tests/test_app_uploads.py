@@ -208,13 +208,13 @@ def test_through_the_app_a_second_session_sees_nothing_and_temp_copies_go(phanto
     key = dropdown.value
     assert key.startswith(UPLOAD_PREFIX) and "Uploaded mine.nii.gz" in status
     assert not copy.exists() and not copy.parent.exists()
-    assert on_case(key, 1500, -600, a)[8].startswith("**mine.nii.gz (uploaded)**")  # A sees it (cached now)
+    assert on_case(key, 1500, -600, None, a)[8].startswith("**mine.nii.gz (uploaded)**")  # A sees it (cached now)
 
     def listed(request):
         return [value for _label, value in on_filter("", "(any)", request).choices]
 
     assert key not in listed(b) and key in listed(a)
-    refused = on_case(key, 1500, -600, b)
+    refused = on_case(key, 1500, -600, None, b)
     assert refused[0] is None and "not among this browser session's uploads" in refused[8]
 
     bad = tmp_path / "broken.nii.gz"

@@ -16,7 +16,7 @@ from ui.demo_builder import BUILDING, FAILED, IDLE, READY, DemoBuilder
 from ui.screens.common import NO_RUN, NO_RUN_HINT
 from ui.screens.demo_status import banner_markdown, no_run_hint, tick_update
 
-WAIT_S = 10
+WAIT_S = 60  # a guard only: every test releases its build explicitly (build_app alone takes ~10 s on a busy machine)
 
 
 class FakeBuild:

@@ -37,9 +37,15 @@ def test_export_then_install_gives_a_working_run_with_bf16_rounded_weights(
     from engine.inference import InferenceSession
 
     recipe = DemoRecipe(cases=10)
+    evaluation = finished_home.evaluation  # as `rad3d demo evaluate` leaves it (the files the app reads)
+    for rel in ("comparison.json", "comparison.md", "v3/metrics.json", "v3/per_case.csv", "v2/metrics.json",
+                "v2/per_case.csv", "v3/predictions.csv"):
+        (evaluation / rel).parent.mkdir(parents=True, exist_ok=True)
+        (evaluation / rel).write_text(f"{rel}\n")
     shipped = export_demo(finished_home, recipe, ("v3", "v2"), tmp_path / "weights")
     manifest = shipped_for(recipe, shipped)
     assert manifest is not None and shipped_for(dataclasses.replace(recipe, cases=11), shipped) is None
+    assert "eval/comparison.json" in manifest["files"] and "eval/v3/predictions.csv" not in manifest["files"]
     original = load_file(str(finished_home.run("v3") / "connector.safetensors"))
     stored = load_file(str(shipped / "runs" / "v3" / "connector.safetensors"))
     assert all(v.dtype == torch.bfloat16 for v in stored.values())
@@ -50,6 +56,8 @@ def test_export_then_install_gives_a_working_run_with_bf16_rounded_weights(
     shutil.copytree(tiny_gpt2_dir, home.decoder)  # the decoder the build converts, at the demo layout's place
     runs = install_shipped(home, manifest, shipped)
     assert set(runs) == {"v3", "v2"}
+    for rel in ("comparison.json", "v3/metrics.json", "v2/per_case.csv"):  # the Research tab's default, installed
+        assert (home.evaluation / rel).read_text() == (evaluation / rel).read_text()
     session = InferenceSession.load(runs["v3"], device="cpu")
     for name, tensor in session.generator.connector.state_dict().items():
         assert tensor.dtype == torch.float32

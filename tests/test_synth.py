@@ -98,10 +98,12 @@ def test_reports_agree_with_labels():
 def test_cli_writes_ct_rate_layout(dataset):
     files = sorted(dataset.glob("volumes/*/*/*.nii.gz"))
     assert len(files) == 20
-    for f in files:  # volumes/train_<p>/train_<p>_<scan>/train_<p>_<scan>_<recon>.nii.gz
+    split_of = dict(pd.read_csv(dataset / "splits.csv").values)
+    for f in files:  # volumes/<split>_<p>/<split>_<p>_<scan>/<split>_<p>_<scan>_<recon>.nii.gz
         stem = f.name.removesuffix(".nii.gz")
-        p, s, r = re.fullmatch(r"train_(\d+)_([ab])_(\d)", stem).groups()
-        assert f.parent.name == f"train_{p}_{s}" and f.parent.parent.name == f"train_{p}"
+        split, p, s, r = re.fullmatch(r"(train|valid|test)_(\d+)_([ab])_(\d)", stem).groups()
+        assert split == split_of[f.name]  # the name says the case's own split
+        assert f.parent.name == f"{split}_{p}_{s}" and f.parent.parent.name == f"{split}_{p}"
     reports = pd.read_csv(dataset / "reports.csv")
     labels = pd.read_csv(dataset / "labels.csv")
     meta = pd.read_csv(dataset / "metadata.csv")

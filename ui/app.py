@@ -27,6 +27,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CSS = """
 .report-text { font-size: 0.95rem; line-height: 1.45; }
 .report-text mark { padding: 0 2px; border-radius: 3px; }
+/* Research tables fit the page: cells wrap instead of the table scrolling sideways. */
+#research-comparison table, #research-per-finding table, #research-metrics table { table-layout: auto; width: 100%; }
+#research-comparison td, #research-per-finding td, #research-metrics td { white-space: normal; word-break: break-word; }
 """
 
 

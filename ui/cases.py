@@ -10,8 +10,12 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 from engine.volume import Volume
-from ui.uploads import UPLOAD_PREFIX, UploadArea
+from ui.uploads import UPLOAD_PREFIX, UploadArea, display_name
 from ui.volumes import VolumeStore
+
+# The case list opens on cases no run learned from: held-out test first, then validation, then training.
+SPLIT_ORDER = ("test", "valid", "train")
+SPLIT_WORDS = {"test": "held-out test", "valid": "validation", "train": "training"}
 
 
 class CaseBrowser:
@@ -42,10 +46,12 @@ class CaseBrowser:
         return self.volumes.get(key)
 
     def case_names(self, query: str = "", finding: str | None = None, owner: str = "") -> list[str]:
-        """`owner`'s uploaded volumes first (when no finding filter is set), then the dataset's cases."""
+        """`owner`'s uploaded volumes first (when no finding filter is set), then the dataset's cases,
+        held-out test cases first (SPLIT_ORDER)."""
         names = [k for k in self.uploads.keys(owner) if not finding or finding == "(any)"]
         names = [k for k in names if not query or query.lower() in k.lower()]
-        for case in self.dataset.cases:
+        rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+        for case in sorted(self.dataset.cases, key=lambda c: rank.get(c.split, len(rank))):  # stable within a split
             if query and query.lower() not in case.volume_name.lower():
                 continue
             if finding and finding != "(any)" and case.labels is not None:
@@ -53,6 +59,17 @@ class CaseBrowser:
                     continue
             names.append(case.volume_name)
         return names
+
+    def case_label(self, key: str) -> str:
+        """How the case list shows a case: its name and its split (an upload: its file name)."""
+        if key.startswith(UPLOAD_PREFIX):
+            return display_name(key)
+        split = self.dataset.case(key).split
+        return f"{key} · {SPLIT_WORDS.get(split, split)}"
+
+    def case_choices(self, query: str = "", finding: str | None = None, owner: str = "") -> list[tuple[str, str]]:
+        """case_names as the list's (label, name) choices."""
+        return [(self.case_label(k), k) for k in self.case_names(query, finding, owner)]
 
     def add_upload(self, temp_path: str | Path, client_name: str, owner: str) -> str:
         """Store and read an uploaded file as `owner`'s; returns its case key (VolumeError if

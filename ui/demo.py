@@ -17,6 +17,7 @@ class Demo:
     runs: Callable[[], dict[str, Path]]  # the finished demo runs by name
     variants: tuple[str, ...]  # the run names a complete build gives
     build: BuildFn  # build (or continue building) the demo, saying each step
+    evaluation: Callable[[], Path] | None = None  # the folder of its V-3 vs V-2 evaluation (Research tab)
 
     def missing_runs(self, runs: dict[str, Path]) -> list[str]:
         """The variants that have no finished run in `runs` (empty: the demo is complete)."""

@@ -1,9 +1,11 @@
 """Writing a phantom dataset in CT-RATE's format, in one of two layouts.
 
 flat (default):
-    DIR/volumes/train_<p>/train_<p>_<scan>/train_<p>_<scan>_<recon>.nii.gz   int16, HU + 1024
+    DIR/volumes/<split>_<p>/<split>_<p>_<scan>/<split>_<p>_<scan>_<recon>.nii.gz   int16, HU + 1024
     DIR/reports.csv, labels.csv, metadata.csv, splits.csv, phantom_truth.json
-    Every name starts with "train_" as CT-RATE's training names do; the split lives in splits.csv.
+    Names follow CT-RATE's scheme with the case's own split (train, valid, test) as the prefix, so that
+    a held-out case never reads as training data; patient numbers are unique over all splits. The
+    split itself lives in splits.csv.
 ctrate (CT-RATE's released tree, names and columns as released; engine.data.layout):
     DIR/dataset/train/train_<p>/train_<p>_<s>/train_<p>_<s>_<r>.nii.gz, DIR/dataset/valid/valid_<p>/...
     DIR/dataset/radiology_text_reports/{train_reports,validation_reports}.csv
@@ -137,6 +139,11 @@ def ctrate_names(plans: list[VolumePlan], splits: dict[str, str]) -> dict[str, s
     return out
 
 
+def flat_names(plans: list[VolumePlan], splits: dict[str, str]) -> dict[str, str]:
+    """Plan name → flat-layout name: the split in place of the plan's "train" prefix (test_12_a_1)."""
+    return {p.name: f"{splits[p.name]}_{p.name.split('_', 1)[1]}" for p in plans}
+
+
 def nifti_affine(spacing, origin) -> np.ndarray:
     """Voxel axes run to patient Left, Posterior, Superior; nibabel's world is RAS, so the
     first two axes get negative steps (aff2axcodes → ('L', 'P', 'S'))."""
@@ -226,11 +233,12 @@ def prepare_out_dir(out: Path, force: bool) -> None:
 
 
 def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progress: bool = True,
-                  only_splits: tuple[str, ...] = (), layout: str = "flat") -> Path:
+                  only_splits: tuple[str, ...] = (), layout: str = "flat", limit: int | None = None) -> Path:
     """Write `cfg.n` phantoms and their CSVs under `out` in `layout` (flat or ctrate); returns
     `out`. With `only_splits` (e.g. ("test",)) only the cases of those splits are written: each case
     is seeded on its own and the splits are drawn over the whole plan, so they are the very volumes
-    the full dataset holds. In the ctrate layout the test split is CT-RATE's valid folder."""
+    the full dataset holds. In the ctrate layout the test split is CT-RATE's valid folder. `limit`:
+    only the first that many of those cases (a quick preview of the very cases the full set holds)."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -247,12 +255,13 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
     prepare_out_dir(out, force)
     plans = plan_dataset(cfg)
     splits = assign_splits(plans, cfg)
-    names = ctrate_names(plans, splits) if layout == "ctrate" else {p.name: p.name for p in plans}
+    names = ctrate_names(plans, splits) if layout == "ctrate" else flat_names(plans, splits)
     if only_splits:
         if layout == "ctrate":  # train: every patient of CT-RATE's train folder (our train and valid)
             plans = [p for p in plans if ("test" if splits[p.name] == "test" else "train") in only_splits]
         else:
             plans = [p for p in plans if splits[p.name] in only_splits]
+    plans = plans[:limit] if limit is not None else plans
     args = [(p, str(out), cfg.scale, cfg.store_hu, layout, names[p.name]) for p in plans]
     bar = tqdm(total=len(plans), desc="synth", unit="vol", disable=not progress)
     results = []
@@ -275,8 +284,8 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         pd.DataFrame([r["labels"] for r in results], columns=["VolumeName", *labels]).to_csv(out / "labels.csv",
                                                                                              index=False)
         pd.DataFrame([r["meta"] for r in results]).to_csv(out / "metadata.csv", index=False)
-        pd.DataFrame({"VolumeName": [p.name for p in plans], "split": [splits[p.name] for p in plans]}).to_csv(
-            out / "splits.csv", index=False)
+        pd.DataFrame({"VolumeName": [names[p.name] for p in plans],
+                      "split": [splits[p.name] for p in plans]}).to_csv(out / "splits.csv", index=False)
     truth = {
         "generator": "rad3d synth", "version": GENERATOR_VERSION, "seed": cfg.seed, "scale": cfg.scale,
         "store_hu": cfg.store_hu, "n_planned": cfg.n,

@@ -25,6 +25,11 @@ def register(subparsers) -> None:
                    "shipped weights (about two hours on 2 CPU cores)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(handler=run)
+    v = sub.add_parser("evaluate", help="evaluate the demo runs on the test split and compare V-3 with V-2 "
+                       "(eval/; the app's Research tab opens on it)")
+    v.add_argument("--home", help="the demo home (default $RAD3D_HOME)")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(handler=run_evaluate)
     e = sub.add_parser("export", help="copy a finished from-scratch build into the shipped form (bf16 + manifest)")
     e.add_argument("--home", help="the demo home built with --from-scratch (default $RAD3D_HOME)")
     e.add_argument("--out", help="destination (default: the repository's training/demo/weights)")
@@ -61,6 +66,19 @@ def run(args: argparse.Namespace) -> int:
     done = ", ".join(f"{k}: {v}" for k, v in runs.items()) or "none yet"
     print(f"demo runs finished: {done}")
     return 0 if len(runs) == len(recipe.variants) else 3
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.home import rad3d_home
+    from training.demo.build import DemoPaths, DemoRecipe
+    from training.demo.evaluation import evaluate_demo
+
+    out = evaluate_demo(DemoPaths(Path(args.home) if args.home else rad3d_home()), DemoRecipe().variants,
+                        progress=not args.no_progress)
+    print(f"demo evaluation written to {out} (comparison.json, comparison.md; one folder per run)")
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@
     $RAD3D_HOME/demo/image                       small CT-ViT + classifier (image_model.json)
     $RAD3D_HOME/demo/cache                       latents + logits of every phantom
     $RAD3D_HOME/demo/runs/{v3,v2}                the V-3 connector (the method) and its V-2 twin
+    $RAD3D_HOME/demo/eval                        their evaluation on the test split (`rad3d demo evaluate`)
 
 When the repository ships weights made by this very recipe (training/demo/shipped.py), the build
 installs them instead of training: it converts the decoder, writes only the test split's phantoms
@@ -66,6 +67,10 @@ class DemoPaths:
 
     def run(self, variant: str) -> Path:
         return self.root / "runs" / variant
+
+    @property
+    def evaluation(self) -> Path:  # eval/{v3,v2}: `rad3d evaluate` folders; eval/comparison.json: V-3 − V-2
+        return self.root / "eval"
 
 
 SHIPPED_SPLITS = ("test",)  # what a build from shipped weights writes: the held-out cases only

@@ -3,6 +3,7 @@
     training/demo/weights/manifest.json          recipe, files with sha256, how they were made
     training/demo/weights/image/                 image_model.json, encoder (bf16), classifier, its report
     training/demo/weights/runs/{v3,v2}/          config.json, connector (bf16), classifier, loss log
+    training/demo/weights/eval/                  their test-split evaluation and V-3 vs V-2 comparison, if made
 
 `rad3d demo build --from-scratch` remakes every file with the project's own commands and `rad3d demo
 export` writes them here. The shipped run configs point at the decoder and the image model by paths
@@ -41,6 +42,10 @@ IMAGE_FILES = ("image_model.json", "encoder.safetensors", "classifier.safetensor
 RUN_FILES = ("config.json", "connector.safetensors", "classifier.safetensors", "train_config.json", "metrics.csv",
              "domain_guard.safetensors")
 HALF_PRECISION = ("encoder.safetensors", "connector.safetensors")
+# The demo's own evaluation (`rad3d demo evaluate`), shipped when the build has it: the app's Research tab
+# opens on it, and it is the evaluation of these very weights.
+EVAL_FILES = ("comparison.json", "comparison.md")
+EVAL_RUN_FILES = ("metrics.json", "metrics.md", "per_case.csv")
 
 
 def recipe_key(recipe) -> dict:
@@ -113,6 +118,9 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
     for variant in variants:
         plan += [(paths.run(variant) / name, tmp / "runs" / variant / name) for name in RUN_FILES]
     missing = [str(src) for src, _ in plan if not src.is_file()]
+    if (paths.evaluation / "comparison.json").is_file():
+        evals = [*EVAL_FILES, *(f"{v}/{name}" for v in variants for name in EVAL_RUN_FILES)]
+        plan += [(paths.evaluation / rel, tmp / "eval" / rel) for rel in evals if (paths.evaluation / rel).is_file()]
     if missing:
         raise CheckpointError(f"the demo build is not finished: missing {missing[:4]}", paths.root)
     for src, dst in plan:

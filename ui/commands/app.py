@@ -23,7 +23,8 @@ def register(subparsers, *, demo: Demo | None = None) -> None:
     p.add_argument("--run", action="append", default=[], metavar="[NAME=]RUN",
                    help="run directory to generate with (repeatable; NAME= sets the shown name)")
     p.add_argument("--eval", dest="eval_dir", metavar="EVAL_DIR",
-                   help="evaluation folder (`rad3d metrics` output) shown in the Research tab")
+                   help="evaluation folder (`rad3d metrics` output, or a `rad3d compare --out` folder) shown in the "
+                   "Research tab (default on the demo: its own V-3 vs V-2 evaluation)")
     from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
 
     p.add_argument("--upload-dir", help="where uploads are kept, one private folder per browser session "
@@ -85,7 +86,9 @@ def app_config(args: argparse.Namespace, demo: Demo | None):
         raise ConfigError("no embedded demo in this entry point: give --data and --run")
     data = Path(source.root) if source else demo.data()
     runs = parse_runs(args.run) if args.run else demo.runs()
-    return AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=args.eval_dir,
+    # On the demo's runs the Research tab opens on the demo's own evaluation unless --eval says otherwise.
+    eval_dir = args.eval_dir or (demo.evaluation() if not args.run and demo.evaluation else None)
+    return AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=eval_dir,
                      upload_dir=args.upload_dir, max_upload_mb=args.max_upload_mb,
                      upload_retention_hours=args.upload_retention_hours)
 

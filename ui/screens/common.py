@@ -14,6 +14,50 @@ NO_RUN_HINT = (
 )
 
 
+def run_section(config, run_name: str | None) -> str:
+    """The report section a configured run writes (its config's report_section), read without
+    loading the model; "findings" when there is no such run or its config cannot be read."""
+    from engine.rundir import open_run
+
+    if not run_name or run_name not in config.runs:
+        return "findings"
+    try:
+        return open_run(config.runs[run_name], check=False).config.report_section or "findings"
+    except Exception:  # a broken run says so where its draft would be
+        return "findings"
+
+
+def reference_caption(section: str) -> str:
+    """The line above a reference report naming its section (the one the run was trained on)."""
+    name = section.capitalize() if section in ("findings", "impression") else "Whole report"
+    return f'<div class="reference-section"><small>Section: <b>{html.escape(name)}</b></small></div>'
+
+
+def ordered_runs(config) -> list[str]:
+    """The configured run names with the method first: runs of variant V-3 lead, the others keep
+    their order (the first is every run list's default)."""
+    from engine.rundir import open_run
+
+    def variant(name: str) -> str:
+        try:
+            return open_run(config.runs[name], check=False).config.variant
+        except Exception:
+            return ""
+
+    names = list(config.runs)
+    method = [n for n in names if variant(n) == "v3"]
+    return method + [n for n in names if n not in method]
+
+
+def reference_view(browser, extractor, name: str, section: str) -> tuple[str, dict[str, int] | None]:
+    """(the reference report of `section`, highlighted under its section's name; its labels)."""
+    from ui.findings_view import highlight_html
+
+    text, labels = browser.reference(name, section)
+    body = highlight_html(text, extractor) if text else escaped("(no reference report)")
+    return reference_caption(section) + body, labels
+
+
 def session_owner(request) -> str:
     """Whose uploads a request may see: its browser session's (Gradio's session hash)."""
     return (getattr(request, "session_hash", None) or "") if request is not None else ""

@@ -13,7 +13,16 @@ import gradio as gr
 from study.findings import FindingExtractor
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import domain_html, escaped, message, provenance_html, session_owner
+from ui.screens.common import (
+    domain_html,
+    escaped,
+    message,
+    ordered_runs,
+    provenance_html,
+    reference_view,
+    run_section,
+    session_owner,
+)
 from ui.screens.demo_status import no_run_hint
 from ui.uploads import display_name
 
@@ -30,7 +39,7 @@ class CompareControls:
 def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareControls:
     """Build the screen; `builder` as in build_review (the runs it finishes join config.runs)."""
     extractor = FindingExtractor(browser.dataset.label_set)
-    run_names = list(config.runs)
+    run_names = ordered_runs(config)  # the method (V-3) first
 
     def hint(live: bool = True) -> str:
         return no_run_hint(builder.status() if builder else None, bool(config.runs), live)
@@ -62,8 +71,9 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
             out[0] = "Choose a case in Review first."
             yield out
             return
-        ref_text, _ = browser.reference(name)
-        out[1] = "<h4>Reference</h4>" + (highlight_html(ref_text, extractor) if ref_text else escaped("(none)"))
+        # the reference of the section the runs were trained on (one block per section when they differ)
+        sections = list(dict.fromkeys(run_section(config, r) for r in chosen))
+        out[1] = "<h4>Reference</h4>" + "".join(reference_view(browser, extractor, name, s)[0] for s in sections)
         for i, run_name in enumerate(chosen):
             out[0] = f"{display_name(name)}: generating with `{run_name}` ({i + 1} of {len(chosen)})…"
             yield out
@@ -75,6 +85,7 @@ def build_compare(browser, config, case: gr.Dropdown, builder=None) -> CompareCo
                 body = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
                 # as in Review: a scan outside the run's domain and a phantom-only run are marked beside the draft
                 body = domain_html(step.domain) + provenance_html(session.provenance) + body
+                ref_text, _ = browser.reference(name, session.run.config.report_section)
                 if ref_text:
                     body += agreement_html(agreement(step.text, ref_text, extractor))
                 positives = ", ".join(session.image.marked(step.positives)) or "none"  # ⚠: weak finding

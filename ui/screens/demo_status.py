@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ui.demo_builder import BUILDING, FAILED, IDLE, READY, RETRY, BuildStatus, DemoBuilder, clock
-from ui.screens.common import NO_RUN, NO_RUN_HINT
+from ui.screens.common import NO_RUN, NO_RUN_HINT, ordered_runs
 
 TICK_S = 1.5
 SHOWN_LINES = 4
@@ -100,7 +100,7 @@ def attach_demo_status(app: gr.Blocks, builder: DemoBuilder, config, banner: gr.
     def on_tick(review_value, compare_value):
         status = builder.status()
         adopt_runs(config, status)
-        u = tick_update(status, list(config.runs), review_value, compare_value, compare_limit)
+        u = tick_update(status, ordered_runs(config), review_value, compare_value, compare_limit)
         keep = gr.skip()
         return (
             gr.Markdown(value=u.banner, visible=u.banner_visible),

@@ -1,5 +1,7 @@
-"""Research tab: the last evaluation's metrics with their 95% intervals (an evaluation folder
-written by `rad3d metrics`, given with --eval) and its UMAP plot when the folder has one."""
+"""Research tab: a comparison of two runs side by side (a folder with comparison.json, such as the
+embedded demo's own V-3 vs V-2 evaluation, the tab's default on the demo), or one evaluation's
+metrics with their 95% intervals (a folder written by `rad3d metrics`, given with --eval), and its
+UMAP plot when the folder has one."""
 
 from __future__ import annotations
 
@@ -34,10 +36,41 @@ def find_umap(eval_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
+DEMO_EVALUATION_HINT = ("the embedded demo's evaluation (V-3 vs V-2 on the held-out test split) is written by "
+                        "`rad3d demo evaluate`")
+
+
+def build_comparison(folder: Path) -> None:
+    """Two runs side by side: each one's values with intervals, and the paired difference."""
+    from ui.evaluation_view import side_by_side
+
+    try:
+        view = side_by_side(folder)
+    except Exception as err:
+        gr.Markdown(f"⚠️ Cannot read the comparison in {folder}: {err}", elem_id="research-status")
+        return
+    gr.Markdown(f"### {view.report_level.columns[2]} vs {view.report_level.columns[1]}\n{view.title}",
+                elem_id="research-status")
+    gr.Dataframe(view.report_level, label="Report metrics", interactive=False, wrap=True,
+                 elem_id="research-comparison")
+    if len(view.per_finding):
+        with gr.Accordion("Per-finding F1", open=False):
+            gr.Dataframe(view.per_finding, interactive=False, wrap=True, elem_id="research-per-finding")
+
+
 def build_research(eval_dir: Path | None) -> None:
     if eval_dir is None:
         gr.Markdown("No evaluation folder given. Start the app with `--eval EVAL_DIR` (a folder written by "
                     "`rad3d metrics`) to see its metrics with 95% intervals here.", elem_id="research-status")
+        return
+    from ui.evaluation_view import is_comparison
+
+    if is_comparison(eval_dir):
+        build_comparison(Path(eval_dir))
+        return
+    if not (Path(eval_dir) / "metrics.json").is_file() and not Path(eval_dir).exists():
+        gr.Markdown(f"No evaluation in {eval_dir} yet: {DEMO_EVALUATION_HINT} there, or start the app with "
+                    "`--eval EVAL_DIR`.", elem_id="research-status")
         return
     from study.report_card import read_evaluation
 
@@ -52,9 +85,9 @@ def build_research(eval_dir: Path | None) -> None:
         f"95% CI: {boot.get('interval', '?')} bootstrap over cases, {boot.get('resamples', '?')} resamples. "
         f"Text convention: {meta.get('text_convention', '?')}.", elem_id="research-status")
     report_level, per_finding = metrics_tables(meta)
-    gr.Dataframe(report_level, label="Report metrics", interactive=False, elem_id="research-metrics")
+    gr.Dataframe(report_level, label="Report metrics", interactive=False, wrap=True, elem_id="research-metrics")
     if len(per_finding):
-        gr.Dataframe(per_finding, label="Per-finding F1", interactive=False)
+        gr.Dataframe(per_finding, label="Per-finding F1", interactive=False, wrap=True)
     umap = find_umap(Path(eval_dir))
     if umap is None:
         gr.Markdown("No UMAP plot in this evaluation folder (umap.html or umap.png).")

@@ -17,7 +17,18 @@ from ui.charts import probability_chart
 from ui.findings_view import agreement, agreement_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
-from ui.screens.common import NO_RUN, domain_html, escaped, message, provenance_html, session_owner, timing_line
+from ui.screens.common import (
+    NO_RUN,
+    domain_html,
+    escaped,
+    message,
+    ordered_runs,
+    provenance_html,
+    reference_view,
+    run_section,
+    session_owner,
+    timing_line,
+)
 from ui.screens.demo_status import no_run_hint
 from ui.uploads import discard_temp_copy, display_name
 from ui.viewer import PLANES, WINDOW_PRESETS, clamp_crosshair, render_views
@@ -71,14 +82,14 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
 def _review_screen(browser, config, hint) -> SimpleNamespace:
     """The screen's components (wired by the _wire_* functions): case list and viewer above,
     run controls, the draft and the reference below."""
-    names = browser.case_names()
-    run_names = list(config.runs) or [NO_RUN]
+    choices = browser.case_choices()  # (label with the split, name): held-out test cases first
+    run_names = ordered_runs(config) or [NO_RUN]  # the method (V-3) is the default
     lung = WINDOW_PRESETS["lung"]
     with gr.Row():
         with gr.Column(scale=1, min_width=250):
             query = gr.Textbox(label="Search cases", placeholder="part of a case name", elem_id="case-search")
             finding = gr.Dropdown(["(any)"] + browser.label_names, value="(any)", label="Labelled finding")
-            case = gr.Dropdown(names, value=names[0] if names else None, label="Case", elem_id="case-select")
+            case = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Case", elem_id="case-select")
             upload = gr.File(label=f"Upload NIfTI (.nii, .nii.gz), MetaImage (.mha), NRRD (.nrrd) or zipped "
                              f"DICOM (.zip), up to {config.max_upload_mb:g} MiB",
                              file_types=[".nii", ".gz", ".zip", ".mha", ".nrrd"],
@@ -138,14 +149,14 @@ def _wire_case_viewer(app: gr.Blocks, browser, config, extractor, c: SimpleNames
                               max_side=config.max_side)
         return [png_file(image, images[0].GRADIO_CACHE) for image in planes]
 
-    def on_case(name, w, lv, request: gr.Request = None):
+    def on_case(name, w, lv, run_name=None, request: gr.Request = None):
         owner = session_owner(request)
         blank = [None] * 3 + [gr.Slider()] * 3 + ["", "", "", None, "", "", ""]
         if not name:
             return blank
         try:
             volume = browser.volume(name, owner)
-            ref_text, labels = browser.reference(name)
+            ref_html, labels = reference_view(browser, extractor, name, run_section(config, run_name))
         except Exception as err:  # a bad file in the dataset, another session's upload: say so, keep serving
             log.warning("cannot open case %s: %s", name, err)
             blank[8] = message(err, f"Opening {display_name(name)}")
@@ -155,14 +166,13 @@ def _wire_case_viewer(app: gr.Blocks, browser, config, extractor, c: SimpleNames
         sx, sy, sz = volume.spacing_mm
         info = (f"**{display_name(name)}**: {volume.shape[0]}×{volume.shape[1]}×{volume.shape[2]} voxels of "
                 f"{sx:.2f}×{sy:.2f}×{sz:.2f} mm")
-        ref_html = highlight_html(ref_text, extractor) if ref_text else escaped("(no reference report)")
         return (views(name, *centre, w, lv, owner) + new_sliders
                 + [ref_html, _labels_markdown(labels), info, None, "", "", ""])
 
     case_outputs = images + xyz + [c.reference, c.reference_labels, c.case_info, c.chart, c.generated,
                                    c.agreement_box, c.timing]
-    c.case.change(on_case, [c.case, width, level], case_outputs)
-    app.load(on_case, [c.case, width, level], case_outputs)
+    c.case.change(on_case, [c.case, width, level, c.run], case_outputs)
+    app.load(on_case, [c.case, width, level, c.run], case_outputs)
 
     def on_view(name, x, y, z, w, lv, request: gr.Request = None):
         if not name:
@@ -187,8 +197,8 @@ def _wire_case_list(browser, c: SimpleNamespace) -> None:
     """Filtering the case list and adding an upload to it (the upload becomes the chosen case)."""
 
     def on_filter(q, f, request: gr.Request = None):
-        found = browser.case_names(q, f, session_owner(request))
-        return gr.Dropdown(choices=found, value=found[0] if found else None)
+        found = browser.case_choices(q, f, session_owner(request))
+        return gr.Dropdown(choices=found, value=found[0][1] if found else None)
 
     c.query.change(on_filter, [c.query, c.finding], [c.case])
     c.finding.change(on_filter, [c.query, c.finding], [c.case])
@@ -205,7 +215,7 @@ def _wire_case_list(browser, c: SimpleNamespace) -> None:
             return gr.Dropdown(), message(err, "Upload")
         finally:  # gradio's own copy: not needed once kept in the area, or refused
             discard_temp_copy(path, c.upload.GRADIO_CACHE)
-        return (gr.Dropdown(choices=browser.case_names(owner=owner), value=key),
+        return (gr.Dropdown(choices=browser.case_choices(owner=owner), value=key),
                 f"Uploaded {display_name(key)}: it is now the chosen case.")
 
     c.upload.upload(on_upload, [c.upload], [c.case, c.upload_status])
@@ -213,7 +223,11 @@ def _wire_case_list(browser, c: SimpleNamespace) -> None:
 
 def _wire_report(browser, config, extractor, hint, c: SimpleNamespace) -> None:
     """The run's provenance, and the report streamed into the chart, the draft and its agreement."""
-    c.run.change(lambda run_name: run_provenance_html(config, run_name), [c.run], [c.provenance])
+    def on_run(run_name, name, request: gr.Request = None):  # the reference shows the section this run writes
+        ref = reference_view(browser, extractor, name, run_section(config, run_name))[0] if name else ""
+        return run_provenance_html(config, run_name), ref
+
+    c.run.change(on_run, [c.run, c.case], [c.provenance, c.reference])
 
     def on_generate(name, run_name, decoding_choice, n_tokens, request: gr.Request = None):
         outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML(), gr.HTML()]
@@ -250,7 +264,7 @@ def _wire_report(browser, config, extractor, hint, c: SimpleNamespace) -> None:
                     outputs[2] = agreement_html(agreement(step.text, ref_text, extractor)) if ref_text else ""
                     outputs[3] = timing_line(step.timings, len(step.text.split()), run_name,
                                              session.run.config.variant)
-                    outputs[5] = highlight_html(ref_text, extractor) if ref_text else escaped("(no reference report)")
+                    outputs[5] = reference_view(browser, extractor, name, session.run.config.report_section)[0]
                 yield outputs
         except Exception as err:  # a missing run, a failed generation: say so, keep serving others
             log.exception("generation failed for %s with %s", name, run_name)
