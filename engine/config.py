@@ -53,6 +53,15 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_facto
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
+def setting_like(cls, name: str, help: str | None = None) -> Any:
+    """A field with the same default (and, unless given, help) as `cls`'s field `name`: a config that runs
+    another config's recipe (a sweep, a study) takes that recipe's defaults from it, so each lives once."""
+    f = cls.__dataclass_fields__[name]
+    meta = dict(f.metadata)
+    return dataclasses.field(default=f.default, default_factory=f.default_factory,
+                             metadata={**meta, "help": meta.get("help", "") if help is None else help})
+
+
 # Keys renamed since files were written (old -> new), read for any config that has the new field and
 # not the old one, so every run, checkpoint and shipped file written before the rename still reads;
 # written files always carry the new key. One place for every rename of a stored key.
