@@ -142,3 +142,35 @@ def test_the_repository_ships_weights_for_the_default_recipe():
 
     assert shipped_for(DemoRecipe(), SHIPPED_DIR) is not None
     assert shipped_for(dataclasses.replace(DemoRecipe(), connector={}), SHIPPED_DIR) is None
+
+
+def test_the_evaluation_of_the_installed_shipped_weights_ships_beside_them(tmp_path):
+    """`rad3d demo evaluate --ship`: the evaluation of a home installed from the shipped weights is added to
+    the shipped folder and its manifest (no weights record changes) and installs with them; a home whose
+    weights differ from the shipped ones is refused."""
+    from training.demo.shipped import SHIPPED_DIR, read_manifest, ship_evaluation
+
+    shipped = tmp_path / "weights"
+    shutil.copytree(SHIPPED_DIR, shipped, ignore=shutil.ignore_patterns("eval"))
+    manifest = read_manifest(shipped)
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("eval/")}
+    (shipped / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    home = DemoPaths(tmp_path / "home")
+    install_shipped(home, manifest, shipped)
+    for rel in ("comparison.json", "comparison.md", "v3/metrics.json", "v2/metrics.json", "v2/per_case.csv"):
+        (home.evaluation / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home.evaluation / rel).write_text(f"{rel}\n")
+
+    added = ship_evaluation(home, ("v3", "v2"), shipped)
+    after = read_manifest(shipped)
+    assert set(added) == {f"eval/{r}" for r in ("comparison.json", "comparison.md", "v3/metrics.json",
+                                                 "v2/metrics.json", "v2/per_case.csv")}
+    assert {k: v for k, v in after["files"].items() if not k.startswith("eval/")} == manifest["files"]
+    fresh = DemoPaths(tmp_path / "fresh")
+    install_shipped(fresh, after, shipped)
+    assert (fresh.evaluation / "v3" / "metrics.json").read_text() == "v3/metrics.json\n"
+
+    connector = home.run("v2") / "connector.safetensors"
+    connector.write_bytes(connector.read_bytes()[:-8] + b"\0" * 8)  # weights that are not the shipped ones
+    with pytest.raises(CheckpointError, match="not the shipped ones"):
+        ship_evaluation(home, ("v3", "v2"), shipped)

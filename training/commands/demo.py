@@ -29,6 +29,8 @@ def register(subparsers) -> None:
                        "(eval/; the app's Research tab opens on it)")
     v.add_argument("--home", help="the demo home (default $RAD3D_HOME)")
     v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--ship", action="store_true", help="also add the evaluation to the repository's shipped demo "
+                   "(training/demo/weights/eval), when the home's weights are the shipped ones")
     v.set_defaults(handler=run_evaluate)
     e = sub.add_parser("export", help="copy a finished from-scratch build into the shipped form (bf16 + manifest)")
     e.add_argument("--home", help="the demo home built with --from-scratch (default $RAD3D_HOME)")
@@ -75,9 +77,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.demo.build import DemoPaths, DemoRecipe
     from training.demo.evaluation import evaluate_demo
 
-    out = evaluate_demo(DemoPaths(Path(args.home) if args.home else rad3d_home()), DemoRecipe().variants,
-                        progress=not args.no_progress)
+    paths = DemoPaths(Path(args.home) if args.home else rad3d_home())
+    out = evaluate_demo(paths, DemoRecipe().variants, progress=not args.no_progress)
     print(f"demo evaluation written to {out} (comparison.json, comparison.md; one folder per run)")
+    if args.ship:
+        from training.demo.shipped import SHIPPED_DIR, ship_evaluation
+
+        added = ship_evaluation(paths, DemoRecipe().variants)
+        print(f"added to the shipped demo ({SHIPPED_DIR}): {', '.join(added)}")
     return 0
 
 

@@ -108,6 +108,39 @@ def _relative_run_config(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(config, indent=1) + "\n")
 
 
+def _evaluation_plan(paths, variants: tuple[str, ...], dest: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) of the build's own evaluation files, if `rad3d demo evaluate` made them."""
+    if not (paths.evaluation / "comparison.json").is_file():
+        return []
+    evals = [*EVAL_FILES, *(f"{v}/{name}" for v in variants for name in EVAL_RUN_FILES)]
+    return [(paths.evaluation / rel, dest / "eval" / rel) for rel in evals if (paths.evaluation / rel).is_file()]
+
+
+def ship_evaluation(paths, variants: tuple[str, ...], dest: Path = SHIPPED_DIR) -> list[str]:
+    """Add the evaluation of the installed shipped weights (`rad3d demo evaluate` on a home whose weights
+    are the shipped ones) to `dest` and its manifest, leaving every weights file and its record as it is.
+    Returns the files added."""
+    dest = Path(dest)
+    manifest = read_manifest(dest)
+    if manifest is None:
+        raise CheckpointError("no shipped demo manifest", dest / MANIFEST)
+    expected = _installed_form(manifest, dest)[1]
+    changed = [rel for rel in manifest["files"] if not rel.startswith("eval/")
+               and sha256_of_file(_target(paths, rel)) not in (manifest["files"][rel], expected[rel])]
+    if changed:  # an evaluation ships only beside the very weights it measured
+        raise CheckpointError(f"the home's weights are not the shipped ones ({', '.join(changed[:3])}): "
+                              "evaluate a home built from the shipped weights", paths.root)
+    plan = _evaluation_plan(paths, variants, dest)
+    if not plan:
+        raise CheckpointError("no evaluation in this home: run `rad3d demo evaluate` first", paths.evaluation)
+    for src, dst in plan:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        manifest["files"][str(dst.relative_to(dest))] = sha256_of_file(dst)
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return [str(dst.relative_to(dest)) for _, dst in plan]
+
+
 def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_DIR,
                 commands: list[str] | None = None) -> Path:
     """Copy a finished demo build (DemoPaths) into `dest` in the shipped form, with its manifest."""
@@ -118,9 +151,7 @@ def export_demo(paths, recipe, variants: tuple[str, ...], dest: Path = SHIPPED_D
     for variant in variants:
         plan += [(paths.run(variant) / name, tmp / "runs" / variant / name) for name in RUN_FILES]
     missing = [str(src) for src, _ in plan if not src.is_file()]
-    if (paths.evaluation / "comparison.json").is_file():
-        evals = [*EVAL_FILES, *(f"{v}/{name}" for v in variants for name in EVAL_RUN_FILES)]
-        plan += [(paths.evaluation / rel, tmp / "eval" / rel) for rel in evals if (paths.evaluation / rel).is_file()]
+    plan += _evaluation_plan(paths, variants, tmp)
     if missing:
         raise CheckpointError(f"the demo build is not finished: missing {missing[:4]}", paths.root)
     for src, dst in plan:
@@ -188,6 +219,15 @@ def _target(paths, rel: str) -> Path:
     return (paths.image / Path(*parts[1:])) if parts[0] == "image" else (paths.root / rel)
 
 
+def _installed_form(manifest: dict, folder: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    """(the bytes of files that install rewrites, e.g. run configs stamped with provenance; every file's
+    sha256 once installed)."""
+    stamped = {rel: b for rel in manifest["files"] if (b := _installed_bytes(rel, folder / rel, manifest)) is not None}
+    installed = {rel: hashlib.sha256(stamped[rel]).hexdigest() if rel in stamped else digest
+                 for rel, digest in manifest["files"].items()}
+    return stamped, installed
+
+
 def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[str, Path]:
     """Copy the shipped image model and runs into the demo home (files already there are kept);
     every file is checked against the manifest's sha256 first. Returns the installed runs."""
@@ -198,9 +238,7 @@ def install_shipped(paths, manifest: dict, folder: Path = SHIPPED_DIR) -> dict[s
             raise CheckpointError("shipped demo file is missing or does not match its manifest "
                                   "(rebuild with `rad3d demo build --from-scratch`)", src)
     targets = {rel: _target(paths, rel) for rel in manifest["files"]}
-    stamped = {rel: b for rel in targets if (b := _installed_bytes(rel, folder / rel, manifest)) is not None}
-    installed = {rel: hashlib.sha256(stamped[rel]).hexdigest() if rel in stamped else digest
-                 for rel, digest in manifest["files"].items()}
+    stamped, installed = _installed_form(manifest, folder)
     # Never overwrite: a file already there must be the shipped one (an interrupted install, or a
     # config installed before provenance was added to it), else the home holds another build that the
     # shipped runs would silently mix with.
