@@ -106,7 +106,8 @@ def test_scan_embed_train_evaluate_and_app_with_only_data_root(release, tiny_gpt
 
     args = cli.build_parser().parse_args(["app", *data, "--run", str(run), "--upload-dir", str(tmp_path / "up")])
     browser = CaseBrowser(app_config(args, None))  # data and run given: no demo
-    assert browser.case_names() == [c.volume_name for c in dataset.cases]
+    order = {"test": 0, "valid": 1, "train": 2}  # the held-out test cases first, as the app lists them
+    assert browser.case_names() == [c.volume_name for c in sorted(dataset.cases, key=lambda c: order[c.split])]
     text, labels = browser.reference("valid_1_b_1.nii.gz")
     assert text == dataset.case("valid_1_b_1.nii.gz").findings and len(labels) == 18
     volume = browser.volumes.get("valid_1_b_1.nii.gz")
