@@ -7,13 +7,10 @@ by side, its table inside the page. Skipped without Chromium as tests/test_brows
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-
 import pytest
 
 from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from test_browser_review import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, free_port, require_chromium
+from test_browser_review import ARTIFACTS, chromium_page, free_port, require_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -55,19 +52,8 @@ def first_start(tmp_path_factory, tiny_gpt2_dir):  # noqa: F811
 
 @pytest.fixture()
 def page(first_start):
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="rad3d-chromium-")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1280, "height": 900},
-        )
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
+    with chromium_page(1280, 900) as page:
         yield page
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_first_start_opens_on_v3_a_test_case_and_the_run_section(first_start, page):

@@ -7,6 +7,7 @@ install it (scripts/install.sh test does)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -63,21 +64,28 @@ def served(tmp_path_factory, tiny_run):  # noqa: F811
     app.close()
 
 
-@pytest.fixture()
-def page(served):
+@contextlib.contextmanager
+def chromium_page(width: int, height: int):
+    """A page of Debian's Chromium, headless, in a throwaway profile (the browser tests' one setup)."""
     from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="rad3d-chromium-")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1500, "height": 1000},
+            viewport={"width": width, "height": height},
         )
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         yield page
         context.close()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture()
+def page(served):
+    with chromium_page(1500, 1000) as page:
+        yield page
 
 
 def image_src(page, plane: str) -> str:
