@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from training.checkpointing import find_checkpoint, read_state, read_trainable
+from training.checkpointing import find_checkpoint, read_state
 from training.connector_recipe import train_connector
-from training_fixtures import one_thread, train_config, training_setup  # noqa: F401
+from training_fixtures import assert_same_training, one_thread, train_config, training_setup  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -59,14 +59,7 @@ def test_two_processes_keep_the_schedule_and_resume_exactly(training_setup, tiny
 
     # (b) stopped at step 3 (mid-epoch 1), resumed: the same steps, losses and weights.
     assert resumed["step"].tolist() == list(range(1, 9))
-    np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=1e-5)
-    np.testing.assert_allclose(resumed["val_loss"].dropna(), whole["val_loss"].dropna(), rtol=1e-5)
-    for name in ("last", "best"):
-        a = read_trainable(find_checkpoint(tmp_path / "whole", name))
-        b = read_trainable(find_checkpoint(tmp_path / "resumed", name))
-        assert a.keys() == b.keys()
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{name}: {k}")
+    assert_same_training(tmp_path / "resumed", tmp_path / "whole")
     state = read_state(find_checkpoint(tmp_path / "resumed"))
     assert state.finished and state.run_config["num_processes"] == 2
     # Each process's RNG state is kept: they differ (dropout drew differently on each).

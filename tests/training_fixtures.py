@@ -133,3 +133,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def assert_same_training(resumed_dir, whole_dir) -> None:
+    """A run interrupted and resumed (resumed_dir) trained exactly as the uninterrupted one: every step once,
+    the same losses and validation losses, the same last and best weights."""
+    from training.checkpointing import find_checkpoint, read_trainable
+
+    log, ref = (pd.read_csv(Path(d) / "metrics.csv") for d in (resumed_dir, whole_dir))
+    assert log["step"].tolist() == ref["step"].tolist() == list(range(1, len(ref) + 1))  # every step once
+    np.testing.assert_allclose(log["loss"], ref["loss"], rtol=1e-5)
+    np.testing.assert_allclose(log["val_loss"].dropna(), ref["val_loss"].dropna(), rtol=1e-5)
+    for name in ("last", "best"):
+        a = read_trainable(find_checkpoint(Path(whole_dir), name))
+        b = read_trainable(find_checkpoint(Path(resumed_dir), name))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{name}: {k}")
