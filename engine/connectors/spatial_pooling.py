@@ -9,7 +9,7 @@ checkpoint, read by engine.encoders.m3d_checkpoint.load_m3d_projector):
     → Linear(d → L), exact GELU, Linear(L → L)                       (B, n, L)   n = 256 at full size
     [+ logit tokens: Linear(n_labels → k·L) of the classifier logits, appended: (B, n + k, L)]
 
-Parameters at full size: 768·L + L + L² + L = 11,802,624 for Phi-3's L = 3072, 19,935,232 for 4096.
+Parameters at full size: 768·L + L + L² + L = 11,802,624 for Phi-3's L = 3072, 19,931,136 for 4096.
 """
 
 from __future__ import annotations
