@@ -83,10 +83,10 @@ def print_m3d_image_side(d_llm: int, split) -> None:
     import torch
 
     from engine.connectors import SpatialPoolingConfig, build_connector
-    from engine.encoders import ENCODERS
+    from engine.encoders import ENCODERS, VIT3D_ENCODER
 
     with torch.device("meta"):
-        encoder = ENCODERS.build("vit3d")
+        encoder = ENCODERS.build(VIT3D_ENCODER)
         connector = build_connector(SpatialPoolingConfig(d_embed=encoder.cfg.hidden_size, token_grid=encoder.cfg.grid,
                                                          d_llm=d_llm))
     rows = [("vit3d encoder (M3D, frozen)", *split(encoder)),

@@ -17,6 +17,7 @@ from engine.registry import Registry
 ENCODERS: Registry = Registry("encoder")
 DEFAULT_ENCODER = "ctvit"  # CT-CLIP's CT-ViT: the family every recipe and `rad3d embed` build today
 DEFAULT_ENCODER_CONFIG = "ctclip-full"  # CT-CLIP's public config
+VIT3D_ENCODER = "vit3d"  # M3D's 3D ViT (M3D-CLIP's vision encoder, M3D-LaMed's vision tower)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "encoders"
 VIT3D_CONFIG_DIR = CONFIG_DIR / "vit3d"
@@ -57,7 +58,7 @@ def build_ctvit(
     return CTCLIPImageEncoder(load_encoder_config(config), trainable=trainable)
 
 
-@ENCODERS.register("vit3d")
+@ENCODERS.register(VIT3D_ENCODER)
 def build_vit3d(config: ViT3DConfig | dict | str | Path | None = None) -> ViT3DEncoder:
     """M3D's 3D ViT (+ M3D-CLIP's mm_vision_proj) with random weights, frozen; load real ones with
     engine.encoders.m3d_checkpoint.load_m3d_vision. config None: M3D's full size (87.4M + 0.59M)."""
@@ -84,7 +85,7 @@ def load_vit3d_config(config: ViT3DConfig | dict | str | Path | None = None) -> 
 def load_encoder_weights(name: str, encoder, path: str | Path):
     """Load a local checkpoint into an encoder `ENCODERS.build(name, ...)` made, strictly, by the
     reader of that encoder's checkpoints (CT-CLIP's for ctvit, M3D's for vit3d)."""
-    if name == "vit3d":
+    if name == VIT3D_ENCODER:
         from engine.encoders.m3d_checkpoint import load_m3d_vision
 
         return load_m3d_vision(encoder, Path(path))
@@ -98,6 +99,7 @@ __all__ = [
     "CONFIG_DIR",
     "DEFAULT_ENCODER",
     "DEFAULT_ENCODER_CONFIG",
+    "VIT3D_ENCODER",
     "CTCLIPImageEncoder",
     "CTViT",
     "CTViTConfig",
