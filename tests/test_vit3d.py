@@ -97,9 +97,15 @@ def test_lamed_and_bare_vit_checkpoints_give_the_tower_and_projector(fixture, tm
     torch.save(_lamed_state(state, "base_model.model."), wrapped)
     bare = tmp_path / "pretrained_ViT.bin"
     torch.save({k[len("vision_encoder."):]: v for k, v in state.items() if k.startswith("vision_encoder.")}, bare)
-    for path, kind in ((lamed, "M3D-LaMed"), (wrapped, "M3D-LaMed"), (bare, "M3D ViT (pretrained_ViT.bin)")):
+    clip = M3D / "small_state_dict.safetensors"  # M3D-CLIP's ViT as a tower: mm_vision_proj dropped
+    for path, kind in ((lamed, "M3D-LaMed"), (wrapped, "M3D-LaMed"), (bare, "M3D ViT (pretrained_ViT.bin)"),
+                       (clip, "M3D-CLIP")):
         encoder = small_encoder(clip_projection=False)
-        assert load_m3d_vision(encoder, path).kind == kind
+        report = load_m3d_vision(encoder, path)
+        assert (report.kind, report.loaded) == (kind, 28)
+        assert report.dropped == {"lamed.safetensors": {"model.layers.": 1, "lm_head.": 1, "model.mm_projector.": 4},
+                                  "pretrained_ViT.bin": {}, "small_state_dict.safetensors": {
+                                      "mm_projector.": 4, "mm_vision_proj.": 2}}.get(path.name, report.dropped)
         with torch.no_grad():
             tower = encoder.patch_features(image)
         assert torch.allclose(tower, expected["tower_patch_features"], atol=ATOL, rtol=0)

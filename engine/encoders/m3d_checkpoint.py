@@ -102,6 +102,12 @@ def load_m3d_vision(model: nn.Module, path: str | Path, *, trust_pickle: bool = 
     if has_projection and not any(k.startswith(CLIP_PROJECTION) for k in vision):
         raise CheckpointError(f"is an {kind} checkpoint: it holds the ViT but no mm_vision_proj (M3D-CLIP's image "
                               "projection); build the vit3d encoder with clip_projection false to load it", path)
+    if not has_projection:  # M3D-CLIP's ViT as a LaMed tower (how LaMed's pretrained_ViT.bin was made)
+        projection = [k for k in vision if k.startswith(CLIP_PROJECTION)]
+        for key in projection:
+            del vision[key]
+        if projection:
+            dropped[CLIP_PROJECTION] = len(projection)
     load_weights_strict(model, path, f"{kind} vision", state=vision)
     return M3DLoadReport(str(path), kind, len(vision), dropped)
 
