@@ -221,8 +221,8 @@ def preprocess_m3d(hu, config: PreprocessConfig, *, source: str = "<array>") -> 
         hit = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     del foreground
-    x = torch.from_numpy(np.ascontiguousarray(hu[tuple(box)])).to(torch.float32).permute(2, 1, 0)  # (Z, Y, X)
-    x = (x - lo) / (hi - lo)
+    x = torch.from_numpy(np.array(hu[tuple(box)], dtype=np.float32)).permute(2, 1, 0)  # (Z, Y, X), one copy
+    x.sub_(lo).div_(hi - lo)
     tx, ty, tz = config.shape_xyz
     x = F.interpolate(x[None, None], size=(tz, ty, tx), mode="trilinear", align_corners=False)[0]
     return x.clamp_(0.0, 1.0).contiguous()  # the clamp only undoes float rounding at the ends

@@ -55,9 +55,11 @@ def test_small_fixture_loads_strictly_and_reproduces_every_intermediate(fixture)
     _, image, expected = fixture
     kwargs = json.loads((M3D / "small_config.json").read_text())["m3dclip_config_kwargs"]
     assert m3d_kwargs(load_vit3d_config("m3d-small-fixture")).items() <= kwargs.items()
-    encoder = small_encoder()
-    report = load_m3d_vision(encoder, M3D / "small_state_dict.safetensors")
+    report = load_m3d_vision(small_encoder(), M3D / "small_state_dict.safetensors")
     assert (report.kind, report.loaded, report.dropped) == ("M3D-CLIP", 30, {"mm_projector.": 4})
+    # The image model's factory: built on the meta device, the file's kind found by its prefixes.
+    encoder = load_encoder("vit3d", load_vit3d_config("m3d-small-fixture").to_dict(),
+                           M3D / "small_state_dict.safetensors")
     connector = small_connector()
     assert load_m3d_projector(connector, M3D / "small_state_dict.safetensors") == 4
     vit = encoder.vision_encoder
