@@ -126,14 +126,14 @@ class ImageModel(nn.Module):
 # -- the factory: files → ImageModel ---------------------------------------------------------------
 def load_encoder(name: str, config: dict, weights: str | Path | None) -> nn.Module:
     """A registered encoder built on the meta device (no memory for random weights) with `weights`
-    (CT-CLIP key names) loaded strictly; weights None leaves it on meta (its config only)."""
-    from engine.encoders import ENCODERS
-    from engine.encoders.checkpoint import load_ctclip_vision
+    (that encoder's checkpoint key names: CT-CLIP's for ctvit, M3D's for vit3d) loaded strictly;
+    weights None leaves it on meta (its config only)."""
+    from engine.encoders import ENCODERS, load_encoder_weights
 
     with torch.device("meta"):
         encoder = ENCODERS.build(name, config)
     if weights is not None:
-        load_ctclip_vision(encoder, Path(weights))
+        load_encoder_weights(name, encoder, Path(weights))
     return encoder
 
 

@@ -36,6 +36,11 @@ class PreprocessConfig(JsonConfig):
     # vector; when A dominates, the per-patch LayerNorm divides every patch by nearly the same number
     # and the patch embedding sees absolute intensities instead of each patch's own contrast.
     reference_channel: float = 0.0
+    # "ctclip": the above (HU clip, resample to spacing_mm, [-1, 1], centre crop/pad; (C, D=S, H=L, W=P)).
+    # "m3d": M3D's (engine.preprocess.preprocess_m3d): per-volume min-max to [0, 1], crop to the
+    # foreground, trilinear resize of the whole volume to shape_xyz (M3D: 256 x 256 x 32), axes
+    # (C, D=S, H=P, W=L) as M3D's axial images are shown; spacing_mm, hu_range and clipping unused.
+    recipe: Literal["ctclip", "m3d"] = "ctclip"
 
     def __post_init__(self):
         object.__setattr__(self, "spacing_mm", tuple(float(s) for s in self.spacing_mm))
@@ -51,6 +56,10 @@ class PreprocessConfig(JsonConfig):
         object.__setattr__(self, "reference_channel", float(self.reference_channel))
         if not (math.isfinite(self.reference_channel) and self.reference_channel >= 0):
             raise ConfigError(f"preprocess reference_channel {self.reference_channel} must be a finite amplitude >= 0")
+        if self.recipe not in ("ctclip", "m3d"):
+            raise ConfigError(f"preprocess recipe must be 'ctclip' or 'm3d', got {self.recipe!r}")
+        if self.recipe == "m3d" and (self.windows or self.reference_channel):
+            raise ConfigError("preprocess recipe 'm3d' (min-max to [0, 1]) takes no HU windows or reference channel")
         if len(self.spacing_mm) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing_mm):
             raise ConfigError(f"preprocess spacing_mm {self.spacing_mm} must be three positive numbers")
         if len(self.hu_range) != 2 or not self.hu_range[0] < self.hu_range[1]:
@@ -74,12 +83,18 @@ class PreprocessConfig(JsonConfig):
             del data["windows"]
         if not self.reference_channel:
             del data["reference_channel"]
+        if self.recipe == "ctclip":
+            del data["recipe"]
         return data
 
     def fingerprint(self) -> str:
         """Short stable hash of every setting (and the algorithm version): the embedding cache key."""
         payload = json.dumps({"version": PREPROCESS_VERSION, **self.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# M3D's input (its README: "1*32*256*256", "normalized to 0-1, consider Min-Max Normalization").
+M3D_PREPROCESS = PreprocessConfig(shape_xyz=(256, 256, 32), recipe="m3d")
 
 
 # How per-finding thresholds are chosen on the validation split (engine.classifier.choose_thresholds).
@@ -153,6 +168,49 @@ class ConnectorConfig(JsonConfig):
     def d_in(self) -> int:
         """Width of the connector's input vector: latent, plus logits when n_labels > 0."""
         return self.d_embed + self.n_labels
+
+
+@dataclass(frozen=True)
+class SpatialPoolingConfig(JsonConfig):
+    """M3D-LaMed's SpatialPoolingProjector (spp, mlp, 2 layers, spatial pooling 2: LaMed's train.py
+    defaults, which its scripts never override): patch tokens on a (D, H, W) grid → avg_pool3d →
+    Linear, GELU, Linear. Defaults: M3D's full size, 2048 tokens of 768 → 256 tokens of d_llm."""
+
+    kind: Literal["spatial-pooling"] = "spatial-pooling"  # its name in engine.connectors.CONNECTORS
+    d_embed: int = 768  # the encoder's token width (M3D's ViT: 768)
+    d_llm: int = 3072  # decoder hidden size (M3D-LaMed-Phi-3-4B: 3072; Llama-2-7B: 4096)
+    token_grid: tuple[int, int, int] = (8, 16, 16)  # the encoder's token grid (D, H, W), row-major
+    pool_size: int = 2  # non-overlapping pool_size³ average over the grid
+    # Classifier logits as extra tokens (the RAD3D idea carried over; off: M3D's projector): one Linear
+    # from the n_labels logits to logit_tokens tokens, appended after the image tokens.
+    n_labels: int = 0
+    logit_tokens: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "token_grid", tuple(int(n) for n in self.token_grid))
+        if self.kind != "spatial-pooling":
+            raise ConfigError(f"SpatialPoolingConfig.kind must be 'spatial-pooling', got {self.kind!r}")
+        for name in ("d_embed", "d_llm", "pool_size", "logit_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"spatial-pooling connector {name} must be at least 1, got {getattr(self, name)}")
+        if self.n_labels < 0:
+            raise ConfigError(f"spatial-pooling connector n_labels must be >= 0, got {self.n_labels}")
+        if len(self.token_grid) != 3 or any(n < 1 or n % self.pool_size for n in self.token_grid):
+            raise ConfigError(f"spatial-pooling token_grid {self.token_grid} must be three sizes (D, H, W), each a "
+                              f"multiple of pool_size {self.pool_size}")
+
+    @property
+    def n_tokens_in(self) -> int:
+        return math.prod(self.token_grid)
+
+    @property
+    def pooled_grid(self) -> tuple[int, int, int]:
+        return tuple(n // self.pool_size for n in self.token_grid)  # type: ignore[return-value]
+
+    @property
+    def prefix_len(self) -> int:
+        """Tokens handed to the decoder: the pooled grid (256 at full size), then the logit tokens."""
+        return math.prod(self.pooled_grid) + (self.logit_tokens if self.n_labels else 0)
 
 
 @dataclass(frozen=True)

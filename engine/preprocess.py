@@ -12,6 +12,8 @@ they read, with F.interpolate's own sample positions and weights (computed in fl
 CT-CLIP's float64 tensors get them). The passes are plane-by-plane numpy updates on a few threads:
 cache-friendly, no full-size temporaries. `preprocess_plain` is the literal full-volume path, kept
 as the reference the fast one is tested against.
+
+`PreprocessConfig.recipe == "m3d"` selects M3D's preparation instead (`preprocess_m3d`).
 """
 
 from __future__ import annotations
@@ -142,7 +144,10 @@ def _is_identity(i0: np.ndarray, w1: np.ndarray, n: int) -> bool:
 def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: PreprocessConfig = PreprocessConfig(),
                      *, source: str = "<array>") -> torch.Tensor:
     """HU array (X, Y, Z), any real dtype (int16 works) → encoder input (C, D=z, H=x, W=y) float32
-    (C = config.channels; with `config.base`, the one plain channel that `apply_windows` starts from)."""
+    (C = config.channels; with `config.base`, the one plain channel that `apply_windows` starts from).
+    The "m3d" recipe gives (1, D=z, H=y, W=x) in [0, 1] instead (preprocess_m3d)."""
+    if config.recipe == "m3d":
+        return preprocess_m3d(hu, config, source=source)
     hu = _as_array(hu)
     sizes = [resampled_size(n, s, t) for n, s, t in zip(hu.shape, spacing_mm, config.spacing_mm)]
     if min(sizes) < 1:
@@ -190,6 +195,39 @@ def preprocess_array(hu, spacing_mm: tuple[float, float, float], config: Preproc
     return apply_windows(torch.from_numpy(out).unsqueeze(0), config)
 
 
+def preprocess_m3d(hu, config: PreprocessConfig, *, source: str = "<array>") -> torch.Tensor:
+    """M3D's preparation (github.com/BAAI-DCAI/M3D, Data/process/m3d_cap_data_prepare.py and
+    m3d_seg_data_prepare.py; README: "1*32*256*256", "normalized to 0-1, consider Min-Max
+    Normalization"): array (X, Y, Z) → (1, D=z, H=y, W=x) float32 in [0, 1] of size
+    config.shape_xyz[::-1] ((1, 32, 256, 256) for M3D_PREPROCESS).
+
+    1. min-max over the whole volume to [0, 1] (no HU window: M3D's model never sees HU);
+    2. MONAI CropForeground(): the bounding box of the voxels > 0 after step 1, no margin;
+    3. MONAI Resize(spatial_size, mode="bilinear"): trilinear F.interpolate, align_corners None
+       (= False), no anti-aliasing; the voxel spacing plays no part.
+    Axes: with rad3d's L,P,S voxel order, (D, H, W) = (S, P, L) is the axial image as displayed
+    (rows anterior → posterior, columns the patient's right → left), how M3D-Cap's Radiopaedia slices
+    are stored, and M3D-Seg's `swapaxes(-1, -3)` also gives (Z, Y, X). (CT-CLIP's recipe gives
+    (S, L, P).) M3D fixes no slice direction; D runs inferior → superior here."""
+    hu = _as_array(hu)
+    lo, hi = float(hu.min()), float(hu.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise VolumeError("volume holds NaN or infinite voxels: min-max normalisation is undefined", source)
+    if hi <= lo:
+        raise VolumeError(f"volume is constant ({lo:g}): min-max normalisation is undefined", source)
+    foreground = hu > lo  # the voxels > 0 after min-max
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    del foreground
+    x = torch.from_numpy(np.array(hu[tuple(box)], dtype=np.float32)).permute(2, 1, 0)  # (Z, Y, X), one copy
+    x.sub_(lo).div_(hi - lo)
+    tx, ty, tz = config.shape_xyz
+    x = F.interpolate(x[None, None], size=(tz, ty, tx), mode="trilinear", align_corners=False)[0]
+    return x.clamp_(0.0, 1.0).contiguous()  # the clamp only undoes float rounding at the ends
+
+
 def apply_windows(x: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
     """(..., 1, D, H, W) in [-1, 1] over `config.hu_range` → (..., channels, D, H, W): one channel
     per HU window (clip to the window, map to [-1, 1]), or the input channel when there are none,
@@ -224,14 +262,18 @@ def _check_orientation(volume: Volume) -> None:
 
 
 def preprocess(volume: Volume, config: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
-    """Volume (HU, canonical order) → encoder input (1, D=z, H=x, W=y), float32 in [-1, 1]."""
+    """Volume (HU, canonical order) → encoder input (C, D=z, H=x, W=y), float32 in [-1, 1] (the "m3d"
+    recipe: (1, D=z, H=y, W=x) in [0, 1])."""
     _check_orientation(volume)
     return preprocess_array(volume.hu, volume.spacing_mm, config, source=volume.source)
 
 
 def preprocess_plain(hu, spacing_mm: tuple[float, float, float], config: PreprocessConfig = PreprocessConfig(),
                      *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The literal full-volume path (CT-CLIP's order of operations, float64 by default): the reference."""
+    """The literal full-volume path (CT-CLIP's order of operations, float64 by default): the reference.
+    The "m3d" recipe has one path, preprocess_m3d."""
+    if config.recipe == "m3d":
+        return preprocess_m3d(hu, config)
     hu = _as_array(hu)
     lo, hi = config.hu_range
     x = torch.from_numpy(np.ascontiguousarray(hu)).to(dtype).permute(2, 0, 1)  # (Z, X, Y)

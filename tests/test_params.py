@@ -1,5 +1,7 @@
 """`rad3d params`: the paper's parameter counts from architecture configs on the meta device."""
 
+import re
+
 import pytest
 
 import cli
@@ -58,3 +60,14 @@ def test_unknown_variant_or_decoder_is_a_one_line_error(capsys, monkeypatch):
     assert "unknown variant 'v9'" in capsys.readouterr().err
     assert cli.main(["params", "--decoder-config", "no-such-decoder"]) == 1
     assert "no decoder config" in capsys.readouterr().err
+
+
+def test_m3d_image_side_at_full_size(capsys, monkeypatch):
+    *_, out = counts(capsys, monkeypatch, "--variant", "linear", "--decoder-config", "gpt2", "--vision", "vit3d")
+    cells = [re.split(r"\s{2,}", line) for line in out.splitlines() if line.startswith(("vit3d", "spatial-pooling"))]
+    rows = {name: [int(t.replace(",", "")), int(f.replace(",", ""))] for name, t, f, _ in cells}
+    d = 768  # GPT-2's width
+    # M3D's ViT (87,389,184: shared/m3d) + mm_vision_proj 768·768 + 768, all frozen.
+    assert rows["vit3d encoder (M3D, frozen)"] == [0, 87_389_184 + 768 * 768 + 768]
+    # Linear(768 → d), GELU, Linear(d → d): LaMed's projector, trained.
+    assert rows["spatial-pooling connector (256 tokens)"] == [768 * d + d + d * d + d, 0]

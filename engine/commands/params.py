@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--layers", type=int, default=8, help="transformer connector layers (default 8)")
     parser.add_argument("--d-embed", type=int, default=512, help="image latent size (default 512)")
     parser.add_argument("--n-labels", type=int, default=18, help="classifier labels (default 18)")
+    parser.add_argument("--vision", choices=["vit3d"], default=None,
+                        help="also count M3D's image side at full size for this decoder: the vit3d encoder "
+                        "(frozen) and the spatial-pooling connector (768 → the decoder's width, trainable)")
     parser.set_defaults(handler=run)
 
 
@@ -69,7 +72,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'part':<{width}}  {'trainable':>15}  {'frozen':>15}")
     for name, t, f in rows:
         print(f"{name:<{width}}  {t:>15,}  {f:>15,}  ({human(t)} / {human(f)})")
+    if args.vision == "vit3d":
+        print_m3d_image_side(model.config.connector.d_llm, split)
     return 0
+
+
+def print_m3d_image_side(d_llm: int, split) -> None:
+    """M3D's full-size vit3d encoder (ViT + mm_vision_proj) and spatial-pooling connector to d_llm,
+    built on the meta device."""
+    import torch
+
+    from engine.connectors import SpatialPoolingConfig, build_connector
+    from engine.encoders import ENCODERS, VIT3D_ENCODER
+
+    with torch.device("meta"):
+        encoder = ENCODERS.build(VIT3D_ENCODER)
+        connector = build_connector(SpatialPoolingConfig(d_embed=encoder.cfg.hidden_size, token_grid=encoder.cfg.grid,
+                                                         d_llm=d_llm))
+    rows = [("vit3d encoder (M3D, frozen)", *split(encoder)),
+            (f"spatial-pooling connector ({connector.prefix_len} tokens)", *split(connector))]
+    width = max(len(r[0]) for r in rows)
+    print(f"M3D image side, full size (input 1x32x256x256, {encoder.cfg.n_patches} patch tokens):")
+    for name, t, f in rows:
+        print(f"{name:<{width}}  {t:>15,}  {f:>15,}  ({human(t)} / {human(f)})")
 
 
 def human(n: int) -> str:

@@ -4,6 +4,8 @@
     transformer    TransformerConnector (the method; V-1, V-2, V-3)
     linear         LinearConnector (one Linear; prefix_len tokens, 1 for R2GenGPT's alignment layer)
     linear-prefix  LinearPrefixConnector (the supplement's linear + prefix variant)
+    spatial-pooling  SpatialPoolingConnector (M3D-LaMed's projector: encoder patch tokens → LLM tokens;
+                     its own config, SpatialPoolingConfig)
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ from __future__ import annotations
 from torch import nn
 
 from engine.connectors.linear import LinearConnector, LinearPrefixConnector
+from engine.connectors.spatial_pooling import SpatialPoolingConnector
 from engine.connectors.transformer import TransformerConnector
-from engine.model_configs import ConnectorConfig
+from engine.model_configs import ConnectorConfig, SpatialPoolingConfig
 from engine.registry import Registry
 
 CONNECTORS: Registry[nn.Module] = Registry("connector")
 CONNECTORS.register("transformer")(TransformerConnector)
 CONNECTORS.register("linear")(LinearConnector)
 CONNECTORS.register("linear-prefix")(LinearPrefixConnector)
+CONNECTORS.register("spatial-pooling")(SpatialPoolingConnector)
 
 
-def build_connector(config: ConnectorConfig) -> nn.Module:
+def build_connector(config: ConnectorConfig | SpatialPoolingConfig) -> nn.Module:
     return CONNECTORS.build(config.kind, config)
 
 
@@ -30,6 +34,8 @@ __all__ = [
     "ConnectorConfig",
     "LinearConnector",
     "LinearPrefixConnector",
+    "SpatialPoolingConfig",
+    "SpatialPoolingConnector",
     "TransformerConnector",
     "build_connector",
 ]

@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.model_configs import ConnectorConfig
+from engine.model_configs import ConnectorConfig, SpatialPoolingConfig
 
 
 class Connector(nn.Module):
     """What every connector shares: its config and the facts the report generator asks of it."""
 
-    def __init__(self, config: ConnectorConfig):
+    def __init__(self, config: ConnectorConfig | SpatialPoolingConfig):
         super().__init__()
         self.config = config
 
