@@ -20,6 +20,8 @@ class LabelSet(JsonConfig):
     name: str
     names: tuple[str, ...]
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A derived set (`rad3d labels derive`) says how it was made; per-finding counts sit in each finding's entry.
+    _json_ignore = ("derived_by",)
 
     def __post_init__(self):
         # every finding has its (possibly empty) synonyms, so a set built in code equals the same set read back
