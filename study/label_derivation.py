@@ -26,6 +26,7 @@ keeps anatomy out without a hand list. Every concept with at least `min_count` p
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ _REPORT_WORDS = {
     "slice", "slices", "study", "examination", "exam", "window", "windows", "contrast", "finding",
     "findings", "impression", "comparison", "evidence", "sign", "signs", "change", "changes",
 }
-_ADJECTIVE_SUFFIXES = ("al", "ic", "ous", "ive", "ary", "ed", "ar", "ile", "ent", "ant", "less")
+_ADJECTIVE_SUFFIXES = ("al", "ic", "ous", "ive", "ary", "ed", "ar", "ile", "less")
 _TOKEN = re.compile(r"[a-z][a-z\-]*|\d+(?:[.,]\d+)?|[^\sa-z\d]")
 _MAX_WORDS = 4
 
@@ -92,13 +93,15 @@ class DerivedLabels:
     matrix: np.ndarray
     kept: list[Concept]
     candidates: list[Concept] = field(default_factory=list)
+    how: dict = field(default_factory=dict)  # the settings, written as the set's "derived_by"
 
     def label_set_json(self) -> dict:
         """engine.labels reads it (extra per-finding keys are ignored there): names, synonyms, counts."""
-        return {"name": self.label_set.name, "derived_by": DERIVATION_VERSION,
+        return {"name": self.label_set.name, "derived_by": {"version": DERIVATION_VERSION, **self.how},
                 "findings": [c.to_json() for c in self.kept]}
 
 
+@functools.lru_cache(maxsize=65536)
 def _noun_lemma(word: str) -> str:
     return getLemma(word, upos="NOUN")[0].lower() if word.isalpha() else word
 
@@ -108,7 +111,7 @@ def _nounish(word: str) -> bool:
     known = getAllLemmas(word)
     if known:
         return "NOUN" in known
-    return not word.endswith(_ADJECTIVE_SUFFIXES) or word.endswith(("ment", "ent")) and len(word) > 8
+    return not word.endswith(_ADJECTIVE_SUFFIXES)
 
 
 class _Chunker:
@@ -248,7 +251,9 @@ def derive_labels(volume_names: list[str], texts: list[str], *, min_count: int, 
                           f"of the {len(texts)} reports{most}")
     kept = [concepts[i] for i in keep]
     label_set = LabelSet(name, tuple(c.name for c in kept), {c.name: tuple(c.synonyms) for c in kept})
-    return DerivedLabels(label_set, list(volume_names), matrix[:, keep], kept, concepts)
+    how = {"min_count": min_count, "reports": len(texts), "vocabulary": list(vocabulary_sets or builtin_label_sets()),
+           "counted": "reports the extractor calls positive (uncertain and negated mentions excluded)"}
+    return DerivedLabels(label_set, list(volume_names), matrix[:, keep], kept, concepts, how)
 
 
 @dataclass
