@@ -167,3 +167,27 @@ def test_bad_derive_and_split_input_fails_in_one_line_and_writes_nothing(tmp_pat
     err = _one_line_error(capsys, ["labels", "split", "--data", str(phantoms), "--labels-csv",
                                    str(tmp_path / "rare.csv"), "--out", str(out)])
     assert "'Rare finding' (2)" in err and "too few positive patients" in err and not out.exists()
+
+
+def test_noun_phrases_are_counted_negation_aware_and_merged_by_lemma(tmp_path):
+    from study.label_derivation import derive_labels
+
+    vocab = tmp_path / "vocab.json"  # a vocabulary that knows only nodules
+    vocab.write_text(json.dumps({"name": "v", "findings": [{"name": "Lung nodule", "synonyms": ["nodule"]}]}))
+    texts = [
+        "Small right pleural effusions are seen. The trachea is patent. A filling defect is present.",
+        "Pleural effusion on the left. The trachea is patent. No filling defect was detected.",
+        "Bilateral pleural effusion. The trachea is patent. A lung nodule is seen.",
+        "No pleural effusion was detected. The trachea is patent. Filling defects in both lower lobes.",
+        "There is no pleural effusion. Possible filling defect. A nodule is seen in the right lung.",
+    ]
+    derived = derive_labels([f"v{i}" for i in range(len(texts))], texts, min_count=2, vocabulary_sets=[str(vocab)])
+    counts = {c.name: (c.positive, c.uncertain, c.negative) for c in derived.kept}
+    # "small right pleural effusions", "pleural effusion", "bilateral pleural effusion": one concept
+    assert counts["Pleural effusion"] == (3, 0, 2)
+    # "filling defects" merged with "filling defect"; the hedged one is uncertain, the denied one negative
+    assert counts["Filling defect"] == (2, 1, 1)
+    assert counts["Lung nodule"] == (2, 0, 0)
+    # the trachea is in every report but never said to be absent: anatomy, not a finding
+    assert "Trachea" not in counts and len(counts) == 3
+    assert derived.matrix[:, derived.label_set.index("Pleural effusion")].tolist() == [1, 1, 1, 0, 0]
