@@ -117,8 +117,8 @@ def _nounish(word: str) -> bool:
 class _Chunker:
     def __init__(self, vocabulary: LabelSet):
         self.stop = set(ENGLISH_STOP_WORDS) | _REPORT_WORDS | trigger_words()
-        # A vocabulary synonym as a tuple of noun-lemmatised words (each part of an "A ... B" synonym alone
-        # would be too loose, so those count only whole, as their first part plus last part adjacent).
+        # Each vocabulary synonym as its noun-lemmatised words ("A ... B" as A's words then B's: either part
+        # alone would be too loose, "heart" or "size").
         self.vocab_keys: set[tuple[str, ...]] = set()
         for name in vocabulary.names:
             for syn in (name, *vocabulary.synonyms[name]):
@@ -138,7 +138,7 @@ class _Chunker:
     def chunks(self, sentence: str) -> list[list[str]]:
         runs, run = [], []
         for tok in _TOKEN.findall(sentence.lower()):
-            if tok.isalpha() and len(tok) > 2 and tok not in self.stop:
+            if tok[0].isalpha() and len(tok) > 2 and tok not in self.stop:  # words, hyphenated ones too
                 run.append(tok)
             else:
                 runs.append(run)
