@@ -152,6 +152,12 @@ def test_bad_derive_and_split_input_fails_in_one_line_and_writes_nothing(tmp_pat
     err = _one_line_error(capsys, ["labels", "derive", "--data", str(phantoms), "--min-count", "1000",
                                    "--out", str(out_json), "--out-csv", str(out_csv)])
     assert "--min-count 1000 leaves no label" in err and not out_json.exists() and not out_csv.exists()
+    # the label set cannot be written (its folder is a file): neither output appears
+    (tmp_path / "a_file").write_text("")
+    err = _one_line_error(capsys, ["labels", "derive", "--data", str(phantoms), "--min-count", str(MIN_COUNT),
+                                   "--out", str(tmp_path / "a_file" / "set.json"), "--out-csv", str(out_csv)])
+    assert "cannot write the label set" in err and not out_csv.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
     out = tmp_path / "splits.csv"
     base = ["labels", "split", "--data", str(phantoms), "--labels-csv", str(derived / "labels.csv"), "--out", str(out)]

@@ -52,16 +52,28 @@ def register(subparsers) -> None:
     s.set_defaults(handler=run_split)
 
 
-def _write_csv(frame, path) -> None:
-    """Through a temporary file and a rename: a reader never sees half a CSV, a failed write leaves the old one."""
+def _write_csv(frame, path, *, keep_temporary: bool = False):
+    """Through a temporary file and a rename: a reader never sees half a CSV, a failed write leaves the old one.
+    keep_temporary: return the temporary file, for the caller to rename once its other outputs are written."""
+    import contextlib
     import os
     from pathlib import Path
 
+    from engine.errors import ConfigError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(tmp, index=False)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ConfigError(f"cannot write: {err.strerror or err}", path) from None
+    if keep_temporary:
+        return tmp
     os.replace(tmp, path)
+    return path
 
 
 def reference_label_set(source):
@@ -101,6 +113,7 @@ def run_derive(args: argparse.Namespace) -> int:
 
     from engine.config import write_json
     from engine.data import resolve, source_from_args
+    from engine.errors import ConfigError
     from study.label_derivation import compare_with_truth, derive_labels
 
     source = source_from_args(args)
@@ -127,13 +140,23 @@ def run_derive(args: argparse.Namespace) -> int:
                   f"{p:>9s} {rc:>6s}")
         extra = sorted(set(derived.label_set.names) - {r.label for r in rows})
         print(f"  derived labels naming no reference finding: {', '.join(extra) or 'none'}")
-    if args.out:
-        write_json(args.out, derived.label_set_json())
-        print(f"label set written to {args.out}")
-    if args.out_csv:
-        frame = pd.DataFrame(derived.matrix, columns=list(derived.label_set.names))
-        frame.insert(0, "VolumeName", names)
-        _write_csv(frame, args.out_csv)
+    frame = pd.DataFrame(derived.matrix, columns=list(derived.label_set.names))
+    frame.insert(0, "VolumeName", names)
+    # the CSV is written beside its final name first, so a failure writing either file leaves neither new
+    tmp = _write_csv(frame, args.out_csv, keep_temporary=True) if args.out_csv else None
+    try:
+        if args.out:
+            try:
+                write_json(args.out, derived.label_set_json())
+            except OSError as err:
+                raise ConfigError(f"cannot write the label set: {err.strerror or err}", args.out) from None
+            print(f"label set written to {args.out}")
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    if tmp is not None:
+        tmp.replace(args.out_csv)
         print(f"labels written to {args.out_csv}")
     return 0
 
