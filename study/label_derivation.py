@@ -3,7 +3,8 @@ candidate entities → negation-aware counts → synonyms merged into concepts �
 
 Candidates come from two sources:
 - the vocabulary: every finding of the built-in label sets (`engine/label_sets/*.json`, or those named),
-  with its synonym list; a vocabulary finding is one concept, its synonyms already merged by hand;
+  with its synonym list; a vocabulary finding is one concept, its synonyms already merged by hand, and a
+  later set's finding whose name is an earlier finding's name or synonym joins that finding;
 - noun phrases the vocabulary does not cover: runs of content words between stop words, trigger words,
   punctuation and numbers (RAKE's candidate rule, Rose et al. 2010). A POS chunker would be better, but
   no maintained tagger ships its model in a registry package (spaCy's and NLTK's download theirs at run
@@ -159,22 +160,29 @@ class _Chunker:
 
 
 def vocabulary(names: list[str] | None = None) -> tuple[LabelSet, dict[str, str]]:
-    """One label set of the named (default: every built-in) sets' findings, same names merged with their
-    synonyms united; and which set each finding came from."""
+    """One label set of the named (default: every built-in) sets' findings, and which set each came from.
+    A finding of a later set is merged into an earlier set's finding (synonyms united, the first name kept)
+    when its name, noun-lemmatised, is that finding's name or one of its synonyms: "Pulmonary nodules" in
+    one set and "Lung nodule" with the synonym "pulmonary nodule" in another are one concept."""
     order: list[str] = []
     synonyms: dict[str, list[str]] = {}
     source: dict[str, str] = {}
-    by_key: dict[str, str] = {}
+    owner: dict[tuple, str] = {}  # lemma key of a name or synonym -> the finding of an earlier set it names
     for set_name in names or builtin_label_sets():
         ls = load_label_set(set_name)
+        fresh: dict[tuple, str] = {}
         for n in ls.names:
-            name = by_key.setdefault(" ".join(n.split()).casefold(), n)
+            name = owner.get(_key(n), n)
             if name not in synonyms:
                 order.append(name)
                 synonyms[name] = []
                 source[name] = f"vocabulary:{ls.name}"
-            synonyms[name] += [s for s in ls.synonyms[n] if s not in synonyms[name]]
-    return LabelSet("vocabulary", tuple(order), {n: tuple(s) for n, s in synonyms.items()}), source
+            synonyms[name] += [x for x in (n, *ls.synonyms[n]) if x != name and x not in synonyms[name]]
+            for x in (n, *ls.synonyms[n]):
+                fresh.setdefault(_key(x), name)
+        for k, v in fresh.items():  # within one set, findings stay apart even when they share a synonym
+            owner.setdefault(k, v)
+    return LabelSet("vocabulary", tuple(order), {n: tuple(x) for n, x in synonyms.items()}), source
 
 
 def _phrase_concepts(texts: list[str], chunker: _Chunker, min_count: int) -> list[Concept]:

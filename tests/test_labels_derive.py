@@ -197,3 +197,19 @@ def test_noun_phrases_are_counted_negation_aware_and_merged_by_lemma(tmp_path):
     # the trachea is in every report but never said to be absent: anatomy, not a finding
     assert "Trachea" not in counts and len(counts) == 3
     assert derived.matrix[:, derived.label_set.index("Pleural effusion")].tolist() == [1, 1, 1, 0, 0]
+
+
+def test_findings_of_two_vocabularies_naming_one_concept_become_one_label(tmp_path):
+    from study.label_derivation import derive_labels, vocabulary
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"name": "other", "findings": [
+        {"name": "Pulmonary nodules", "synonyms": ["pulmonary nodule", "lung nodules"]},
+        {"name": "Pulmonary embolism", "synonyms": ["pulmonary emboli", "filling defect"]}]}))
+    vocab, source = vocabulary(["ct-rate", str(other)])
+    assert "Pulmonary nodules" not in vocab.names and "Pulmonary nodules" in vocab.synonyms["Lung nodule"]
+    assert source["Pulmonary embolism"] == "vocabulary:other" and len(vocab) == len(ct_rate()) + 1
+    texts = ["Pulmonary nodules in the right lung. Filling defect in the left lower lobe artery.",
+             "A lung nodule is seen. No pulmonary embolism.", "Pulmonary emboli on both sides."]
+    derived = derive_labels(["a", "b", "c"], texts, min_count=2, vocabulary_sets=["ct-rate", str(other)])
+    assert {c.name: c.positive for c in derived.kept} == {"Lung nodule": 2, "Pulmonary embolism": 2}
