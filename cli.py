@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "study.commands.study",
     "ui.commands.study_serve",  # adds `serve` to `rad3d study` (the UI starts it; study never imports ui)
     "study.commands.umap",
+    "study.commands.labels",
     "training.commands.train",
     "training.commands.train_classifier",
     "training.commands.train_encoder",

@@ -20,13 +20,16 @@ class LabelSet(JsonConfig):
     name: str
     names: tuple[str, ...]
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A derived set (`rad3d labels derive`) says how it was made; per-finding counts sit in each finding's entry.
+    _json_ignore = ("derived_by",)
 
     def __post_init__(self):
         # every finding has its (possibly empty) synonyms, so a set built in code equals the same set read back
         object.__setattr__(self, "names", tuple(self.names))
         object.__setattr__(self, "synonyms", {n: tuple(self.synonyms.get(n, ())) for n in self.names})
-        if len(set(self.names)) != len(self.names):
-            raise ConfigError(f"label set {self.name!r} repeats a finding name")
+        problem = name_problem(self.names)
+        if problem:
+            raise ConfigError(f"label set {self.name!r}: {problem}")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -46,6 +49,9 @@ class LabelSet(JsonConfig):
         findings = data["findings"]
         if not all(isinstance(f, dict) and "name" in f for f in findings):
             raise ConfigError("not a label set (a finding without a name)")
+        problem = name_problem([f["name"] for f in findings])
+        if problem:
+            raise ConfigError(problem)
         rest = {k: v for k, v in data.items() if k != "findings"}
         return {**rest, "names": [f["name"] for f in findings],
                 "synonyms": {f["name"]: f.get("synonyms", []) for f in findings}}
@@ -55,6 +61,23 @@ class LabelSet(JsonConfig):
         path = Path(path)
         data = read_json(path, "label set")
         return cls.from_dict(data, path)
+
+
+def name_problem(names) -> str | None:
+    """What is wrong with a label set's finding names, or None: each must be a non-blank string, and no
+    two may be the same once case and spaces are ignored (each becomes a labels-CSV column and a head output)."""
+    if not names:
+        return "it has no findings"
+    for i, n in enumerate(names, 1):
+        if not isinstance(n, str) or not n.strip():
+            return f"finding {i} has an empty name ({n!r})"
+    seen: dict[str, str] = {}
+    for n in names:
+        key = " ".join(n.split()).casefold()
+        if key in seen:
+            return f"it repeats the finding name {n!r}" + ("" if seen[key] == n else f" (as {seen[key]!r})")
+        seen[key] = n
+    return None
 
 
 def builtin_label_sets() -> list[str]:

@@ -513,3 +513,14 @@ def _bound_to_coronary(tokens: list[str], j: int, vocab) -> bool:
         return False
     before = tokens[max(0, j - 2) : j]
     return any(t in _CORONARY or t in ("descending", "pulmonary", "main") for t in before)
+
+
+def report_sentences(text: str) -> list[str]:
+    """A report's sentences as the extractor splits them (for other rule-based readers of report text)."""
+    return [s for s in _SENTENCE.split(str(text or "")) if s.strip()]
+
+
+def trigger_words() -> set[str]:
+    """Every word of the extractor's triggers, terminators and assertion verbs: words that never name a finding."""
+    phrases = _PRE_NEG + _POST_NEG + _BOTH_NEG + _PRE_UNC + _POST_UNC + _BOTH_UNC
+    return {w for p in phrases for w in _tokens(p)} | _TERMINATORS | _ASSERTIONS
