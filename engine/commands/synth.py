@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         "synth",
         help="write synthetic chest CT phantoms with planted findings, reports and labels",
         description="Write N phantom chest CTs in CT-RATE's format plus phantom_truth.json saying what was "
-        "planted where, and vqa.csv: questions about each volume from that truth (--no-vqa: not). --layout flat (default): volumes/, reports.csv, labels.csv, metadata.csv, splits.csv. "
+        "planted where, and vqa.csv: questions about each volume from that truth (--no-vqa: not). "
+        "--layout flat (default): volumes/, reports.csv, labels.csv, metadata.csv, splits.csv. "
         "--layout ctrate: CT-RATE's released tree under OUT/dataset (train/, valid/, radiology_text_reports/, "
         "multi_abnormality_labels/, metadata/ with its file names and columns; CT-RATE's valid is our test "
         "split). Example: rad3d synth --out data/ctrate --n 12 --scale 8 --layout ctrate",
