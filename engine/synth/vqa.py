@@ -199,25 +199,24 @@ def lobe_of(finding: str, t: dict) -> str | None:
 
 
 def _location(truth: dict[str, dict], rng) -> list[Question]:
-    options: list[Callable[[], Question]] = []
+    options: list[Question] = []
     for finding in LOBED:
         lobe = lobe_of(finding, truth[finding]) if finding in truth else None
         if lobe:
-            answer = _capital(LOBE_NAMES[lobe])
-            wrong = tuple(_capital(LOBE_NAMES[x]) for x in LOBE_NAMES if x != lobe)
             q = _pick(rng, TEMPLATES["lobe"]).format(p=phrase(finding))
-            options.append(lambda q=q, a=answer, w=wrong: Question("location", q, a, w))
+            options.append(Question("location", q, _capital(LOBE_NAMES[lobe]),
+                                    tuple(_capital(LOBE_NAMES[x]) for x in LOBE_NAMES if x != lobe)))
     nodes = truth.get("Lymphadenopathy")
     if nodes and len(nodes["stations"]) == 1:
-        answer = _capital(nodes["stations"][0])
-        wrong = tuple(_capital(s) for s in STATIONS if _capital(s) != answer)
-        options.append(lambda a=answer, w=wrong: Question("location", _pick(rng, TEMPLATES["station"]), a, w))
+        station = nodes["stations"][0]
+        options.append(Question("location", _pick(rng, TEMPLATES["station"]), _capital(station),
+                                tuple(_capital(s) for s in STATIONS if s != station)))
     coronary = truth.get("Coronary artery wall calcification")
     if coronary and len(coronary["arteries"]) == 1:
-        answer = _capital(coronary["arteries"][0]) + " artery"
-        wrong = tuple(_capital(x) + " artery" for x in ARTERIES if _capital(x) + " artery" != answer)
-        options.append(lambda a=answer, w=wrong: Question("location", _pick(rng, TEMPLATES["artery"]), a, w))
-    return [_pick(rng, options)()] if options else []
+        artery = coronary["arteries"][0]
+        options.append(Question("location", _pick(rng, TEMPLATES["artery"]), _capital(artery) + " artery",
+                                tuple(_capital(x) + " artery" for x in ARTERIES if x != artery)))
+    return [_pick(rng, options)] if options else []
 
 
 MAKERS: dict[str, Callable[[dict[str, dict], np.random.Generator], list[Question]]] = {
