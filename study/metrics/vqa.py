@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from engine.vqa import CHOICE_COLUMNS, LETTERS, VQA_COLUMNS, VqaItem, item_row
+from study.bootstrap import DEFAULT_RESAMPLES, percentile_interval, resampled
 
 CLOSED_METRICS = ("accuracy", "exact_choice")
 OPEN_METRICS = ("bleu_1", "rouge_1", "meteor", "bertscore_f1")
@@ -48,7 +49,7 @@ CONVENTIONS = {
 }
 SHORT = {"accuracy": "M3D eval_vqa", "exact_choice": "rad3d", "bleu_1": "M3D eval_vqa", "rouge_1": "M3D eval_vqa",
          "meteor": "1.5 jar", "bertscore_f1": "MiniLM-L6"}
-RESAMPLES = 2000
+RESAMPLES = DEFAULT_RESAMPLES  # the project's 5000
 
 # -- closed ------------------------------------------------------------------------------------------------
 
@@ -185,8 +186,6 @@ def _groups(per_item: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
 def summarise(per_item: pd.DataFrame, resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """Tidy table: form, question_type, metric, n_items, n_volumes, value (mean over items), ci_low,
     ci_high (95%, volumes resampled by study.bootstrap.resampled), convention."""
-    from study.bootstrap import percentile_interval, resampled
-
     volumes, volume_of = np.unique(per_item["VolumeName"].to_numpy(), return_inverse=True)
     keys, num, den = [], [], []
     for form, qtype, mask in _groups(per_item):
