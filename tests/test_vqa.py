@@ -255,3 +255,15 @@ def test_table_has_intervals_around_the_mean_per_type(planted):
     side = table.query("form == 'open' and question_type == 'side' and metric == 'rouge_1'").iloc[0]
     assert side["n_items"] == sum(i.form == "open" and i.question_type == "side" for i in items)
     assert "M3D eval_vqa" in result.markdown and "| **all** |" in result.markdown
+
+
+def test_open_items_get_bertscore_per_sample():
+    """MiniLM BERTScore per sample: an exact answer scores 1, a wrong one less (the METEOR jar's per-sample
+    scores come from the same MeteorJar the report metrics test; its start-up is left out here for time)."""
+    items = [VqaItem(f"v_{k}_a_1.nii.gz", "location", "open", "In which lobe is the lung nodule?", None,
+                     "Right upper lobe", None) for k in range(3)]
+    frame = predictions_frame(items, ["Right upper lobe", "Left lower lobe", "Right lower lobe"])
+    scored = evaluate_vqa(frame, meteor=False, resamples=50).per_item
+    assert scored["bertscore_f1"].iloc[0] == pytest.approx(1.0)
+    assert scored["bertscore_f1"].iloc[1] < scored["bertscore_f1"].iloc[2] < 1.0
+    assert scored["meteor"].isna().all() and scored[["accuracy", "exact_choice"]].isna().all().all()
