@@ -11,6 +11,7 @@ import sys
 # Modules that add subcommands, in the order `rad3d --help` lists them.
 COMMAND_MODULES = [
     "engine.commands.synth",
+    "engine.commands.vqa",
     "engine.commands.scan",
     "engine.commands.params",
     "engine.commands.embed",

@@ -18,7 +18,9 @@ from engine.errors import ConfigError
 from engine.labels import ct_rate
 from engine.synth import generate_case
 from engine.synth.config import SynthConfig, parse_prevalence
+from engine.synth.vqa import generate_vqa
 from engine.synth.writer import assign_splits, plan_dataset, write_dataset
+from engine.vqa import read_vqa_csv
 from study.findings import FindingExtractor
 
 NAMES = list(ct_rate().names)
@@ -127,6 +129,12 @@ def test_cli_writes_ct_rate_layout(dataset):
         assert positive_findings(text["Findings_EN"]) == planted
 
 
+def test_vqa_csv_beside_the_reports(dataset):
+    truth = json.loads((dataset / "phantom_truth.json").read_text())
+    items = read_vqa_csv(dataset / "vqa.csv", truth["cases"])
+    assert items == generate_vqa(truth) and {i.volume_name for i in items} == set(truth["cases"])
+
+
 def test_volumes_read_back_as_plausible_hu(dataset):
     meta = pd.read_csv(dataset / "metadata.csv").set_index("VolumeName")
     labels = pd.read_csv(dataset / "labels.csv").set_index("VolumeName")
@@ -188,9 +196,9 @@ def test_refuses_non_empty_dir_and_hu_flag(tmp_path, capsys):
     (out / "keep.txt").write_text("x")
     assert main(["synth", "--out", str(out), "--n", "1", "--scale", "8"]) == 1
     assert "not empty" in capsys.readouterr().err
-    assert main(["synth", "--out", str(out), "--n", "2", "--scale", "8", "--hu", "--force",
+    assert main(["synth", "--out", str(out), "--n", "2", "--scale", "8", "--hu", "--force", "--no-vqa",
                  "--prevalence", "all=0", "Lung_nodule=1", "--normal-fraction", "0"]) == 0
-    assert (out / "keep.txt").exists()
+    assert (out / "keep.txt").exists() and not (out / "vqa.csv").exists()
     meta = pd.read_csv(out / "metadata.csv")
     assert (meta["RescaleIntercept"] == 0).all()
     labels = pd.read_csv(out / "labels.csv")

@@ -3,6 +3,7 @@
 flat (default):
     DIR/volumes/<split>_<p>/<split>_<p>_<scan>/<split>_<p>_<scan>_<recon>.nii.gz   int16, HU + 1024
     DIR/reports.csv, labels.csv, metadata.csv, splits.csv, phantom_truth.json
+    DIR/vqa.csv   questions about each volume from its truth (engine.synth.vqa; columns in engine.vqa)
     Names follow CT-RATE's scheme with the case's own split (train, valid, test) as the prefix, so that
     a held-out case never reads as training data; patient numbers are unique over all splits. The
     split itself lives in splits.csv.
@@ -11,7 +12,7 @@ ctrate (CT-RATE's released tree, names and columns as released; engine.data.layo
     DIR/dataset/radiology_text_reports/{train_reports,validation_reports}.csv
     DIR/dataset/multi_abnormality_labels/{train,valid}_predicted_labels.csv
     DIR/dataset/metadata/{train,validation}_metadata.csv   every column of CT-RATE's metadata
-    DIR/dataset/phantom_truth.json
+    DIR/dataset/phantom_truth.json, DIR/dataset/vqa.csv
     The patients the flat layout puts in test are CT-RATE's valid (our test); the others are its
     train, numbered per split as CT-RATE numbers them. Files store raw values, HU - RescaleIntercept
     with an intercept of -1024 or -8192 per scan (both occur in CT-RATE), as its first release did.
@@ -36,7 +37,7 @@ from engine.labels import ct_rate
 from engine.synth.config import GENERATOR_VERSION, SynthConfig
 
 LAYOUTS = ("flat", "ctrate")
-OUR_FILES = ("reports.csv", "labels.csv", "metadata.csv", "splits.csv", "phantom_truth.json")
+OUR_FILES = ("reports.csv", "labels.csv", "metadata.csv", "splits.csv", "phantom_truth.json", "vqa.csv")
 RELEASE_DIR = "dataset"
 # CT-RATE's released CSV names per its split (engine.data.layout reads the same names).
 CTRATE_CSVS = {
@@ -229,16 +230,19 @@ def prepare_out_dir(out: Path, force: bool) -> None:
             if (release / folder).is_dir():
                 shutil.rmtree(release / folder)
         (release / "phantom_truth.json").unlink(missing_ok=True)
+        (release / "vqa.csv").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
 def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progress: bool = True,
-                  only_splits: tuple[str, ...] = (), layout: str = "flat", limit: int | None = None) -> Path:
+                  only_splits: tuple[str, ...] = (), layout: str = "flat", limit: int | None = None,
+                  vqa: bool = True) -> Path:
     """Write `cfg.n` phantoms and their CSVs under `out` in `layout` (flat or ctrate); returns
     `out`. With `only_splits` (e.g. ("test",)) only the cases of those splits are written: each case
     is seeded on its own and the splits are drawn over the whole plan, so they are the very volumes
     the full dataset holds. In the ctrate layout the test split is CT-RATE's valid folder. `limit`:
-    only the first that many of those cases (a quick preview of the very cases the full set holds)."""
+    only the first that many of those cases (a quick preview of the very cases the full set holds).
+    `vqa`: also write vqa.csv, questions from each case's truth (engine.synth.vqa), beside the truth."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -297,6 +301,11 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         "cases": {names[p.name]: r["truth"] for p, r in zip(plans, results)},
     }
     (truth_dir / "phantom_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    if vqa:
+        from engine.synth.vqa import generate_vqa
+        from engine.vqa import VQA_FILE, write_vqa_csv
+
+        write_vqa_csv(generate_vqa(truth), truth_dir / VQA_FILE)
     return out
 
 
