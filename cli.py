@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "training.commands.train_classifier",
     "training.commands.train_encoder",
     "training.commands.evaluate",
+    "training.commands.consistency",
     "training.commands.domain_guard",
     "training.commands.sweep",
     "training.commands.logit_curve",
