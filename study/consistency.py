@@ -290,3 +290,40 @@ def write_table(table: ConsistencyTable, out) -> None:
     table.cases.to_csv(out / "consistency_cases.csv", index=False)
     (out / "consistency.md").write_text(table_markdown(table))
     (out / "consistency.json").write_text(json.dumps(table.summary, indent=1))
+
+
+# -- `rad3d report` (engine's command, handed this by cli.wiring: engine may not import study) --------
+def flag_line(c: FindingCheck) -> str:
+    """One flagged finding for a reader, its sentence between » «."""
+    score = f"p = {c.probability:.2f}, threshold {c.threshold:.2f}"
+    said = {ASSERTS: "the draft reports it; the classifier scores it confidently low",
+            DENIES: "the draft reports it absent; the classifier scores it confidently high",
+            OMITS: "the draft does not mention it; the classifier scores it confidently high"}[c.disagreement]
+    where = f": »{c.sentence}«" if c.sentence else ""
+    return f"⚑ {c.finding} ({score}): {said}{where}"
+
+
+class ReportConsistency:
+    """What `rad3d report` needs from this module: its options, its settings from them, the check."""
+
+    @staticmethod
+    def add_arguments(parser) -> None:
+        from engine.config import add_config_arguments
+
+        add_config_arguments(parser, ConsistencyConfig, prefix="consistency_")
+
+    @staticmethod
+    def config(args) -> ConsistencyConfig:
+        from engine.config import config_from_args
+
+        return config_from_args(ConsistencyConfig, args, prefix="consistency_")
+
+    @staticmethod
+    def check(text: str, probabilities: Sequence[float], image, config: ConsistencyConfig) -> list[FindingCheck]:
+        """`image`: the run's engine.image_model.ImageModel (label set, thresholds, validation AUROC)."""
+        return check_case(text, probabilities, image.thresholds, FindingExtractor(image.label_set),
+                          valid_auroc=image.valid_auroc, config=config)
+
+    flag_line = staticmethod(flag_line)
+    guarded_text = staticmethod(guarded_text)
+    to_dict = staticmethod(check_to_dict)

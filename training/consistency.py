@@ -14,7 +14,7 @@ from study.consistency import ConsistencyConfig, ConsistencyTable, evaluation_ta
 
 
 def evaluation_consistency(predictions: pd.DataFrame, image, dataset, latents,
-                           config: ConsistencyConfig = ConsistencyConfig()) -> ConsistencyTable:
+                           config: ConsistencyConfig | None = None) -> ConsistencyTable:
     """`predictions` (VolumeName, reference, generated), `image` the run's ImageModel (its head and
     thresholds), `latents` (cases, d) in the predictions' order, `dataset` for the reference labels
     (the reference texts' extracted findings when a case has none)."""
@@ -23,6 +23,7 @@ def evaluation_consistency(predictions: pd.DataFrame, image, dataset, latents,
 
     from study.findings import FindingExtractor
 
+    config = config or ConsistencyConfig()
     names = predictions["VolumeName"].tolist()
     probs = torch.sigmoid(image.classify(torch.as_tensor(np.asarray(latents), dtype=torch.float32))).cpu().numpy()
     labels = [dataset.case(n).labels for n in names] if dataset is not None else [None]
@@ -34,7 +35,7 @@ def evaluation_consistency(predictions: pd.DataFrame, image, dataset, latents,
 
 
 def consistency_of_folder(eval_dir: str | Path, run: str | Path, data, cache: str | Path,
-                          config: ConsistencyConfig = ConsistencyConfig(), out: str | Path | None = None) -> ConsistencyTable:
+                          config: ConsistencyConfig | None = None, out: str | Path | None = None) -> ConsistencyTable:
     """The consistency of an evaluation folder's predictions, written into `out` (default the folder)."""
     import numpy as np
 

@@ -8,6 +8,9 @@ EVAL/provenance.json  what the run was trained on and its licence (engine.proven
 EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
 EVAL/shards/          while generating: finished batches (training.prediction_shards), one process's
                       or, under `accelerate launch`, every process's shard; merged, then removed
+EVAL/consistency.csv, consistency_cases.csv, consistency.md, consistency.json   each report beside the run's
+                      classifier, the paper's Table 5 counts over the split (training.consistency); with
+                      --guarded, predictions.csv gains a `guarded` column: the draft and its marks
 EVAL/vlm3d_*.json   with --format vlm3d: the VLM3D challenge's files and scores (study.metrics.vlm3d)
 
 The reference is the case's text in the run's report section (Findings unless the run was trained
@@ -85,8 +88,10 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.inference import InferenceSession
+    from study.consistency import write_table
     from study.metrics import evaluate_predictions, write_evaluation
     from study.predictions import write_provenance
+    from training.consistency import evaluation_consistency
     from training.data import check_cache_matches, check_logits_from_classifier, load_report_split
     from training.prediction_shards import remove_shards
 
@@ -129,6 +134,9 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     domain = domain_flags(session, split.latents)
     if domain is not None:  # per case: the feature distance to the run's training scans, and the flag
         predictions["domain_distance"], predictions["outside_domain"] = domain.pop("distances"), domain.pop("outside")
+    consistency = evaluation_consistency(predictions, session.image, dataset, split.latents, config.consistency)
+    if config.consistency.guarded:  # the marks beside the draft, never in it
+        predictions["guarded"] = consistency.guarded
     out.mkdir(parents=True, exist_ok=True)
     predictions.to_csv(out / "predictions.csv", index=False)
     provenance = session.provenance.to_dict()
@@ -155,6 +163,7 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
                                                list(split.reports), labels, out, resamples=config.resamples,
                                                seed=config.seed, progress=progress)
     write_evaluation(result, out)
+    write_table(consistency, out)
     remove_shards(out)  # the evaluation is whole: a rerun starts afresh
     return predictions, result
 
