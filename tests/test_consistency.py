@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from decoder_fixtures import tiny_tokenizer  # noqa: F401
 from engine.errors import ConfigError
 from study.consistency import (
     ASSERTS,
@@ -158,3 +159,34 @@ def test_evaluation_table_counts_flags_and_guarded_f1():
     assert len(table.cases) == 4 * len(NAMES)
     md = table_markdown(table)
     assert "| Pleural effusion | 2 | 2 | 1 | 3 | 0 | 0 | 1 | 0/0/1 | 1 | 0.667 | 1.000 |" in md
+
+
+def test_rad3d_report_flags_a_case_built_to_disagree(tmp_path, tiny_tokenizer, capsys):  # noqa: F811
+    """`rad3d report` (text and --json): the statements beside the scores, the three disagreements with
+    the draft's sentences, the guarded marks after the unchanged draft."""
+    import json
+
+    from cli import main
+    from conftest import chest_phantom, lps_affine, write_nifti
+    from consistency_fixtures import ASSERTED, DENIED, DRAFT, OMITTED, make_disagreeing_run
+    from engine.io import load_volume
+
+    path = write_nifti(tmp_path / "chest.nii.gz", chest_phantom(), lps_affine((5.0, 5.0, 10.0)))
+    run = make_disagreeing_run(tmp_path / "built", tiny_tokenizer, load_volume(path))
+    assert main(["report", str(path), "--run", str(run), "--json", "--guarded", "--max-new-tokens", "32"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["report"] == DRAFT  # never rewritten
+    findings = {f["finding"]: f for f in out["consistency"]["findings"]}
+    assert sorted(out["consistency"]["flags"]) == sorted([ASSERTED, DENIED, OMITTED])
+    assert findings[ASSERTED]["disagreement"] == ASSERTS and findings[ASSERTED]["sentence"] == "Hiatal hernia is noted."
+    assert findings[DENIED]["disagreement"] == DENIES and findings[DENIED]["statement"] == "negative"
+    lo, hi = findings[DENIED]["span"]
+    assert DRAFT[lo:hi] == "No lymphadenopathy in the mediastinum"
+    assert findings[OMITTED]["disagreement"] == OMITS and findings[OMITTED]["sentence"] is None
+    assert out["guarded_report"].startswith(DRAFT + "\n") and out["guarded_report"].count(GUARD_MARK) == 3
+
+    assert main(["report", str(path), "--run", str(run), "--max-new-tokens", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "Report vs classifier: 3 finding(s) flagged" in text
+    assert "⚑ Hiatal hernia (p = " in text and "»Hiatal hernia is noted.«" in text
+    assert GUARD_MARK not in text  # marks only when asked for
