@@ -327,3 +327,17 @@ class ReportConsistency:
     flag_line = staticmethod(flag_line)
     guarded_text = staticmethod(guarded_text)
     to_dict = staticmethod(check_to_dict)
+
+
+def read_table(folder) -> tuple[pd.DataFrame, dict] | None:
+    """(per-finding table, summary) of an evaluation folder's consistency.csv/.json; None when it has none."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    folder = Path(folder)
+    if not (folder / "consistency.csv").is_file():
+        return None
+    summary = json.loads((folder / "consistency.json").read_text()) if (folder / "consistency.json").is_file() else {}
+    return pd.read_csv(folder / "consistency.csv"), summary
