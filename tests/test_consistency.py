@@ -130,7 +130,8 @@ def test_dependency_counts_on_a_hand_made_table():
                       "overrides_incorrectly": 1}
 
 
-def test_evaluation_table_counts_flags_and_guarded_f1():
+def hand_made_table():
+    """Four cases with known Table 5 counts, flags and F1 (asserted here; the Research tab's test reads it)."""
     i_pe, i_em = NAMES.index("Pleural effusion"), NAMES.index("Emphysema")
     drafts = ["Bilateral pleural effusion.",  # agrees with a confident high score, and is right
               "No acute pathology.",  # omits a confident pleural effusion that is there: flag, classifier right
@@ -159,6 +160,11 @@ def test_evaluation_table_counts_flags_and_guarded_f1():
     assert len(table.cases) == 4 * len(NAMES)
     md = table_markdown(table)
     assert "| Pleural effusion | 2 | 2 | 1 | 3 | 0 | 0 | 1 | 0/0/1 | 1 | 0.667 | 1.000 |" in md
+    return table
+
+
+def test_evaluation_table_counts_flags_and_guarded_f1():
+    hand_made_table()
 
 
 def test_rad3d_report_flags_a_case_built_to_disagree(tmp_path, tiny_tokenizer, capsys):  # noqa: F811
