@@ -34,6 +34,15 @@ def evaluation_consistency(predictions: pd.DataFrame, image, dataset, latents,
                             valid_auroc=image.valid_auroc, config=config)
 
 
+def write_consistency(predictions: pd.DataFrame, session, dataset, latents, config: ConsistencyConfig, out: Path) -> None:
+    """`rad3d evaluate`'s part: the table into `out`; with guarded mode, each draft and its marks in a
+    `guarded` column of `predictions` (the draft itself stays in `generated`)."""
+    table = evaluation_consistency(predictions, session.image, dataset, latents, config)
+    write_table(table, out)
+    if config.guarded:
+        predictions["guarded"] = table.guarded
+
+
 def consistency_of_folder(eval_dir: str | Path, run: str | Path, data, cache: str | Path,
                           config: ConsistencyConfig | None = None, out: str | Path | None = None) -> ConsistencyTable:
     """The consistency of an evaluation folder's predictions, written into `out` (default the folder)."""

@@ -30,6 +30,7 @@ import pandas as pd
 from engine.errors import ConfigError
 from engine.shards import Shard
 from training.configs import EvaluateConfig  # defined without torch, for the CLI
+from training.consistency import write_consistency  # torch-free until called
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
 
@@ -81,17 +82,14 @@ def generate_shards(session, split, config: EvaluateConfig, shard: Shard, *, run
 
 
 def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None, shard: Shard | None = None, logits=None):
-    """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an already
-    loaded InferenceSession for config.run. `shard`: this process's part under `accelerate launch`
-    (engine.shards): each process generates its shard, the main one merges and scores them; the others
-    return (None, None). `logits` (SyntheticLogits): used instead of the cached ones, once those are checked."""
+    """Generate and score; returns (predictions, study EvaluationResult). `session`: a loaded InferenceSession for config.run.
+    `shard`: this process's part under `accelerate launch` (engine.shards): each generates its shard, the main one merges and
+    scores them, the others return (None, None). `logits` (SyntheticLogits): used instead of the cached ones, once checked."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.inference import InferenceSession
-    from study.consistency import write_table
     from study.metrics import evaluate_predictions, write_evaluation
     from study.predictions import write_provenance
-    from training.consistency import evaluation_consistency
     from training.data import check_cache_matches, check_logits_from_classifier, load_report_split
     from training.prediction_shards import remove_shards
 
@@ -134,10 +132,8 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     domain = domain_flags(session, split.latents)
     if domain is not None:  # per case: the feature distance to the run's training scans, and the flag
         predictions["domain_distance"], predictions["outside_domain"] = domain.pop("distances"), domain.pop("outside")
-    consistency = evaluation_consistency(predictions, session.image, dataset, split.latents, config.consistency)
-    if config.consistency.guarded:  # the marks beside the draft, never in it
-        predictions["guarded"] = consistency.guarded
     out.mkdir(parents=True, exist_ok=True)
+    write_consistency(predictions, session, dataset, split.latents, config.consistency, out)
     predictions.to_csv(out / "predictions.csv", index=False)
     provenance = session.provenance.to_dict()
     write_provenance(out, run_name, provenance)
@@ -163,7 +159,6 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
                                                list(split.reports), labels, out, resamples=config.resamples,
                                                seed=config.seed, progress=progress)
     write_evaluation(result, out)
-    write_table(consistency, out)
     remove_shards(out)  # the evaluation is whole: a rerun starts afresh
     return predictions, result
 
