@@ -116,9 +116,8 @@ def disagreement(statement: FindingStatus, confident: str) -> str | None:
     return None
 
 
-def _sentences(text: str, mentions: list[Mention], extractor: FindingExtractor) -> dict[str, tuple[str, tuple[int, int]]]:
+def _sentences(text: str, mentions: list[Mention], status: dict[str, FindingStatus]) -> dict[str, tuple]:
     """Per finding, the sentence (and its span in `text`) of the first mention whose status is the report's."""
-    status = extractor.extract(text)
     out, cursor = {}, 0
     for m in mentions:
         at = text.find(m.sentence, cursor)
@@ -142,7 +141,7 @@ def check_case(text: str, probabilities: Sequence[float], thresholds: Sequence[f
                           f"{len(names)} findings")
     text = text or ""
     status = extractor.extract(text)
-    where = _sentences(text, extractor.mentions(text), extractor)
+    where = _sentences(text, extractor.mentions(text), status)
     calls = at_threshold(probabilities, thresholds)
     out = []
     for i, name in enumerate(names):
