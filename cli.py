@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "training.commands.train_classifier",
     "training.commands.train_encoder",
     "training.commands.evaluate",
+    "training.commands.consistency",
     "training.commands.domain_guard",
     "training.commands.sweep",
     "training.commands.logit_curve",
@@ -37,6 +38,7 @@ COMMAND_MODULES = [
 def wiring() -> dict[str, dict]:
     """What a part's `register` receives besides the subparsers: one part's work handed to another
     that may not import it (ARCHITECTURE.md, "Parts and what each may import")."""
+    from study.consistency import ReportConsistency
     from training.demo.first_start import (
         build_default_demo,
         demo_evaluation,
@@ -48,7 +50,8 @@ def wiring() -> dict[str, dict]:
 
     demo = Demo(data=ensure_demo_data, runs=demo_runs, variants=demo_variants(), build=build_default_demo,
                 evaluation=demo_evaluation)
-    return {"ui.commands.app": {"demo": demo}}  # the app opens training's demo
+    return {"ui.commands.app": {"demo": demo},  # the app opens training's demo
+            "engine.commands.report": {"consistency": ReportConsistency}}  # the draft checked against its classifier
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -96,3 +96,16 @@ def test_a_missing_demo_evaluation_says_how_to_make_it(tmp_path):
         build_research(tmp_path / "demo" / "eval")
     texts = [getattr(b, "value", "") for b in page.blocks.values() if getattr(b, "elem_id", None) == "research-status"]
     assert len(texts) == 1 and "rad3d demo evaluate" in texts[0]
+
+
+def test_the_research_tab_reads_an_evaluation_s_table(tmp_path):
+    from study.consistency import write_table
+    from test_consistency import hand_made_table
+    from ui.screens.research_tab import consistency_view
+
+    assert consistency_view(tmp_path) is None  # an evaluation without one: nothing shown
+    write_table(hand_made_table(), tmp_path)
+    line, shown = consistency_view(tmp_path)
+    assert "4 cases" in line and "flags" in line.lower() and "0.833 on the drafts" in line
+    row = shown.set_index("finding").loc["Pleural effusion"]
+    assert row["report overrides classifier, incorrectly"] == 1 and row["F1 marked"] == 1.0

@@ -31,7 +31,7 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
     out = tmp_path / "eval"
     args = ["evaluate", "--run", str(trained_v3_run), "--data", str(training_setup["data"]), "--cache",
             str(training_setup["cache"]), "--split", "test", "--out", str(out), "--batch-size", "3", "--convention", "raw",
-            *FAST]
+            "--guarded", *FAST]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "| metric | value | 95% CI |" in printed and "BLEU-4" in printed
@@ -39,7 +39,9 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
 
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     # the run's domain guard (fitted by `rad3d train`) adds each case's distance and flag
-    assert list(predictions.columns) == [*PREDICTION_COLUMNS, "domain_distance", "outside_domain"]
+    assert list(predictions.columns) == [*PREDICTION_COLUMNS, "domain_distance", "outside_domain", "guarded"]
+    # --guarded: the draft unchanged, then the classifier's marks (study.consistency)
+    assert all(g.startswith(d) for g, d in zip(predictions["guarded"], predictions["generated"]))
     assert (predictions["domain_distance"] >= 0).all() and "Domain guard: threshold" in printed
     test_cases = CTRateDataset.open(training_setup["data"]).split("test")
     assert predictions["VolumeName"].tolist() == [c.volume_name for c in test_cases]
@@ -74,6 +76,16 @@ def test_evaluate_writes_predictions_and_metrics(training_setup, trained_v3_run,
         np.mean([roc_auc_score(labels[:, j], logits[:, j]) for j in both]), abs=1e-6)
     assert "Classifier macro AUROC" in printed
     assert (out / "metrics.md").is_file() and len(pd.read_csv(out / "per_case.csv")) == 4
+
+    # The report-vs-classifier table (Table 5 over the split): every case × finding in one category; `rad3d
+    # consistency` on the folder afterwards (the classifier on the cache's latents) finds the same.
+    table = pd.read_csv(out / "consistency.csv")
+    every = table.set_index("finding").loc["all findings"]
+    assert every[["agreement", "follows_wrong_classifier", "overrides_correctly", "overrides_incorrectly"]].sum() == 4 * 18
+    assert "Report vs classifier consistency (4 cases)" in printed
+    assert cli.main(["consistency", "--eval", str(out), "--run", str(trained_v3_run), "--data", str(training_setup["data"]),
+                     "--cache", str(training_setup["cache"]), "--out", str(tmp_path / "consistency")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "consistency" / "consistency.csv"), table)
 
     # The predictions carry the run's provenance beside them; the report card and `rad3d metrics` show it.
     recorded = json.loads((out / "provenance.json").read_text())

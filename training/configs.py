@@ -12,6 +12,7 @@ from engine.config import JsonConfig, coerce_nested, setting, setting_like
 from engine.data.source import DataSource
 from engine.errors import ConfigError
 from engine.model_configs import PreprocessConfig, check_threshold_method
+from study.consistency import ConsistencyConfig
 from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
 
 Schedule = Literal["linear", "cosine", "constant"]
@@ -105,6 +106,9 @@ class EvaluateConfig(JsonConfig):
         DEFAULT_CONVENTION, "text convention of BLEU, METEOR, ROUGE-L and CIDEr-D: r2gen (R2Gen's "
         "clean_report_mimic_cxr, as published CT-RATE numbers), coco (PTB tokenizer), raw",
         choices=tuple(sorted(CONVENTIONS)))
+    consistency: ConsistencyConfig = setting(
+        help="report-vs-classifier consistency settings (EVAL/consistency.*; --guarded adds a guarded column)",
+        default_factory=ConsistencyConfig, cli=False)
 
     def __post_init__(self):
         if self.output_format not in ("rad3d", "vlm3d"):

@@ -8,6 +8,9 @@ EVAL/provenance.json  what the run was trained on and its licence (engine.proven
 EVAL/metrics.json, metrics.md, per_case.csv   from study.metrics.evaluate_predictions / write_evaluation
 EVAL/shards/          while generating: finished batches (training.prediction_shards), one process's
                       or, under `accelerate launch`, every process's shard; merged, then removed
+EVAL/consistency.csv, consistency_cases.csv, consistency.md, consistency.json   each report beside the run's
+                      classifier, the paper's Table 5 counts over the split (training.consistency); with
+                      --guarded, predictions.csv gains a `guarded` column: the draft and its marks
 EVAL/vlm3d_*.json   with --format vlm3d: the VLM3D challenge's files and scores (study.metrics.vlm3d)
 
 The reference is the case's text in the run's report section (Findings unless the run was trained
@@ -27,6 +30,7 @@ import pandas as pd
 from engine.errors import ConfigError
 from engine.shards import Shard
 from training.configs import EvaluateConfig  # defined without torch, for the CLI
+from training.consistency import write_consistency  # torch-free until called
 
 PREDICTION_COLUMNS = ("VolumeName", "reference", "generated", "run", "variant", "seconds", "new_tokens", "finished")
 
@@ -78,10 +82,9 @@ def generate_shards(session, split, config: EvaluateConfig, shard: Shard, *, run
 
 
 def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None, shard: Shard | None = None, logits=None):
-    """Generate and score; returns (predictions DataFrame, study EvaluationResult). `session`: an already
-    loaded InferenceSession for config.run. `shard`: this process's part under `accelerate launch`
-    (engine.shards): each process generates its shard, the main one merges and scores them; the others
-    return (None, None). `logits` (SyntheticLogits): used instead of the cached ones, once those are checked."""
+    """Generate and score; returns (predictions, study EvaluationResult). `session`: a loaded InferenceSession for config.run.
+    `shard`: this process's part under `accelerate launch` (engine.shards): each generates its shard, the main one merges and
+    scores them, the others return (None, None). `logits` (SyntheticLogits): used instead of the cached ones, once checked."""
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.inference import InferenceSession
@@ -130,6 +133,7 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     if domain is not None:  # per case: the feature distance to the run's training scans, and the flag
         predictions["domain_distance"], predictions["outside_domain"] = domain.pop("distances"), domain.pop("outside")
     out.mkdir(parents=True, exist_ok=True)
+    write_consistency(predictions, session, dataset, split.latents, config.consistency, out)
     predictions.to_csv(out / "predictions.csv", index=False)
     provenance = session.provenance.to_dict()
     write_provenance(out, run_name, provenance)

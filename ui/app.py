@@ -14,6 +14,7 @@ import gradio as gr
 from engine.config import JsonConfig
 from engine.data.source import DataSource
 from engine.home import rad3d_home
+from study.consistency import ConsistencyConfig
 from ui.cases import CaseBrowser
 from ui.upload_limits import DEFAULT_MAX_UPLOAD_MB, DEFAULT_RETENTION_HOURS
 
@@ -43,6 +44,7 @@ class AppConfig(JsonConfig):
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     upload_retention_hours: float = DEFAULT_RETENTION_HOURS  # uploads older than this are deleted
     max_side: int = 420  # displayed plane size in pixels
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)  # when a draft is flagged
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)

@@ -8,6 +8,7 @@ import html
 import re
 from dataclasses import dataclass
 
+from study.consistency import flag_line
 from study.findings import FindingExtractor, FindingStatus
 
 # Background colour per mention status.
@@ -16,12 +17,31 @@ STATUS_COLOURS = {
     FindingStatus.UNCERTAIN: "#fff1c2",
     FindingStatus.NEGATIVE: "#d9ecff",
 }
+FLAG_STYLE = "outline:2px solid #c62828;background:#fff0f0;border-radius:3px"
 AGREEMENT_COLOURS = {"match": "#2e7d32", "omission": "#e67e22", "hallucination": "#c62828"}
 
 
-def highlight_html(text: str, extractor: FindingExtractor) -> str:
+def highlight_html(text: str, extractor: FindingExtractor, checks=None) -> str:
     """The report as HTML with every finding mention wrapped in <mark> (colour = its status;
-    hover shows the finding and status)."""
+    hover shows the finding and status). `checks` (study.consistency.check_case): each sentence that
+    disagrees with a confident classifier score is outlined and says why on hover."""
+    flagged = sorted({c.span: c for c in checks or () if c.disagreement and c.span}.items())
+    if not flagged:
+        return f'<div class="report-text">{_highlight_body(text, extractor)}</div>'
+    out, pos = [], 0
+    for (start, end), c in flagged:
+        if start < pos:
+            continue  # one sentence flagged for two findings: outlined once
+        why = html.escape(flag_line(c), quote=True)
+        out += [_highlight_body(text[pos:start], extractor),
+                f'<span class="consistency-flag" data-finding="{html.escape(c.finding, quote=True)}" title="{why}" '
+                f'style="{FLAG_STYLE}">⚑ {_highlight_body(text[start:end], extractor)}</span>']
+        pos = end
+    out.append(_highlight_body(text[pos:], extractor))
+    return f'<div class="report-text">{"".join(out)}</div>'
+
+
+def _highlight_body(text: str, extractor: FindingExtractor) -> str:
     escaped = html.escape(text or "")
     spans: list[tuple[int, int, str]] = []
     for m in extractor.mentions(text or ""):
@@ -41,8 +61,32 @@ def highlight_html(text: str, extractor: FindingExtractor) -> str:
         out += [escaped[pos:start], marked]
         pos = end
     out.append(escaped[pos:])
-    body = "".join(out).replace("\n", "<br>")
-    return f'<div class="report-text">{body}</div>'
+    return "".join(out).replace("\n", "<br>")
+
+
+def guard_marks_html(checks) -> str:
+    """The guarded mode's marks, to show below the draft (the draft itself unchanged)."""
+    marks = "".join(f'<div class="guard-mark" style="{FLAG_STYLE};margin:2px 0">{html.escape(c.mark())}</div>'
+                    for c in checks or () if c.disagreement)
+    return f'<div class="guard-marks">{marks}</div>' if marks else ""
+
+
+def consistency_html(checks) -> str:
+    """Each finding's statement in the draft beside the classifier's probability and threshold, the
+    disagreements first and flagged."""
+    if not checks:
+        return ""
+    flags = [c for c in checks if c.disagreement]
+    head = (f'<b>Report vs classifier:</b> {len(flags)} finding(s) flagged' if flags
+            else "<b>Report vs classifier:</b> no disagreement with a confident score")
+    rows = "".join(
+        f'<tr class="{"flagged" if c.disagreement else ""}"><td>{"⚑ " if c.disagreement else ""}{html.escape(c.finding)}'
+        f'</td><td>{c.statement.value}</td><td>{c.probability:.2f}</td><td>{c.threshold:.2f}</td>'
+        f'<td>{c.confidence}</td><td>{c.disagreement or ""}</td></tr>'
+        for c in sorted(checks, key=lambda c: c.disagreement is None))
+    table = ('<table class="consistency-table" style="font-size:0.85em"><tr><th>finding</th><th>draft says</th>'
+             f'<th>p</th><th>threshold</th><th>classifier</th><th>flag</th></tr>{rows}</table>')
+    return f'<div class="consistency">{head}<details><summary>per finding</summary>{table}</details></div>'
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers) -> None:
+def register(subparsers, consistency=None) -> None:
+    """`consistency`: study.consistency.ReportConsistency, handed in by cli.wiring (engine may not
+    import study): each finding's statement in the draft beside its probability, disagreements flagged."""
     p = subparsers.add_parser(
         "report",
         help="generate a draft report for one CT volume",
@@ -26,7 +28,9 @@ def register(subparsers) -> None:
                    help="write a draft even for a scan outside the run's domain (not a chest CT, or image features far "
                    "from the training scans); the draft is then marked as such")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.set_defaults(handler=run)
+    if consistency is not None:
+        consistency.add_arguments(p)
+    p.set_defaults(handler=run, consistency=consistency)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,50 +67,86 @@ def run(args: argparse.Namespace) -> int:
     result = session.report(volume, settings, refuse_outside=not args.force, body=body)
     result.timings["load_s"] = result.timings.get("load_s", 0.0) + read_s
     result.timings["total_s"] = result.timings.get("total_s", 0.0) + read_s
-    image = session.image
+    check = _consistency(args, result, session.image)
     if args.json:
-        print(json.dumps({
-            "volume": result.source,
-            "run": str(session.run.root),
-            "variant": session.run.config.variant,
-            "probabilities": result.probabilities,
-            "positives": result.positives,
-            "weak_findings": [n for n in result.positives if image.is_weak(n)],
-            "report": result.report,
-            "section": session.run.config.report_section,
-            "finished": result.finished,
-            "timings": result.timings,
-            "provenance": session.provenance.to_dict(),
-            "domain": result.domain.to_dict() if result.domain else None,
-        }, indent=2))
-        return 0
+        print(json.dumps(_json(result, session, check), indent=2))
+    else:
+        _print_text(result, session, check)
+    return 0
+
+
+def _consistency(args, result, image):
+    """The draft beside the classifier (study's check, handed in as args.consistency; none: nothing)."""
+    from types import SimpleNamespace
+
+    hook = getattr(args, "consistency", None)
+    cfg = hook.config(args) if hook else None
+    checks = hook.check(result.report, list(result.probabilities.values()), image, cfg) if hook else []
+    draft = hook.guarded_text(result.report, checks) if hook and cfg.guarded else result.report
+    return SimpleNamespace(hook=hook, cfg=cfg, checks=checks, flags=[c for c in checks if c.disagreement], draft=draft)
+
+
+def _json(result, session, check) -> dict:
+    hook, cfg = check.hook, check.cfg
+    return {
+        "volume": result.source,
+        "run": str(session.run.root),
+        "variant": session.run.config.variant,
+        "probabilities": result.probabilities,
+        "positives": result.positives,
+        "weak_findings": [n for n in result.positives if session.image.is_weak(n)],
+        "report": result.report,
+        **({"consistency": {"settings": cfg.to_dict(), "findings": [hook.to_dict(c) for c in check.checks],
+                            "flags": [c.finding for c in check.flags]},
+            **({"guarded_report": check.draft} if cfg.guarded else {})} if hook else {}),
+        "section": session.run.config.report_section,
+        "finished": result.finished,
+        "timings": result.timings,
+        "provenance": session.provenance.to_dict(),
+        "domain": result.domain.to_dict() if result.domain else None,
+    }
+
+
+def _print_text(result, session, check) -> None:
+    from engine.classifier import WEAK_AUROC
+
+    image, hook = session.image, check.hook
     width = max(len(n) for n in result.probabilities)
     print(f"{result.source}  (run {session.run.root.name}, variant {session.run.config.variant})")
     print("\n".join(session.provenance.lines()) + "\n")
-    from engine.classifier import WEAK_AUROC
-
     auroc = image.valid_auroc or {}
-    print(f"{'finding':<{width}}  probability  threshold  valid AUROC")
+    said = {c.finding: c for c in check.checks}
+    print(f"{'finding':<{width}}  probability  threshold  valid AUROC" + ("  draft says" if hook else ""))
     for (name, prob), thr in zip(result.probabilities.items(), image.thresholds):
         a = auroc.get(name)
         mark = ("  *" if name in result.positives else "") + ("  ⚠" if image.is_weak(name) else "")
         shown = "          –" if a is None else f"{a:11.3f}"
-        print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}  {shown}{mark}")
+        c = said.get(name)
+        draft_says = "" if c is None else f"  {c.statement.value:<13}" + ("  ⚑ " + c.disagreement if c.disagreement else "")
+        print(f"{name:<{width}}  {prob:11.3f}  {thr:9.3f}  {shown}{draft_says}{mark}")
     print(f"\n* at or above the finding's threshold; ⚠ the classifier is weak on this finding (validation AUROC "
-          f"below {WEAK_AUROC}): its probability says little about this case\n")
+          f"below {WEAK_AUROC}): its probability says little about this case")
+    if hook:
+        print(f"⚑ the draft disagrees with a confident score (|logit(p) - logit(threshold)| >= {check.cfg.margin:g}, "
+              f"validation AUROC >= {check.cfg.min_auroc:g}): it asserts a finding scored low, or denies or omits one "
+              f"scored high")
+    print()
     outside = result.domain is not None and not result.domain.in_domain
     if outside:
         print(f"!! {result.domain.message()} (--force): the draft below is not to be trusted\n")
     mark = ", OUTSIDE THE MODEL'S DOMAIN" if outside else ""
     print(f"{session.run.config.report_section.capitalize()} (generated draft{mark}):")
-    print(result.report or "(empty)")
+    print(check.draft or "(empty)")
     if not result.finished:
         print(f"[cut at {result.n_tokens} tokens]")
+    if hook:
+        print("\nReport vs classifier: " + (f"{len(check.flags)} finding(s) flagged" if check.flags else "no disagreement"))
+        for c in check.flags:
+            print(hook.flag_line(c))
     print(f"[model trained on {session.provenance.trained_on()}]")
     t = result.timings
     print(f"\n{t['total_s']:.1f} s: read {t['load_s']:.1f}, preprocess {t['preprocess_s']:.1f}, "
           f"encode {t['encode_s']:.1f}, generate {t['generate_s']:.1f}")
-    return 0
 
 
 def _refuse_outside_body_region(volume, args):

@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     from training.configs import EvaluateConfig
 
     add_config_arguments(p, EvaluateConfig)  # every setting, with its default, from EvaluateConfig
+    from study.consistency import ConsistencyConfig
+
+    add_config_arguments(p, ConsistencyConfig, prefix="consistency_")
     add_data_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
@@ -32,14 +35,18 @@ def run(args: argparse.Namespace) -> int:
 
     from engine.data import source_from_args
     from engine.shards import Shard
+    from study.consistency import ConsistencyConfig
     from training.configs import EvaluateConfig
     from training.evaluate import evaluate_run
 
-    config = config_from_args(EvaluateConfig, args, data=source_from_args(args))
+    consistency = config_from_args(ConsistencyConfig, args, prefix="consistency_")
+    config = config_from_args(EvaluateConfig, args, data=source_from_args(args), consistency=consistency)
     predictions, result = evaluate_run(config, progress=not args.no_progress, shard=Shard.launched(config.device))
     if predictions is None:  # another process's shard: the main process reports
         return 0
     print((Path(args.out) / "metrics.md").read_text())
+    if (Path(args.out) / "consistency.md").is_file():
+        print((Path(args.out) / "consistency.md").read_text())
     if "vlm3d" in result.info:
         from study.metrics.vlm3d import format_document
 

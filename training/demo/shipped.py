@@ -45,7 +45,7 @@ HALF_PRECISION = ("encoder.safetensors", "connector.safetensors")
 # The demo's own evaluation (`rad3d demo evaluate`), shipped when the build has it: the app's Research tab
 # opens on it, and it is the evaluation of these very weights.
 EVAL_FILES = ("comparison.json", "comparison.md")
-EVAL_RUN_FILES = ("metrics.json", "metrics.md", "per_case.csv")
+EVAL_RUN_FILES = ("metrics.json", "metrics.md", "per_case.csv", "consistency.csv", "consistency.md", "consistency.json")
 
 
 def recipe_key(recipe) -> dict:

@@ -40,6 +40,11 @@ def register(subparsers, *, demo: Demo | None = None) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--no-demo-build", action="store_true",
                    help="without --run, do not build the missing demo model in the background")
+    from engine.config import add_config_arguments
+    from study.consistency import ConsistencyConfig
+
+    # when the Review tab flags a draft against its classifier (its guarded checkbox is in the page)
+    add_config_arguments(p, ConsistencyConfig, exclude=("guarded",), prefix="consistency_")
     p.set_defaults(handler=functools.partial(run, demo=demo))
 
 
@@ -77,8 +82,10 @@ def app_config(args: argparse.Namespace, demo: Demo | None):
     """The AppConfig the command line asks for (the demo data and runs where none are given)."""
     from pathlib import Path
 
+    from engine.config import config_from_args
     from engine.data import source_from_args
     from engine.errors import ConfigError
+    from study.consistency import ConsistencyConfig
     from ui.app import AppConfig
 
     source = source_from_args(args)
@@ -90,7 +97,8 @@ def app_config(args: argparse.Namespace, demo: Demo | None):
     eval_dir = args.eval_dir or (demo.evaluation() if not args.run and demo.evaluation else None)
     return AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=eval_dir,
                      upload_dir=args.upload_dir, max_upload_mb=args.max_upload_mb,
-                     upload_retention_hours=args.upload_retention_hours)
+                     upload_retention_hours=args.upload_retention_hours,
+                     consistency=config_from_args(ConsistencyConfig, args, exclude=("guarded",), prefix="consistency_"))
 
 
 def run(args: argparse.Namespace, demo: Demo | None = None) -> int:

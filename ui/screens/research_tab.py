@@ -58,6 +58,43 @@ def build_comparison(folder: Path) -> None:
             gr.Dataframe(view.per_finding, interactive=False, wrap=True, elem_id="research-per-finding")
 
 
+def consistency_view(folder: Path) -> tuple[str, pd.DataFrame] | None:
+    """(a summary line, the per-finding table as shown) of an evaluation's report-vs-classifier
+    consistency (study.consistency, the paper's Table 5 over the split); None when it has none."""
+    from study.consistency import DEPENDENCY, DEPENDENCY_LABELS, read_table
+
+    read = read_table(folder)
+    if read is None:
+        return None
+    table, summary = read
+    f1, settings = summary.get("finding_f1_macro", {}), summary.get("settings", {})
+    line = (f"### Report vs classifier: `{folder.name}`, {summary.get('cases', '?')} cases\n"
+            f"Truth: {summary.get('truth', '?')}. Flags (margin {settings.get('margin', '?')} logits, validation AUROC "
+            f"≥ {settings.get('min_auroc', '?')}) in {summary.get('flagged_cases', '?')} cases. Finding F1 (macro) "
+            f"{f1.get('draft', float('nan')):.3f} on the drafts, {f1.get('marked', float('nan')):.3f} with the guarded "
+            "marks counted as statements.")
+    shown = table.rename(columns={**DEPENDENCY_LABELS, "reference_positive": "ref +", "classifier_positive": "clf +",
+                                  "report_positive": "report +", "flags_classifier_right": "flags, classifier right",
+                                  "f1_draft": "F1 draft", "f1_marked": "F1 marked"})
+    keep = ["finding", "ref +", "clf +", "report +", *(DEPENDENCY_LABELS[k] for k in DEPENDENCY), "flag_asserts",
+            "flag_denies", "flag_omits", "flags, classifier right", "F1 draft", "F1 marked"]
+    return line, shown[[c for c in keep if c in shown.columns]].round(3)
+
+
+def build_consistency(folder: Path) -> None:
+    try:
+        view = consistency_view(folder)
+    except Exception as err:  # a half-written or foreign file: say so, keep the tab
+        gr.Markdown(f"⚠️ Cannot read the consistency table in {folder}: {err}", elem_id="research-consistency")
+        return
+    if view is None:
+        return
+    with gr.Accordion(f"Report vs classifier ({folder.name}): agreement, overrides, following a wrong classifier",
+                      open=False):
+        gr.Markdown(view[0], elem_id=f"research-consistency-{folder.name}")
+        gr.Dataframe(view[1], interactive=False, wrap=True, elem_id=f"research-consistency-table-{folder.name}")
+
+
 def build_research(eval_dir: Path | None) -> None:
     if eval_dir is None:
         gr.Markdown("No evaluation folder given. Start the app with `--eval EVAL_DIR` (a folder written by "
@@ -67,6 +104,8 @@ def build_research(eval_dir: Path | None) -> None:
 
     if is_comparison(eval_dir):
         build_comparison(Path(eval_dir))
+        for sub in sorted((p for p in Path(eval_dir).iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True):
+            build_consistency(sub)  # each compared run's evaluation (the demo's v3/, v2/)
         return
     if not (Path(eval_dir) / "metrics.json").is_file() and not Path(eval_dir).exists():
         gr.Markdown(f"No evaluation in {eval_dir} yet: {DEMO_EVALUATION_HINT} there, or start the app with "
@@ -88,6 +127,7 @@ def build_research(eval_dir: Path | None) -> None:
     gr.Dataframe(report_level, label="Report metrics", interactive=False, wrap=True, elem_id="research-metrics")
     if len(per_finding):
         gr.Dataframe(per_finding, label="Per-finding F1", interactive=False, wrap=True)
+    build_consistency(Path(eval_dir))
     umap = find_umap(Path(eval_dir))
     if umap is None:
         gr.Markdown("No UMAP plot in this evaluation folder (umap.html or umap.png).")

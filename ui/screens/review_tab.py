@@ -12,9 +12,10 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from study.consistency import check_case
 from study.findings import FindingExtractor
 from ui.charts import probability_chart
-from ui.findings_view import agreement, agreement_html, highlight_html
+from ui.findings_view import agreement, agreement_html, consistency_html, guard_marks_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
 from ui.screens.common import (
@@ -115,6 +116,8 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
                 decoding = gr.Radio(list(DECODING), value=DECODING[0], label="Decoding", elem_id="decoding")
                 max_tokens = gr.Slider(8, 512, value=DEFAULT_MAX_TOKENS, step=1, label="Max new tokens",
                                        elem_id="max-tokens")
+            guarded = gr.Checkbox(False, label="Guarded draft: mark below it each finding the classifier scores "
+                                  "confidently against it", elem_id="guarded")
             generate = gr.Button("Generate report", variant="primary", elem_id="generate")
             report_status = gr.Markdown("" if config.runs else hint(live=False), elem_id="report-status")
             chart = gr.Plot(label="Abnormality probabilities", elem_id="probabilities")
@@ -123,6 +126,7 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
             provenance = gr.HTML(run_provenance_html(config, run_names[0]), elem_id="run-provenance")
             generated = gr.HTML(elem_id="generated-report")
             agreement_box = gr.HTML(elem_id="agreement")
+            consistency_box = gr.HTML(elem_id="consistency")
             timing = gr.Markdown(elem_id="timing")
         with gr.Column(scale=1):
             gr.Markdown("#### Reference report")
@@ -132,7 +136,8 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
         query=query, finding=finding, case=case, upload=upload, upload_status=upload_status, images=images,
         xyz=[sliders["sagittal"], sliders["coronal"], sliders["axial"]],  # slider → x, y, z
         preset=preset, width=width, level=level, case_info=case_info, run=run, decoding=decoding,
-        max_tokens=max_tokens, generate=generate, report_status=report_status, chart=chart, provenance=provenance,
+        max_tokens=max_tokens, guarded=guarded, consistency=consistency_box,
+        generate=generate, report_status=report_status, chart=chart, provenance=provenance,
         generated=generated, agreement_box=agreement_box, timing=timing, reference=reference,
         reference_labels=reference_labels,
     )
@@ -228,9 +233,10 @@ def _wire_report(browser, config, extractor, hint, c: SimpleNamespace) -> None:
         return run_provenance_html(config, run_name), ref
 
     c.run.change(on_run, [c.run, c.case], [c.provenance, c.reference])
+    c.case.change(lambda _: "", [c.case], [c.consistency])  # another case: the last draft's check goes with it
 
-    def on_generate(name, run_name, decoding_choice, n_tokens, request: gr.Request = None):
-        outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML(), gr.HTML()]
+    def on_generate(name, run_name, decoding_choice, n_tokens, guarded, request: gr.Request = None):
+        outputs = [gr.Plot(), gr.HTML(), gr.HTML(), gr.Markdown(), gr.Markdown(), gr.HTML(), gr.HTML(), gr.HTML()]
         if run_name == NO_RUN or not config.runs:
             outputs[4] = hint()
             yield outputs
@@ -257,7 +263,10 @@ def _wire_report(browser, config, extractor, hint, c: SimpleNamespace) -> None:
                 outputs[4] = ("**Positives:** " + (", ".join(image.marked(step.positives))
                                                    or "none")) + ("" if step.done else " · generating…")
                 if step.done:
-                    outputs[1] = highlight_html(step.text, extractor) if step.text else escaped("(empty report)")
+                    checks = _consistency(step, image, config)
+                    outputs[1] = (highlight_html(step.text, extractor, checks) if step.text else escaped("(empty report)"))
+                    outputs[1] += guard_marks_html(checks) if guarded else ""
+                    outputs[7] = consistency_html(checks)
                     if outside:  # the draft itself carries the mark, not only the banner beside it
                         outputs[1] = ("<p><b>[OUTSIDE THE MODEL'S DOMAIN — not a report of this scan]</b></p>"
                                       + outputs[1])
@@ -271,5 +280,14 @@ def _wire_report(browser, config, extractor, hint, c: SimpleNamespace) -> None:
             outputs[4] = message(err, "Report generation")
             yield outputs
 
-    c.generate.click(on_generate, [c.case, c.run, c.decoding, c.max_tokens],
-                     [c.chart, c.generated, c.agreement_box, c.timing, c.report_status, c.reference, c.provenance])
+    c.generate.click(on_generate, [c.case, c.run, c.decoding, c.max_tokens, c.guarded],
+                     [c.chart, c.generated, c.agreement_box, c.timing, c.report_status, c.reference, c.provenance,
+                      c.consistency])
+
+
+def _consistency(step, image, config):
+    """The finished draft's statements beside the classifier's scores (study.consistency's rule and the
+    app's settings)."""
+    settings = config.consistency
+    return check_case(step.text, list(step.probabilities.values()), image.thresholds,
+                      FindingExtractor(image.label_set), valid_auroc=image.valid_auroc, config=settings)
