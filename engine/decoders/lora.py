@@ -3,12 +3,10 @@ family: the attention projections each family names differently."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from engine.config import JsonConfig
 from engine.errors import ConfigError
+from engine.model_configs import LoraSettings  # defined without torch (a run's config holds it)
 
 # model_type → attention projections to adapt (queries and values, as in the LoRA paper).
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
@@ -23,14 +21,6 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "gpt_neox": ("query_key_value",),
     "phi3": ("qkv_proj",),
 }
-
-
-@dataclass(frozen=True)
-class LoraSettings(JsonConfig):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] | None = None  # None: LORA_TARGETS for the model's family
 
 
 def lora_targets(model: nn.Module) -> tuple[str, ...]:
