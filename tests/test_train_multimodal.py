@@ -114,3 +114,66 @@ def test_bad_training_settings_are_one_line(training_setup, tiny_gpt2_dir, tmp_p
         config(training_setup, tiny_gpt2_dir, tmp_path, tasks=("vqa",))
     with pytest.raises(ConfigError, match="stage must be 1 or 2"):
         config(training_setup, tiny_gpt2_dir, tmp_path, stage=3)
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    import numpy as np
+    from conftest import lps_affine, write_nifti
+    from run_fixtures import chest_like_volume
+
+    return write_nifti(tmp_path_factory.mktemp("scan") / "chest.nii.gz",
+                       chest_like_volume().hu.astype(np.int16), lps_affine((3.0, 3.0, 5.0)))
+
+
+def _cli(capsys, *argv):
+    from cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ask_streams_an_answer_and_names_the_chosen_letter(stage_runs, scan, capsys):
+    code, out, err = _cli(capsys, "ask", str(scan), "--run", str(stage_runs[1].run), "Is there cardiomegaly?",
+                          "--choices", "Yes", "No", "--max-new-tokens", "6")
+    assert code == 0, err
+    assert "Q: Is there cardiomegaly? Choices: A. Yes B. No" in out
+    assert "\nA: " in out and "chosen: " in out
+    code, out, err = _cli(capsys, "report", str(scan), "--run", str(stage_runs[1].run), "--max-new-tokens", "6")
+    assert code == 0, err
+    assert "Findings (generated draft):" in out and "multimodal stage 2" in out
+
+
+def test_bad_questions_and_runs_are_one_line_before_any_model_loads(stage_runs, scan, capsys, tmp_path, monkeypatch):
+    import shutil
+
+    from engine.inference import InferenceSession
+    from engine.multimodal_session import MultimodalSession
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(MultimodalSession, "load", no_model)
+    run = stage_runs[1].run
+    reports_only = shutil.copytree(stage_runs[0].run, tmp_path / "reports-only", ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((reports_only / "config.json").read_text())
+    (reports_only / "config.json").write_text(json.dumps({**cfg, "tasks": ["report"]}))
+    prefix_run = tmp_path / "prefix-run"
+    prefix_run.mkdir()
+    (prefix_run / "config.json").write_text(json.dumps({"format": "rad3d-run/1"}))
+    cases = [
+        ((str(scan), "--run", str(run), "   "), "the question is empty"),
+        ((str(scan), "--run", str(run), "Is there a nodule? " * 200), "the question is too long: with the 4 image "
+                                                                        "tokens it takes"),
+        ((str(scan), "--run", str(reports_only), "Is there a nodule?"), "run reports-only was trained for report only"),
+        ((str(scan), "--run", str(prefix_run), "Is there a nodule?"), "is a prefix run (RAD3D-Prefix)"),
+        ((str(scan), "--run", str(run), "Is there a nodule?", "--choices", "Yes"), "takes 2 to 8 choices, got 1"),
+        ((str(tmp_path / "missing.nii.gz"), "--run", str(run), "Is there a nodule?"), "missing.nii.gz"),
+    ]
+    for argv, expected in cases:
+        code, out, err = _cli(capsys, "ask", *argv)
+        assert code == 1 and out == "", argv
+        assert len(err.strip().splitlines()) == 1 and expected in err, (argv, err)
+    with pytest.raises(Exception, match="a multimodal .* run"):
+        InferenceSession.load(run)
