@@ -191,6 +191,7 @@ class LoraSettings(JsonConfig):
 
 
 # The multimodal system (engine.multimodal): image tokens spliced into a prompt, a LoRA-tuned decoder.
+Task = Literal["report", "vqa"]
 MULTIMODAL_TASKS = ("report", "vqa")
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 from engine.config import JsonConfig, coerce_nested, write_json
 from engine.errors import ConfigError
-from engine.model_configs import MULTIMODAL_TASKS, GenerationSettings, LoraSettings, MultimodalConfig
+from engine.model_configs import MULTIMODAL_TASKS, GenerationSettings, LoraSettings, MultimodalConfig, Task
 from engine.provenance import Provenance
 from engine.rundir import CONFIG_FILE, IMAGE_MODEL_FILE, RUN_FORMAT, DecoderSpec, _formatted
 
@@ -32,8 +32,8 @@ MERGED_DECODER_DIR = "decoder"
 
 @dataclass
 class MultimodalRunConfig(JsonConfig):
-    tasks: tuple[str, ...]  # what it was trained for: "report", "vqa"
-    stage: int  # 1: connector only; 2: connector + LoRA (merged into RUN/decoder)
+    tasks: tuple[Task, ...]  # what it was trained for: "report", "vqa"
+    stage: Literal[1, 2]  # 1: connector only; 2: connector + LoRA (merged into RUN/decoder)
     model: MultimodalConfig
     decoder: DecoderSpec
     connector_weights: str = "connector.safetensors"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 from engine.decoders import load_causal_lm
 from engine.model import IGNORE_INDEX
 from engine.model_configs import ConnectorConfig, GenerationSettings, LoraSettings, MultimodalConfig

@@ -58,3 +58,14 @@ def test_unknown_variant_or_decoder_is_a_one_line_error(capsys, monkeypatch):
     assert "unknown variant 'v9'" in capsys.readouterr().err
     assert cli.main(["params", "--decoder-config", "no-such-decoder"]) == 1
     assert "no decoder config" in capsys.readouterr().err
+
+
+def test_lora_adapters_are_counted_on_their_own_row(capsys, monkeypatch):
+    """LLaMA-3.2-1B, LoRA on q_proj (2048 → 2048) and v_proj (2048 → 512, grouped KV) in 16 layers."""
+    plain = counts(capsys, monkeypatch, "--variant", "v2")
+    trainable, frozen, out = counts(capsys, monkeypatch, "--variant", "v2", "--lora", "--lora-r", "4")
+    adapters = 16 * 4 * ((2048 + 2048) + (2048 + 512))
+    assert trainable - plain[0] == adapters and frozen == plain[1]
+    row = next(line for line in out.splitlines() if line.startswith("LoRA adapters"))
+    assert int(row.split()[2].replace(",", "")) == adapters
+    assert "LoRA r 4, alpha 16" in out

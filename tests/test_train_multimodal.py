@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from training_fixtures import SENTENCES, assert_same_training, one_thread, training_setup  # noqa: F401
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.labels import ct_rate
 from training.configs import MultimodalTrainConfig
+from training_fixtures import SENTENCES, assert_same_training, one_thread, training_setup  # noqa: F401
 
 FAST = dict(batch_size=4, image_tokens=4, lr=1e-2, max_answer_tokens=16, lora_r=4, lora_dropout=0.0)
 
@@ -119,6 +119,7 @@ def test_bad_training_settings_are_one_line(training_setup, tiny_gpt2_dir, tmp_p
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     import numpy as np
+
     from conftest import lps_affine, write_nifti
     from run_fixtures import chest_like_volume
 

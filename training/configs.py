@@ -11,7 +11,7 @@ from typing import Literal, get_args
 from engine.config import JsonConfig, coerce_nested, setting, setting_like
 from engine.data.source import DataSource
 from engine.errors import ConfigError
-from engine.model_configs import PreprocessConfig, check_threshold_method
+from engine.model_configs import PreprocessConfig, Task, check_threshold_method
 from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
 
 Schedule = Literal["linear", "cosine", "constant"]
@@ -324,9 +324,6 @@ class EncoderTrainConfig(JsonConfig):
     def identity(self) -> dict:
         """What a resumed run must share with the one that wrote the checkpoint."""
         return self.to_dict()
-
-
-Task = Literal["report", "vqa"]
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,14 @@ def train_multimodal(config: MultimodalTrainConfig, *, resume: bool = False, sto
     """Train one stage and, once all steps are done, write the run to config.out (see module doc)."""
     from training.accelerate_utils import main_print, make_accelerator
     from training.connector_recipe import decoder_signature
-    from training.loop import LoopSettings, TrainLoop, checkpoint_to_resume, make_scheduler, resume_state, steps_per_epoch
+    from training.loop import (
+        LoopSettings,
+        TrainLoop,
+        checkpoint_to_resume,
+        make_scheduler,
+        resume_state,
+        steps_per_epoch,
+    )
 
     out = Path(config.out)
     checkpoint = checkpoint_to_resume(out, resume)

@@ -34,10 +34,11 @@ def lora_targets(model: nn.Module) -> tuple[str, ...]:
         ) from None
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()) -> nn.Module:
-    """The model wrapped by peft with LoRA adapters: only the adapters are trainable."""
+def apply_lora(model: nn.Module, settings: LoraSettings | None = None) -> nn.Module:
+    """The model wrapped by peft with LoRA adapters (default LoraSettings()): only the adapters are trainable."""
     from peft import LoraConfig, get_peft_model
 
+    settings = settings or LoraSettings()
     targets = settings.target_modules or lora_targets(model)
     config = LoraConfig(
         r=settings.r,
