@@ -46,9 +46,7 @@ def run(args: argparse.Namespace) -> int:
         volume = load_volume(args.volume)
     read_s = time.perf_counter() - start
     body = _refuse_outside_body_region(volume, args)
-    from engine.multimodal_run import run_kind
-
-    if run_kind(args.run) == "multimodal":
+    if _is_multimodal(args.run):
         return _multimodal_report(volume, args)
 
     from engine.inference import InferenceSession  # torch and the models: only for a readable volume
@@ -132,6 +130,17 @@ def _refuse_outside_body_region(volume, args):
         raise OutOfDomainError(DomainCheck(body, None, None).message() + " (--force writes a marked draft anyway)",
                                volume.source)
     return body
+
+
+def _is_multimodal(run) -> bool:
+    """A multimodal (image-token + LoRA) run? A broken run is reported by the loader, with every missing part named."""
+    from engine.errors import ConfigError
+    from engine.multimodal_run import run_kind
+
+    try:
+        return run_kind(run) == "multimodal"
+    except ConfigError:
+        return False
 
 
 def _multimodal_report(volume, args) -> int:
