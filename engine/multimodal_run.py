@@ -87,6 +87,14 @@ def run_kind(root: str | Path) -> str:
     return kind
 
 
+def is_multimodal_run(root: str | Path) -> bool:
+    """Whether RUN is a multimodal run; False for anything else (a broken run is for its own loader to name)."""
+    try:
+        return run_kind(root) == "multimodal"
+    except ConfigError:
+        return False
+
+
 def open_multimodal_run(root: str | Path, *, check: bool = True) -> MultimodalRun:
     """The run; one of the other kind is refused by name, an incomplete one names what is missing."""
     root = Path(root)

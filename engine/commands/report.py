@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         volume = load_volume(args.volume)
     read_s = time.perf_counter() - start
     body = _refuse_outside_body_region(volume, args)
-    if _is_multimodal(args.run):
+    from engine.multimodal_run import is_multimodal_run
+
+    if is_multimodal_run(args.run):
         return _multimodal_report(volume, args)
 
     from engine.inference import InferenceSession  # torch and the models: only for a readable volume
@@ -130,17 +132,6 @@ def _refuse_outside_body_region(volume, args):
         raise OutOfDomainError(DomainCheck(body, None, None).message() + " (--force writes a marked draft anyway)",
                                volume.source)
     return body
-
-
-def _is_multimodal(run) -> bool:
-    """A multimodal (image-token + LoRA) run? A broken run is reported by the loader, with every missing part named."""
-    from engine.errors import ConfigError
-    from engine.multimodal_run import run_kind
-
-    try:
-        return run_kind(run) == "multimodal"
-    except ConfigError:
-        return False
 
 
 def _multimodal_report(volume, args) -> int:
