@@ -120,6 +120,17 @@ class MultimodalSession:
         limit = (settings or self.settings).max_new_tokens
         yield Answer(volume.source, instruction, text.strip(), n_tokens, n_tokens < limit, timings)
 
+    @torch.no_grad()
+    def generate(self, latents, logits, instructions, settings=None):
+        """Answers for a batch of cached features (and logits), one instruction each (e.g. evaluation):
+        an engine.generation.GenerationResult."""
+        from engine.multimodal import encode_prompts
+
+        prompts = encode_prompts(self.tokenizer, self.model.n_image, list(instructions)).to(self.device)
+        latents = torch.as_tensor(latents, dtype=torch.float32, device=self.device)
+        logits = None if logits is None else torch.as_tensor(logits, dtype=torch.float32, device=self.device)
+        return self.model.generate(latents, logits, prompts, self.tokenizer, settings or self.settings)
+
     def ask(self, volume, question: str, choices=None) -> Answer:
         instruction = check_question(self.run, question, choices, self.tokenizer)
         *_, answer = self.answer_stream(volume, instruction)

@@ -178,3 +178,25 @@ def test_bad_questions_and_runs_are_one_line_before_any_model_loads(stage_runs, 
         assert len(err.strip().splitlines()) == 1 and expected in err, (argv, err)
     with pytest.raises(Exception, match="a multimodal .* run"):
         InferenceSession.load(run)
+
+
+def test_session_batch_generation_matches_the_streamed_answer(stage_runs, scan, tmp_path):
+    from engine.io import load_volume
+    from engine.model_configs import GenerationSettings
+    from engine.multimodal_session import MultimodalSession
+    from training.configs import EvaluateConfig
+    from training.evaluate import evaluate_run
+
+    session = MultimodalSession.load(stage_runs[1].run)
+    volume, settings = load_volume(scan), GenerationSettings(max_new_tokens=8)
+    features = session.image.features(volume)
+    instructions = [session.report_instruction(), " Is the heart enlarged?"]
+    batch = session.generate(features.latent[None].repeat(2, 1), features.logits[None].repeat(2, 1), instructions,
+                             settings)
+    for i, instruction in enumerate(instructions):
+        *_, answer = session.answer_stream(volume, instruction, settings)
+        assert answer.text == batch.reports[i].text
+    assert batch.reports[0].token_ids != batch.reports[1].token_ids  # the instruction steers the answer
+    with pytest.raises(Exception, match="rad3d evaluate does not take these runs yet"):
+        evaluate_run(EvaluateConfig(run=str(stage_runs[1].run), data=str(tmp_path), cache=str(tmp_path),
+                                    out=str(tmp_path / "eval")))
