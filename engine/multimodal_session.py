@@ -117,7 +117,7 @@ class MultimodalSession:
             yield text
         n_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         timings.update(generate_s=time.perf_counter() - tick, total_s=time.perf_counter() - start)
-        limit = (settings or self.settings).max_new_tokens
+        limit = (settings or self.settings).max_new_tokens  # the streamer gives text, not the stop reason:
         yield Answer(volume.source, instruction, text.strip(), n_tokens, n_tokens < limit, timings)
 
     @torch.no_grad()
