@@ -98,6 +98,11 @@ class InferenceSession:
     # -- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | torch.device | None = None) -> InferenceSession:
+        from engine.multimodal_run import is_multimodal_run
+
+        if is_multimodal_run(run_dir):  # the other system's run: one line, before any model loads
+            raise ConfigError("a multimodal (image-token + LoRA) run: load it with "
+                              "engine.multimodal_session.MultimodalSession; rad3d ask and rad3d report take it", run_dir)
         run = open_run(run_dir)
         cfg = run.config
         device, dtype = pick_device(device)

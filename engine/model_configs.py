@@ -232,3 +232,40 @@ class GenerationSettings(JsonConfig):
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.num_beams < 1 or self.repetition_penalty <= 0:
             raise ValueError(f"bad generation settings: {self}")
+
+
+@dataclass(frozen=True)
+class LoraSettings(JsonConfig):
+    """LoRA adapters on the decoder (engine.decoders.lora.apply_lora)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] | None = None  # None: engine.decoders.lora.LORA_TARGETS for the model's family
+
+    def __post_init__(self):
+        if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoRA rank and alpha must be positive and dropout in [0, 1): {self}")
+
+
+# The multimodal system (engine.multimodal): image tokens spliced into a prompt, a LoRA-tuned decoder.
+Task = Literal["report", "vqa"]
+MULTIMODAL_TASKS = ("report", "vqa")
+
+
+@dataclass(frozen=True)
+class MultimodalConfig(JsonConfig):
+    """Image tokens (the connector's `prefix_len` of them, d_llm wide) in place of placeholder
+    positions right after BOS, then an instruction, then the answer. decoder_mode "frozen" is
+    stage 1 (the connector alone learns), "lora" stage 2 (connector + LoRA adapters)."""
+
+    connector: ConnectorConfig
+    decoder_mode: Literal["frozen", "lora"] = "frozen"
+
+    def __post_init__(self):
+        if self.decoder_mode not in ("frozen", "lora"):
+            raise ConfigError(f"multimodal decoder_mode must be frozen or lora, got {self.decoder_mode!r}")
+
+    @property
+    def image_tokens(self) -> int:
+        return self.connector.prefix_len

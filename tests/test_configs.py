@@ -30,6 +30,7 @@ def _all_config_classes() -> list[type]:
     import engine.cache  # noqa: F401
     import engine.decoders.lora  # noqa: F401
     import engine.encoders.ctvit  # noqa: F401
+    import engine.multimodal_run  # noqa: F401
     import engine.rundir  # noqa: F401
     import engine.synth.config  # noqa: F401
     import study.readers.service  # noqa: F401
@@ -55,7 +56,8 @@ def test_every_config_dataclass_of_the_project_uses_the_generic_reader():
     expected = {"RunConfig", "ImageModelConfig", "PreprocessConfig", "ReportGeneratorConfig", "ConnectorConfig",
                 "GenerationSettings", "AbnormalityHeadConfig", "LabelSet", "Provenance", "CTViTConfig",
                 "DataSource", "TrainConfig", "EvaluateConfig", "SweepConfig", "EncoderTrainConfig",
-                "ClassifierTrainConfig", "TrainState", "CacheIdentity", "LoraSettings", "SynthConfig", "AppConfig"}
+                "ClassifierTrainConfig", "TrainState", "CacheIdentity", "LoraSettings", "SynthConfig", "AppConfig",
+                "MultimodalConfig", "MultimodalRunConfig", "MultimodalTrainConfig"}
     assert expected <= names, expected - names
     assert all(dataclasses.is_dataclass(c) for c in CONFIGS)
 

@@ -71,3 +71,14 @@ def test_m3d_image_side_at_full_size(capsys, monkeypatch):
     assert rows["vit3d encoder (M3D, frozen)"] == [0, 87_389_184 + 768 * 768 + 768]
     # Linear(768 → d), GELU, Linear(d → d): LaMed's projector, trained.
     assert rows["spatial-pooling connector (256 tokens)"] == [768 * d + d + d * d + d, 0]
+
+
+def test_lora_adapters_are_counted_on_their_own_row(capsys, monkeypatch):
+    """LLaMA-3.2-1B, LoRA on q_proj (2048 → 2048) and v_proj (2048 → 512, grouped KV) in 16 layers."""
+    plain = counts(capsys, monkeypatch, "--variant", "v2")
+    trainable, frozen, out = counts(capsys, monkeypatch, "--variant", "v2", "--lora", "--lora-r", "4")
+    adapters = 16 * 4 * ((2048 + 2048) + (2048 + 512))
+    assert trainable - plain[0] == adapters and frozen == plain[1]
+    row = next(line for line in out.splitlines() if line.startswith("LoRA adapters"))
+    assert int(row.split()[2].replace(",", "")) == adapters
+    assert "LoRA r 4, alpha 16" in out

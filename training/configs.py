@@ -11,7 +11,7 @@ from typing import Literal, get_args
 from engine.config import JsonConfig, coerce_nested, setting, setting_like
 from engine.data.source import DataSource
 from engine.errors import ConfigError
-from engine.model_configs import PreprocessConfig, check_threshold_method
+from engine.model_configs import PreprocessConfig, Task, check_threshold_method
 from study.consistency import ConsistencyConfig
 from study.metrics.text import CONVENTIONS, DEFAULT_CONVENTION
 
@@ -328,3 +328,69 @@ class EncoderTrainConfig(JsonConfig):
     def identity(self) -> dict:
         """What a resumed run must share with the one that wrote the checkpoint."""
         return self.to_dict()
+
+
+@dataclass(frozen=True)
+class MultimodalTrainConfig(JsonConfig):
+    """`rad3d train-multimodal`: image tokens + a LoRA-tuned decoder (engine.multimodal), M3D's two stages
+    (training/multimodal_recipe.py)."""
+
+    data: DataSource = setting(help="the dataset (a folder path is read as DataSource(root=path))", cli=False)
+    cache: str = setting(help="embedding cache of that dataset (rad3d embed)")
+    decoder: str = setting(help="the decoder: a local causal-LM folder (config, weights, tokenizer)")
+    image_model: str = setting(help="IMAGE folder (or a run) whose features the connector reads")
+    out: str = setting(help="run directory to write")
+    stage: int = setting(1, "1: the connector alone (decoder frozen); 2: connector + LoRA adapters", choices=(1, 2))
+    init_from: str | None = setting(None, "stage 2: the stage-1 run whose connector it starts from")
+    tasks: tuple[Task, ...] = setting(("report",), "tasks to train: report and/or vqa")
+    vqa_file: str | None = setting(None, "VQA items, JSONL: volume_name, question, choices (closed; [] open), "
+                                   "answer, answer_letter (closed)")
+    section: Section = setting_like(TrainConfig, "section", "report section the report task answers")
+    gguf_file: str | None = setting_like(TrainConfig, "gguf_file")
+    connector: str = setting("linear", "connector kind (engine.connectors.CONNECTORS) making the image tokens")
+    image_tokens: int = setting(8, "image tokens spliced into the prompt (M3D: 256)")
+    with_logits: bool = setting(False, "the connector also reads the 18 classifier logits (RAD3D's idea carried over)")
+    lora_r: int = setting(8, "LoRA rank (stage 2)")
+    lora_alpha: int = setting(16, "LoRA alpha (stage 2)")
+    lora_dropout: float = setting(0.05, "LoRA dropout (stage 2)")
+    lora_targets: tuple[str, ...] | None = setting(None, "LoRA target modules (default: the family's attention "
+                                                   "projections, engine.decoders.lora.LORA_TARGETS)")
+    epochs: int = setting(3, "epochs")
+    lr: float = setting(1e-4, "AdamW learning rate")
+    weight_decay: float = setting_like(TrainConfig, "weight_decay")
+    batch_size: int = setting_like(TrainConfig, "batch_size")
+    max_answer_tokens: int | None = setting(None, "truncate longer answers to N tokens (EOS kept)")
+    seed: int = setting_like(TrainConfig, "seed")
+    schedule: Schedule = setting_like(TrainConfig, "schedule")
+    warmup_steps: int | None = setting_like(TrainConfig, "warmup_steps")
+    max_steps: int | None = setting_like(TrainConfig, "max_steps")
+    max_grad_norm: float = setting_like(TrainConfig, "max_grad_norm")
+    train_split: str = setting_like(TrainConfig, "train_split")
+    valid_split: str = setting_like(TrainConfig, "valid_split")
+    save_every_steps: int | None = setting_like(TrainConfig, "save_every_steps")
+    eval_every_steps: int | None = setting_like(TrainConfig, "eval_every_steps")
+    mixed_precision: Precision = setting_like(TrainConfig, "mixed_precision")
+
+    def __post_init__(self):
+        object.__setattr__(self, "data", DataSource.coerce(self.data))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks) or set(self.tasks) - {"report", "vqa"}:
+            raise ConfigError(f"tasks must be report and/or vqa, each once, got {list(self.tasks)}")
+        if "vqa" in self.tasks and not self.vqa_file:
+            raise ConfigError("task vqa needs --vqa-file")
+        for name in ("epochs", "batch_size", "image_tokens", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "save_every_steps", "eval_every_steps", "max_answer_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1 when given, got {value}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError(f"lr must be positive and weight decay / grad norm non-negative: {self}")
+
+    def identity(self) -> dict:
+        """The settings that decide the training trajectory: a checkpoint resumes only under these."""
+        moved = _RESUMABLE_CHANGES | {"vqa_file", "init_from"}  # files may move; their content is in the data
+        return {k: v for k, v in self.to_dict().items() if k not in moved}

@@ -97,8 +97,12 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     # The dataset is read with the run's label set (label columns that disagree are refused there),
     # from the run's config alone: a refused dataset costs no model load and writes nothing.
     from engine.data.ctrate import SECTION_COLUMNS
+    from engine.multimodal_run import is_multimodal_run
     from engine.rundir import open_run
 
+    if session is None and is_multimodal_run(config.run):
+        raise ConfigError("a multimodal (image-token + LoRA) run: rad3d evaluate does not take these runs yet "
+                          "(rad3d report and rad3d ask do)", config.run)
     run_dir = session.run if session is not None else open_run(config.run)
     section = run_dir.config.report_section
     dataset = resolve(config.data, label_set=run_dir.config.label_set,

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--vision", choices=["vit3d"], default=None,
                         help="also count M3D's image side at full size for this decoder: the vit3d encoder "
                         "(frozen) and the spatial-pooling connector (768 → the decoder's width, trainable)")
+    parser.add_argument("--lora", action="store_true", help="LoRA adapters on the decoder (counted on their own row)")
+    parser.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default: LoraSettings' 8)")
+    parser.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha (default: LoraSettings' 16)")
     parser.set_defaults(handler=run)
 
 
@@ -34,12 +37,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
-    from engine.decoders import build_meta_causal_lm
+    from engine.decoders import LoraSettings, build_meta_causal_lm
     from engine.model import build_report_generator
     from engine.variants import get_variant
 
     spec = get_variant(args.variant)
     decoder = build_meta_causal_lm(args.decoder_config)
+    lora = None
+    if args.lora or args.lora_r is not None or args.lora_alpha is not None:
+        given = {k: v for k, v in (("r", args.lora_r), ("alpha", args.lora_alpha)) if v is not None}
+        lora = LoraSettings(**given)
     with torch.device("meta"):
         model = build_report_generator(
             spec.name,
@@ -49,21 +56,28 @@ def run(args: argparse.Namespace) -> int:
             prefix_len=args.prefix_len,
             clip_len=args.clip_len,
             n_layers=args.layers,
+            lora=lora,
         )
         head = AbnormalityHead(AbnormalityHeadConfig(in_dim=args.d_embed, n_labels=args.n_labels))
 
-    def split(module) -> tuple[int, int]:
-        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        return trainable, sum(p.numel() for p in module.parameters()) - trainable
+    def split(params) -> tuple[int, int]:
+        params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        return trainable, sum(p.numel() for p in params) - trainable
 
     connector = split(model.connector)
-    decoder_counts = split(model.decoder)
+    adapters = [p for n, p in model.decoder.named_parameters() if "lora_" in n]
+    adapter_counts = (sum(p.numel() for p in adapters), 0)
+    decoder_counts = split(p for n, p in model.decoder.named_parameters() if "lora_" not in n)
     trainable, frozen = model.count_parameters()
     alias = f" (alias {args.variant})" if args.variant.lower() != spec.name else ""
     print(f"variant {spec.name}{alias}: {spec.description}")
-    print(f"decoder {args.decoder_config}; prefix length {model.prefix_len}, connector {model.config.connector.kind}")
+    lora_note = f"; LoRA r {lora.r}, alpha {lora.alpha}" if lora is not None else ""
+    print(f"decoder {args.decoder_config}; prefix length {model.prefix_len}, connector {model.config.connector.kind}"
+          f"{lora_note}")
     rows = [
         ("connector", *connector),
+        *([("LoRA adapters", *adapter_counts)] if lora is not None else []),
         ("decoder", *decoder_counts),
         ("total", trainable, frozen),
         ("classifier head (separate, frozen)", 0, sum(p.numel() for p in head.parameters())),

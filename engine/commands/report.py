@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         volume = load_volume(args.volume)
     read_s = time.perf_counter() - start
     body = _refuse_outside_body_region(volume, args)
+    from engine.multimodal_run import is_multimodal_run
+
+    if is_multimodal_run(args.run):
+        return _multimodal_report(volume, args)
 
     from engine.inference import InferenceSession  # torch and the models: only for a readable volume
 
@@ -168,3 +172,47 @@ def _refuse_outside_body_region(volume, args):
         raise OutOfDomainError(DomainCheck(body, None, None).message() + " (--force writes a marked draft anyway)",
                                volume.source)
     return body
+
+
+def _multimodal_report(volume, args) -> int:
+    """The report of a multimodal run (task report): its section's instruction, the answer streamed."""
+    import dataclasses
+    import json
+    import sys
+
+    from engine.errors import ConfigError
+    from engine.multimodal_run import open_multimodal_run
+
+    run = open_multimodal_run(args.run)
+    if "report" not in run.config.tasks:
+        raise ConfigError(f"run {run.root.name} was trained for {', '.join(run.config.tasks)} only, not to write "
+                          "reports", run.root)
+    if args.beams not in (None, 1) or args.repetition_penalty is not None:
+        raise ConfigError("a multimodal run's report is greedy: --beams and --repetition-penalty do not apply")
+    from engine.multimodal_session import MultimodalSession
+
+    session = MultimodalSession.load(args.run, device=args.device)
+    settings = session.settings if args.max_new_tokens is None else dataclasses.replace(
+        session.settings, max_new_tokens=args.max_new_tokens)
+    section = run.config.report_section
+    if not args.json:
+        print(f"{volume.source}  (run {run.root.name}, multimodal stage {run.config.stage})\n")
+        print(f"{section.capitalize()} (generated draft):")
+    shown = ""
+    for item in session.answer_stream(volume, session.report_instruction(), settings):
+        if isinstance(item, str):
+            if not args.json:
+                sys.stdout.write(item[len(shown):])
+                sys.stdout.flush()
+            shown = item
+        else:
+            answer = item
+    if args.json:
+        print(json.dumps({"volume": answer.source, "run": str(run.root), "system": "multimodal",
+                          "stage": run.config.stage, "report": answer.text, "section": section,
+                          "timings": answer.timings, "provenance": run.config.provenance.to_dict()}, indent=2))
+    else:
+        print(f"\n[model trained on {run.config.provenance.trained_on()}]")
+        print(f"{answer.timings['total_s']:.1f} s: image {answer.timings['image_s']:.1f}, "
+              f"generate {answer.timings['generate_s']:.1f}")
+    return 0

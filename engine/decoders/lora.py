@@ -3,12 +3,10 @@ family: the attention projections each family names differently."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from engine.config import JsonConfig
 from engine.errors import ConfigError
+from engine.model_configs import LoraSettings  # defined without torch (a run's config holds it)
 
 # model_type → attention projections to adapt (queries and values, as in the LoRA paper).
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
@@ -25,14 +23,6 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class LoraSettings(JsonConfig):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] | None = None  # None: LORA_TARGETS for the model's family
-
-
 def lora_targets(model: nn.Module) -> tuple[str, ...]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     try:
@@ -44,10 +34,11 @@ def lora_targets(model: nn.Module) -> tuple[str, ...]:
         ) from None
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()) -> nn.Module:
-    """The model wrapped by peft with LoRA adapters: only the adapters are trainable."""
+def apply_lora(model: nn.Module, settings: LoraSettings | None = None) -> nn.Module:
+    """The model wrapped by peft with LoRA adapters (default LoraSettings()): only the adapters are trainable."""
     from peft import LoraConfig, get_peft_model
 
+    settings = settings or LoraSettings()
     targets = settings.target_modules or lora_targets(model)
     config = LoraConfig(
         r=settings.r,
