@@ -32,3 +32,17 @@ def test_a_large_finding_survives_and_a_small_one_fills_fewer_voxels():
     summary = summarise([pleural, calcium], GRID, patch_voxels=100)
     assert summary["Pleural effusion"]["changed_grid"] == [pleural.changed_grid] * 3
     assert summary["Pleural effusion"]["patch_fraction"] == pytest.approx(pleural.changed_grid / 100, abs=1e-3)
+
+
+def test_command_writes_the_table_and_json(tmp_path, capsys):
+    import json
+
+    from cli import main
+
+    out = tmp_path / "v.json"
+    assert main(["finding-visibility", "--cases", "1", "--scale", "8", "--findings", "lung_nodule",
+                 "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["patch_mm"] == [45.0, 45.0, 60.0] and list(data["summary"]) == ["Lung nodule"]
+    assert data["cases"][0]["changed_grid"] > 0
+    assert "| Lung nodule |" in capsys.readouterr().out
