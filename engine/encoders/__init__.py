@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from engine.encoders.ctvit import CTCLIPImageEncoder, CTViT, CTViTConfig, Trainable, count_parameters
 from engine.errors import ConfigError
 from engine.registry import Registry
@@ -53,14 +51,6 @@ def build_ctvit(
     engine.encoders.checkpoint.load_ctclip_vision. Build under `with torch.device("meta"):`
     to count parameters without allocating (~328M, of which 2 x 151M are the projections)."""
     return CTCLIPImageEncoder(load_encoder_config(config), trainable=trainable)
-
-
-@ENCODERS.register("cnn3d")
-def build_cnn3d(config: dict | None = None, **_) -> torch.nn.Module:
-    """The small 3-D CNN (engine.encoders.cnn3d) from its config dict: a second family for the demo."""
-    from engine.encoders.cnn3d import CNN3DConfig, CNN3DEncoder
-
-    return CNN3DEncoder(CNN3DConfig.from_dict(config or {}))
 
 
 __all__ = [
