@@ -34,13 +34,16 @@ def test_a_large_finding_survives_and_a_small_one_fills_fewer_voxels():
     assert summary["Pleural effusion"]["patch_fraction"] == pytest.approx(pleural.changed_grid / 100, abs=1e-3)
 
 
-def test_command_writes_the_table_and_json(tmp_path, capsys):
+def test_command_writes_the_table_and_json(tmp_path, capsys, monkeypatch):
     import json
 
-    from cli import main
+    import cli
 
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["training.commands.finding_visibility"])  # this command only
+    assert cli.main(["finding-visibility", "--cases", "0"]) == 1
+    assert "--cases must be at least 1" in capsys.readouterr().err
     out = tmp_path / "v.json"
-    assert main(["finding-visibility", "--cases", "1", "--scale", "8", "--findings", "lung_nodule",
+    assert cli.main(["finding-visibility", "--cases", "1", "--scale", "8", "--findings", "lung_nodule",
                  "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["patch_mm"] == [45.0, 45.0, 60.0] and list(data["summary"]) == ["Lung nodule"]
