@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "training.commands.domain_guard",
     "training.commands.sweep",
     "training.commands.logit_curve",
+    "training.commands.finding_visibility",
 ]
 
 
