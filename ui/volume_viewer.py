@@ -108,7 +108,8 @@ class ViewerFiles:
         if colormap not in COLORMAPS:
             raise ValueError(f"colour map {colormap!r} is not one of {', '.join(COLORMAPS)}")
         base, _ = self.file(volume.hu, volume.spacing_mm)
-        value = {"name": name, "volume": file_url(base), "spacing": [float(s) for s in volume.spacing_mm], "window": [float(window[0]), float(window[1])],
+        value = {"name": name, "volume": file_url(base), "spacing": [float(s) for s in volume.spacing_mm],
+                 "shape": list(volume.shape), "window": [float(window[0]), float(window[1])],
                  "overlay": None, "colormap": colormap, "opacity": float(opacity),
                  "jump": None if jump is None else [int(v) for v in jump]}
         if overlay is not None:
@@ -122,9 +123,10 @@ def file_url(path: Path) -> str:
     return f"gradio_api/file={path}"
 
 
-def static_paths(files: ViewerFiles) -> list[Path]:
-    """What gr.set_static_paths must allow: NiiVue's bundle and the volume files, nothing else."""
-    return [NIIVUE_JS, files.folder]
+def serve_viewer_files(files: ViewerFiles) -> ViewerFiles:
+    """Let Gradio serve NiiVue's bundle and the volume files (nothing else of ui/static or the disk)."""
+    gr.set_static_paths([NIIVUE_JS, files.folder])
+    return files
 
 
 def _template(elem_id: str, height: int) -> str:

@@ -30,12 +30,12 @@
   canvas.rad3d = view;  // tests and the bench read NiiVue's state here
   const drawScene = nv.drawScene.bind(nv);
   nv.drawScene = () => { view.draws += 1; return drawScene(); };
-  // rad3d's voxel (x, y, z) of a NiiVue position in mm: the file's affine is diag(-sx, -sy, sz), origin 0
-  const toVoxel = (mm) => [-mm[0] / view.spacing[0], -mm[1] / view.spacing[1], mm[2] / view.spacing[2]]
-    .map(Math.round);
+  // rad3d's voxel (x, y, z) from NiiVue's, which runs along R, A, S: the file's (L, P, S) axes, x and y flipped
+  const toVoxel = (v) => [view.shape[0] - 1 - v[0], view.shape[1] - 1 - v[1], v[2]];
+  // and its position in mm: the file's affine is diag(-sx, -sy, sz), origin 0
   const toMM = (vox) => [-vox[0] * view.spacing[0], -vox[1] * view.spacing[1], vox[2] * view.spacing[2]];
   nv.onLocationChange = (d) => {
-    const vox = toVoxel(d.mm);
+    const vox = toVoxel(d.vox);
     const hu = d.values && d.values.length ? d.values[0].value : null;
     where.textContent = `voxel ${vox.join(", ")}` + (hu == null ? "" : ` · ${Math.round(hu)} HU`);
     canvas.dataset.vox = vox.join(",");
@@ -48,9 +48,9 @@
     base.cal_max = level + width / 2;
     nv.updateGLVolume();
   };
-  const jump = (vox) => {
-    if (!vox || !nv.volumes.length) return;
-    nv.scene.crosshairPos = nv.mm2frac(toMM(vox));
+  const jump = (vox) => {  // no voxel: stay where NiiVue is (the centre of a new volume)
+    if (!nv.volumes.length) return;
+    if (vox) nv.scene.crosshairPos = nv.mm2frac(toMM(vox));
     nv.createOnLocationChange();
     nv.drawScene();
   };
@@ -69,6 +69,7 @@
         say("loading the volume…");
         view.volume = v.volume;
         view.spacing = v.spacing;
+        view.shape = v.shape;
         view.overlay = null;
         await nv.loadVolumes([{ url: v.volume, name: "volume.nii.gz" }]);
         setWindow(...v.window);
