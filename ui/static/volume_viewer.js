@@ -26,7 +26,7 @@
   });
   await nv.attachToCanvas(canvas);
   nv.setSliceType(nv.sliceTypeMultiplanar);
-  const view = { nv, volume: null, overlay: null, draws: 0 };
+  const view = { nv, volume: null, overlay: null, draws: 0, loads: 0 };
   canvas.rad3d = view;  // tests and the bench read NiiVue's state here
   const drawScene = nv.drawScene.bind(nv);
   nv.drawScene = () => { view.draws += 1; return drawScene(); };
@@ -72,6 +72,7 @@
         view.shape = v.shape;
         view.overlay = null;
         await nv.loadVolumes([{ url: v.volume, name: "volume.nii.gz" }]);
+        view.loads += 1;
         setWindow(...v.window);
       }
       if (v.overlay !== view.overlay) {
