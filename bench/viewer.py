@@ -11,7 +11,9 @@ loopback Gradio server:
 
 Targets (issue #20): first render <= 2 s on loopback, scrolling at display rate.
 
-    python bench/viewer.py [--shape 512 512 300] [--scrolls 60] [--slice-changes 10]
+    python bench/viewer.py [--shape 512 512 300] [--scrolls 20] [--slice-changes 10]
+
+Needs the test extra (playwright) and Chromium, as the browser tests do (`bash scripts/install.sh test`).
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def measure_webgl(page, timings, scrolls: int) -> dict:
         page.click("#open-webgl")
         page.wait_for_function(WAIT_READY, arg=[CANVAS, n], timeout=120_000, polling=50)
         results[key] = time.perf_counter() - start
+        print(f"  WebGL open ({key}): {results[key]:.2f} s", flush=True)
         page.evaluate("sel => { document.querySelector(sel).rad3d.volume = null; }", CANVAS)  # load it again
     results["write"] = timings["write"][0]
     for layout, name in ((3, "3 planes + 3D"), (0, "axial only")):
@@ -132,6 +135,7 @@ def measure_webgl(page, timings, scrolls: int) -> dict:
         scroll = page.evaluate(SCROLL_JS, [CANVAS, scrolls])
         assert scroll["moved"], "scrolling did not move the slice"
         gaps = sorted(scroll["gaps"])
+        print(f"  scrolled {name}: {median(gaps):.1f} ms per frame", flush=True)
         results[name] = {"draw_ms": median(scroll["draw"]), "frame_ms": median(gaps),
                          "frame_p95_ms": gaps[int(0.95 * (len(gaps) - 1))]}
     return results
@@ -167,6 +171,7 @@ def run(shape, scrolls: int, changes: int, max_side: int) -> tuple[dict, dict]:
     from engine.volume import Volume
 
     volume = Volume(hu=chest_volume(shape), spacing_mm=SPACING)
+    print(f"  volume made: {'x'.join(map(str, shape))}", flush=True)
     app, timings = bench_page(volume, max_side)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,7 +201,7 @@ def run(shape, scrolls: int, changes: int, max_side: int) -> tuple[dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300])
-    parser.add_argument("--scrolls", type=int, default=60)
+    parser.add_argument("--scrolls", type=int, default=20)
     parser.add_argument("--slice-changes", type=int, default=10)
     parser.add_argument("--max-side", type=int, default=420, help="PNG planes' size (the app's default)")
     args = parser.parse_args()

@@ -13,8 +13,10 @@ from __future__ import annotations
 import html
 import json
 import secrets
+import shutil
 import tempfile
 import threading
+import weakref
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -70,6 +72,8 @@ class ViewerFiles:
     def __init__(self, folder: str | Path | None = None, capacity: int = 8):
         self.folder = Path(folder or tempfile.mkdtemp(prefix="rad3d-viewer-"))
         self.folder.mkdir(parents=True, exist_ok=True)
+        if folder is None:  # our own temporary folder goes with us (or at the latest when the process ends)
+            weakref.finalize(self, shutil.rmtree, self.folder, True)
         self._capacity = capacity
         self._files: OrderedDict[int, tuple[np.ndarray, Path, dict]] = OrderedDict()
         self._lock = threading.Lock()
