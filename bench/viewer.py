@@ -125,13 +125,14 @@ def measure_webgl(page, timings, scrolls: int) -> dict:
         start = time.perf_counter()
         page.locator("#token input").fill(str(n))
         page.click("#open-webgl")
+        print(f"  WebGL open ({key}) asked", flush=True)
         page.wait_for_function(WAIT_READY, arg=[CANVAS, n], timeout=120_000, polling=50)
         results[key] = time.perf_counter() - start
         print(f"  WebGL open ({key}): {results[key]:.2f} s", flush=True)
         page.evaluate("sel => { document.querySelector(sel).rad3d.volume = null; }", CANVAS)  # load it again
     results["write"] = timings["write"][0]
-    for layout, name in ((3, "3 planes + 3D"), (0, "axial only")):
-        page.evaluate("([sel, t]) => document.querySelector(sel).rad3d.nv.setSliceType(t)", [CANVAS, layout])
+    for layout, name in (("planes", "3 planes"), ("planes3d", "3 planes + 3D")):
+        page.evaluate("([sel, t]) => document.querySelector(sel).rad3d.setLayout(t)", [CANVAS, layout])
         scroll = page.evaluate(SCROLL_JS, [CANVAS, scrolls])
         assert scroll["moved"], "scrolling did not move the slice"
         gaps = sorted(scroll["gaps"])
@@ -185,8 +186,10 @@ def run(shape, scrolls: int, changes: int, max_side: int) -> tuple[dict, dict]:
             page = context.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector(CANVAS)
+            print("  page open", flush=True)
             webgl = measure_webgl(page, timings, scrolls)
             png = measure_png(page, shape[2], changes)
+            print(f"  PNG: {png}", flush=True)
             renderer = page.evaluate("sel => { const gl = document.querySelector(sel).rad3d.nv.gl;"
                                      " const d = gl.getExtension('WEBGL_debug_renderer_info');"
                                      " return d ? gl.getParameter(d.UNMASKED_RENDERER_WEBGL) : 'unknown'; }", CANVAS)
@@ -212,7 +215,7 @@ def main() -> None:
     print(f"WebGL first render: {webgl['first']:6.2f} s  (of which the server writing the .nii.gz: "
           f"{webgl['write']:.2f} s; target <= 2 s)")
     print(f"WebGL first render, file already written: {webgl['cached']:6.2f} s")
-    for name in ("3 planes + 3D", "axial only"):
+    for name in ("3 planes", "3 planes + 3D"):
         r = webgl[name]
         print(f"WebGL scrolling, {name}: one wheel step drawn in {r['draw_ms']:.1f} ms (GPU finished); one step "
               f"per animation frame: {r['frame_ms']:.1f} ms per frame median, {r['frame_p95_ms']:.1f} ms p95; "

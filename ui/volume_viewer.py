@@ -31,7 +31,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 NIIVUE_JS = STATIC / "niivue" / "niivue.umd.js"
 GLUE_JS = STATIC / "volume_viewer.js"
 COLORMAPS = ("warm", "hot", "red", "jet", "viridis")
-LAYOUTS = {"3 planes + 3D": 3, "axial": 0, "coronal": 1, "sagittal": 2, "3D": 4}
+# "planes": the three planes without the 3D render, the default where WebGL runs in software (SwiftShader,
+# llvmpipe), whose ray casting of a CT takes seconds a frame; values: NiiVue's slice types otherwise
+LAYOUTS = {"3 planes + 3D": "planes3d", "3 planes": "planes", "axial": "0", "coronal": "1", "sagittal": "2",
+           "3D": "4"}
 DRAG_MODES = {"window/level": "contrast", "measure distance": "measurement", "pan / zoom": "pan"}
 
 
@@ -149,8 +152,8 @@ def _template(elem_id: str, height: int) -> str:
 </div>
 <div class="rad3d-stage" style="height:{height}px"><canvas class="rad3d-canvas"></canvas></div>
 <div class="rad3d-where"></div><div class="rad3d-state">waiting for a case</div>
-<div class="rad3d-help">Wheel: slice · left click: crosshair · right drag: window/level, measure or pan/zoom
-(choose above) · ctrl-wheel in pan/zoom: zoom</div>
+<div class="rad3d-help">Wheel: slice (zoom when right drag is pan / zoom) · left click: crosshair ·
+right drag: window/level, measure or pan (choose above)</div>
 """
 
 

@@ -14,9 +14,13 @@
     return;
   }
   const N = window.niivue;
+  const probe = document.createElement("canvas").getContext("webgl2");
+  const info = probe.getExtension("WEBGL_debug_renderer_info");
+  const renderer = info ? String(probe.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+  const software = /SwiftShader|llvmpipe|softpipe|software/i.test(renderer);
   const nv = new N.Niivue({
     isRadiologicalConvention: true,  // patient's right on the image's left, as the PNG viewer
-    multiplanarShowRender: N.SHOW_RENDER.ALWAYS,
+    multiplanarShowRender: software ? N.SHOW_RENDER.NEVER : N.SHOW_RENDER.ALWAYS,
     show3Dcrosshair: true,
     isOrientationTextVisible: true,
     dragAndDropEnabled: false,
@@ -26,7 +30,7 @@
   });
   await nv.attachToCanvas(canvas);
   nv.setSliceType(nv.sliceTypeMultiplanar);
-  const view = { nv, volume: null, overlay: null, draws: 0, loads: 0 };
+  const view = { nv, volume: null, overlay: null, draws: 0, loads: 0, renderer, software };
   canvas.rad3d = view;  // tests and the bench read NiiVue's state here
   const drawScene = nv.drawScene.bind(nv);
   nv.drawScene = () => { view.draws += 1; return drawScene(); };
@@ -87,7 +91,8 @@
         }
       }
       jump(v.jump);
-      say(`ready: ${v.name}` + (v.overlay ? " with overlay" : ""));
+      say(`ready: ${v.name}` + (v.overlay ? " with overlay" : "") +
+          (software ? " · WebGL runs in software here: the 3D render is off until chosen under Layout" : ""));
       canvas.dataset.ready = v.volume + "|" + (v.overlay || "");
     } catch (err) {
       say(`cannot show the volume: ${err}`);
@@ -98,9 +103,18 @@
     const [w, l] = b.dataset.preset.split(",").map(Number);
     setWindow(w, l);
   }));
-  element.querySelector(".rad3d-layout").addEventListener("change", (e) => {
-    nv.setSliceType(Number(e.target.value));
-  });
+  const setLayout = (layout) => {
+    if (layout === "planes" || layout === "planes3d") {
+      nv.opts.multiplanarShowRender = layout === "planes3d" ? N.SHOW_RENDER.ALWAYS : N.SHOW_RENDER.NEVER;
+      nv.setSliceType(nv.sliceTypeMultiplanar);
+    } else {
+      nv.setSliceType(Number(layout));
+    }
+  };
+  view.setLayout = setLayout;
+  const layouts = element.querySelector(".rad3d-layout");
+  layouts.value = software ? "planes" : "planes3d";
+  layouts.addEventListener("change", (e) => setLayout(e.target.value));
   element.querySelector(".rad3d-drag").addEventListener("change", (e) => {
     nv.setDragMode(N.DRAG_MODE[e.target.value]);
   });
