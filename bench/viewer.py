@@ -4,8 +4,9 @@ loopback Gradio server:
 
 - WebGL (ui/volume_viewer.py, NiiVue): time to first render of a case (the server writes the gzipped
   NIfTI once; the browser downloads, inflates, uploads it to the GPU and draws), again with the file
-  already written, and the frame time while scrolling (one wheel step per animation frame over the
-  axial plane; plus the draw time of one step, synchronous, GPU work included via gl.finish()).
+  already written, and the frame time while scrolling in the layouts "3 planes" and "3 planes + 3D" (one
+  wheel step per animation frame over the axial plane; plus the draw time of one step, synchronous, GPU
+  work included via gl.finish()).
 - PNG (ui/viewer.py, today's fallback): time to first render of the case (three planes drawn by the
   server, sent, decoded) and the time per slice change (slider moved → new axial plane shown).
 
