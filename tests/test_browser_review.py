@@ -56,7 +56,7 @@ def served(tmp_path_factory, tiny_run):  # noqa: F811
     root = tmp_path_factory.mktemp("app")
     data = write_dataset(SynthConfig(n=4, seed=0, scale=8.0), root / "data", progress=False)
     config = AppConfig(data_dir=data, runs={"tiny": tiny_run[0], "tiny-again": tiny_run[0]},
-                       upload_dir=root / "uploads", max_upload_mb=2)
+                       upload_dir=root / "uploads", max_upload_mb=2, viewer="png")  # the WebGL one: test_browser_viewer
     app = build_app(config)
     port = free_port()
     launch(app, config, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
@@ -65,14 +65,14 @@ def served(tmp_path_factory, tiny_run):  # noqa: F811
 
 
 @contextlib.contextmanager
-def chromium_page(width: int, height: int):
+def chromium_page(width: int, height: int, extra_args: tuple[str, ...] = ()):
     """A page of Debian's Chromium, headless, in a throwaway profile (the browser tests' one setup)."""
     from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="rad3d-chromium-")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + list(extra_args), headless=True,
             viewport={"width": width, "height": height},
         )
         page = context.new_page()

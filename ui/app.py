@@ -45,6 +45,7 @@ class AppConfig(JsonConfig):
     upload_retention_hours: float = DEFAULT_RETENTION_HOURS  # uploads older than this are deleted
     max_side: int = 420  # displayed plane size in pixels
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)  # when a draft is flagged
+    viewer: str = "webgl"  # "webgl" (NiiVue, falls back to "png" without WebGL2) or "png" (server-drawn planes)
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)
@@ -53,6 +54,8 @@ class AppConfig(JsonConfig):
         self.upload_dir = Path(self.upload_dir) if self.upload_dir else rad3d_home() / "uploads"
         from engine.errors import ConfigError
 
+        if self.viewer not in ("webgl", "png"):
+            raise ConfigError(f"--viewer must be webgl or png, got {self.viewer!r}")
         if self.max_upload_mb <= 0:
             raise ConfigError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
         if not self.upload_retention_hours > 0:

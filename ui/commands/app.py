@@ -38,6 +38,9 @@ def register(subparsers, *, demo: Demo | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--viewer", choices=("webgl", "png"), default="webgl",
+                   help="webgl (default): NiiVue in the browser, the volume sent once and every scroll local, "
+                   "falling back to png without WebGL2; png: planes drawn by the server on each change")
     p.add_argument("--no-demo-build", action="store_true",
                    help="without --run, do not build the missing demo model in the background")
     from engine.config import add_config_arguments
@@ -98,7 +101,8 @@ def app_config(args: argparse.Namespace, demo: Demo | None):
     return AppConfig(data_dir=data, data_source=source, runs=runs, eval_dir=eval_dir,
                      upload_dir=args.upload_dir, max_upload_mb=args.max_upload_mb,
                      upload_retention_hours=args.upload_retention_hours,
-                     consistency=config_from_args(ConsistencyConfig, args, exclude=("guarded",), prefix="consistency_"))
+                     consistency=config_from_args(ConsistencyConfig, args, exclude=("guarded",), prefix="consistency_"),
+                     viewer=args.viewer)
 
 
 def run(args: argparse.Namespace, demo: Demo | None = None) -> int:

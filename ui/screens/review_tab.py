@@ -33,6 +33,7 @@ from ui.screens.common import (
 from ui.screens.demo_status import no_run_hint
 from ui.uploads import discard_temp_copy, display_name
 from ui.viewer import PLANES, WINDOW_PRESETS, clamp_crosshair, render_views
+from ui.volume_viewer import ViewerFiles, serve_viewer_files, volume_viewer
 
 log = logging.getLogger("rad3d.app")
 DEFAULT_MAX_TOKENS = 200
@@ -75,6 +76,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
     c = _review_screen(browser, config, hint)
     # Events are registered in the page's order (case, viewer, list, report), as Gradio numbers them.
     _wire_case_viewer(app, browser, config, extractor, c)
+    _wire_webgl_viewer(app, browser, c)
     _wire_case_list(browser, c)
     _wire_report(browser, config, extractor, hint, c)
     return ReviewControls(c.case, c.run, c.report_status)
@@ -97,13 +99,17 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
                              type="filepath", height=110, elem_id="upload")
             upload_status = gr.Markdown(elem_id="upload-status")
         with gr.Column(scale=3):
-            with gr.Row():
+            # the WebGL viewer (ui/volume_viewer.py) unless --viewer png; the server-drawn planes below
+            # are its fallback, shown when the browser has no WebGL2
+            webgl = volume_viewer(visible=config.viewer == "webgl") if config.viewer == "webgl" else None
+            png_visible = webgl is None
+            with gr.Row(visible=png_visible) as png_planes:
                 images = [gr.Image(label=p.capitalize(), type="filepath", format="png", interactive=False,
                                    elem_id=f"plane-{p}", buttons=[]) for p in PLANES]
-            with gr.Row():
+            with gr.Row(visible=png_visible) as png_sliders:
                 sliders = {p: gr.Slider(0, 1, value=0, step=1, label=f"{p.capitalize()} slice",
                                         elem_id=f"slider-{p}") for p in PLANES}
-            with gr.Row():
+            with gr.Row(visible=png_visible) as png_window:
                 preset = gr.Radio(list(WINDOW_PRESETS), value="lung", label="Window preset", elem_id="window-preset")
                 width = gr.Slider(1, 4000, value=lung[0], step=1, label="Window width (HU)", elem_id="window-width")
                 level = gr.Slider(-1200, 1500, value=lung[1], step=1, label="Window level (HU)",
@@ -139,7 +145,7 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
         max_tokens=max_tokens, guarded=guarded, consistency=consistency_box,
         generate=generate, report_status=report_status, chart=chart, provenance=provenance,
         generated=generated, agreement_box=agreement_box, timing=timing, reference=reference,
-        reference_labels=reference_labels,
+        reference_labels=reference_labels, webgl=webgl, png_rows=[png_planes, png_sliders, png_window],
     )
 
 
@@ -196,6 +202,30 @@ def _wire_case_viewer(app: gr.Blocks, browser, config, extractor, c: SimpleNames
         return [w, lv] + (on_view(name, x, y, z, w, lv, request))
 
     c.preset.input(on_preset, [c.preset, c.case] + xyz, [width, level] + images, show_progress="hidden")
+
+
+def _wire_webgl_viewer(app: gr.Blocks, browser, c: SimpleNamespace) -> None:
+    """The WebGL viewer gets the chosen case's volume (one download per case); a browser without
+    WebGL2 gets the server-drawn planes instead. Others show an overlay with
+    `c.viewer_files.value(volume, name, overlay=map, jump=(x, y, z))` returned to `c.webgl`."""
+    c.viewer_files = None
+    if c.webgl is None:
+        return
+    c.viewer_files = files = serve_viewer_files(ViewerFiles())
+
+    def on_case_volume(name, request: gr.Request = None):
+        if not name:
+            return ""
+        try:
+            return files.value(browser.volume(name, session_owner(request)), display_name(name))
+        except Exception as err:  # the planes' handler says why in the page; the viewer stays empty
+            log.warning("cannot show case %s in the WebGL viewer: %s", name, err)
+            return ""
+
+    c.case.change(on_case_volume, [c.case], [c.webgl])
+    app.load(on_case_volume, [c.case], [c.webgl])
+    c.webgl.nowebgl(lambda: [gr.HTML(visible=False)] + [gr.Row(visible=True)] * len(c.png_rows), None,
+                    [c.webgl] + c.png_rows)
 
 
 def _wire_case_list(browser, c: SimpleNamespace) -> None:
