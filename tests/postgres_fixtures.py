@@ -42,8 +42,9 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path):
+    def __init__(self, bindir: Path, *, durable: bool = False):
         self.bindir = bindir
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="rad3d-pg-"))  # under /tmp: `nobody` can reach it
         self.data = self.root / "data"
         self.port = free_port()
@@ -61,9 +62,11 @@ class PostgresServer:
     def start(self) -> None:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--no-instructions")
-        # fsync off: the tests kill rad3d's servers, never PostgreSQL, so its durability is not under test.
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        # fsync off in the tests: they kill rad3d's servers, never PostgreSQL, so its durability is not
+        # under test. A benchmark keeps PostgreSQL's defaults (`durable`), as SQLite keeps synchronous=FULL.
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", options,
                   "-w", "-t", "60", "start")
 
