@@ -123,7 +123,10 @@ def database_errors(handler):
         try:
             return handler(args)
         except DatabaseError as err:
-            raise ConfigError(f"study database cannot be read ({str(err.orig or err).splitlines()[0]})", args.db) from None
+            from study.readers.db import display_name
+
+            reason = str(err.orig or err).splitlines()[0]  # a PostgreSQL server gone mid-command lands here too
+            raise ConfigError(f"study database cannot be read ({reason})", display_name(args.db)) from None
 
     return wrapped
 
