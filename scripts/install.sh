@@ -27,6 +27,16 @@ if [ "$extras" = "test" ] && [ ! -x /usr/bin/chromium ]; then
         echo "  chromium-driver packages yourself, or tests/test_browser_review.py is skipped (fails when CI=true)"
     fi
 fi
+# The reader-study tests start a throwaway PostgreSQL server (tests/postgres_fixtures.py) from Debian's binaries.
+if [ "$extras" = "test" ] && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "rad3d install: installing Debian's postgresql for the reader-study tests"
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+    else
+        echo "rad3d install: PostgreSQL's initdb is missing and this is not root: install the postgresql"
+        echo "  package yourself, or the PostgreSQL reader-study tests are skipped (fail when CI=true)"
+    fi
+fi
 if [ -n "$extras" ]; then
     "$PY" -m pip install -e ".[$extras]"
 else

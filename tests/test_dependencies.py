@@ -24,6 +24,7 @@ TEST_EXTRA_IN_BENCH = {"playwright": "bench/viewer.py"}
 # Declared but never imported: each is used through another tool, shown by a line of the named file.
 USED_WITHOUT_IMPORT = {
     "gguf": ("engine/decoders/loading.py", "gguf_file"),  # transformers de-quantises GGUF with it
+    "psycopg": ("study/readers/db.py", "postgresql+psycopg"),  # SQLAlchemy's PostgreSQL driver
     "pytest-timeout": ("pyproject.toml", "timeout = "),  # the pytest plugin reads this option
     "ruff": ("tests/test_lint.py", '"ruff"'),  # run as `python -m ruff`
 }

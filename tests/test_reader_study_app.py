@@ -1,7 +1,9 @@
 """The reader-study server end to end over its HTTP API (gradio_client): a study created from
 phantom predictions, 20 simulated readers scoring at once, the server process killed (SIGKILL)
 mid-study and started again, every reader resuming where they were, bad values refused with a
-message, and the export holding exactly the ratings submitted."""
+message, and the export holding exactly the ratings submitted. On PostgreSQL the restart brings up
+two servers (two sites) on the one database, readers split between them, and a reader's same
+answer sent through both sites at once is kept once."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pandas as pd
 import pytest
 
 import cli
+from postgres_fixtures import postgres_server, study_db  # noqa: F401 (fixtures)
 from reader_study_fixtures import write_phantom_dataset, write_predictions
 from study.readers.service import ReaderStudyService
 
@@ -36,7 +39,7 @@ def free_port() -> int:
 class Server:
     """`rad3d study serve` in a subprocess."""
 
-    def __init__(self, db_path: Path, name: str, data: Path, log: Path):
+    def __init__(self, db_path: Path | str, name: str, data: Path, log: Path):
         self.args = [sys.executable, str(ROOT / "cli.py"), "study", "serve", "--db", str(db_path), "--name", name,
                      "--data", str(data), "--concurrency", "8"]
         self.log = log
@@ -80,13 +83,27 @@ def client(url):
     return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
 
 
+def revise_through_both_sites(urls: list[str], password: str, first: tuple[str, int, int]) -> tuple[str, int, int]:
+    """r19 sends the same revision of its first answer through both sites at the same moment (a
+    double click reaching two servers): it is stored once, as revision 2."""
+    code, clinical, technical = first
+    revised = (code, 1 + clinical % 5, technical)
+    clients = [client(u) for u in urls]
+    tokens = [c.predict("r19", password, api_name="/login")["token"] for c in clients]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda k: clients[k].predict(tokens[k], code, revised[1], revised[2], ["no_truncation"],
+                                                   "r19 says ok", api_name="/submit_rating"), range(2)))
+    return revised
+
+
 @pytest.mark.slow
-def test_concurrent_readers_survive_a_killed_server(tmp_path):
+def test_concurrent_readers_survive_a_killed_server(tmp_path, study_db):
     from gradio_client.exceptions import AppError
 
     data = write_phantom_dataset(tmp_path / "data", n=4)
     preds = write_predictions(data, tmp_path / "preds")
-    db_path = tmp_path / "study.sqlite"
+    db_path = study_db
+    two_sites = study_db.startswith("postgresql://")
     service = ReaderStudyService(db_path)
     passwords = {}
     import contextlib
@@ -105,6 +122,7 @@ def test_concurrent_readers_survive_a_killed_server(tmp_path):
     foreign_code = service.next_item(zoe).code
 
     server = Server(db_path, "pilot", data, tmp_path / "server.log")
+    site_b = Server(db_path, "pilot", data, tmp_path / "site_b.log")
     submitted: dict[str, list[tuple[str, int, int]]] = {r: [] for r in READERS}
 
     def score(reader: str, url: str, how_many: int) -> int:
@@ -145,9 +163,14 @@ def test_concurrent_readers_survive_a_killed_server(tmp_path):
         assert len(before) == FIRST * len(READERS)
 
         url = server.start()
+        urls = [url]
+        if two_sites:  # a second site on the same database; readers alternate between the two
+            urls.append(site_b.start())
         with ThreadPoolExecutor(len(READERS)) as pool:
-            resumed = list(pool.map(lambda r: score(r, url, items - FIRST), READERS))
+            resumed = list(pool.map(lambda r: score(r, urls[READERS.index(r) % len(urls)], items - FIRST), READERS))
         assert resumed == [FIRST + 1] * len(READERS)  # everyone resumes at their first unrated item
+        if two_sites:
+            submitted["r19"][0] = revise_through_both_sites(urls, passwords["pilot"]["r19"], submitted["r19"][0])
 
         admin = client(url)
         admin_password = service.reset_password("pilot", "admin")
@@ -158,6 +181,7 @@ def test_concurrent_readers_survive_a_killed_server(tmp_path):
             admin.predict(tok, api_name="/admin_summary")  # a reader's token opens no admin page
     finally:
         server.stop()
+        site_b.stop()
 
     out = tmp_path / "study.xlsx"
     assert cli.main(["study", "export", "--db", str(db_path), "--name", "pilot", "--out", str(out), "--resamples", "100"]) == 0
@@ -167,4 +191,6 @@ def test_concurrent_readers_survive_a_killed_server(tmp_path):
     assert set(zip(ratings["reader"], ratings["item_code"], ratings["clinical"], ratings["technical"])) == expected
     audit = service.audit_frame("pilot")
     assert (audit["event"] == "submit").sum() == len(ratings)
+    assert (audit["event"] == "revise").sum() == (1 if two_sites else 0)
+    assert len(service.revisions_frame("pilot")) == (1 if two_sites else 0)
     assert (audit["event"] == "refused").sum() == 4 and (audit["event"] == "login_failed").sum() == 1

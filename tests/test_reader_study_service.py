@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from engine.errors import ConfigError, DatasetError
+from postgres_fixtures import postgres_server, study_db  # noqa: F401 (fixtures)
 from reader_study_fixtures import ARMS, write_phantom_dataset, write_predictions
 from study.predictions import read_predictions
 from study.readers import db
@@ -24,9 +25,9 @@ def phantom(tmp_path_factory):
     return data, write_predictions(data, root / "preds")
 
 
-def make_study(tmp_path, phantom, readers=("alice", "bob"), cases=4, name="pilot", **kw):
+def make_study(tmp_path, phantom, readers=("alice", "bob"), cases=4, name="pilot", db_spec=None, **kw):
     data, preds = phantom
-    service = ReaderStudyService(tmp_path / "study.sqlite")
+    service = ReaderStudyService(db_spec or tmp_path / "study.sqlite")
     creds = service.create_study(StudySpec(name=name, arms={a: read_predictions(p) for a, p in preds.items()},
                                            arm_sources={a: str(p) for a, p in preds.items()}, readers=list(readers),
                                            cases=cases, seed=0, data_dir=str(data), **kw))
@@ -62,8 +63,8 @@ def test_create_refuses_bad_requests(tmp_path, phantom):
         make_study(tmp_path, phantom, readers=("ann", "ann"), name="dup")
 
 
-def test_submit_resume_revise_and_finish(tmp_path, phantom):
-    service, creds = make_study(tmp_path, phantom, cases=2)
+def test_submit_resume_revise_and_finish(tmp_path, phantom, study_db):
+    service, creds = make_study(tmp_path, phantom, db_spec=study_db, cases=2)
     with pytest.raises(AccessDenied):
         service.login("pilot", "alice", "wrong")
     tok = service.login("pilot", "alice", creds.passwords["alice"])
@@ -103,8 +104,8 @@ def test_submit_resume_revise_and_finish(tmp_path, phantom):
     assert events.count("submit") == 6 and events.count("revise") == 1 and "login_failed" in events and "finish" in events
 
 
-def test_bad_values_are_refused_and_logged(tmp_path, phantom):
-    service, creds = make_study(tmp_path, phantom, cases=2)
+def test_bad_values_are_refused_and_logged(tmp_path, phantom, study_db):
+    service, creds = make_study(tmp_path, phantom, db_spec=study_db, cases=2)
     alice = service.login("pilot", "alice", creds.passwords["alice"])
     bob = service.login("pilot", "bob", creds.passwords["bob"])
     code = service.next_item(alice).code
@@ -125,7 +126,7 @@ def test_bad_values_are_refused_and_logged(tmp_path, phantom):
     with pytest.raises(AccessDenied):
         service.submit_rating("forged-token", code, 3, 3)
     # Another study's item is not in alice's queue.
-    other, other_creds = make_study(tmp_path, phantom, cases=1, name="other", readers=("carol",))
+    other, other_creds = make_study(tmp_path, phantom, db_spec=study_db, cases=1, name="other", readers=("carol",))
     foreign = other.next_item(other.login("other", "carol", other_creds.passwords["carol"])).code
     with pytest.raises(RatingRefused, match="not in your queue"):
         service.submit_rating(alice, foreign, 3, 3)
@@ -140,8 +141,8 @@ def test_bad_values_are_refused_and_logged(tmp_path, phantom):
     assert audit.loc[audit["event"] == "refused", "detail"].str.contains("from 1 to 5").sum() == 4
 
 
-def test_unique_constraint_holds_one_live_rating(tmp_path, phantom):
-    service, creds = make_study(tmp_path, phantom, cases=1)
+def test_unique_constraint_holds_one_live_rating(tmp_path, phantom, study_db):
+    service, creds = make_study(tmp_path, phantom, db_spec=study_db, cases=1)
     tok = service.login("pilot", "alice", creds.passwords["alice"])
     service.submit_rating(tok, service.next_item(tok).code, 3, 3)
     with service.Session() as s:
@@ -156,6 +157,7 @@ def test_unique_constraint_holds_one_live_rating(tmp_path, phantom):
 
 
 def test_concurrent_readers_lose_nothing(tmp_path, phantom):
+    # SQLite only: on PostgreSQL, tests/test_reader_study_postgres.py sends each answer through two sites at once.
     names = [f"reader{i:02d}" for i in range(20)]
     service, creds = make_study(tmp_path, phantom, readers=names, cases=2)
     errors = []

@@ -31,7 +31,7 @@ log = logging.getLogger("rad3d.reader_study")
 
 @dataclass
 class ReaderStudyAppConfig(JsonConfig):
-    db_path: Path
+    db_path: str  # a SQLite path or a PostgreSQL URL (study.readers.db.database_url)
     study: str
     data_dir: DataSource | Path | None = None  # default: the dataset named when the study was created
     max_side: int = 380

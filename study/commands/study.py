@@ -61,7 +61,8 @@ def register(subparsers) -> None:
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     """--db and --name, which every action takes."""
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"study database, a SQLite file (default {DEFAULT_DB})")
+    parser.add_argument("--db", default=DEFAULT_DB, help="study database: a SQLite file, or a PostgreSQL URL "
+                        f"(postgresql://USER@HOST:PORT/DBNAME) that several sites share (default {DEFAULT_DB})")
     parser.add_argument("--name", required=True, help="study name")
 
 
@@ -122,7 +123,10 @@ def database_errors(handler):
         try:
             return handler(args)
         except DatabaseError as err:
-            raise ConfigError(f"study database cannot be read ({str(err.orig or err).splitlines()[0]})", args.db) from None
+            from study.readers.db import display_name
+
+            reason = str(err.orig or err).splitlines()[0]  # a PostgreSQL server gone mid-command lands here too
+            raise ConfigError(f"study database cannot be read ({reason})", display_name(args.db)) from None
 
     return wrapped
 
@@ -161,7 +165,7 @@ def create(args: argparse.Namespace) -> int:
         data_dir=source.absolute().dumps() if source else None, strata=strata, restrict_to=restrict))  # DataSource as JSON
     info = service.study_info(args.name)
     print(f"study {args.name!r}: {info['cases']} cases x {len(info['arms'])} arms = {info['items']} items per reader; "
-          f"database {Path(args.db).resolve()}")
+          f"database {service.path}")
     print("Logins (shown once; only salted hashes are stored):")
     for reader, password in creds.passwords.items():
         print(f"  reader {reader:16s} password {password}")

@@ -1,6 +1,7 @@
-"""Reader-study storage: SQLAlchemy models on one SQLite file.
+"""Reader-study storage: SQLAlchemy models on one SQLite file, or on a PostgreSQL database that
+several servers (sites) share.
 
-The file runs in WAL mode with foreign keys on, and every transaction starts with
+A SQLite file runs in WAL mode with foreign keys on, and every transaction starts with
 `BEGIN IMMEDIATE`, so concurrent submissions queue for the write lock (busy_timeout) instead of
 failing half-way. The schema's version is recorded in `schema_version`; opening an older file runs
 the migrations in MIGRATIONS in order, opening a newer one is refused.
@@ -28,16 +29,20 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from engine.errors import ConfigError
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 10  # an unreachable PostgreSQL host is reported after this, not the OS's minutes
+SCHEMA_LOCK_KEY = 0x72616433  # "rad3", the advisory lock held while a PostgreSQL schema is made or migrated
 READ_ONLY = "rad3d_read_only"  # execution option: begin with a plain (deferred) BEGIN, no write lock
 
 
@@ -204,11 +209,50 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
-def open_engine(path: str | Path, *, create: bool = True) -> Engine:
-    """Engine on the study database at `path` (created with the current schema if missing and
-    `create`, migrated if older). Raises ConfigError for a missing file (unless `create`), or one
-    that is not a healthy study database."""
-    path = Path(path)
+def database_url(spec: str | Path) -> URL:
+    """The SQLAlchemy URL of `--db`: a URL as given (postgresql:// runs on psycopg 3), anything else
+    a path to a SQLite file."""
+    text_spec = str(spec)
+    if "://" not in text_spec:
+        return URL.create("sqlite", database=str(Path(text_spec)))
+    try:
+        url = make_url(text_spec)
+    except ArgumentError:
+        raise ConfigError("not a database URL (postgresql://USER@HOST:PORT/DBNAME) nor a SQLite path",
+                          _hide_password(text_spec)) from None
+    if url.get_backend_name() == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite":
+        return url
+    raise ConfigError(f"study databases are SQLite files or PostgreSQL URLs, not {url.get_backend_name()}",
+                      url.render_as_string(hide_password=True))
+
+
+def _hide_password(spec: str) -> str:
+    """A URL that did not parse, printed without anything between ':' and '@' of its netloc."""
+    head, sep, rest = spec.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    return head + sep + (user + at + host if at else netloc) + slash + tail
+
+
+def display_name(spec: str | Path) -> str:
+    """What messages call the database: the SQLite path, or the URL with its password hidden."""
+    url = database_url(spec)
+    return str(url.database) if url.get_backend_name() == "sqlite" else make_url(str(spec)).render_as_string(hide_password=True)
+
+
+def open_engine(spec: str | Path, *, create: bool = True) -> Engine:
+    """Engine on the study database `spec` (a SQLite path or a PostgreSQL URL), created with the
+    current schema if it has none and `create`, migrated if older. Raises ConfigError for a missing
+    file or an empty database (unless `create`), an unreachable server, or a database that is not
+    a healthy study database."""
+    url = database_url(spec)
+    if url.get_backend_name() == "postgresql":
+        return _open_postgres(url, create)
+    path = Path(url.database or "")
     if path.exists() and path.is_dir():
         raise ConfigError("study database path is a directory", path)
     if not path.exists():
@@ -218,7 +262,7 @@ def open_engine(path: str | Path, *, create: bool = True) -> Engine:
     engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
     _configure_sqlite(engine)
     try:
-        _ensure_schema(engine, path)
+        _ensure_schema(engine, path, create)
     except ConfigError:
         engine.dispose()
         raise
@@ -228,27 +272,58 @@ def open_engine(path: str | Path, *, create: bool = True) -> Engine:
     return engine
 
 
-def _ensure_schema(engine: Engine, path: Path) -> None:
+def _open_postgres(url: URL, create: bool) -> Engine:
+    """PostgreSQL at READ COMMITTED (its default): the service locks the reader's row before it
+    writes that reader's answers (SELECT ... FOR UPDATE), so one reader's submissions from any
+    site run one at a time while different readers never wait for each other; the unique
+    constraints refuse whatever would slip past."""
+    shown = url.set(drivername="postgresql").render_as_string(hide_password=True)
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as err:
+        engine.dispose()
+        reason = " ".join(str(err.orig or err).split())[:300]
+        raise ConfigError(f"cannot reach the study database at {url.host or 'localhost'}:{url.port or 5432} ({reason})",
+                          shown) from None
+    try:
+        _ensure_schema(engine, shown, create)
+    except ConfigError:
+        engine.dispose()
+        raise
+    except DBAPIError as err:
+        engine.dispose()
+        raise ConfigError(f"not a usable study database ({str(err.orig or err).splitlines()[0]})", shown) from None
+    return engine
+
+
+def _ensure_schema(engine: Engine, where: str | Path, create: bool = True) -> None:
     with engine.begin() as conn:
-        # A damaged file can open and list its tables yet fail on the first real query; a quick
-        # check (milliseconds on a study-sized file) turns that into one clear refusal up front.
-        problems = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
-        if problems != ["ok"]:
-            raise ConfigError(f"study database is damaged (sqlite quick_check: {problems[0][:200]})", path)
-        has_version = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'")).first()
-        existing = conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type='table'")).scalar_one()
-        if not has_version and existing:
-            raise ConfigError("SQLite file holds other tables and no rad3d schema_version", path)
-        if not has_version:
+        if conn.dialect.name == "sqlite":
+            # A damaged file can open and list its tables yet fail on the first real query; a quick
+            # check (milliseconds on a study-sized file) turns that into one clear refusal up front.
+            problems = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise ConfigError(f"study database is damaged (sqlite quick_check: {problems[0][:200]})", where)
+        else:
+            # Two sites starting at once: the first creates or migrates, the second then finds it done.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        tables = set(inspect(conn).get_table_names())
+        if not tables and not create and conn.dialect.name != "sqlite":
+            raise ConfigError("no study tables in this database (make a study with `rad3d study create`)", where)
+        if "schema_version" not in tables and tables:
+            raise ConfigError("database holds other tables and no rad3d schema_version", where)
+        if "schema_version" not in tables:
             Base.metadata.create_all(conn)
             conn.execute(SchemaVersion.__table__.insert().values(id=1, version=SCHEMA_VERSION))
             return
         version = conn.execute(select(SchemaVersion.version).where(SchemaVersion.id == 1)).scalar_one()
         if version > SCHEMA_VERSION:
-            raise ConfigError(f"study database has schema version {version}, newer than this rad3d's {SCHEMA_VERSION}", path)
+            raise ConfigError(f"study database has schema version {version}, newer than this rad3d's {SCHEMA_VERSION}", where)
         while version < SCHEMA_VERSION:
             if version not in MIGRATIONS:
-                raise ConfigError(f"no migration from study database schema version {version}", path)
+                raise ConfigError(f"no migration from study database schema version {version}", where)
             MIGRATIONS[version](conn)
             version += 1
             conn.execute(SchemaVersion.__table__.update().where(SchemaVersion.id == 1).values(version=version))
@@ -278,23 +353,23 @@ def _v1_to_v2(conn: Connection) -> None:
     every reader's queue is reshuffled with the new secret: ratings belong to items, not positions,
     so nothing is lost; a reader resumes at their first unrated item in the new order. Version-1
     sessions had no expiry and are ended (readers log in again)."""
-    conn.exec_driver_sql("ALTER TABLE studies ADD COLUMN secret VARCHAR(64) NOT NULL DEFAULT ''")
-    conn.exec_driver_sql("DROP TABLE login_sessions")
+    conn.execute(text("ALTER TABLE studies ADD COLUMN secret VARCHAR(64) NOT NULL DEFAULT ''"))
+    conn.execute(text("DROP TABLE login_sessions"))
     LoginSession.__table__.create(conn)
-    for (study_id,) in conn.exec_driver_sql("SELECT id FROM studies").fetchall():
+    for (study_id,) in conn.execute(text("SELECT id FROM studies")).fetchall():
         secret = new_secret()
-        conn.exec_driver_sql("UPDATE studies SET secret = ? WHERE id = ?", (secret, study_id))
-        readers = conn.exec_driver_sql("SELECT id FROM readers WHERE study_id = ? AND role = 'reader'", (study_id,))
+        conn.execute(text("UPDATE studies SET secret = :s WHERE id = :i"), {"s": secret, "i": study_id})
+        readers = conn.execute(text("SELECT id FROM readers WHERE study_id = :i AND role = 'reader'"), {"i": study_id})
         for (reader_id,) in readers.fetchall():
-            rows = conn.exec_driver_sql("SELECT id FROM assignments WHERE reader_id = ? ORDER BY id", (reader_id,))
+            rows = conn.execute(text("SELECT id FROM assignments WHERE reader_id = :r ORDER BY id"), {"r": reader_id})
             ids = [r[0] for r in rows.fetchall()]
             keyed_rng(secret, f"migrate-queue:{reader_id}").shuffle(ids)
             # Two passes keep UNIQUE(reader_id, position) true after every statement.
-            conn.exec_driver_sql("UPDATE assignments SET position = -position WHERE reader_id = ?", (reader_id,))
+            conn.execute(text("UPDATE assignments SET position = -position WHERE reader_id = :r"), {"r": reader_id})
             for position, assignment_id in enumerate(ids, start=1):
-                conn.exec_driver_sql("UPDATE assignments SET position = ? WHERE id = ?", (position, assignment_id))
-        conn.exec_driver_sql("INSERT INTO audit_log (study_id, event, detail, at) VALUES (?, 'migrate', ?, ?)",
-                             (study_id, "schema 2: secret blind, queues reshuffled, sessions ended", utcnow()))
+                conn.execute(text("UPDATE assignments SET position = :p WHERE id = :i"), {"p": position, "i": assignment_id})
+        conn.execute(text("INSERT INTO audit_log (study_id, event, detail, at) VALUES (:i, 'migrate', :d, :t)"),
+                     {"i": study_id, "d": "schema 2: secret blind, queues reshuffled, sessions ended", "t": utcnow()})
 
 
 # version n → callable migrating a connection from n to n + 1.

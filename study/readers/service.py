@@ -199,9 +199,9 @@ def reader_order(item_ids: list[int], secret: str, reader_id: int) -> list[int]:
 # -- the service ------------------------------------------------------------------------------------
 class ReaderStudyService:
     def __init__(self, db_path: str | Path, *, create: bool = True, config: ServiceConfig | None = None):
-        self.path = Path(db_path)
+        self.path = db.display_name(db_path)  # a SQLite path, or a URL without its password
         self.config = config or ServiceConfig()
-        self.engine = db.open_engine(self.path, create=create)
+        self.engine = db.open_engine(db_path, create=create)
         self.Session = db.session_factory(self.engine)
         self.ReadSession = db.session_factory(self.engine, read_only=True)
         self.backoff = Backoff(self.config.backoff)
@@ -569,7 +569,10 @@ class ReaderStudyService:
 
         problem = None
         with self.Session.begin() as s:
-            reader = s.get(Reader, reader.id)
+            # The reader's row lock (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers)
+            # makes one reader's submissions from any server run one at a time: a double click through
+            # two sites revises once instead of inserting twice or losing a revision.
+            reader = s.get(Reader, reader.id, with_for_update=True)
             item = s.scalars(select(Item).where(Item.code == str(code or ""))).first()
             assignment = None if item is None else s.scalars(
                 select(Assignment).where(Assignment.reader_id == reader.id, Assignment.item_id == item.id)).first()
@@ -610,7 +613,7 @@ class ReaderStudyService:
         """Close the reader's study: allowed once every item is rated; no revisions after."""
         reader = self._reader_or_refuse(token)
         with self.Session.begin() as s:
-            reader = s.get(Reader, reader.id)
+            reader = s.get(Reader, reader.id, with_for_update=True)
             total, rated = self._counts(s, reader)
             if rated >= total and reader.finished_at is None:
                 reader.finished_at = db.utcnow()

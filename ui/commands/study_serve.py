@@ -37,7 +37,6 @@ def _check_port(host: str, port: int) -> None:
 
 @database_errors
 def serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from engine.data import source_from_args
     from engine.errors import ConfigError
@@ -47,7 +46,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.session_hours <= 0:
         raise ConfigError(f"--session-hours must be positive, got {args.session_hours}")
     _check_port(args.host, args.port)
-    config = ReaderStudyAppConfig(db_path=Path(args.db), study=args.name, data_dir=source_from_args(args),
+    config = ReaderStudyAppConfig(db_path=args.db, study=args.name, data_dir=source_from_args(args),
                                   service=ServiceConfig(session_ttl_s=args.session_hours * 3600.0))
     app = build_reader_study_app(config)
     app.queue(default_concurrency_limit=args.concurrency)
