@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "engine.commands.params",
     "engine.commands.embed",
     "engine.commands.report",
+    "engine.commands.evidence",
     "training.commands.demo",
     "ui.commands.app",
     "study.commands.metrics",
