@@ -24,7 +24,8 @@ from engine.evidence import DEFAULT_METHOD, EvidenceMap, evidence_maps, peak_vox
 
 @dataclass
 class Overlay:
-    """What a viewer lays over a case: the map on the volume's (X, Y, Z) grid in [0, 1], its peak voxel."""
+    """What a viewer lays over a case: the map on the volume's (X, Y, Z) grid in [0, 1] (peak 1), its
+    peak voxel."""
 
     finding: str
     method: str
@@ -96,6 +97,9 @@ class EvidenceCache:
 
 def overlay_of(m: EvidenceMap, volume, model) -> Overlay:
     vm = to_volume_grid(m.input_map, volume.hu.shape, volume.spacing_mm, model.preprocess_config)
+    peak = float(vm.max())
+    if peak > 0:  # interpolation between input voxels lowers the top: the overlay's scale starts at 1 again
+        vm /= peak
     return Overlay(m.finding, m.method, vm, peak_voxel(vm), m.logit)
 
 

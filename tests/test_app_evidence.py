@@ -73,3 +73,25 @@ def test_overlay_appears_and_jump_moves_to_the_peak(phantom_data, tiny_run, tmp_
 
     with pytest.raises(Exception, match="Choose a run"):
         on_show(name, "(no run)", FINDING, *centre, 1500, -600, 0.8, request=request, progress=quiet)
+
+
+def test_evidence_command_writes_the_map_and_reads_it_back_from_the_cache(tiny_run, tmp_path, capsys):  # noqa: F811
+    import nibabel as nib
+
+    import cli
+    from run_fixtures import chest_like_volume
+
+    volume = chest_like_volume(4)
+    path = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(volume.hu, np.diag([-3.0, -3.0, 5.0, 1.0])), str(path))  # L, P, S as stored
+    common = [str(path), "--run", str(tiny_run[0]), "--cache", str(tmp_path / "cache")]
+    assert cli.main(["evidence", *common, "--finding", "Pleural effusions"]) == 1
+    assert "unknown finding 'Pleural effusions'" in capsys.readouterr().err
+    assert cli.main(["evidence", *common, "--finding", FINDING, "--out", str(tmp_path / "map.nii.gz")]) == 0
+    first = capsys.readouterr().out
+    saved = np.asarray(nib.load(str(tmp_path / "map.nii.gz")).dataobj)
+    assert saved.shape == volume.shape and saved.max() == pytest.approx(1.0, abs=1e-3)
+    peak = tuple(int(v) for v in np.unravel_index(int(saved.argmax()), saved.shape))
+    assert f"peak voxel (x={peak[0]}, y={peak[1]}, z={peak[2]})" in first and "computed" in first
+    assert cli.main(["evidence", *common, "--finding", FINDING]) == 0
+    assert "from the cache" in capsys.readouterr().out

@@ -64,6 +64,16 @@ def _save_map(path: Path, volume, volume_map) -> None:
     nib.save(nib.Nifti1Image(volume_map.astype(np.float32), affine), str(path))
 
 
+def _check_finding(run: str, finding: str) -> None:
+    """An unknown finding is refused from the run's config alone, before any weights load."""
+    from engine.errors import ConfigError
+    from engine.rundir import load_image_model
+
+    names = list(load_image_model(run)[1].label_set.names)
+    if finding not in names:
+        raise ConfigError(f"unknown finding {finding!r} (this run's image model knows: {', '.join(names)})", run)
+
+
 def run_evidence(args: argparse.Namespace) -> int:
     from engine.evidence import DEFAULT_METHOD, METHODS
     from engine.home import rad3d_home
@@ -72,22 +82,23 @@ def run_evidence(args: argparse.Namespace) -> int:
     method = _methods(args.method or DEFAULT_METHOD)[0]
     volume = (load_volume(args.volume, rescale=tuple(args.rescale), reorient=False) if args.rescale
               else load_volume(args.volume))  # a bad file is refused before any model loads
+    _check_finding(args.run, args.finding)
     from tqdm import tqdm
 
-    from engine.evidence import finding_indices
     from engine.evidence_cache import EvidenceCache, evidence_for
     from engine.image_model import open_image_model
 
     with tqdm(total=2, desc="evidence", unit="step") as bar:
+        bar.set_postfix_str("loading the image model")
         model = open_image_model(args.run)
-        finding_indices(model, [args.finding])
         bar.update()
+        bar.set_postfix_str(f"{method} map of {args.finding}")
         cache = EvidenceCache(args.cache or rad3d_home() / "evidence")
         overlay = evidence_for(model, volume, args.finding, cache, method)
         bar.update()
     x, y, z = overlay.peak
     print(f"{args.finding} ({method}; methods: {', '.join(METHODS)}): logit {overlay.logit:.3f}, "
-          f"peak voxel (x={x}, y={y}, z={z}) = axial slice {z}; {'cached' if not cache.computed else 'computed'}")
+          f"peak voxel (x={x}, y={y}, z={z}) = axial slice {z}; {'computed' if cache.computed else 'from the cache'}")
     if args.out:
         _save_map(Path(args.out), volume, overlay.volume_map)
         print(f"map written to {args.out}")
