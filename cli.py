@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "engine.commands.embed",
     "engine.commands.report",
     "engine.commands.ask",
+    "engine.commands.evidence",
     "training.commands.demo",
     "ui.commands.app",
     "study.commands.metrics",

@@ -102,11 +102,17 @@ def render_plane(
     *,
     max_side: int = 512,
     show_crosshair: bool = True,
+    overlay: np.ndarray | None = None,
+    opacity: float = 0.5,
 ) -> Image.Image:
-    """One plane as an RGB image with square physical pixels, a crosshair and edge letters."""
+    """One plane as an RGB image with square physical pixels, a crosshair and edge letters;
+    `overlay`: a map in [0, 1] on the volume's grid drawn over it in colour (blend_overlay)."""
     grey = window(plane_slice(hu, plane, crosshair.index(plane)), width, level)
     size = display_size(grey.shape, pixel_spacing(spacing_mm, plane), max_side)
-    image = Image.fromarray(np.ascontiguousarray(grey), mode="L").resize(size, Image.BILINEAR).convert("RGB")
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    if overlay is not None:
+        rgb = blend_overlay(rgb, plane_slice(overlay, plane, crosshair.index(plane)), opacity)
+    image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").resize(size, Image.BILINEAR)
     draw = ImageDraw.Draw(image)
     if show_crosshair:
         row, col = crosshair.in_plane(plane, hu.shape)
@@ -117,6 +123,21 @@ def render_plane(
         draw.line([(cx, 0), (cx, size[1])], fill=(255, 200, 0), width=1)
     draw_orientation_letters(draw, plane, size)
     return image
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """[0, 1] → RGB uint8 along black-body colours (dark red → red → yellow → white)."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    rgb = np.clip(np.concatenate([3 * v, 3 * v - 1, 3 * v - 2], axis=-1), 0.0, 1.0)
+    return (np.maximum(rgb, np.array([0.35, 0.0, 0.0]) * (v > 0)) * 255).astype(np.uint8)
+
+
+def blend_overlay(rgb: np.ndarray, values: np.ndarray, opacity: float) -> np.ndarray:
+    """An (H, W, 3) uint8 image with a [0, 1] map laid over it: each pixel's colour weight is
+    opacity × its value, so where there is no evidence the image shows unchanged."""
+    alpha = (float(np.clip(opacity, 0.0, 1.0)) * np.clip(values, 0.0, 1.0))[..., None]
+    out = rgb.astype(np.float32) * (1 - alpha) + heat_colours(values).astype(np.float32) * alpha
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 LETTER_COLOUR = (0, 255, 255)
@@ -151,6 +172,8 @@ def clamp_crosshair(shape: tuple[int, int, int], x: float, y: float, z: float) -
 
 
 def render_views(hu: np.ndarray, spacing_mm: tuple[float, float, float], crosshair: Crosshair,
-                 width: float, level: float, *, max_side: int = 512) -> list[Image.Image]:
+                 width: float, level: float, *, max_side: int = 512, overlay: np.ndarray | None = None,
+                 opacity: float = 0.5) -> list[Image.Image]:
     """The three planes (PLANES order) through one crosshair: what the page redraws on any change."""
-    return [render_plane(hu, spacing_mm, p, crosshair, width, level, max_side=max_side) for p in PLANES]
+    return [render_plane(hu, spacing_mm, p, crosshair, width, level, max_side=max_side, overlay=overlay,
+                         opacity=opacity) for p in PLANES]

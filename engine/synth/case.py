@@ -73,6 +73,40 @@ def make_grid(anatomy: Anatomy, scale: float, pos_rng: np.random.Generator, reco
     return Grid((n_xy, n_xy, n_z), (sxy, sxy, sz), origin), z_mm
 
 
+@dataclass
+class CasePlan:
+    """A phantom before rendering: the anatomy's layers, each planted finding's own layers and
+    truth (patient frame), and the voxel grid. `generate_case` renders it; `engine.synth.masks`
+    renders each finding's layers alone to find the voxels it changed."""
+
+    anatomy: Anatomy
+    base_layers: list
+    finding_layers: dict[str, list]
+    truth: list[dict]
+    grid: Grid
+    z_mm: float
+
+
+def plan_case(seed: int, findings: Iterable[str] | Mapping[str, dict] | None = None, scale: float = 1.0, *,
+              patient_seed: int | None = None, recon_seed: int | None = None) -> CasePlan:
+    """Everything `generate_case` draws, in the same random streams, short of rendering."""
+    chosen = normalise_findings(findings)
+    patient_seed = seed if patient_seed is None else patient_seed
+    recon_seed = seed if recon_seed is None else recon_seed
+    anatomy = sample_anatomy(_rng(patient_seed, 1), _rng(patient_seed, 2))
+    names = ct_rate().names
+    rngs = {n: _rng(seed, 100 + names.index(n)) for n in chosen}
+    params = {n: PLANTERS[n].adjust(anatomy, rngs[n], chosen[n]) for n in chosen}
+    anatomy.fit_heart()
+    base = anatomy.layers()
+    own, truth = {}, []
+    for n in chosen:
+        own[n], t = PLANTERS[n].plant(anatomy, rngs[n], params[n])
+        truth.append({"finding": n, **t})
+    grid, z_mm = make_grid(anatomy, scale, _rng(seed, 3), _rng(recon_seed, 5))
+    return CasePlan(anatomy, base, own, truth, grid, z_mm)
+
+
 def generate_case(
     seed: int,
     findings: Iterable[str] | Mapping[str, dict] | None = None,
@@ -84,32 +118,20 @@ def generate_case(
 ) -> SynthCase:
     """A phantom with exactly `findings` planted (names of the CT-RATE labels; a mapping gives
     per-finding options such as {"Lung nodule": {"lobe": "RUL", "diameter_mm": 12}})."""
-    chosen = normalise_findings(findings)
-    patient_seed = seed if patient_seed is None else patient_seed
     recon_seed = seed if recon_seed is None else recon_seed
-    anatomy = sample_anatomy(_rng(patient_seed, 1), _rng(patient_seed, 2))
-    names = ct_rate().names
-    rngs = {n: _rng(seed, 100 + names.index(n)) for n in chosen}
-    params = {n: PLANTERS[n].adjust(anatomy, rngs[n], chosen[n]) for n in chosen}
-    anatomy.fit_heart()
-    layers = anatomy.layers()
-    truth = []
-    for n in chosen:
-        extra, t = PLANTERS[n].plant(anatomy, rngs[n], params[n])
-        layers += extra
-        truth.append({"finding": n, **t})
-    grid, z_mm = make_grid(anatomy, scale, _rng(seed, 3), _rng(recon_seed, 5))
-    hu, tissue = render(layers, grid)
+    plan = plan_case(seed, findings, scale, patient_seed=patient_seed, recon_seed=recon_seed)
+    grid, z_mm = plan.grid, plan.z_mm
+    hu, tissue = render(plan.base_layers + [la for layers in plan.finding_layers.values() for la in layers], grid)
     if noise:
         nrng = _rng(recon_seed, 6)
         sigma = nrng.uniform(10, 20)
         hu += nrng.standard_normal(hu.shape, dtype=np.float32) * np.float32(sigma)
     np.clip(hu, HU_MIN, HU_MAX, out=hu)
-    truth = [_to_volume_frame(t, grid) for t in truth]
-    labels = {n: int(n in chosen) for n in names}
+    truth = [_to_volume_frame(t, grid) for t in plan.truth]
+    labels = {n: int(n in plan.finding_layers) for n in ct_rate().names}
     meta = {"slice_thickness_mm": z_mm * scale, "nominal_slice_mm": z_mm}
     report = write_report(truth, _rng(seed, 4), meta)
-    return SynthCase(hu, tissue, grid.spacing, truth, report, labels, anatomy, grid, meta)
+    return SynthCase(hu, tissue, grid.spacing, truth, report, labels, plan.anatomy, grid, meta)
 
 
 def _to_volume_frame(t: dict, grid: Grid) -> dict:

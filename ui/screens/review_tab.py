@@ -15,6 +15,7 @@ import gradio as gr
 from study.consistency import check_case
 from study.findings import FindingExtractor
 from ui.charts import probability_chart
+from ui.evidence_view import EvidenceOverlays
 from ui.findings_view import agreement, agreement_html, consistency_html, guard_marks_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
@@ -75,7 +76,9 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
 
     c = _review_screen(browser, config, hint)
     # Events are registered in the page's order (case, viewer, list, report), as Gradio numbers them.
-    _wire_case_viewer(app, browser, config, extractor, c)
+    overlays = EvidenceOverlays(browser)
+    views = _wire_case_viewer(app, browser, config, extractor, c, overlays)
+    _wire_evidence(config, c, overlays, views)
     _wire_webgl_viewer(app, browser, c)
     _wire_case_list(browser, c)
     _wire_report(browser, config, extractor, hint, c)
@@ -114,6 +117,14 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
                 width = gr.Slider(1, 4000, value=lung[0], step=1, label="Window width (HU)", elem_id="window-width")
                 level = gr.Slider(-1200, 1500, value=lung[1], step=1, label="Window level (HU)",
                                   elem_id="window-level")
+            with gr.Row():  # the evidence overlay: a finding's map over the planes, its peak one click away
+                ev_finding = gr.Dropdown(browser.label_names, value=(browser.label_names or [None])[0],
+                                         label="Evidence for", elem_id="evidence-finding")
+                opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="evidence-opacity")
+                show_ev = gr.Button("Show evidence", elem_id="evidence-show")
+                jump_ev = gr.Button("Jump to evidence", elem_id="evidence-jump")
+            ev_status = gr.Markdown(elem_id="evidence-status")
+            ev_shown = gr.State("")  # the finding whose overlay the planes draw ("" none)
             case_info = gr.Markdown(elem_id="case-info")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -146,18 +157,23 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
         generate=generate, report_status=report_status, chart=chart, provenance=provenance,
         generated=generated, agreement_box=agreement_box, timing=timing, reference=reference,
         reference_labels=reference_labels, webgl=webgl, png_rows=[png_planes, png_sliders, png_window],
+        ev_finding=ev_finding, opacity=opacity, show_ev=show_ev, jump_ev=jump_ev,
+        ev_status=ev_status, ev_shown=ev_shown,
     )
 
 
-def _wire_case_viewer(app: gr.Blocks, browser, config, extractor, c: SimpleNamespace) -> None:
-    """Opening a case (its planes, reference and size) and moving through it: slices and window."""
+def _wire_case_viewer(app: gr.Blocks, browser, config, extractor, c: SimpleNamespace, overlays):
+    """Opening a case (its planes, reference and size) and moving through it: slices and window.
+    Returns `views`, the planes' renderer (with the evidence overlay when one is shown)."""
     images, xyz, width, level = c.images, c.xyz, c.width, c.level
 
-    def views(name, x, y, z, w, lv, owner):
+    def views(name, x, y, z, w, lv, owner, run_name=None, shown="", opacity=0.5):
         volume = browser.volume(name, owner)
         cross = clamp_crosshair(volume.shape, x, y, z)
+        overlay = overlays.shown(run_name, name, owner, shown) if shown else None
         planes = render_views(volume.hu, volume.spacing_mm, cross, max(float(w), 1.0), float(lv),
-                              max_side=config.max_side)
+                              max_side=config.max_side, overlay=overlay.volume_map if overlay else None,
+                              opacity=float(opacity))
         return [png_file(image, images[0].GRADIO_CACHE) for image in planes]
 
     def on_case(name, w, lv, run_name=None, request: gr.Request = None):
@@ -185,23 +201,71 @@ def _wire_case_viewer(app: gr.Blocks, browser, config, extractor, c: SimpleNames
     c.case.change(on_case, [c.case, width, level, c.run], case_outputs)
     app.load(on_case, [c.case, width, level, c.run], case_outputs)
 
-    def on_view(name, x, y, z, w, lv, request: gr.Request = None):
+    def on_view(name, x, y, z, w, lv, run_name=None, shown="", opacity=0.5, request: gr.Request = None):
         if not name:
             return [None] * 3
         try:
-            return views(name, x, y, z, w, lv, session_owner(request))
+            return views(name, x, y, z, w, lv, session_owner(request), run_name, shown, opacity)
         except Exception as err:
             raise gr.Error(message(err, "Drawing the planes")) from None
 
-    for control in xyz + [width, level]:
-        control.input(on_view, [c.case] + xyz + [width, level], images, show_progress="hidden",
+    shown = [c.run, c.ev_shown, c.opacity]
+    for control in xyz + [width, level, c.opacity]:
+        control.input(on_view, [c.case] + xyz + [width, level] + shown, images, show_progress="hidden",
                       trigger_mode="always_last")
 
-    def on_preset(p, name, x, y, z, request: gr.Request = None):
+    def on_preset(p, name, x, y, z, run_name=None, ev_shown="", opacity=0.5, request: gr.Request = None):
         w, lv = WINDOW_PRESETS[p]
-        return [w, lv] + (on_view(name, x, y, z, w, lv, request))
+        return [w, lv] + (on_view(name, x, y, z, w, lv, run_name, ev_shown, opacity, request))
 
-    c.preset.input(on_preset, [c.preset, c.case] + xyz, [width, level] + images, show_progress="hidden")
+    c.preset.input(on_preset, [c.preset, c.case] + xyz + shown, [width, level] + images, show_progress="hidden")
+    return views
+
+
+def _wire_evidence(config, c: SimpleNamespace, overlays, views) -> None:
+    """"Show evidence" lays the chosen finding's map over the planes (computed on demand, cached);
+    "Jump to evidence" also moves the crosshair to its peak."""
+    def evidence(name, run_name, finding, owner, progress):
+        if run_name == NO_RUN or run_name not in config.runs:
+            raise gr.Error("Choose a run: the evidence map comes from its image model")
+        if not name or not finding:
+            raise gr.Error("Choose a case and a finding first")
+        progress(0.1, desc=f"Evidence for {finding}…")
+        overlay = overlays.compute(run_name, name, owner, finding)
+        weak = " ⚠ the classifier is weak on this finding" if overlays.browser.session(run_name).image.is_weak(
+            finding) else ""
+        x, y, z = overlay.peak
+        status = (f"Evidence for **{finding}** ({overlay.method}, logit {overlay.logit:.2f}): peak at voxel "
+                  f"({x}, {y}, {z}), axial slice {z}.{weak}")
+        return overlay, status
+
+    def on_show(name, run_name, finding, x, y, z, w, lv, opacity, request: gr.Request = None,
+                progress=gr.Progress()):  # noqa: B008 (Gradio finds its tracker by this default)
+        owner = session_owner(request)
+        try:
+            _, status = evidence(name, run_name, finding, owner, progress)
+            return views(name, x, y, z, w, lv, owner, run_name, finding, opacity) + [finding, status]
+        except gr.Error:
+            raise
+        except Exception as err:
+            raise gr.Error(message(err, "Evidence map")) from None
+
+    def on_jump(name, run_name, finding, w, lv, opacity, request: gr.Request = None,
+                progress=gr.Progress()):  # noqa: B008 (Gradio finds its tracker by this default)
+        owner = session_owner(request)
+        try:
+            overlay, status = evidence(name, run_name, finding, owner, progress)
+            return (views(name, *overlay.peak, w, lv, owner, run_name, finding, opacity) + list(overlay.peak)
+                    + [finding, status])
+        except gr.Error:
+            raise
+        except Exception as err:
+            raise gr.Error(message(err, "Evidence map")) from None
+
+    c.show_ev.click(on_show, [c.case, c.run, c.ev_finding] + c.xyz + [c.width, c.level, c.opacity],
+                    c.images + [c.ev_shown, c.ev_status])
+    c.jump_ev.click(on_jump, [c.case, c.run, c.ev_finding, c.width, c.level, c.opacity],
+                    c.images + c.xyz + [c.ev_shown, c.ev_status])
 
 
 def _wire_webgl_viewer(app: gr.Blocks, browser, c: SimpleNamespace) -> None:
