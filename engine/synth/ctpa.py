@@ -26,9 +26,9 @@ from engine.errors import ConfigError
 from engine.synth.anatomy import ORDER_HEART, ORDER_LUNG_VESSELS, Anatomy
 from engine.synth.canvas import LOBES, Layer, Tissue
 from engine.synth.findings import (
+    _LUNGISH,
     LOBE_NAMES,
     LOBE_SIDE,
-    _LUNGISH,
     Planter,
     _atelectasis,
     _consolidation,
