@@ -40,7 +40,7 @@ def test_split_forward_equals_the_encoder(tmp_path):
 def tuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     write_image_model(root / "image")
-    data = write_dataset(SynthConfig(n=12, seed=1, scale=16.0, domain="inspect-like"), root / "data",
+    data = write_dataset(SynthConfig(n=12, seed=1, scale=8.0, domain="inspect-like"), root / "data",
                          progress=False)
     config = ClassifierTrainConfig(tune_last_layer=True, epochs=2, batch_size=4, lr=1e-2, encoder_lr=1e-2,
                                    patience=5)
