@@ -61,6 +61,16 @@ def test_tuning_changes_only_the_last_layer_and_the_head(tuned):
     image = open_image_model(root / "tuned")
     assert image.label_set.name == "inspect-like" and image.classifier.config.n_labels == 21
     assert len(image.thresholds) == 21
+    # The saved encoder + folded head, on the inference path, give what training measured.
+    from engine.data import resolve
+    from training.volume_tensors import load_volume_tensors
+
+    dataset = resolve(root / "data", label_set=image.label_set, section=None)
+    names = [c.volume_name for c in dataset.split("test")]
+    videos = load_volume_tensors(dataset, names, GRID, workers=0, progress=False)
+    _, logits = image(videos)
+    torch.testing.assert_close(torch.sigmoid(logits), torch.from_numpy(result.probabilities["test"]),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_image_model_records_the_tuning(tuned):

@@ -196,6 +196,7 @@ class LastLayerResult:
     notes: dict
     thresholds: np.ndarray
     report: object  # pandas DataFrame
+    probabilities: dict[str, np.ndarray]  # valid and test, in split order
 
 
 def tune_last_layer(data_dir, out: str | Path, *, image_model: str | Path, label_set=None,
@@ -262,4 +263,4 @@ def _write(out: Path, model, base, dataset, splits, x, grid, config, notes, tune
                           valid_auroc=per_label_auroc(table, "valid", dataset.label_set.names))
         write_report(out, table, f"Last-layer adaptation ({dataset.label_set.name})",
                      rule=threshold_rule(config.threshold_method, config.min_specificity))
-    return LastLayerResult(out, {**notes, "tuned_last_layer": tuned}, thresholds, table)
+    return LastLayerResult(out, {**notes, "tuned_last_layer": tuned}, thresholds, table, probs)
