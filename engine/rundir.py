@@ -102,8 +102,16 @@ class ImageModelConfig(JsonConfig):
     classifier: ClassifierSpec
     notes: dict = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)  # empty: written before it was recorded
+    # Set by `rad3d train-classifier --tune-last-layer`: which encoder layer was fine-tuned and the
+    # digests of the base image model and encoder weights it started from. Not written when None.
+    tuned_last_layer: dict | None = None
 
-    _json_in, _json_out = _formatted("image model", IMAGE_MODEL_FORMAT)
+    _json_in, _json_write = _formatted("image model", IMAGE_MODEL_FORMAT)
+
+    def _json_out(self, data: dict) -> dict:
+        if data.get("tuned_last_layer") is None:
+            data = {k: v for k, v in data.items() if k != "tuned_last_layer"}
+        return self._json_write(data)
 
     def __post_init__(self):
         coerce_nested(self)

@@ -238,9 +238,13 @@ class ClassifierTrainConfig(JsonConfig):
         "youden-floor (the best sensitivity + specificity among thresholds with specificity >= --min-specificity), "
         "specificity (the lowest threshold with specificity >= --min-specificity), youden or f1")
     min_specificity: float = setting(0.9, "the specificity floor of threshold methods youden-floor and specificity")
+    tune_last_layer: bool = setting(False, "fine-tune the encoder's last layer (CT-ViT's last temporal block and its "
+                                    "output norm) and a new head on the data's volumes instead of a head on cached "
+                                    "latents; needs --image-model (the base), writes a new encoder")
+    encoder_lr: float = setting(1e-4, "AdamW learning rate of the encoder's last layer (--tune-last-layer)")
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0 or self.encoder_lr <= 0:
             raise ConfigError(f"bad classifier training settings: {self}")
         check_threshold_method(self.threshold_method, self.min_specificity)
 

@@ -158,6 +158,7 @@ def write_image_model(
     notes: dict,
     valid_auroc=None,
     provenance: Provenance | None = None,
+    tuned_last_layer: dict | None = None,
 ) -> Path:
     """Save the head as IMAGE/classifier.safetensors and IMAGE/image_model.json beside it, with its
     provenance (by default image_model_provenance's)."""
@@ -175,6 +176,7 @@ def write_image_model(
                                   valid_auroc=json_floats(valid_auroc)),
         notes=notes,
         provenance=provenance or image_model_provenance(out, encoder_spec, notes),
+        tuned_last_layer=tuned_last_layer,
     )
     return save_image_model(out, config)
 

@@ -46,6 +46,8 @@ def read_truth(data_dir: str | Path) -> dict[str, dict]:
 def _balls(finding: dict) -> list[tuple[np.ndarray, float]]:
     """(centre mm, radius mm) of each planted part of one finding."""
     name = finding["finding"]
+    if finding.get("text_only"):  # said in the report only (inspect-like history): nowhere in the image
+        return []
     parts = finding.get("parts") or [finding]
     out = []
     for part in parts:

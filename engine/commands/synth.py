@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.synth.config import SynthConfig, parse_prevalence
     from engine.synth.writer import write_dataset
 
-    cfg = config_from_args(SynthConfig, args, prevalence=parse_prevalence(args.prevalence))
+    cfg = config_from_args(SynthConfig, args, prevalence=parse_prevalence(args.prevalence, args.domain))
     out = write_dataset(cfg, args.out, force=args.force, only_splits=tuple(args.only_splits), layout=args.layout,
                         vqa=args.vqa)
     print(f"wrote {cfg.n} volumes to {out} ({args.layout} layout)")

@@ -98,6 +98,7 @@ class Anatomy:
     aorta: tuple[np.ndarray, np.ndarray] | None = None  # centreline points, radii
     svc: tuple[np.ndarray, np.ndarray] | None = None
     heart_ratio: float = 0.0  # heart width / thoracic width at the heart's level
+    pa_scale: float = 1.0  # calibre of the central pulmonary arteries (> 1: pulmonary hypertension)
 
     # ---- derived geometry -------------------------------------------------------------
     @property
@@ -242,12 +243,13 @@ class Anatomy:
             add(self.heart_shape(t), hu["pericardial_fluid"], Tissue.PERICARDIAL_FLUID, ORDER_HEART - 0.2)
         add(self.heart_shape(), hu["blood"], Tissue.HEART, ORDER_HEART)
         # Great vessels.
+        # Blood is one value unenhanced; a contrast phase sets the aorta and pulmonary arteries apart.
         for cap in tube(*self.aorta):
-            add(cap, hu["blood"], Tissue.AORTA, ORDER_VESSELS)
+            add(cap, hu.get("aorta_blood", hu["blood"]), Tissue.AORTA, ORDER_VESSELS)
         for cap in tube(*self.svc):
             add(cap, hu["blood"], Tissue.VESSEL, ORDER_VESSELS)
-        for seg in self._pulmonary_arteries():
-            add(seg, hu["blood"], Tissue.VESSEL, ORDER_VESSELS)
+        for seg in self.pulmonary_arteries():
+            add(seg, hu.get("pa_blood", hu["blood"]), Tissue.VESSEL, ORDER_VESSELS)
         # Oesophagus (collapsed), then the trachea and main bronchi (wall, lumen).
         ex, ey = self.eso_xy
         eso = [(ex, ey, self.z_top + 20), (ex, ey, self.dome_l + 5), (ex + 25, ey - 20, self.dome_l - 30)]
@@ -298,7 +300,8 @@ class Anatomy:
         hu = self.hu
         lung_or_vessel = LUNG | {int(Tissue.VESSEL)}
         for seg in self.vessels:
-            add(Capsule(seg.a, seg.b, seg.ra, seg.rb), hu["blood"], Tissue.VESSEL, ORDER_LUNG_VESSELS, LUNG)
+            add(Capsule(seg.a, seg.b, seg.ra, seg.rb), hu.get("pa_blood", hu["blood"]), Tissue.VESSEL,
+                ORDER_LUNG_VESSELS, LUNG)
         for seg in self.airways:
             if seg.generation == 0:
                 continue
@@ -316,13 +319,14 @@ class Anatomy:
             s for s in self.airways if s.generation == 0 and s.side != "central"
         ]
 
-    def _pulmonary_arteries(self) -> list[Capsule]:
-        hc, hr = self.heart_center, self.heart_r
+    def pulmonary_arteries(self) -> list[Capsule]:
+        """The main pulmonary artery, then the right and left main pulmonary arteries."""
+        hc, hr, k = self.heart_center, self.heart_r, self.pa_scale
         p0 = np.array([hc[0] + 10, hc[1] - 0.6 * self.heart_half_depth(), hc[2] + 0.6 * hr[2]])
         p1 = np.array([8.0, -5.0 + self.cav_cy, self.carina - 12])
-        caps = [Capsule(p0, p1, 13.0, 12.0)]
+        caps = [Capsule(p0, p1, 13.0 * k, 12.0 * k)]
         for side in ("right", "left"):
-            caps.append(Capsule(p1, self.hila[side], 10.0, 8.0))
+            caps.append(Capsule(p1, self.hila[side], 10.0 * k, 8.0 * k))
         return caps
 
     def _add_spine(self, add, z0, z1):

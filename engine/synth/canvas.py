@@ -43,6 +43,7 @@ class Tissue(IntEnum):
     RLL = 22
     LUL = 23
     LLL = 24
+    EMBOLUS = 25  # a filling defect in a contrast-filled artery (the inspect-like domain)
     CALCIUM = 30
     METAL = 31
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.labels import ct_rate
 from engine.synth.anatomy import Anatomy, sample_anatomy
 from engine.synth.canvas import Grid, render
-from engine.synth.findings import PLANTERS, canonical_finding
-from engine.synth.reports import Report, write_report
+from engine.synth.domains import DEFAULT_DOMAIN, get_domain
+from engine.synth.findings import canonical_finding
+from engine.synth.reports import Report
 
 HU_MIN, HU_MAX = -1024.0, 3071.0
 Z_SPACINGS_MM = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
@@ -47,13 +47,15 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(stream)])
 
 
-def normalise_findings(findings: Iterable[str] | Mapping[str, dict] | None) -> dict[str, dict]:
+def normalise_findings(findings: Iterable[str] | Mapping[str, dict] | None,
+                       domain: str = DEFAULT_DOMAIN) -> dict[str, dict]:
     """Names (any case/spacing, see canonical_finding) → options dict, in label-set order."""
     if findings is None:
         return {}
+    label_set = get_domain(domain).label_set
     items = findings.items() if isinstance(findings, Mapping) else ((f, {}) for f in findings)
-    chosen = {canonical_finding(k): dict(v or {}) for k, v in items}
-    return {n: chosen[n] for n in ct_rate().names if n in chosen}
+    chosen = {canonical_finding(k, label_set): dict(v or {}) for k, v in items}
+    return {n: chosen[n] for n in label_set.names if n in chosen}
 
 
 def make_grid(anatomy: Anatomy, scale: float, pos_rng: np.random.Generator, recon_rng: np.random.Generator):
@@ -88,20 +90,24 @@ class CasePlan:
 
 
 def plan_case(seed: int, findings: Iterable[str] | Mapping[str, dict] | None = None, scale: float = 1.0, *,
-              patient_seed: int | None = None, recon_seed: int | None = None) -> CasePlan:
+              patient_seed: int | None = None, recon_seed: int | None = None,
+              domain: str = DEFAULT_DOMAIN) -> CasePlan:
     """Everything `generate_case` draws, in the same random streams, short of rendering."""
-    chosen = normalise_findings(findings)
+    dom = get_domain(domain)
+    chosen = normalise_findings(findings, domain)
     patient_seed = seed if patient_seed is None else patient_seed
     recon_seed = seed if recon_seed is None else recon_seed
     anatomy = sample_anatomy(_rng(patient_seed, 1), _rng(patient_seed, 2))
-    names = ct_rate().names
+    if dom.enhance is not None:  # the contrast phase is the scan's, not the patient's
+        dom.enhance(anatomy, _rng(seed, 8))
+    names = dom.label_set.names
     rngs = {n: _rng(seed, 100 + names.index(n)) for n in chosen}
-    params = {n: PLANTERS[n].adjust(anatomy, rngs[n], chosen[n]) for n in chosen}
+    params = {n: dom.planters[n].adjust(anatomy, rngs[n], chosen[n]) for n in chosen}
     anatomy.fit_heart()
-    base = anatomy.layers()
+    base = anatomy.layers() + (dom.extra_layers(anatomy) if dom.extra_layers else [])
     own, truth = {}, []
     for n in chosen:
-        own[n], t = PLANTERS[n].plant(anatomy, rngs[n], params[n])
+        own[n], t = dom.planters[n].plant(anatomy, rngs[n], params[n])
         truth.append({"finding": n, **t})
     grid, z_mm = make_grid(anatomy, scale, _rng(seed, 3), _rng(recon_seed, 5))
     return CasePlan(anatomy, base, own, truth, grid, z_mm)
@@ -115,11 +121,14 @@ def generate_case(
     patient_seed: int | None = None,
     recon_seed: int | None = None,
     noise: bool = True,
+    domain: str = DEFAULT_DOMAIN,
 ) -> SynthCase:
-    """A phantom with exactly `findings` planted (names of the CT-RATE labels; a mapping gives
-    per-finding options such as {"Lung nodule": {"lobe": "RUL", "diameter_mm": 12}})."""
+    """A phantom with exactly `findings` planted (names of the domain's labels, CT-RATE's by
+    default; a mapping gives per-finding options such as {"Lung nodule": {"lobe": "RUL",
+    "diameter_mm": 12}}). `domain`: engine.synth.domains (ct-rate-like or inspect-like)."""
+    dom = get_domain(domain)
     recon_seed = seed if recon_seed is None else recon_seed
-    plan = plan_case(seed, findings, scale, patient_seed=patient_seed, recon_seed=recon_seed)
+    plan = plan_case(seed, findings, scale, patient_seed=patient_seed, recon_seed=recon_seed, domain=domain)
     grid, z_mm = plan.grid, plan.z_mm
     hu, tissue = render(plan.base_layers + [la for layers in plan.finding_layers.values() for la in layers], grid)
     if noise:
@@ -128,9 +137,9 @@ def generate_case(
         hu += nrng.standard_normal(hu.shape, dtype=np.float32) * np.float32(sigma)
     np.clip(hu, HU_MIN, HU_MAX, out=hu)
     truth = [_to_volume_frame(t, grid) for t in plan.truth]
-    labels = {n: int(n in plan.finding_layers) for n in ct_rate().names}
+    labels = {n: int(n in plan.finding_layers) for n in dom.label_set.names}
     meta = {"slice_thickness_mm": z_mm * scale, "nominal_slice_mm": z_mm}
-    report = write_report(truth, _rng(seed, 4), meta)
+    report = dom.write_report(truth, _rng(seed, 4), meta)
     return SynthCase(hu, tissue, grid.spacing, truth, report, labels, plan.anatomy, grid, meta)
 
 

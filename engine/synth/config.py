@@ -8,14 +8,14 @@ from pathlib import Path
 
 from engine.config import JsonConfig, setting
 from engine.errors import ConfigError
-from engine.labels import ct_rate
+from engine.synth.domains import DEFAULT_DOMAIN, DOMAINS, domain_label_set
 
 GENERATOR_VERSION = "1"
 DEFAULT_PREVALENCE = 0.3
 
 
-def default_prevalence() -> dict[str, float]:
-    return {n: DEFAULT_PREVALENCE for n in ct_rate().names}
+def default_prevalence(domain: str = DEFAULT_DOMAIN) -> dict[str, float]:
+    return {n: DEFAULT_PREVALENCE for n in domain_label_set(domain).names}
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SynthConfig(JsonConfig):
     scale: float = setting(1.0, "multiply voxel spacing and divide the matrix by this (4 gives 128² in-plane, fast)")
     # The command reads --prevalence its own way (parse_prevalence below).
     prevalence: dict[str, float] = setting(
-        default_factory=default_prevalence, cli=False,
+        default_factory=dict, cli=False,
         help="a JSON file {finding: p} or name=p pairs, e.g. all=0.3 lung_nodule=0.5 (default 0.3 each)")
     store_hu: bool = setting(False, "store HU in the files (RescaleIntercept 0) instead of CT-RATE's HU + 1024",
                              flag="--hu")
@@ -40,6 +40,9 @@ class SynthConfig(JsonConfig):
                                                           "patients", metavar=("TRAIN", "VALID", "TEST"))
     p_second_scan: float = setting(0.15, "probability that a patient has a second scan")
     p_second_recon: float = setting(0.2, "probability that a scan has a second reconstruction")
+    domain: str = setting(DEFAULT_DOMAIN, "ct-rate-like: unenhanced chest CT, CT-RATE's 18 findings and report style; "
+                          "inspect-like: CT pulmonary angiograms (contrast), pulmonary embolism and the 21 findings "
+                          "of the inspect-like label set, CTPA-style reports", choices=DOMAINS)
 
     def __post_init__(self):
         if self.n < 1:
@@ -50,20 +53,27 @@ class SynthConfig(JsonConfig):
             raise ConfigError(f"--scale must be between 0.2 and 32, got {self.scale}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
-        full = default_prevalence()
+        if self.domain not in DOMAINS:
+            raise ConfigError(f"--domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
+        names = domain_label_set(self.domain).names
+        unknown = sorted(set(self.prevalence) - set(names))
+        if unknown:
+            raise ConfigError(f"prevalence names findings not in the {self.domain} domain: {', '.join(unknown)}")
+        full = default_prevalence(self.domain)
         full.update(self.prevalence)
-        self.prevalence = {n: float(full[n]) for n in ct_rate().names}
+        self.prevalence = {n: float(full[n]) for n in names}
         bad = [f"{k}={v}" for k, v in self.prevalence.items() if not 0.0 <= v <= 1.0]
         if bad or not 0.0 <= self.normal_fraction <= 1.0:
             raise ConfigError(f"probabilities must lie in [0, 1]: {', '.join(bad) or self.normal_fraction}")
 
 
-def parse_prevalence(specs: list[str] | str | None) -> dict[str, float]:
+def parse_prevalence(specs: list[str] | str | None, domain: str = DEFAULT_DOMAIN) -> dict[str, float]:
     """`--prevalence` values: a JSON file ({"Lung nodule": 0.4, ...}) or `name=p` pairs
     (comma- or space-separated; `all=p` sets every finding first). Names are matched loosely:
     lung_nodule, "Lung nodule" and LUNG-NODULE are the same finding."""
     from engine.synth.findings import canonical_finding
 
+    label_set = domain_label_set(domain)
     if specs is None:
         return {}
     if isinstance(specs, str):
@@ -91,7 +101,7 @@ def parse_prevalence(specs: list[str] | str | None) -> dict[str, float]:
         except ValueError:
             raise ConfigError(f"prevalence of {k!r} is not a number: {v!r}") from None
         if k.strip().lower() == "all":
-            out.update({n: p for n in ct_rate().names})
+            out.update({n: p for n in label_set.names})
         else:
-            out[canonical_finding(k)] = p
+            out[canonical_finding(k, label_set)] = p
     return out

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from engine.errors import ConfigError
-from engine.labels import ct_rate
+from engine.labels import LabelSet, ct_rate
 from engine.synth.anatomy import ORDER_LUNG_AIRWAYS, Anatomy, Segment, _unit
 from engine.synth.canvas import LEFT_LUNG, LOBES, LUNG, RIGHT_LUNG, Layer, Tissue
 from engine.synth.shapes import (
@@ -41,13 +41,14 @@ LOBE_SIDE = {"RUL": "right", "RML": "right", "RLL": "right", "LUL": "left", "LLL
 _LUNGISH = LUNG | {int(Tissue.VESSEL), int(Tissue.AIRWAY), int(Tissue.AIRWAY_WALL)}
 
 
-def canonical_finding(name: str) -> str:
-    """'lung_nodule', 'Lung nodule', 'LUNG-NODULE' → 'Lung nodule'."""
+def canonical_finding(name: str, label_set: LabelSet | None = None) -> str:
+    """'lung_nodule', 'Lung nodule', 'LUNG-NODULE' → 'Lung nodule' (in `label_set`, CT-RATE's by default)."""
+    names = (label_set or ct_rate()).names
     key = re.sub(r"[^a-z]", "", str(name).lower())
-    for n in ct_rate().names:
+    for n in names:
         if re.sub(r"[^a-z]", "", n.lower()) == key:
             return n
-    raise ConfigError(f"unknown finding {name!r} (known: {', '.join(ct_rate().names)})")
+    raise ConfigError(f"unknown finding {name!r} (known: {', '.join(names)})")
 
 
 @dataclass(frozen=True)

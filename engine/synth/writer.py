@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.labels import ct_rate
 from engine.synth.config import GENERATOR_VERSION, SynthConfig
+from engine.synth.domains import DEFAULT_DOMAIN, domain_label_set
 
 LAYOUTS = ("flat", "ctrate")
 OUR_FILES = ("reports.csv", "labels.csv", "metadata.csv", "splits.csv", "phantom_truth.json", "vqa.csv")
@@ -81,7 +81,7 @@ def _derive(*key: int) -> int:
 def plan_dataset(cfg: SynthConfig) -> list[VolumePlan]:
     """Which volumes to make: patients with one or two scans, scans with one or two
     reconstructions, until there are `cfg.n` volumes; findings drawn once per scan."""
-    names = ct_rate().names
+    names = domain_label_set(cfg.domain).names
     plans: list[VolumePlan] = []
     patient = 0
     while len(plans) < cfg.n:
@@ -174,13 +174,13 @@ def save_nifti(path: Path, hu: np.ndarray, spacing, origin, store_hu: bool, inte
 
 
 def make_volume(plan: VolumePlan, root: str, scale: float, store_hu: bool, layout: str = "flat",
-                name: str | None = None) -> dict:
+                name: str | None = None, domain: str = DEFAULT_DOMAIN) -> dict:
     """Generate and write one volume (as `name`, default the plan's); return its CSV rows and truth."""
     from engine.synth.case import generate_case
 
     name = name or plan.name
     case = generate_case(plan.scan_seed, plan.findings, scale, patient_seed=plan.patient_seed,
-                         recon_seed=plan.recon_seed)
+                         recon_seed=plan.recon_seed, domain=domain)
     intercept = 0 if store_hu else -1024
     if layout == "ctrate" and not store_hu:
         intercept = CTRATE_INTERCEPTS[int(np.random.default_rng([plan.scan_seed, 11]).integers(len(CTRATE_INTERCEPTS)))]
@@ -248,6 +248,8 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
 
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}: choose from {', '.join(LAYOUTS)}")
+    if layout == "ctrate" and cfg.domain != DEFAULT_DOMAIN:
+        raise ConfigError(f"the ctrate layout is CT-RATE's release; write the {cfg.domain} domain in the flat layout")
     out = Path(out)
     if only_splits:
         unknown = set(only_splits) - {"train", "valid", "test"}
@@ -266,7 +268,7 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         else:
             plans = [p for p in plans if splits[p.name] in only_splits]
     plans = plans[:limit] if limit is not None else plans
-    args = [(p, str(out), cfg.scale, cfg.store_hu, layout, names[p.name]) for p in plans]
+    args = [(p, str(out), cfg.scale, cfg.store_hu, layout, names[p.name], cfg.domain) for p in plans]
     bar = tqdm(total=len(plans), desc="synth", unit="vol", disable=not progress)
     results = []
     if cfg.workers == 1:
@@ -283,7 +285,7 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         truth_dir = _write_ctrate_csvs(out, results)
     else:
         truth_dir = out
-        labels = list(ct_rate().names)
+        labels = list(domain_label_set(cfg.domain).names)
         pd.DataFrame([r["report"] for r in results]).to_csv(out / "reports.csv", index=False)
         pd.DataFrame([r["labels"] for r in results], columns=["VolumeName", *labels]).to_csv(out / "labels.csv",
                                                                                              index=False)
@@ -298,6 +300,9 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         "coordinates": "center_mm: mm from the centre of voxel (0,0,0) along the volume axes (L, P, S); "
                        "center_voxel: voxel index",
         "layout": layout,
+        # Only a second domain is named, so the default domain's files stay as they were.
+        **({"domain": cfg.domain, "label_set": domain_label_set(cfg.domain).name}
+           if cfg.domain != DEFAULT_DOMAIN else {}),
         "cases": {names[p.name]: r["truth"] for p, r in zip(plans, results)},
     }
     (truth_dir / "phantom_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
@@ -314,7 +319,7 @@ def _write_ctrate_csvs(out: Path, results: list[dict]) -> Path:
     import pandas as pd
 
     release = out / RELEASE_DIR
-    columns = {"reports": None, "labels": ["VolumeName", *ct_rate().names], "meta": list(CTRATE_METADATA_COLUMNS)}
+    columns = {"reports": None, "labels": ["VolumeName", *domain_label_set().names], "meta": list(CTRATE_METADATA_COLUMNS)}
     for kind, (folder, files) in CTRATE_CSVS.items():
         for split, file in files.items():
             rows = [r[kind if kind != "reports" else "report"] for r in results
