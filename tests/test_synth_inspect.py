@@ -106,12 +106,13 @@ def test_domain_bad_input():
 
 
 # Computed with main's code before the second domain existed (commit da09796): the default domain's
-# files, volumes included, must not change by a byte.
+# files, volumes included, must not change by a byte (vqa.csv, added later by `rad3d synth`, has its own
+# tests in tests/test_vqa.py and is left out here).
 DEFAULT_DIGEST = "2b3c7581e74b347a896eddd4ac9cb71823e25e68f589e38215e289d4383c47f2"
 
 
 def test_default_domain_output_is_unchanged(tmp_path):
-    out = write_dataset(SynthConfig(n=3, seed=5, scale=8.0), tmp_path / "x", progress=False)
+    out = write_dataset(SynthConfig(n=3, seed=5, scale=8.0), tmp_path / "x", progress=False, vqa=False)
     h = hashlib.sha256()
     for p in sorted(out.rglob("*")):
         if p.is_file():
