@@ -119,3 +119,15 @@ def test_default_domain_output_is_unchanged(tmp_path):
             h.update(str(p.relative_to(out)).encode())
             h.update(p.read_bytes())
     assert h.hexdigest() == DEFAULT_DIGEST
+
+
+def test_no_questions_about_another_domains_findings(tmp_path):
+    """VQA items are made from CT-RATE-like truth; an inspect-like dataset gets none, and asking for
+    them is one line, not questions with false answers."""
+    from engine.errors import DatasetError
+    from engine.synth.vqa import build_vqa
+
+    out = write_dataset(SynthConfig(n=2, seed=3, scale=8.0, domain=DOMAIN), tmp_path / "i", progress=False)
+    assert not (out / "vqa.csv").exists()
+    with pytest.raises(DatasetError, match="inspect-like"):
+        build_vqa(out)

@@ -36,6 +36,7 @@ import numpy as np
 
 from engine.errors import DatasetError
 from engine.labels import ct_rate
+from engine.synth.domains import DEFAULT_DOMAIN
 from engine.synth.findings import LOBE_NAMES, LOBE_SIDE
 from engine.vqa import FORMS, LETTERS, QUESTION_TYPES, VQA_FILE, VqaItem, write_vqa_csv
 
@@ -251,6 +252,10 @@ def volume_items(volume_name: str, findings: list[dict], seed: int,
 
 def generate_vqa(truth: dict, seed: int | None = None, types: Iterable[str] = QUESTION_TYPES) -> list[VqaItem]:
     """Items for every case of a phantom_truth.json document (seed: the dataset's own unless given)."""
+    if truth.get("domain", DEFAULT_DOMAIN) != DEFAULT_DOMAIN:
+        # The question makers know the CT-RATE-like findings' truth (sides, lobes, sizes) only; asking
+        # another domain's cases about those findings would state false answers.
+        raise ValueError(f"questions are made for the {DEFAULT_DOMAIN} domain only, not {truth['domain']}")
     seed = int(truth.get("seed", 0) if seed is None else seed)
     types = tuple(types)
     unknown = [t for t in types if t not in MAKERS]
@@ -279,5 +284,8 @@ def build_vqa(root: str | Path, seed: int | None = None, types: Iterable[str] = 
         _ = [c["findings"] for c in cases.values()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise DatasetError(f"not a phantom truth file ({type(err).__name__}: {err})", path) from None
-    items = generate_vqa(truth, seed, types)
+    try:
+        items = generate_vqa(truth, seed, types)
+    except ValueError as err:
+        raise DatasetError(str(err), path) from None
     return write_vqa_csv(items, path.with_name(VQA_FILE)), items

@@ -306,7 +306,7 @@ def write_dataset(cfg: SynthConfig, out: str | Path, force: bool = False, progre
         "cases": {names[p.name]: r["truth"] for p, r in zip(plans, results)},
     }
     (truth_dir / "phantom_truth.json").write_text(json.dumps(truth, indent=1) + "\n")
-    if vqa:
+    if vqa and cfg.domain == DEFAULT_DOMAIN:  # questions exist for the default domain's findings only
         from engine.synth.vqa import generate_vqa
         from engine.vqa import VQA_FILE, write_vqa_csv
 
