@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import krippendorff
-import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
