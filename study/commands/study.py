@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     c.add_argument("--readers", required=True, help="comma-separated reader names")
     c.add_argument("--stratify", action="store_true", help="sample cases stratified by finding (needs --data with labels)")
     c.add_argument("--show-reference", action="store_true", help="show readers the reference report beside each draft")
+    c.add_argument("--revisable", action="store_true",
+                   help="let readers revise a submitted rating until Finish (default: locked after submit)")
     c.set_defaults(handler=create)
 
     s = sub.add_parser("summary", help="per-arm means with 95%% bootstrap intervals, tests and agreement")
@@ -54,6 +56,8 @@ def register(subparsers) -> None:
     r.add_argument("--add", help="comma-separated new reader names (each gets the whole study in their own order)")
     r.add_argument("--reset-password", metavar="READER", help="issue a new password for READER (or 'admin')")
     r.add_argument("--revoke", metavar="READER", help="end every session of READER ('all': of every login) now")
+    r.add_argument("--unlock", metavar="READER:ITEM",
+                   help="allow READER one revision of their locked rating of item code ITEM")
     r.set_defaults(handler=readers)
 
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
@@ -162,6 +166,7 @@ def create(args: argparse.Namespace) -> int:
     creds = service.create_study(StudySpec(
         name=args.name, arms=tables, arm_sources={a: str(Path(p).resolve()) for a, p in arm_paths.items()},
         readers=args.readers.split(","), cases=args.cases, seed=args.seed, show_reference=args.show_reference,
+        lock_after_submit=not args.revisable,
         data_dir=source.absolute().dumps() if source else None, strata=strata, restrict_to=restrict))  # DataSource as JSON
     info = service.study_info(args.name)
     print(f"study {args.name!r}: {info['cases']} cases x {len(info['arms'])} arms = {info['items']} items per reader; "
@@ -214,5 +219,13 @@ def readers(args: argparse.Namespace) -> int:
     if args.revoke:
         who = None if args.revoke == "all" else args.revoke
         print(f"  {service.revoke_sessions(args.name, who)} session(s) of {args.revoke} ended")
+    if args.unlock:
+        from engine.errors import ConfigError
+
+        reader, _, code = args.unlock.partition(":")
+        if not reader or not code:
+            raise ConfigError(f"--unlock takes READER:ITEM (an item code), got {args.unlock!r}")
+        service.unlock_rating(args.name, reader, code)
+        print(f"  {reader}'s rating of {code} unlocked for one revision")
     print(service.progress(args.name).to_string(index=False))
     return 0

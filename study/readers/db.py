@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from engine.errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 10  # an unreachable PostgreSQL host is reported after this, not the OS's minutes
 SCHEMA_LOCK_KEY = 0x72616433  # "rad3", the advisory lock held while a PostgreSQL schema is made or migrated
@@ -69,6 +69,8 @@ class Study(Base):
     # arm order, the blind export's arm and reader labels). Never shown to readers nor exported.
     secret: Mapped[str] = mapped_column(String(64), nullable=False)
     show_reference: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # A submitted rating cannot be revised by its reader (the study lead can unlock one rating).
+    lock_after_submit: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     data_dir: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
@@ -160,6 +162,7 @@ class Rating(Base):
     comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
     seconds_spent: Mapped[float | None] = mapped_column(Float)
     revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    unlocked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # one revision allowed by the lead
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
@@ -372,5 +375,15 @@ def _v1_to_v2(conn: Connection) -> None:
                      {"i": study_id, "d": "schema 2: secret blind, queues reshuffled, sessions ended", "t": utcnow()})
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """Version 3: answer locking. Studies made before it keep the rule they were run under
+    (revisable until Finish); a new study locks after submit unless made with --revisable."""
+    conn.execute(text("ALTER TABLE studies ADD COLUMN lock_after_submit BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(text("ALTER TABLE ratings ADD COLUMN unlocked BOOLEAN NOT NULL DEFAULT FALSE"))
+    for (study_id,) in conn.execute(text("SELECT id FROM studies")).fetchall():
+        conn.execute(text("INSERT INTO audit_log (study_id, event, detail, at) VALUES (:i, 'migrate', :d, :t)"),
+                     {"i": study_id, "d": "schema 3: answer locking (off for this earlier study)", "t": utcnow()})
+
+
 # version n → callable migrating a connection from n to n + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
