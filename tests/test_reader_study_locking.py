@@ -16,6 +16,7 @@ from engine.errors import ConfigError
 from postgres_fixtures import postgres_server, study_db  # noqa: F401  (fixtures)
 from reader_study_fixtures import write_phantom_dataset, write_predictions
 from study.predictions import read_predictions
+from study.readers.answer_key import key_frame
 from study.readers.service import RatingRefused, ReaderStudyService, StudySpec
 from ui.reader_study import review_text
 
@@ -101,10 +102,12 @@ def test_revisable_study_and_schema_2_migration(study_db, phantom):
     with service.engine.begin() as conn:
         conn.execute(text("ALTER TABLE studies DROP COLUMN lock_after_submit"))
         conn.execute(text("ALTER TABLE ratings DROP COLUMN unlocked"))
+        conn.execute(text("DROP TABLE answer_key"))
         conn.execute(text("UPDATE schema_version SET version = 2"))
     service.close()
     service = ReaderStudyService(study_db, create=False)
     assert service.study_info("old")["lock_after_submit"] is False
     service.submit_rating(ann, first.code, 1, 5)
     assert service.ratings_frame("old")[["clinical", "revision"]].values.tolist() == [[1, 2]]
+    assert key_frame(service, "old").empty  # the answer-key table was made by the migration
     assert "schema 3: answer locking" in " ".join(service.audit_frame("old")["detail"].astype(str))

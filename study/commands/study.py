@@ -51,6 +51,11 @@ def register(subparsers) -> None:
     e.add_argument("--resamples", type=int, default=2000)
     e.set_defaults(handler=export)
 
+    k = sub.add_parser("key", help="load the answer key (reference grades per item) from a CSV")
+    add_study_arguments(k)
+    k.add_argument("--csv", required=True, help="CSV with columns item_code, clinical, technical (1-5 each)")
+    k.set_defaults(handler=answer_key)
+
     r = sub.add_parser("readers", help="list readers and their progress, add readers, or reset a password")
     add_study_arguments(r)
     r.add_argument("--add", help="comma-separated new reader names (each gets the whole study in their own order)")
@@ -180,12 +185,13 @@ def create(args: argparse.Namespace) -> int:
 
 @database_errors
 def summary(args: argparse.Namespace) -> int:
+    from study.readers.answer_key import key_frame
     from study.readers.stats import format_summary, score_figure, summarize
 
     service = _open(args)
     ratings = service.ratings_frame(args.name)
     print(service.progress(args.name).to_string(index=False))
-    result = summarize(ratings, args.reference_arm, resamples=args.resamples)
+    result = summarize(ratings, args.reference_arm, resamples=args.resamples, key=key_frame(service, args.name))
     print(format_summary(result))
     if args.plot and not ratings.empty:
         score_figure(ratings).write_html(args.plot, include_plotlyjs=True)
@@ -209,6 +215,14 @@ def export(args: argparse.Namespace) -> int:
 
 
 @database_errors
+@database_errors
+def answer_key(args: argparse.Namespace) -> int:
+    from study.readers.answer_key import load_answer_key
+
+    print(f"answer key: {load_answer_key(_open(args), args.name, args.csv)} item(s) keyed in study {args.name!r}")
+    return 0
+
+
 def readers(args: argparse.Namespace) -> int:
     service = _open(args)
     if args.add:

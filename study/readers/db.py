@@ -167,6 +167,16 @@ class Rating(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
+class AnswerKey(Base):
+    """The study lead's reference grades of one item (loaded from a CSV); readers never see them."""
+
+    __tablename__ = "answer_key"
+    __table_args__ = (CheckConstraint("clinical BETWEEN 1 AND 5"), CheckConstraint("technical BETWEEN 1 AND 5"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    clinical: Mapped[int] = mapped_column(Integer, nullable=False)
+    technical: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class RatingRevision(Base):
     """A superseded version of a rating, written when the reader revises it."""
 
@@ -376,8 +386,9 @@ def _v1_to_v2(conn: Connection) -> None:
 
 
 def _v2_to_v3(conn: Connection) -> None:
-    """Version 3: answer locking. Studies made before it keep the rule they were run under
-    (revisable until Finish); a new study locks after submit unless made with --revisable."""
+    """Version 3: answer locking and the answer key. Studies made before it keep the rule they were
+    run under (revisable until Finish); a new study locks after submit unless made with --revisable."""
+    AnswerKey.__table__.create(conn, checkfirst=True)
     conn.execute(text("ALTER TABLE studies ADD COLUMN lock_after_submit BOOLEAN NOT NULL DEFAULT FALSE"))
     conn.execute(text("ALTER TABLE ratings ADD COLUMN unlocked BOOLEAN NOT NULL DEFAULT FALSE"))
     for (study_id,) in conn.execute(text("SELECT id FROM studies")).fetchall():

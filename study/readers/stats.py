@@ -184,23 +184,43 @@ def agreement(ratings: pd.DataFrame, *, resamples: int = 2000, seed: int = 0) ->
     return pd.DataFrame(rows, columns=["score", "measure", "readers", "n_items", "value", "ci_low", "ci_high"])
 
 
+def key_agreement(ratings: pd.DataFrame, key: pd.DataFrame | None) -> pd.DataFrame:
+    """Per score and reader, against the answer key on the keyed items the reader rated: the fraction
+    of exact agreement and quadratic-weighted kappa."""
+    columns = ["score", "reader", "n_items", "exact_agreement", "weighted_kappa"]
+    if key is None or key.empty or ratings.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for score in SCORE_COLUMNS:
+        merged = ratings[["reader", "item_code", score]].merge(key[["item_code", score]], on="item_code",
+                                                               suffixes=("", "_key"))
+        for reader, sub in merged.groupby("reader", sort=True):
+            a, b = sub[score].to_numpy(), sub[f"{score}_key"].to_numpy()
+            rows.append({"score": score, "reader": reader, "n_items": len(sub),
+                         "exact_agreement": float((a == b).mean()), "weighted_kappa": weighted_kappa(a, b)})
+    return pd.DataFrame(rows, columns=columns)
+
+
 @dataclass
 class StudySummary:
     means: pd.DataFrame
     improvements: pd.DataFrame
     wilcoxon: pd.DataFrame
     agreement: pd.DataFrame
+    key_agreement: pd.DataFrame | None = None  # each reader against the answer key, when one is loaded
 
 
-def summarize(ratings: pd.DataFrame, reference_arm: str | None = None, *, resamples: int = 2000, seed: int = 0) -> StudySummary:
-    """All of the above; reference_arm defaults to the first arm in alphabetical order."""
+def summarize(ratings: pd.DataFrame, reference_arm: str | None = None, *, resamples: int = 2000, seed: int = 0,
+              key: pd.DataFrame | None = None) -> StudySummary:
+    """All of the above (and agreement with the answer `key`, when given); reference_arm defaults to
+    the first arm in alphabetical order."""
     if ratings.empty:
         empty = pd.DataFrame()
         return StudySummary(arm_means(ratings) if "arm" in ratings else empty, empty, empty, empty)
     means = arm_means(ratings, resamples=resamples, seed=seed)
     reference = reference_arm or sorted(ratings["arm"].unique())[0]
     return StudySummary(means, improvements(means, reference), paired_wilcoxon(ratings),
-                        agreement(ratings, resamples=resamples, seed=seed))
+                        agreement(ratings, resamples=resamples, seed=seed), key_agreement(ratings, key))
 
 
 def format_summary(summary: StudySummary) -> str:
@@ -229,6 +249,11 @@ def format_summary(summary: StudySummary) -> str:
         for r in summary.agreement.itertuples():
             interval = f"  [{r.ci_low:.3f}, {r.ci_high:.3f}]" if pd.notna(r.ci_low) else ""
             parts.append(f"  {r.score:9s} {r.measure:30s} {r.readers:24s} {r.value:.3f}{interval} (n={r.n_items})")
+    if summary.key_agreement is not None and not summary.key_agreement.empty:
+        parts.append("Agreement with the answer key (exact, quadratic-weighted kappa):")
+        for r in summary.key_agreement.itertuples():
+            parts.append(f"  {r.score:9s} {r.reader:12s} exact {r.exact_agreement:.3f}  kappa {r.weighted_kappa:.3f}"
+                         f" (n={r.n_items})")
     return "\n".join(parts) if parts else "no ratings yet"
 
 
