@@ -131,11 +131,12 @@ class ReaderStudyHandlers:
         return {"ended": self._call(self.service.admin_revoke, token, (reader or "").strip() or None)}
 
     def admin_summary(self, token: str) -> dict:
+        from study.readers.answer_key import key_frame
         from study.readers.stats import format_summary, summarize
 
         self._call(self.service.admin_study, token)
         ratings = self.service.ratings_frame(self.config.study)
-        summary = summarize(ratings, resamples=1000)
+        summary = summarize(ratings, resamples=1000, key=key_frame(self.service, self.config.study))
         return {"progress": self.service.progress(self.config.study).astype(str).to_dict("records"),
                 "summary": format_summary(summary), "ratings": len(ratings)}
 
