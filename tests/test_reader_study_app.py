@@ -114,7 +114,7 @@ def test_concurrent_readers_survive_a_killed_server(tmp_path, study_db):
         with contextlib.redirect_stdout(out):
             assert cli.main(["study", "create", "--db", str(db_path), "--name", name, "--arms",
                              *[f"{a}={p}" for a, p in preds.items()], "--data", str(data), "--cases", "1",
-                             "--readers", readers]) == 0
+                             "--readers", readers, "--revisable"]) == 0
         passwords[name] = dict(re.findall(r"reader (\S+)\s+password (\S+)", out.getvalue()))
     items = service.study_info("pilot")["items"]
     assert items == 3  # one case x three arms per reader keeps 20 readers x 2 server starts quick

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import krippendorff
 import openpyxl
 import pandas as pd
 import pytest
@@ -57,7 +58,13 @@ def test_export_workbook_reads_back_with_pandas(scored_study, tmp_path, capsys):
     assert ratings["comment"].str.startswith("=").sum() == 0  # formulas are not run by the spreadsheet
     summary = sheets["summary"]
     assert set(summary["arm"].dropna()) == set(ARMS) and "(average)" in set(summary["reader"].dropna())
-    assert set(sheets["agreement"]["measure"]) == {"ICC(2,1)", "weighted kappa (quadratic)"}
+    agreement = sheets["agreement"]
+    assert set(agreement["measure"]) == {"ICC(2,1)", "weighted kappa (quadratic)", "Krippendorff's alpha (ordinal)"}
+    alpha = agreement[agreement["measure"] == "Krippendorff's alpha (ordinal)"].set_index("score")
+    ratings_by_item = ratings.pivot_table(index="item_code", columns="reader", values="clinical", aggfunc="first")
+    expected = krippendorff.alpha(reliability_data=ratings_by_item.T.to_numpy(dtype=float), level_of_measurement="ordinal")
+    assert alpha.loc["clinical", "value"] == pytest.approx(expected) and alpha.loc["clinical", "n_items"] == 5
+    assert alpha.loc["clinical", "ci_low"] - 1e-9 <= expected <= alpha.loc["clinical", "ci_high"] + 1e-9
     assert sheets["progress"].set_index("reader").loc["ben", "rated"] == 5
     assert "14 ratings written" in capsys.readouterr().out
 

@@ -35,7 +35,7 @@ def create(url, phantom, cases=1):
     service = ReaderStudyService(url)
     creds = service.create_study(StudySpec(name="pilot", arms={a: read_predictions(p) for a, p in preds.items()},
                                            arm_sources={a: str(p) for a, p in preds.items()}, readers=READERS,
-                                           cases=cases, seed=0, data_dir=str(data)))
+                                           cases=cases, seed=0, data_dir=str(data), lock_after_submit=False))
     return service, creds
 
 
@@ -88,6 +88,8 @@ def test_schema_made_once_and_version_1_migrated(postgres_url, phantom):
     with service.engine.begin() as conn:  # back to the version-1 layout
         assert conn.execute(text("SELECT count(*) FROM schema_version")).scalar_one() == 1
         conn.execute(text("ALTER TABLE studies DROP COLUMN secret"))
+        conn.execute(text("ALTER TABLE studies DROP COLUMN lock_after_submit"))
+        conn.execute(text("ALTER TABLE ratings DROP COLUMN unlocked"))
         conn.execute(text("DROP TABLE login_sessions"))
         conn.execute(text("CREATE TABLE login_sessions (token_hash VARCHAR(64) PRIMARY KEY, reader_id INTEGER "
                           "NOT NULL REFERENCES readers(id) ON DELETE CASCADE, created_at TIMESTAMP NOT NULL)"))
@@ -100,6 +102,7 @@ def test_schema_made_once_and_version_1_migrated(postgres_url, phantom):
     assert len({service.item_at(alice, p).code for p in range(1, 4)}) == 3
     assert service.ratings_frame("pilot")[["item_code", "clinical", "technical"]].values.tolist() == [[view.code, 2, 4]]
     assert len(service.study_secret("pilot")) == 64 and "migrate" in service.audit_frame("pilot")["event"].tolist()
+    assert service.study_info("pilot")["lock_after_submit"] is False  # schema 3 keeps an earlier study revisable
     with service.engine.begin() as conn:
         conn.execute(text("UPDATE schema_version SET version = :v"), {"v": db.SCHEMA_VERSION + 1})
     service.close()

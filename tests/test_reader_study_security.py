@@ -343,6 +343,8 @@ def test_schema_1_database_is_migrated(tmp_path):
     con = sqlite3.connect(path)  # back to the version-1 layout
     con.executescript("""
         ALTER TABLE studies DROP COLUMN secret;
+        ALTER TABLE studies DROP COLUMN lock_after_submit;
+        ALTER TABLE ratings DROP COLUMN unlocked;
         DROP TABLE login_sessions;
         CREATE TABLE login_sessions (token_hash VARCHAR(64) PRIMARY KEY,
             reader_id INTEGER NOT NULL REFERENCES readers(id) ON DELETE CASCADE, created_at DATETIME NOT NULL);

@@ -64,7 +64,7 @@ def test_create_refuses_bad_requests(tmp_path, phantom):
 
 
 def test_submit_resume_revise_and_finish(tmp_path, phantom, study_db):
-    service, creds = make_study(tmp_path, phantom, db_spec=study_db, cases=2)
+    service, creds = make_study(tmp_path, phantom, db_spec=study_db, cases=2, lock_after_submit=False)
     with pytest.raises(AccessDenied):
         service.login("pilot", "alice", "wrong")
     tok = service.login("pilot", "alice", creds.passwords["alice"])

@@ -1,8 +1,10 @@
 """Reader-study statistics against values computed independently: Shrout & Fleiss's worked ICC
-example, quadratic-weighted kappa by its definition and by scikit-learn, and hand-made means."""
+example, quadratic-weighted kappa by its definition and by scikit-learn, Krippendorff's alpha on his
+own worked example and by the `krippendorff` package, and hand-made means."""
 
 from __future__ import annotations
 
+import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,11 +12,14 @@ from scipy.stats import wilcoxon
 from sklearn.metrics import cohen_kappa_score
 
 from study.readers.stats import (
+    ALPHA,
     AVERAGE,
     agreement,
     arm_means,
+    format_summary,
     icc_2_1,
     improvements,
+    krippendorff_alpha,
     paired_wilcoxon,
     score_figure,
     summarize,
@@ -56,7 +61,7 @@ def test_weighted_kappa_in_the_agreement_table_matches_independent_values():
     a = rng.integers(1, 6, 40)
     b = np.clip(a + rng.integers(-1, 2, 40), 1, 5)
     table = ratings_table({"ann": a.tolist(), "ben": b.tolist()})
-    rows = agreement(table).set_index(["score", "measure"])
+    rows = agreement(table, resamples=200).set_index(["score", "measure"])
     kappa = rows.loc[("clinical", "weighted kappa (quadratic)"), "value"]
     assert kappa == pytest.approx(cohen_kappa_score(a, b, weights="quadratic"))
     assert kappa == pytest.approx(quadratic_kappa_by_hand(a, b))
@@ -93,6 +98,48 @@ def test_means_improvements_and_wilcoxon():
     assert tests.loc["clinical", "p_value"] == pytest.approx(expected.pvalue)
     assert tests.loc["clinical", "mean_difference"] == pytest.approx(0.3)
     summary = summarize(table, "baseline", resamples=200)
-    assert len(summary.agreement) == 4  # ICC and kappa for each of two scores
+    assert len(summary.agreement) == 6  # ICC, alpha and kappa for each of two scores
     fig = score_figure(table)
     assert len(fig.data) == 4  # a trace per reader in each of the two panels
+
+
+# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C: 4 observers × 12 units with
+# missing values (None); the paper reports nominal alpha = 0.743 and, for the same data, ordinal alpha = 0.815.
+KRIPPENDORFF_2011 = [[1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+                     [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+                     [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+                     [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]]
+
+
+def _krippendorff_ratings() -> pd.DataFrame:
+    """The worked example as a ratings table: observers are readers, units are items (one case each)."""
+    return pd.DataFrame([{"reader": f"r{i}", "case": f"case{u}", "arm": "v3", "item_code": f"I{u:02d}",
+                          "clinical": v, "technical": v}
+                         for i, row in enumerate(KRIPPENDORFF_2011) for u, v in enumerate(row) if v is not None])
+
+
+def test_krippendorff_alpha_matches_the_published_example_and_the_package():
+    data = np.array(KRIPPENDORFF_2011, dtype=float)  # None -> NaN, the package's missing value
+    published = {"nominal": 0.743, "ordinal": 0.815}
+    for level, value in published.items():
+        assert round(krippendorff.alpha(reliability_data=data, level_of_measurement=level), 3) == value
+    counts = np.stack([(np.nan_to_num(data.T) == g).sum(axis=1) for g in range(1, 6)], axis=1)
+    assert round(krippendorff_alpha(counts), 3) == published["ordinal"]
+    assert krippendorff_alpha(np.array([[2, 0, 0, 0, 0], [0, 3, 0, 0, 0]])) == 1.0  # perfect agreement
+    assert np.isnan(krippendorff_alpha(np.array([[2, 0, 0, 0, 0], [3, 0, 0, 0, 0]])))  # nothing varies
+
+
+def test_summary_reports_the_package_alpha_with_a_case_bootstrap_interval():
+    ratings = _krippendorff_ratings()
+    summary = summarize(ratings, resamples=300, seed=2)
+    rows = summary.agreement.set_index(["score", "measure"])
+    expected = krippendorff.alpha(reliability_data=np.array(KRIPPENDORFF_2011, dtype=float),
+                                  level_of_measurement="ordinal")
+    alpha = rows.loc[("clinical", ALPHA)]
+    assert alpha["value"] == pytest.approx(expected) and alpha["n_items"] == 11  # unit 12 has one rating
+    assert alpha["ci_low"] < expected < alpha["ci_high"] and -1 <= alpha["ci_low"] and alpha["ci_high"] <= 1
+    assert rows.loc[("technical", ALPHA), "value"] == pytest.approx(expected)
+    assert f"{expected:.3f}  [{alpha['ci_low']:.3f}, {alpha['ci_high']:.3f}]" in format_summary(summary)
+    # Resampling cases: the same seed gives the same interval, another seed another one.
+    again = agreement(ratings, resamples=300, seed=2).set_index(["score", "measure"]).loc[("clinical", ALPHA)]
+    assert (again["ci_low"], again["ci_high"]) == (alpha["ci_low"], alpha["ci_high"])

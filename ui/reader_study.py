@@ -113,6 +113,15 @@ class ReaderStudyHandlers:
     def finish(self, token: str) -> dict:
         return self._call(self.service.finish, token).to_dict()
 
+    def review(self, token: str) -> dict:
+        """The reader's own answers, read-only (shown when they have finished)."""
+        return {"answers": self._call(self.service.review, token)}
+
+    def admin_unlock(self, token: str, reader: str, code: str) -> dict:
+        """Allow one revision of a reader's locked rating of item `code`."""
+        self._call(self.service.admin_unlock, token, (reader or "").strip(), (code or "").strip())
+        return {"unlocked": (code or "").strip(), "reader": (reader or "").strip()}
+
     def admin_login(self, password: str, request: gr.Request | None = None) -> dict:
         return {"token": self._call(lambda: self.service.login(self.config.study, "admin", password, role="admin",
                                                                client=self._client(request)))}
@@ -122,11 +131,12 @@ class ReaderStudyHandlers:
         return {"ended": self._call(self.service.admin_revoke, token, (reader or "").strip() or None)}
 
     def admin_summary(self, token: str) -> dict:
+        from study.readers.answer_key import key_frame
         from study.readers.stats import format_summary, summarize
 
         self._call(self.service.admin_study, token)
         ratings = self.service.ratings_frame(self.config.study)
-        summary = summarize(ratings, resamples=1000)
+        summary = summarize(ratings, resamples=1000, key=key_frame(self.service, self.config.study))
         return {"progress": self.service.progress(self.config.study).astype(str).to_dict("records"),
                 "summary": format_summary(summary), "ratings": len(ratings)}
 
@@ -136,8 +146,18 @@ def progress_text(view: dict) -> str:
     if view.get("finished"):
         return f"**Finished** — {view['rated']} of {view['total']} rated. Thank you."
     if view.get("done") and not view.get("code"):
-        return f"**All {view['total']} items rated.** Revise any with *Previous*, or press *Finish*."
+        return f"**All {view['total']} items rated.** Look back with *Previous*, or press *Finish*."
     return f"**Item {view['position']} of {view['total']}** · {view['rated']} of {view['total']} rated"
+
+
+def review_text(answers: list[dict]) -> str:
+    """The reader's answers as a read-only table (Markdown)."""
+    if not answers:
+        return ""
+    rows = [f"| {a['position']} | {a['code']} | {a['clinical']} | {a['technical']} | "
+            f"{', '.join(a['criteria']) or '—'} | {(a['comment'] or '—').replace('|', '/')} |" for a in answers]
+    return "\n".join(["#### Your answers", "", "| # | Report | Clinical | Technical | Criteria | Comment |",
+                      "|---|---|---|---|---|---|", *rows])
 
 
 def report_text(view: dict) -> str:
@@ -207,11 +227,13 @@ def _wire_reader_screen(h: ReaderStudyHandlers, c: SimpleNamespace) -> None:
         has_item = bool(v.get("code"))
         img, img_note = h.render(v.get("volume_name"), "axial", 0.5, "lung") if has_item else (None, "")
         ref = v.get("reference")
+        editable = has_item and not v.get("finished") and not rating.get("locked")
+        shown = review_text(h.review(tok)["answers"]) if v.get("finished") else report_text(v)
         return [tok, v, gr.update(visible=False), gr.update(visible=True), note or img_note, progress_text(v),
-                report_text(v), f"**Reference report**\n\n{ref}" if ref else "",
-                gr.update(value=rating.get("clinical"), interactive=has_item and not v.get("finished")),
+                shown, f"**Reference report**\n\n{ref}" if ref else "",
+                gr.update(value=rating.get("clinical"), interactive=editable),
                 gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["clinical"]]),
-                gr.update(value=rating.get("technical"), interactive=has_item and not v.get("finished")),
+                gr.update(value=rating.get("technical"), interactive=editable),
                 gr.update(value=[c for c in rating.get("criteria", []) if c in CRITERIA["technical"]]),
                 rating.get("comment", ""), img]
 
@@ -333,9 +355,11 @@ def _http_api(h: ReaderStudyHandlers) -> None:
     gr.api(h.item_at, api_name="item_at")
     gr.api(h.submit_rating, api_name="submit_rating")
     gr.api(h.finish, api_name="finish")
+    gr.api(h.review, api_name="review")
     gr.api(h.admin_login, api_name="admin_login")
     gr.api(h.admin_summary, api_name="admin_summary")
     gr.api(h.admin_revoke, api_name="admin_revoke")
+    gr.api(h.admin_unlock, api_name="admin_unlock")
 
 
 def build_reader_study_app(config: ReaderStudyAppConfig) -> gr.Blocks:

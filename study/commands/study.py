@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     c.add_argument("--readers", required=True, help="comma-separated reader names")
     c.add_argument("--stratify", action="store_true", help="sample cases stratified by finding (needs --data with labels)")
     c.add_argument("--show-reference", action="store_true", help="show readers the reference report beside each draft")
+    c.add_argument("--revisable", action="store_true",
+                   help="let readers revise a submitted rating until Finish (default: locked after submit)")
     c.set_defaults(handler=create)
 
     s = sub.add_parser("summary", help="per-arm means with 95%% bootstrap intervals, tests and agreement")
@@ -49,11 +51,18 @@ def register(subparsers) -> None:
     e.add_argument("--resamples", type=int, default=2000)
     e.set_defaults(handler=export)
 
+    k = sub.add_parser("key", help="load the answer key (reference grades per item) from a CSV")
+    add_study_arguments(k)
+    k.add_argument("--csv", required=True, help="CSV with columns item_code, clinical, technical (1-5 each)")
+    k.set_defaults(handler=answer_key)
+
     r = sub.add_parser("readers", help="list readers and their progress, add readers, or reset a password")
     add_study_arguments(r)
     r.add_argument("--add", help="comma-separated new reader names (each gets the whole study in their own order)")
     r.add_argument("--reset-password", metavar="READER", help="issue a new password for READER (or 'admin')")
     r.add_argument("--revoke", metavar="READER", help="end every session of READER ('all': of every login) now")
+    r.add_argument("--unlock", metavar="READER:ITEM",
+                   help="allow READER one revision of their locked rating of item code ITEM")
     r.set_defaults(handler=readers)
 
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
@@ -162,6 +171,7 @@ def create(args: argparse.Namespace) -> int:
     creds = service.create_study(StudySpec(
         name=args.name, arms=tables, arm_sources={a: str(Path(p).resolve()) for a, p in arm_paths.items()},
         readers=args.readers.split(","), cases=args.cases, seed=args.seed, show_reference=args.show_reference,
+        lock_after_submit=not args.revisable,
         data_dir=source.absolute().dumps() if source else None, strata=strata, restrict_to=restrict))  # DataSource as JSON
     info = service.study_info(args.name)
     print(f"study {args.name!r}: {info['cases']} cases x {len(info['arms'])} arms = {info['items']} items per reader; "
@@ -175,12 +185,13 @@ def create(args: argparse.Namespace) -> int:
 
 @database_errors
 def summary(args: argparse.Namespace) -> int:
+    from study.readers.answer_key import key_frame
     from study.readers.stats import format_summary, score_figure, summarize
 
     service = _open(args)
     ratings = service.ratings_frame(args.name)
     print(service.progress(args.name).to_string(index=False))
-    result = summarize(ratings, args.reference_arm, resamples=args.resamples)
+    result = summarize(ratings, args.reference_arm, resamples=args.resamples, key=key_frame(service, args.name))
     print(format_summary(result))
     if args.plot and not ratings.empty:
         score_figure(ratings).write_html(args.plot, include_plotlyjs=True)
@@ -204,6 +215,14 @@ def export(args: argparse.Namespace) -> int:
 
 
 @database_errors
+@database_errors
+def answer_key(args: argparse.Namespace) -> int:
+    from study.readers.answer_key import load_answer_key
+
+    print(f"answer key: {load_answer_key(_open(args), args.name, args.csv)} item(s) keyed in study {args.name!r}")
+    return 0
+
+
 def readers(args: argparse.Namespace) -> int:
     service = _open(args)
     if args.add:
@@ -214,5 +233,13 @@ def readers(args: argparse.Namespace) -> int:
     if args.revoke:
         who = None if args.revoke == "all" else args.revoke
         print(f"  {service.revoke_sessions(args.name, who)} session(s) of {args.revoke} ended")
+    if args.unlock:
+        from engine.errors import ConfigError
+
+        reader, _, code = args.unlock.partition(":")
+        if not reader or not code:
+            raise ConfigError(f"--unlock takes READER:ITEM (an item code), got {args.unlock!r}")
+        service.unlock_rating(args.name, reader, code)
+        print(f"  {reader}'s rating of {code} unlocked for one revision")
     print(service.progress(args.name).to_string(index=False))
     return 0

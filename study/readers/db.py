@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from engine.errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 10  # an unreachable PostgreSQL host is reported after this, not the OS's minutes
 SCHEMA_LOCK_KEY = 0x72616433  # "rad3", the advisory lock held while a PostgreSQL schema is made or migrated
@@ -69,6 +69,8 @@ class Study(Base):
     # arm order, the blind export's arm and reader labels). Never shown to readers nor exported.
     secret: Mapped[str] = mapped_column(String(64), nullable=False)
     show_reference: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # A submitted rating cannot be revised by its reader (the study lead can unlock one rating).
+    lock_after_submit: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     data_dir: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
@@ -160,8 +162,19 @@ class Rating(Base):
     comment: Mapped[str] = mapped_column(Text, nullable=False, default="")
     seconds_spent: Mapped[float | None] = mapped_column(Float)
     revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    unlocked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # one revision allowed by the lead
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class AnswerKey(Base):
+    """The study lead's reference grades of one item (loaded from a CSV); readers never see them."""
+
+    __tablename__ = "answer_key"
+    __table_args__ = (CheckConstraint("clinical BETWEEN 1 AND 5"), CheckConstraint("technical BETWEEN 1 AND 5"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    clinical: Mapped[int] = mapped_column(Integer, nullable=False)
+    technical: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class RatingRevision(Base):
@@ -372,5 +385,16 @@ def _v1_to_v2(conn: Connection) -> None:
                      {"i": study_id, "d": "schema 2: secret blind, queues reshuffled, sessions ended", "t": utcnow()})
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """Version 3: answer locking and the answer key. Studies made before it keep the rule they were
+    run under (revisable until Finish); a new study locks after submit unless made with --revisable."""
+    AnswerKey.__table__.create(conn, checkfirst=True)
+    conn.execute(text("ALTER TABLE studies ADD COLUMN lock_after_submit BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(text("ALTER TABLE ratings ADD COLUMN unlocked BOOLEAN NOT NULL DEFAULT FALSE"))
+    for (study_id,) in conn.execute(text("SELECT id FROM studies")).fetchall():
+        conn.execute(text("INSERT INTO audit_log (study_id, event, detail, at) VALUES (:i, 'migrate', :d, :t)"),
+                     {"i": study_id, "d": "schema 3: answer locking (off for this earlier study)", "t": utcnow()})
+
+
 # version n → callable migrating a connection from n to n + 1.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

@@ -1,5 +1,5 @@
-"""Writing a study's ratings to a workbook (sheets ratings, summary, agreement, wilcoxon, progress) or a CSV
-of the ratings.
+"""Writing a study's ratings to a workbook (sheets ratings, summary, agreement, wilcoxon, progress, and
+key_agreement when an answer key is loaded) or a CSV of the ratings.
 
 Only the admin export names the arms. A blind export (for sharing, e.g. with the readers) shows arms
 as "arm 1", "arm 2", ... and readers as "reader 1", "reader 2", ..., both in an order keyed by the
@@ -24,6 +24,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
 from engine.errors import ConfigError
 from study.readers import db
+from study.readers.answer_key import key_frame
 from study.readers.service import ReaderStudyService
 from study.readers.stats import StudySummary, summarize
 
@@ -79,7 +80,8 @@ def export_study(service: ReaderStudyService, study: str, out: str | Path, *, ad
     progress = service.progress(study)
     if not admin:
         ratings, progress = blind_ratings(ratings, progress, service.study_secret(study), with_readers=with_readers)
-    summary: StudySummary = summarize(ratings, reference_arm if admin else None, resamples=resamples, seed=seed)
+    summary: StudySummary = summarize(ratings, reference_arm if admin else None, resamples=resamples, seed=seed,
+                                      key=key_frame(service, study))
     shown = ratings if admin else ratings.drop(columns=["arm"])
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + suffix, dir=out.parent)
@@ -95,6 +97,8 @@ def export_study(service: ReaderStudyService, study: str, out: str | Path, *, ad
                 summary_sheet = pd.concat([summary.means, improvements], ignore_index=True)
             sheets = {"ratings": shown, "summary": summary_sheet, "agreement": summary.agreement,
                       "wilcoxon": summary.wilcoxon, "progress": progress}
+            if summary.key_agreement is not None and not summary.key_agreement.empty:
+                sheets["key_agreement"] = summary.key_agreement
             writer = pd.ExcelWriter(tmp, engine="openpyxl")
             try:
                 for sheet, frame in sheets.items():

@@ -154,6 +154,7 @@ class StudySpec:
     seed: int = 0
     show_reference: bool = False
     data_dir: str | None = None
+    lock_after_submit: bool = True  # a submitted rating cannot be revised by its reader
     strata: dict[str, str] | None = None  # VolumeName → stratum, for stratified sampling
     restrict_to: set[str] | None = None  # only these VolumeNames (e.g. those with a volume in DATA)
 
@@ -260,7 +261,8 @@ class ReaderStudyService:
         try:
             with self.Session.begin() as s:
                 study = Study(name=spec.name, seed=spec.seed, secret=db.new_secret(),
-                              show_reference=spec.show_reference, data_dir=spec.data_dir)
+                              show_reference=spec.show_reference, data_dir=spec.data_dir,
+                              lock_after_submit=spec.lock_after_submit)
                 s.add(study)
                 s.flush()
                 arms = {}
@@ -346,6 +348,7 @@ class ReaderStudyService:
         with self.Session.begin() as s:
             study = self._study(s, name)
             return {"name": study.name, "seed": study.seed, "show_reference": study.show_reference,
+                    "lock_after_submit": study.lock_after_submit,
                     "data_dir": study.data_dir,
                     "arms": list(s.scalars(select(Arm.name).where(Arm.study_id == study.id).order_by(Arm.id))),
                     "cases": s.scalar(select(func.count()).select_from(Case).where(Case.study_id == study.id)),
@@ -503,7 +506,8 @@ class ReaderStudyService:
             reference=case.reference if study.show_reference else None,
             rating=None if rating is None else {
                 "clinical": rating.clinical, "technical": rating.technical,
-                "criteria": json.loads(rating.criteria), "comment": rating.comment, "revision": rating.revision},
+                "criteria": json.loads(rating.criteria), "comment": rating.comment, "revision": rating.revision,
+                "locked": finished or (study.lock_after_submit and not rating.unlocked)},
         )
 
     def _first_unrated(self, s, reader: Reader) -> Assignment | None:
@@ -583,31 +587,81 @@ class ReaderStudyService:
             elif reader.finished_at is not None:
                 problem = "you have finished this study; ratings can no longer be changed"
             if problem is None:
-                now = db.utcnow()
-                seconds = None if assignment.viewed_at is None else (now - assignment.viewed_at).total_seconds()
-                values = dict(clinical=scores["clinical"], technical=scores["technical"],
-                              criteria=json.dumps(criteria), comment=comment)
                 rating = s.scalars(select(Rating).where(Rating.reader_id == reader.id, Rating.item_id == item.id)).first()
-                if rating is None:
-                    s.add(Rating(reader_id=reader.id, item_id=item.id, seconds_spent=seconds, created_at=now,
-                                 updated_at=now, revision=1, **values))
-                    self._audit(s, reader.study_id, reader.id, "submit", item.code,
-                                f"clinical={scores['clinical']} technical={scores['technical']}")
-                elif any(getattr(rating, k) != v for k, v in values.items()):
-                    s.add(RatingRevision(rating_id=rating.id, revision=rating.revision, clinical=rating.clinical,
-                                         technical=rating.technical, criteria=rating.criteria, comment=rating.comment,
-                                         saved_at=rating.updated_at))
-                    for k, v in values.items():
-                        setattr(rating, k, v)
-                    rating.revision += 1
-                    rating.updated_at = now
-                    rating.seconds_spent = (rating.seconds_spent or 0.0) + (seconds or 0.0)
-                    self._audit(s, reader.study_id, reader.id, "revise", item.code,
-                                f"revision {rating.revision}: clinical={scores['clinical']} technical={scores['technical']}")
+                problem = self._store(s, reader, item, assignment, rating, scores, criteria, comment)
+            if problem is None:
                 s.flush()
                 return self._view(s, reader, self._first_unrated(s, reader))
         self._refuse(RatingRefused, problem, **ids)
         raise AssertionError("unreachable")
+
+    def _store(self, s, reader: Reader, item: Item, assignment: Assignment, rating: Rating | None, scores: dict,
+               criteria: list[str], comment: str) -> str | None:
+        """Insert or revise the rating inside the caller's transaction; the refusal, if any."""
+        now = db.utcnow()
+        seconds = None if assignment.viewed_at is None else (now - assignment.viewed_at).total_seconds()
+        values = dict(clinical=scores["clinical"], technical=scores["technical"],
+                      criteria=json.dumps(criteria), comment=comment)
+        if rating is None:
+            s.add(Rating(reader_id=reader.id, item_id=item.id, seconds_spent=seconds, created_at=now,
+                         updated_at=now, revision=1, **values))
+            self._audit(s, reader.study_id, reader.id, "submit", item.code,
+                        f"clinical={scores['clinical']} technical={scores['technical']}")
+            return None
+        if all(getattr(rating, k) == v for k, v in values.items()):
+            return None  # a retried request: nothing to change, locked or not
+        if s.get(Study, reader.study_id).lock_after_submit and not rating.unlocked:
+            return f"item {item.code} is locked: a submitted rating cannot be changed (the study lead can unlock it)"
+        s.add(RatingRevision(rating_id=rating.id, revision=rating.revision, clinical=rating.clinical,
+                             technical=rating.technical, criteria=rating.criteria, comment=rating.comment,
+                             saved_at=rating.updated_at))
+        for k, v in values.items():
+            setattr(rating, k, v)
+        rating.revision += 1
+        rating.unlocked = False  # an unlock allows one revision
+        rating.updated_at = now
+        rating.seconds_spent = (rating.seconds_spent or 0.0) + (seconds or 0.0)
+        self._audit(s, reader.study_id, reader.id, "revise", item.code,
+                    f"revision {rating.revision}: clinical={scores['clinical']} technical={scores['technical']}")
+        return None
+
+    def unlock_rating(self, study_name: str, reader_name: str, code: str, *, admin_id: int | None = None) -> None:
+        """Allow one revision of a reader's locked rating of item `code` (the study lead's decision)."""
+        with self.Session.begin() as s:
+            study = self._study(s, study_name)
+            reader = s.scalars(select(Reader).where(Reader.study_id == study.id, Reader.role == "reader",
+                                                    Reader.name == str(reader_name))).first()
+            if reader is None:
+                raise ConfigError(f"study {study_name!r} has no reader {_short(reader_name)}")
+            rating = s.scalars(select(Rating).join(Item, Rating.item_id == Item.id)
+                               .where(Rating.reader_id == reader.id, Item.code == str(code))).first()
+            if rating is None:
+                raise ConfigError(f"reader {reader.name!r} has no rating of item {_short(code)}")
+            rating.unlocked = True
+            self._audit(s, study.id, admin_id, "unlock", str(code), f"reader {reader.name}")
+
+    def admin_unlock(self, token: str, reader_name: str, code: str) -> None:
+        """The admin's unlock (from the server's admin API)."""
+        admin = self._reader_or_refuse(token, role="admin")
+        with self.Session.begin() as s:
+            name = s.get(Study, admin.study_id).name
+        self.unlock_rating(name, reader_name, code, admin_id=admin.id)
+
+    def review(self, token: str) -> list[dict]:
+        """The reader's own answers in queue order, read-only: position, item code, scores, criteria,
+        comment, revision and whether the rating is locked."""
+        reader = self._reader_or_refuse(token)
+        with self.Session.begin() as s:
+            reader = s.get(Reader, reader.id)
+            study = s.get(Study, reader.study_id)
+            rows = s.execute(select(Assignment.position, Item.code, Rating)
+                             .join(Item, Assignment.item_id == Item.id)
+                             .join(Rating, (Rating.item_id == Item.id) & (Rating.reader_id == reader.id))
+                             .where(Assignment.reader_id == reader.id).order_by(Assignment.position)).all()
+            finished = reader.finished_at is not None
+            return [{"position": pos, "code": code, "clinical": r.clinical, "technical": r.technical,
+                     "criteria": json.loads(r.criteria), "comment": r.comment, "revision": r.revision,
+                     "locked": finished or (study.lock_after_submit and not r.unlocked)} for pos, code, r in rows]
 
     def finish(self, token: str) -> ItemView:
         """Close the reader's study: allowed once every item is rated; no revisions after."""

@@ -1,7 +1,8 @@
 """Reader-study statistics from a ratings table (one row per reader × item: reader, case, arm,
 clinical, technical): per-arm means with 95% bootstrap intervals per reader and averaged over
 readers, percentage change against a reference arm, paired Wilcoxon tests between arms, and
-inter-reader agreement (quadratic-weighted Cohen's kappa for two readers, ICC(2,1) for any number).
+inter-reader agreement (quadratic-weighted Cohen's kappa for each pair of readers, ICC(2,1) and
+Krippendorff's ordinal alpha, with a case-bootstrap interval, for any number).
 
 The bootstrap resamples cases (the unit the study sampled), keeping each case's readers and
 arms together; it is study.bootstrap's (the same seeded case counts as every other interval).
@@ -47,6 +48,48 @@ def icc_2_1(x) -> float:
     ems = (resid**2).sum() / ((n - 1) * (k - 1))
     denom = bms + (k - 1) * ems + k * (jms - ems) / n
     return float((bms - ems) / denom) if denom else float("nan")
+
+
+SCALE = np.arange(1, 6)  # the rubric's 1–5 grades: alpha's value domain
+ALPHA = "Krippendorff's alpha (ordinal)"
+
+
+def _value_counts(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(items × grades) how many readers gave each grade to each item (missing ratings left out), and
+    the grades: the 1–5 scale, widened to any grade outside it."""
+    values = table.to_numpy(dtype=float)
+    seen = values[np.isfinite(values)]
+    domain = np.arange(min(1, seen.min(initial=1)), max(5, seen.max(initial=5)) + 1)
+    return np.stack([(values == g).sum(axis=1) for g in domain], axis=1), domain
+
+
+def krippendorff_alpha(value_counts: np.ndarray, domain: np.ndarray = SCALE) -> float:
+    """Krippendorff's alpha at the ordinal level from the `krippendorff` package (Krippendorff 2011,
+    "Computing Krippendorff's Alpha-Reliability"), from (items × grades) counts over `domain`; items
+    rated by fewer than two readers carry no pair and drop out; NaN when no grade varies."""
+    import krippendorff
+
+    pairable = value_counts[value_counts.sum(axis=1) >= 2]
+    if len(pairable) == 0 or (pairable.sum(axis=0) > 0).sum() < 2:
+        return float("nan")
+    return float(krippendorff.alpha(value_counts=pairable, value_domain=domain, level_of_measurement="ordinal"))
+
+
+def alpha_interval(value_counts: np.ndarray, domain: np.ndarray, cases: np.ndarray, resamples: int,
+                   seed: int) -> tuple[float, float]:
+    """95% percentile interval of alpha over resampled cases: a case drawn k times brings all its
+    items (its arms) k times, as the means' bootstrap does."""
+    from study.bootstrap import percentile_interval, resampled
+
+    codes, index = np.unique(cases, return_inverse=True)
+    if len(codes) < 2 or np.isnan(krippendorff_alpha(value_counts, domain)):
+        return float("nan"), float("nan")
+
+    def alphas(w: np.ndarray) -> np.ndarray:
+        return np.array([[krippendorff_alpha(np.repeat(value_counts, row[index].astype(np.int64), axis=0), domain)]
+                         for row in w])
+
+    return percentile_interval(resampled(alphas, len(codes), resamples, seed)[:, 0])
 
 
 def _bootstrap_mean(per_case: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
@@ -115,22 +158,47 @@ def paired_wilcoxon(ratings: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["score", "arm_a", "arm_b", "n", "mean_difference", "statistic", "p_value"])
 
 
-def agreement(ratings: pd.DataFrame) -> pd.DataFrame:
-    """Per score: ICC(2,1) over the items every reader rated and, for each pair of readers,
-    quadratic-weighted kappa on the items both rated."""
+def agreement(ratings: pd.DataFrame, *, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per score: ICC(2,1) over the items every reader rated, Krippendorff's ordinal alpha over
+    every item two or more readers rated (with a 95% case-bootstrap interval) and, for each pair
+    of readers, quadratic-weighted kappa on the items both rated."""
     rows = []
     readers = sorted(ratings["reader"].unique())
+    case_of = ratings.groupby("item_code")["case"].first()
     for score in SCORE_COLUMNS:
         table = ratings.pivot_table(index="item_code", columns="reader", values=score, aggfunc="first")
         if len(readers) >= 2:
             full = table[readers].dropna()
             rows.append({"score": score, "measure": "ICC(2,1)", "readers": ", ".join(readers), "n_items": len(full),
                          "value": icc_2_1(full.to_numpy()) if len(full) >= 2 else float("nan")})
+            counts, domain = _value_counts(table[readers])
+            paired = counts.sum(axis=1) >= 2
+            cases = case_of.loc[table.index[paired]].to_numpy()
+            lo, hi = alpha_interval(counts[paired], domain, cases, resamples, seed)
+            rows.append({"score": score, "measure": ALPHA, "readers": ", ".join(readers), "n_items": int(paired.sum()),
+                         "value": krippendorff_alpha(counts, domain), "ci_low": lo, "ci_high": hi})
         for a, b in combinations(readers, 2):
             pair = table[[a, b]].dropna()
             rows.append({"score": score, "measure": "weighted kappa (quadratic)", "readers": f"{a}, {b}",
                          "n_items": len(pair), "value": weighted_kappa(pair[a], pair[b]) if len(pair) else float("nan")})
-    return pd.DataFrame(rows, columns=["score", "measure", "readers", "n_items", "value"])
+    return pd.DataFrame(rows, columns=["score", "measure", "readers", "n_items", "value", "ci_low", "ci_high"])
+
+
+def key_agreement(ratings: pd.DataFrame, key: pd.DataFrame | None) -> pd.DataFrame:
+    """Per score and reader, against the answer key on the keyed items the reader rated: the fraction
+    of exact agreement and quadratic-weighted kappa."""
+    columns = ["score", "reader", "n_items", "exact_agreement", "weighted_kappa"]
+    if key is None or key.empty or ratings.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for score in SCORE_COLUMNS:
+        merged = ratings[["reader", "item_code", score]].merge(key[["item_code", score]], on="item_code",
+                                                               suffixes=("", "_key"))
+        for reader, sub in merged.groupby("reader", sort=True):
+            a, b = sub[score].to_numpy(), sub[f"{score}_key"].to_numpy()
+            rows.append({"score": score, "reader": reader, "n_items": len(sub),
+                         "exact_agreement": float((a == b).mean()), "weighted_kappa": weighted_kappa(a, b)})
+    return pd.DataFrame(rows, columns=columns)
 
 
 @dataclass
@@ -139,16 +207,20 @@ class StudySummary:
     improvements: pd.DataFrame
     wilcoxon: pd.DataFrame
     agreement: pd.DataFrame
+    key_agreement: pd.DataFrame | None = None  # each reader against the answer key, when one is loaded
 
 
-def summarize(ratings: pd.DataFrame, reference_arm: str | None = None, *, resamples: int = 2000, seed: int = 0) -> StudySummary:
-    """All of the above; reference_arm defaults to the first arm in alphabetical order."""
+def summarize(ratings: pd.DataFrame, reference_arm: str | None = None, *, resamples: int = 2000, seed: int = 0,
+              key: pd.DataFrame | None = None) -> StudySummary:
+    """All of the above (and agreement with the answer `key`, when given); reference_arm defaults to
+    the first arm in alphabetical order."""
     if ratings.empty:
         empty = pd.DataFrame()
         return StudySummary(arm_means(ratings) if "arm" in ratings else empty, empty, empty, empty)
     means = arm_means(ratings, resamples=resamples, seed=seed)
     reference = reference_arm or sorted(ratings["arm"].unique())[0]
-    return StudySummary(means, improvements(means, reference), paired_wilcoxon(ratings), agreement(ratings))
+    return StudySummary(means, improvements(means, reference), paired_wilcoxon(ratings),
+                        agreement(ratings, resamples=resamples, seed=seed), key_agreement(ratings, key))
 
 
 def format_summary(summary: StudySummary) -> str:
@@ -175,7 +247,13 @@ def format_summary(summary: StudySummary) -> str:
     if not summary.agreement.empty:
         parts.append("Inter-reader agreement:")
         for r in summary.agreement.itertuples():
-            parts.append(f"  {r.score:9s} {r.measure:28s} {r.readers:24s} {r.value:.3f} (n={r.n_items})")
+            interval = f"  [{r.ci_low:.3f}, {r.ci_high:.3f}]" if pd.notna(r.ci_low) else ""
+            parts.append(f"  {r.score:9s} {r.measure:30s} {r.readers:24s} {r.value:.3f}{interval} (n={r.n_items})")
+    if summary.key_agreement is not None and not summary.key_agreement.empty:
+        parts.append("Agreement with the answer key (exact, quadratic-weighted kappa):")
+        for r in summary.key_agreement.itertuples():
+            parts.append(f"  {r.score:9s} {r.reader:12s} exact {r.exact_agreement:.3f}  kappa {r.weighted_kappa:.3f}"
+                         f" (n={r.n_items})")
     return "\n".join(parts) if parts else "no ratings yet"
 
 
