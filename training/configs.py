@@ -343,8 +343,6 @@ class MultimodalTrainConfig(JsonConfig):
     stage: int = setting(1, "1: the connector alone (decoder frozen); 2: connector + LoRA adapters", choices=(1, 2))
     init_from: str | None = setting(None, "stage 2: the stage-1 run whose connector it starts from")
     tasks: tuple[Task, ...] = setting(("report",), "tasks to train: report and/or vqa")
-    vqa_file: str | None = setting(None, "VQA items, JSONL: volume_name, question, choices (closed; [] open), "
-                                   "answer, answer_letter (closed)")
     section: Section = setting_like(TrainConfig, "section", "report section the report task answers")
     gguf_file: str | None = setting_like(TrainConfig, "gguf_file")
     connector: str = setting("linear", "connector kind (engine.connectors.CONNECTORS) making the image tokens")
@@ -378,8 +376,6 @@ class MultimodalTrainConfig(JsonConfig):
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
         if not self.tasks or len(set(self.tasks)) != len(self.tasks) or set(self.tasks) - {"report", "vqa"}:
             raise ConfigError(f"tasks must be report and/or vqa, each once, got {list(self.tasks)}")
-        if "vqa" in self.tasks and not self.vqa_file:
-            raise ConfigError("task vqa needs --vqa-file")
         for name in ("epochs", "batch_size", "image_tokens", "lora_r"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -392,5 +388,5 @@ class MultimodalTrainConfig(JsonConfig):
 
     def identity(self) -> dict:
         """The settings that decide the training trajectory: a checkpoint resumes only under these."""
-        moved = _RESUMABLE_CHANGES | {"vqa_file", "init_from"}  # files may move; their content is in the data
+        moved = _RESUMABLE_CHANGES | {"init_from"}  # files may move; their content is in the data
         return {k: v for k, v in self.to_dict().items() if k not in moved}

@@ -111,13 +111,14 @@ def _multimodal_data(config: MultimodalTrainConfig) -> MultimodalData:
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.rundir import load_image_model
+    from engine.vqa import dataset_vqa
     from training.data import check_cache_matches
-    from training.multimodal_data import load_multimodal_split, read_vqa_items
+    from training.multimodal_data import load_multimodal_split
 
     root, image = load_image_model(config.image_model)
     section = config.section if "report" in config.tasks else None
     dataset = resolve(config.data, label_set=image.label_set, **({"section": section} if section else {}))
-    vqa_items = read_vqa_items(config.vqa_file) if "vqa" in config.tasks else None
+    vqa_items = dataset_vqa(dataset) if "vqa" in config.tasks else None
     cache = EmbeddingCache.open(config.cache)
     check_cache_matches(cache, encoder_name=image.encoder.name, encoder_config=image.encoder.config,
                         encoder_weights=image.encoder.weights, preprocess_config=image.preprocess,
