@@ -259,7 +259,7 @@ class MultimodalConfig(JsonConfig):
     positions right after BOS, then an instruction, then the answer. decoder_mode "frozen" is
     stage 1 (the connector alone learns), "lora" stage 2 (connector + LoRA adapters)."""
 
-    connector: ConnectorConfig
+    connector: SpatialPoolingConfig | ConnectorConfig  # spatial-pooling first: its kind refuses the others
     decoder_mode: Literal["frozen", "lora"] = "frozen"
 
     def __post_init__(self):

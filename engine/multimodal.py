@@ -123,6 +123,8 @@ class MultimodalModel(nn.Module):
 
     def image_tokens(self, features: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Image features [+ classifier logits, when the connector reads them] → (B, n, d_llm) in the decoder's dtype."""
+        if self.config.connector.kind == "spatial-pooling" and features.dim() == 2:  # the cache's flat rows
+            features = features.view(features.shape[0], self.config.connector.n_tokens_in, -1)
         tokens = self.connector(features, logits if self.config.connector.n_labels else None)
         if tokens.dim() != 3 or tokens.shape[1] != self.n_image:
             raise ConfigError(f"connector gave image tokens of shape {tuple(tokens.shape)}, expected (B, {self.n_image}, d_llm)")

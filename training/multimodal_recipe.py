@@ -70,7 +70,8 @@ def train_multimodal(config: MultimodalTrainConfig, *, resume: bool = False, sto
     checkpoint = checkpoint_to_resume(out, resume)
     accelerator = make_accelerator(config.mixed_precision)
     data = _multimodal_data(config)
-    model, tokenizer = build_multimodal_model(config, data.cache.identity.latent_dim, len(data.image.label_set))
+    model, tokenizer = build_multimodal_model(config, data.cache.identity.latent_dim, len(data.image.label_set),
+                                              encoder=data.image.encoder)
     identity = {**config.identity(), "decoder": decoder_signature(model.decoder),
                 "num_processes": accelerator.num_processes, "train_examples": len(data.train)}
     state = resume_state(checkpoint, identity)
@@ -129,16 +130,20 @@ def _multimodal_data(config: MultimodalTrainConfig) -> MultimodalData:
     return MultimodalData(image, dataset, cache, train, valid)
 
 
-def build_multimodal_model(config: MultimodalTrainConfig, d_features: int, n_labels: int):
-    """(MultimodalModel, tokenizer) of the stage: the connector seeded (stage 2: the stage-1 run's)."""
+def build_multimodal_model(config: MultimodalTrainConfig, d_features: int, n_labels: int, *, encoder=None):
+    """(MultimodalModel, tokenizer) of the stage: the connector seeded (stage 2: the stage-1 run's).
+    `encoder`: the image model's EncoderSpec, which a spatial-pooling connector takes its grid from."""
     from engine.decoders import load_causal_lm
     from engine.model_configs import ConnectorConfig, MultimodalConfig
     from engine.multimodal import MultimodalModel
 
     decoder, tokenizer = load_causal_lm(config.decoder, gguf_file=config.gguf_file)
-    connector = ConnectorConfig(kind=config.connector, d_embed=d_features, n_labels=n_labels if config.with_logits else 0,
-                                d_llm=decoder.get_input_embeddings().embedding_dim, prefix_len=config.image_tokens,
-                                clip_len=config.image_tokens, n_layers=2)
+    d_llm, labels = decoder.get_input_embeddings().embedding_dim, n_labels if config.with_logits else 0
+    if config.connector == "spatial-pooling":
+        connector = spatial_pooling_config(config, encoder, d_llm, labels)
+    else:
+        connector = ConnectorConfig(kind=config.connector, d_embed=d_features, n_labels=labels, d_llm=d_llm,
+                                    prefix_len=config.image_tokens, clip_len=config.image_tokens, n_layers=2)
     mode = "lora" if config.stage == 2 else "frozen"
     torch.manual_seed(config.seed)
     model = MultimodalModel(MultimodalConfig(connector, mode), decoder, lora_settings(config) if mode == "lora" else None)
@@ -152,6 +157,23 @@ def build_multimodal_model(config: MultimodalTrainConfig, d_features: int, n_lab
                               stage1.root)
         load_weights_strict(model.connector, stage1.resolve(stage1.config.connector_weights), "connector")
     return model, tokenizer
+
+
+def spatial_pooling_config(config: MultimodalTrainConfig, encoder, d_llm: int, n_labels: int):
+    """M3D's projector on the ViT3D patch encoder's token grid; its token count is the grid's, so
+    --image-tokens must name it (M3D: 256)."""
+    from engine.encoders import VIT3D_PATCHES, load_vit3d_config
+    from engine.model_configs import SpatialPoolingConfig
+
+    if encoder is None or encoder.name != VIT3D_PATCHES:
+        raise ConfigError(f"the spatial-pooling connector reads ViT3D patch tokens: the image model's encoder must be "
+                          f"{VIT3D_PATCHES!r}, not {getattr(encoder, 'name', None)!r}")
+    vit = load_vit3d_config(encoder.config)
+    connector = SpatialPoolingConfig(d_embed=vit.hidden_size, d_llm=d_llm, token_grid=vit.grid, n_labels=n_labels)
+    if connector.prefix_len != config.image_tokens:
+        raise ConfigError(f"--image-tokens must be {connector.prefix_len} for the spatial-pooling connector on the "
+                          f"encoder's {vit.grid} token grid (pooled {connector.pooled_grid}), got {config.image_tokens}")
+    return connector
 
 
 def lora_settings(config: MultimodalTrainConfig):
