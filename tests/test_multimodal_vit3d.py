@@ -51,12 +51,14 @@ def vit3d_runs(tmp_path_factory, tiny_gpt2_dir):  # noqa: F811
     image = write_vit3d_image_model(root / "image")
     embed_with_image_model(data, root / "cache", image, workers=0, progress=False)
     common = dict(data=str(data), cache=str(root / "cache"), decoder=str(tiny_gpt2_dir), image_model=str(image),
-                  connector="spatial-pooling", image_tokens=24, tasks=("vqa",), batch_size=4, max_steps=3,
+                  connector="spatial-pooling", image_tokens=24, tasks=("vqa", "report"), batch_size=4, max_steps=3,
                   max_answer_tokens=8, lr=1e-2, lora_r=2, lora_dropout=0.0)
     one = train_multimodal(MultimodalTrainConfig(out=str(root / "stage1"), **common), progress=False)
     two = train_multimodal(MultimodalTrainConfig(out=str(root / "stage2"), stage=2, init_from=str(root / "stage1"),
                                                  **common), progress=False)
-    return {"data": data, "image": image, "cache": root / "cache", "one": one, "two": two}
+    text_only = train_multimodal(MultimodalTrainConfig(out=str(root / "text-only"), stage=2, image=False, **common),
+                                 progress=False)
+    return {"data": data, "image": image, "cache": root / "cache", "one": one, "two": two, "text_only": text_only}
 
 
 def test_the_cache_holds_the_towers_patch_tokens_under_m3ds_preprocessing(vit3d_runs):
@@ -109,3 +111,37 @@ def test_spatial_pooling_needs_the_patch_encoder_and_its_token_count(vit3d_runs,
     encoder = load_image_model(vit3d_runs["image"])[1].encoder
     with pytest.raises(ConfigError, match="--image-tokens must be 24"):
         build_multimodal_model(cfg, 192 * 64, 18, encoder=encoder)
+
+
+def test_evaluate_vqa_and_report_beside_the_text_only_baseline(vit3d_runs, capsys, tmp_path):
+    import pandas as pd
+
+    from cli import main
+    from engine.data import resolve
+    from engine.multimodal_run import open_multimodal_run
+    from engine.vqa import dataset_vqa
+
+    baseline = open_multimodal_run(vit3d_runs["text_only"].run)
+    assert baseline.config.image_features == "none" and baseline.config.model.image_tokens == 0
+    assert vit3d_runs["text_only"].parameters["connector"][0] == 0  # nothing of the image side learns
+    common = ["--data", str(vit3d_runs["data"]), "--cache", str(vit3d_runs["cache"]), "--split", "valid",
+              "--no-bertscore", "--no-meteor", "--resamples", "50", "--max-new-tokens", "4", "--no-progress"]
+    code = main(["evaluate", "--run", str(baseline.root), "--task", "vqa", "--out", str(tmp_path / "text"), *common])
+    assert code == 0, capsys.readouterr().err
+    code = main(["evaluate", "--run", str(vit3d_runs["two"].run), "--task", "vqa", "--out", str(tmp_path / "image"),
+                 "--baseline", str(tmp_path / "text"), *common])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    items = dataset_vqa(resolve(vit3d_runs["data"], section=None))["valid"]
+    predictions = pd.read_csv(tmp_path / "image" / "vqa_predictions.csv", keep_default_na=False)
+    assert len(predictions) == len(items) and list(predictions["Question"]) == [i.question for i in items]
+    table = pd.read_csv(tmp_path / "image" / "vqa_metrics.csv")
+    closed = table[(table["metric"] == "accuracy") & (table["form"] == "closed")]
+    assert (closed["ci_low"] <= closed["value"]).all() and (closed["value"] <= closed["ci_high"]).all()
+    assert "| form | question type | image | text |" in out  # the side-by-side with the baseline
+    code = main(["evaluate", "--run", str(vit3d_runs["two"].run), "--task", "report", "--limit", "2",
+                 "--out", str(tmp_path / "report"), *common])
+    assert code == 0, capsys.readouterr().err
+    reports = pd.read_csv(tmp_path / "report" / "predictions.csv")
+    assert len(reports) == 2 and set(reports["variant"]) == {"multimodal"}
+    assert (tmp_path / "report" / "metrics.md").is_file()

@@ -190,8 +190,6 @@ def test_session_batch_generation_matches_the_streamed_answer(stage_runs, scan, 
     from engine.io import load_volume
     from engine.model_configs import GenerationSettings
     from engine.multimodal_session import MultimodalSession
-    from training.configs import EvaluateConfig
-    from training.evaluate import evaluate_run
 
     session = MultimodalSession.load(stage_runs[1].run)
     volume, settings = load_volume(scan), GenerationSettings(max_new_tokens=8)
@@ -203,6 +201,3 @@ def test_session_batch_generation_matches_the_streamed_answer(stage_runs, scan, 
         *_, answer = session.answer_stream(volume, instruction, settings)
         assert answer.text == batch.reports[i].text
     assert batch.reports[0].token_ids != batch.reports[1].token_ids  # the instruction steers the answer
-    with pytest.raises(Exception, match="rad3d evaluate does not take these runs yet"):
-        evaluate_run(EvaluateConfig(run=str(stage_runs[1].run), data=str(tmp_path), cache=str(tmp_path),
-                                    out=str(tmp_path / "eval")))

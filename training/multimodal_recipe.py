@@ -146,7 +146,8 @@ def build_multimodal_model(config: MultimodalTrainConfig, d_features: int, n_lab
                                     prefix_len=config.image_tokens, clip_len=config.image_tokens, n_layers=2)
     mode = "lora" if config.stage == 2 else "frozen"
     torch.manual_seed(config.seed)
-    model = MultimodalModel(MultimodalConfig(connector, mode), decoder, lora_settings(config) if mode == "lora" else None)
+    model = MultimodalModel(MultimodalConfig(connector, mode, use_image=config.image), decoder,
+                            lora_settings(config) if mode == "lora" else None)
     if config.init_from:
         from engine.multimodal_run import open_multimodal_run
         from engine.weights import load_weights_strict
@@ -195,10 +196,11 @@ class MultimodalRecipe(Recipe):
         from training.multimodal_data import MultimodalCollator
 
         self.config, self.train, self.accelerator = config, data.train, accelerator
-        self.collator = MultimodalCollator(data.train, tokenizer, config.image_tokens, config.max_answer_tokens)
+        n_image = config.image_tokens if config.image else 0
+        self.collator = MultimodalCollator(data.train, tokenizer, n_image, config.max_answer_tokens)
         self.valid_loader = None
         if len(data.valid):
-            collator = MultimodalCollator(data.valid, tokenizer, config.image_tokens, config.max_answer_tokens)
+            collator = MultimodalCollator(data.valid, tokenizer, n_image, config.max_answer_tokens)
             batches = epoch_batches(len(data.valid), config.batch_size, seed=config.seed, epoch=0, shuffle=False)
             self.valid_loader = accelerator.prepare(batch_loader(data.valid, collator, batches, seed=config.seed))
 
@@ -259,7 +261,7 @@ def write_multimodal_run(result: MultimodalResult, config: MultimodalTrainConfig
     longest = max((len(tokenizer(e.instruction)["input_ids"]) for e in data.train.examples), default=0)
     max_new = config.max_answer_tokens or 256
     if positions:  # BOS, image tokens, instruction and answer must fit the decoder's positions
-        max_new = max(1, min(max_new, positions - config.image_tokens - longest - 1))
+        max_new = max(1, min(max_new, positions - model.n_image - longest - 1))
     provenance = data.image.provenance.merged(data=describe_dataset(config.data),
                                                decoder=describe_decoder(config.decoder, gguf_file=config.gguf_file))
     write(result.run, model, tokenizer, image_model=data.image, tasks=config.tasks, stage=config.stage,
