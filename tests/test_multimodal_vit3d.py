@@ -145,3 +145,26 @@ def test_evaluate_vqa_and_report_beside_the_text_only_baseline(vit3d_runs, capsy
     reports = pd.read_csv(tmp_path / "report" / "predictions.csv")
     assert len(reports) == 2 and set(reports["variant"]) == {"multimodal"}
     assert (tmp_path / "report" / "metrics.md").is_file()
+
+
+def test_the_ask_box_streams_an_answer_and_names_the_choice(vit3d_runs, tmp_path):
+    import numpy as np
+
+    from conftest import lps_affine, write_nifti
+    from engine.errors import ConfigError
+    from engine.io import load_volume
+    from engine.multimodal_session import MultimodalSession
+    from run_fixtures import chest_like_volume
+    from ui.screens.ask_box import answers_questions, ask_stream
+
+    class Runs:
+        runs = {"vqa": vit3d_runs["two"].run, "missing": tmp_path / "none"}
+
+    assert answers_questions(Runs, "vqa") and not answers_questions(Runs, "missing")
+    scan = write_nifti(tmp_path / "chest.nii.gz", chest_like_volume().hu.astype(np.int16), lps_affine((3.0, 3.0, 5.0)))
+    session, volume = MultimodalSession.load(vit3d_runs["two"].run), load_volume(scan)
+    shown = list(ask_stream(lambda: session, lambda: volume, "Is there a lung nodule?", ["Yes", "No", "", ""]))
+    *_, last = session.answer_stream(volume, " Is there a lung nodule? Choices: A. Yes B. No")
+    assert len(shown) >= 2 and shown[-1].startswith(f"**A:** {last.text}") and "**Chosen:**" in shown[-1]
+    with pytest.raises(ConfigError, match="the question is empty"):
+        list(ask_stream(lambda: session, lambda: volume, "  ", []))
