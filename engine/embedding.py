@@ -118,6 +118,11 @@ def _encode(dataset, names: list[str], encoder, preprocess_config, cache, summar
     bar.close()
 
 
+def latent_dim(encoder) -> int:
+    """The width of the rows an encoder gives the cache (ViT3D's patch encoder: all its patch tokens)."""
+    return getattr(encoder, "latent_dim", None) or encoder.cfg.dim_latent
+
+
 def identity_for(encoder_name: str, encoder_config: dict, weights: Path, preprocess_config: PreprocessConfig,
                  latent_dim: int) -> CacheIdentity:
     return CacheIdentity(
@@ -154,7 +159,7 @@ def embed_with_encoder(data_dir, cache_dir: str | Path, encoder_name: str, encod
         made_from = made_from.merged(encoder=describe_encoder(weights))
     with shard.main_first():  # one process creates the folder and manifest; the others open them
         cache = EmbeddingCache.create_or_open(
-            cache_dir, identity_for(encoder_name, encoder_config, Path(weights), preprocess_config, encoder.cfg.dim_latent),
+            cache_dir, identity_for(encoder_name, encoder_config, Path(weights), preprocess_config, latent_dim(encoder)),
             made_from)
     summary = embed_dataset(dataset, [c.volume_name for c in cases], encoder, preprocess_config, cache,
                             classifier=classifier, workers=workers, device=device, progress=progress, shard=shard)

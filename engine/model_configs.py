@@ -259,8 +259,10 @@ class MultimodalConfig(JsonConfig):
     positions right after BOS, then an instruction, then the answer. decoder_mode "frozen" is
     stage 1 (the connector alone learns), "lora" stage 2 (connector + LoRA adapters)."""
 
-    connector: ConnectorConfig
+    connector: SpatialPoolingConfig | ConnectorConfig  # spatial-pooling first: its kind refuses the others
     decoder_mode: Literal["frozen", "lora"] = "frozen"
+    # False: the text-only baseline (no image tokens; the connector is kept but never read or trained)
+    use_image: bool = True
 
     def __post_init__(self):
         if self.decoder_mode not in ("frozen", "lora"):
@@ -268,4 +270,4 @@ class MultimodalConfig(JsonConfig):
 
     @property
     def image_tokens(self) -> int:
-        return self.connector.prefix_len
+        return self.connector.prefix_len if self.use_image else 0

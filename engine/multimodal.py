@@ -106,6 +106,8 @@ class MultimodalModel(nn.Module):
             raise ConfigError(f"connector d_llm {config.connector.d_llm} does not match the decoder's {d_llm}")
         self.config = config
         self.connector = build_connector(config.connector)
+        if not config.use_image:
+            self.connector.requires_grad_(False)
         freeze(decoder)
         if config.decoder_mode == "lora":
             decoder = apply_lora(decoder, lora or LoraSettings())
@@ -123,6 +125,11 @@ class MultimodalModel(nn.Module):
 
     def image_tokens(self, features: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Image features [+ classifier logits, when the connector reads them] → (B, n, d_llm) in the decoder's dtype."""
+        if not self.config.use_image:  # the text-only baseline: no image tokens at all
+            d_llm = self.decoder.get_input_embeddings().embedding_dim
+            return features.new_zeros(features.shape[0], 0, d_llm).to(self.decoder.get_input_embeddings().weight.dtype)
+        if self.config.connector.kind == "spatial-pooling" and features.dim() == 2:  # the cache's flat rows
+            features = features.view(features.shape[0], self.config.connector.n_tokens_in, -1)
         tokens = self.connector(features, logits if self.config.connector.n_labels else None)
         if tokens.dim() != 3 or tokens.shape[1] != self.n_image:
             raise ConfigError(f"connector gave image tokens of shape {tuple(tokens.shape)}, expected (B, {self.n_image}, d_llm)")

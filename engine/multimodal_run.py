@@ -39,7 +39,9 @@ class MultimodalRunConfig(JsonConfig):
     connector_weights: str = "connector.safetensors"
     lora: LoraSettings | None = None  # stage 2's adapters (merged into the decoder)
     report_section: str = "findings"  # the section a report answers (task "report")
-    image_features: Literal["latent"] = "latent"  # what of the image model the connector reads
+    # what of the image model the connector reads: "latent" (one vector a volume, e.g. CT-CLIP's),
+    # "patch-tokens" (ViT3D's tower tokens, encoder vit3d-patches), "none" (the text-only baseline)
+    image_features: Literal["latent", "patch-tokens", "none"] = "latent"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     notes: dict = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)
@@ -140,6 +142,8 @@ def write_multimodal_run(root: str | Path, model, tokenizer, *, image_model, tas
         decoder = DecoderSpec(path=str(Path(decoder_path).resolve()), gguf_file=gguf_file)
     config = MultimodalRunConfig(
         tasks=tuple(tasks), stage=stage, model=model.config, decoder=decoder, lora=lora, report_section=report_section,
+        image_features="none" if not model.config.use_image else
+        "patch-tokens" if model.config.connector.kind == "spatial-pooling" else "latent",
         generation=GenerationSettings(max_new_tokens=max_new_tokens), notes=dict(notes or {}),
         provenance=provenance or Provenance())
     save_multimodal_run_config(root, config)

@@ -28,13 +28,18 @@ def report_instruction(section: str) -> str:
                           f"{', '.join(REPORT_INSTRUCTIONS)})") from None
 
 
-def question_prompt(question: str, choices: tuple[str, ...] | list[str] | None = None) -> str:
-    """The instruction for a question: open without choices, closed (M3D's "Choices: A. .. B. ..") with."""
-    text = " " + " ".join(question.split())
+def question_text(question: str, choices: tuple[str, ...] | list[str] | None = None) -> str:
+    """M3D's question: open without choices, closed ("{question} Choices: A. .. B. ..") with."""
+    text = " ".join(question.split())
     if choices:
         check_choices(choices)
         text += " Choices: " + " ".join(f"{letter}. {c}" for letter, c in zip(CHOICE_LETTERS, choices))
     return text
+
+
+def question_prompt(question: str, choices: tuple[str, ...] | list[str] | None = None) -> str:
+    """The instruction after the image tokens: M3D's question with the space that follows them."""
+    return " " + question_text(question, choices)
 
 
 def answer_target(answer: str) -> str:

@@ -11,9 +11,9 @@ build` rewrites it) has one row per item, in M3D-VQA's columns renamed to the da
     Answer        the right answer's text (a closed item's is the text of its right choice)
     AnswerChoice  A, B, C or D for a closed item; empty for an open one
 
-Prompts follow M3D's `multi_dataset.py` (the image tokens go in front, by the caller): closed
-"{Question} Choices: A. {A} B. {B} C. {C} D. {D}" answered "{letter}. {Answer}"; open "{Question}"
-answered "{Answer}".
+Prompts follow M3D's `multi_dataset.py`, written in one place (engine.prompts; the image tokens go
+in front, by the caller): closed "{Question} Choices: A. {A} B. {B} C. {C} D. {D}" answered
+"{letter}. {Answer}"; open "{Question}" answered "{Answer}".
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from engine.errors import DatasetError
+from engine.prompts import closed_answer, question_text
 
 VQA_FILE = "vqa.csv"
 FORMS = ("closed", "open")
@@ -59,16 +60,13 @@ class VqaItem:
 
 
 def prompt_text(item: VqaItem) -> str:
-    """The text after the image tokens, as M3D builds it."""
-    if item.form == "open":
-        return item.question
-    a, b, c, d = item.choices
-    return f"{item.question} Choices: A. {a} B. {b} C. {c} D. {d}"
+    """The question as M3D writes it (engine.prompts, the one place of the format)."""
+    return question_text(item.question, item.choices)
 
 
 def answer_text(item: VqaItem) -> str:
     """The target text: "{letter}. {answer}" for a closed item (M3D's "B. Liver"), the answer for an open one."""
-    return f"{item.answer_letter}. {item.answer}" if item.form == "closed" else item.answer
+    return closed_answer(item.answer_letter, item.answer) if item.form == "closed" else item.answer
 
 
 def item_row(item: VqaItem) -> dict[str, str]:

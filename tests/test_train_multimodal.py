@@ -17,23 +17,28 @@ from training_fixtures import SENTENCES, assert_same_training, one_thread, train
 FAST = dict(batch_size=4, image_tokens=4, lr=1e-2, max_answer_tokens=16, lora_r=4, lora_dropout=0.0)
 
 
-def write_vqa_file(setup, path):
-    """Closed and open questions about the findings the tiny dataset's reports name."""
+def with_vqa(setup, root):
+    """A copy of the tiny dataset with a vqa.csv: closed and open questions about the findings its reports name."""
+    import shutil
+
     import pandas as pd
 
-    labels = pd.read_csv(setup["data"] / "labels.csv")
+    from engine.vqa import VqaItem, write_vqa_csv
+
+    data = shutil.copytree(setup["data"], root / "data")
+    labels = pd.read_csv(data / "labels.csv")
     names = ct_rate().names
-    with path.open("w") as f:
-        for _, row in labels.iterrows():
-            for k in (2, 17):  # cardiomegaly, hiatal hernia
-                finding = names[k].lower()
-                yes = bool(row[names[k]])
-                f.write(json.dumps({"volume_name": row["VolumeName"], "question": f"Is there {finding}?",
-                                    "choices": ["Yes", "No"], "answer": "Yes" if yes else "No",
-                                    "answer_letter": "A" if yes else "B"}) + "\n")
-            f.write(json.dumps({"volume_name": row["VolumeName"], "question": "Is the heart enlarged?",
-                                "choices": [], "answer": "yes" if row[names[2]] else "no"}) + "\n")
-    return path
+    choices = ("Yes", "No", "Unclear", "Not assessed")
+    items = []
+    for _, row in labels.iterrows():
+        for k in (2, 17):  # cardiomegaly, hiatal hernia
+            yes = bool(row[names[k]])
+            items.append(VqaItem(row["VolumeName"], "presence", "closed", f"Is there {names[k].lower()}?", choices,
+                                 "Yes" if yes else "No", "A" if yes else "B"))
+        items.append(VqaItem(row["VolumeName"], "presence", "open", "Is the heart enlarged?", None,
+                             "yes" if row[names[2]] else "no", None))
+    write_vqa_csv(items, data / "vqa.csv")
+    return {**setup, "data": data}
 
 
 def config(setup, decoder, out, **overrides):
@@ -47,10 +52,10 @@ def stage_runs(tmp_path_factory, training_setup, tiny_gpt2_dir, one_thread):  # 
     from training.multimodal_recipe import train_multimodal
 
     root = tmp_path_factory.mktemp("multimodal")
-    vqa = write_vqa_file(training_setup, root / "vqa.jsonl")
-    both = dict(tasks=("report", "vqa"), vqa_file=str(vqa))
-    one = train_multimodal(config(training_setup, tiny_gpt2_dir, root / "stage1", epochs=4, lr=3e-2, **both), progress=False)
-    two = train_multimodal(config(training_setup, tiny_gpt2_dir, root / "stage2", epochs=2, stage=2,
+    setup = with_vqa(training_setup, root)
+    both = dict(tasks=("report", "vqa"))
+    one = train_multimodal(config(setup, tiny_gpt2_dir, root / "stage1", epochs=6, lr=3e-2, **both), progress=False)
+    two = train_multimodal(config(setup, tiny_gpt2_dir, root / "stage2", epochs=2, stage=2,
                                   init_from=str(root / "stage1"), **both), progress=False)
     return one, two
 
@@ -108,10 +113,11 @@ def test_resumed_training_matches_the_uninterrupted_one(training_setup, tiny_gpt
 
 
 def test_bad_training_settings_are_one_line(training_setup, tiny_gpt2_dir, tmp_path):
-    from engine.errors import ConfigError
+    from engine.errors import ConfigError, DatasetError
+    from training.multimodal_recipe import train_multimodal
 
-    with pytest.raises(ConfigError, match="task vqa needs --vqa-file"):
-        config(training_setup, tiny_gpt2_dir, tmp_path, tasks=("vqa",))
+    with pytest.raises(DatasetError, match="no vqa.csv"):  # the tiny dataset has none
+        train_multimodal(config(training_setup, tiny_gpt2_dir, tmp_path, tasks=("vqa",)), progress=False)
     with pytest.raises(ConfigError, match="stage must be 1 or 2"):
         config(training_setup, tiny_gpt2_dir, tmp_path, stage=3)
 
@@ -184,8 +190,6 @@ def test_session_batch_generation_matches_the_streamed_answer(stage_runs, scan, 
     from engine.io import load_volume
     from engine.model_configs import GenerationSettings
     from engine.multimodal_session import MultimodalSession
-    from training.configs import EvaluateConfig
-    from training.evaluate import evaluate_run
 
     session = MultimodalSession.load(stage_runs[1].run)
     volume, settings = load_volume(scan), GenerationSettings(max_new_tokens=8)
@@ -197,6 +201,3 @@ def test_session_batch_generation_matches_the_streamed_answer(stage_runs, scan, 
         *_, answer = session.answer_stream(volume, instruction, settings)
         assert answer.text == batch.reports[i].text
     assert batch.reports[0].token_ids != batch.reports[1].token_ids  # the instruction steers the answer
-    with pytest.raises(Exception, match="rad3d evaluate does not take these runs yet"):
-        evaluate_run(EvaluateConfig(run=str(stage_runs[1].run), data=str(tmp_path), cache=str(tmp_path),
-                                    out=str(tmp_path / "eval")))

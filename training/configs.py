@@ -93,6 +93,10 @@ class EvaluateConfig(JsonConfig):
     limit: int | None = setting(None, "only the first N cases of the split")
     device: str | None = setting(None, "cpu or cuda (default: cuda when present)")
     run_name: str | None = setting(None, "the predictions' run column (default: the run folder's name)", cli=False)
+    task: Literal["report", "vqa"] | None = setting(
+        None, "a multimodal run's task: report or vqa (default: vqa when it was trained for it); prefix runs: report")
+    baseline: str | None = setting(None, "--task vqa: another VQA evaluation folder (e.g. the --no-image run's) "
+                                   "shown beside this one per question type")
     bertscore_model: str | None = setting(None, "local encoder folder for BERTScore (default: bundled all-MiniLM-L6-v2)")
     bertscore: bool = setting(True, "BERTScore (--no-bertscore skips it)")
     meteor: bool = setting(True, "METEOR, which needs Java (--no-meteor skips it)")
@@ -347,13 +351,12 @@ class MultimodalTrainConfig(JsonConfig):
     stage: int = setting(1, "1: the connector alone (decoder frozen); 2: connector + LoRA adapters", choices=(1, 2))
     init_from: str | None = setting(None, "stage 2: the stage-1 run whose connector it starts from")
     tasks: tuple[Task, ...] = setting(("report",), "tasks to train: report and/or vqa")
-    vqa_file: str | None = setting(None, "VQA items, JSONL: volume_name, question, choices (closed; [] open), "
-                                   "answer, answer_letter (closed)")
     section: Section = setting_like(TrainConfig, "section", "report section the report task answers")
     gguf_file: str | None = setting_like(TrainConfig, "gguf_file")
     connector: str = setting("linear", "connector kind (engine.connectors.CONNECTORS) making the image tokens")
     image_tokens: int = setting(8, "image tokens spliced into the prompt (M3D: 256)")
     with_logits: bool = setting(False, "the connector also reads the 18 classifier logits (RAD3D's idea carried over)")
+    image: bool = setting(True, "--no-image: the text-only baseline, the same recipe without image tokens (stage 2)")
     lora_r: int = setting(8, "LoRA rank (stage 2)")
     lora_alpha: int = setting(16, "LoRA alpha (stage 2)")
     lora_dropout: float = setting(0.05, "LoRA dropout (stage 2)")
@@ -380,10 +383,10 @@ class MultimodalTrainConfig(JsonConfig):
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
+        if not self.image and (self.stage != 2 or self.init_from):
+            raise ConfigError("--no-image (the text-only baseline) trains LoRA alone: --stage 2 without --init-from")
         if not self.tasks or len(set(self.tasks)) != len(self.tasks) or set(self.tasks) - {"report", "vqa"}:
             raise ConfigError(f"tasks must be report and/or vqa, each once, got {list(self.tasks)}")
-        if "vqa" in self.tasks and not self.vqa_file:
-            raise ConfigError("task vqa needs --vqa-file")
         for name in ("epochs", "batch_size", "image_tokens", "lora_r"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -396,5 +399,5 @@ class MultimodalTrainConfig(JsonConfig):
 
     def identity(self) -> dict:
         """The settings that decide the training trajectory: a checkpoint resumes only under these."""
-        moved = _RESUMABLE_CHANGES | {"vqa_file", "init_from"}  # files may move; their content is in the data
+        moved = _RESUMABLE_CHANGES | {"init_from"}  # files may move; their content is in the data
         return {k: v for k, v in self.to_dict().items() if k not in moved}

@@ -101,8 +101,12 @@ def evaluate_run(config: EvaluateConfig, *, progress: bool = True, session=None,
     from engine.rundir import open_run
 
     if session is None and is_multimodal_run(config.run):
-        raise ConfigError("a multimodal (image-token + LoRA) run: rad3d evaluate does not take these runs yet "
-                          "(rad3d report and rad3d ask do)", config.run)
+        from training.multimodal_evaluate import evaluate_multimodal_run
+
+        return evaluate_multimodal_run(config, progress=progress)
+    if config.task == "vqa":
+        raise ConfigError("a prefix run writes reports only: --task vqa takes a multimodal run trained for vqa",
+                          config.run)
     run_dir = session.run if session is not None else open_run(config.run)
     section = run_dir.config.report_section
     dataset = resolve(config.data, label_set=run_dir.config.label_set,

@@ -3,23 +3,21 @@
 Tasks (formats in engine.prompts, M3D's):
 - report: instruction "Findings:" (or "Impression:"), answer the report section of the case;
 - vqa: instruction the question (closed: with M3D's "Choices: A. .. B. .."), answer the answer
-  (closed: "B. Liver"). Items come from a JSONL file, one object a line: volume_name, question,
-  choices (a list; empty for an open question), answer (the choice's text or the open answer),
-  answer_letter (closed). Each item belongs to its case's split.
+  (closed: "B. Liver"). Items are the dataset's `vqa.csv` (engine.vqa.dataset_vqa: each item in
+  its volume's split).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.errors import ConfigError, DatasetError
 from engine.multimodal import encode_prompts
-from engine.prompts import answer_target, closed_answer, question_prompt, report_instruction
+from engine.prompts import answer_target, question_prompt, report_instruction
+from engine.vqa import VqaItem, answer_text
 
 
 @dataclass(frozen=True)
@@ -28,6 +26,8 @@ class Example:
     task: str  # "report" or "vqa"
     instruction: str
     answer: str  # the target text (engine.prompts.answer_target applied)
+    question_type: str | None = None  # a VQA item's (engine.vqa.QUESTION_TYPES)
+    form: str | None = None  # a VQA item's: closed or open
 
 
 @dataclass
@@ -53,53 +53,20 @@ def report_examples(dataset, split: str, section: str) -> list[Example]:
             if text(c)]
 
 
-def read_vqa_items(path: str | Path) -> list[dict]:
-    """The JSONL file's items, each checked (one DatasetError naming the file and line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError("no such VQA file", path)
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            question, answer, choices = str(item["question"]), str(item["answer"]), list(item.get("choices") or [])
-            name = str(item["volume_name"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DatasetError(f"line {n} is not a VQA item ({type(err).__name__}: {err})", path) from None
-        if not question.strip() or not answer.strip():
-            raise DatasetError(f"line {n}: empty question or answer", path)
-        if choices:
-            letter = str(item.get("answer_letter", ""))
-            if letter not in "ABCDEFGH"[: len(choices)] or not letter or choices["ABCDEFGH".index(letter)] != answer:
-                raise DatasetError(f"line {n}: answer_letter {letter!r} does not name the answer {answer!r}", path)
-        items.append({"volume_name": name, "question": question, "choices": choices, "answer": answer,
-                      "answer_letter": item.get("answer_letter")})
-    return items
+def vqa_examples(items: list[VqaItem]) -> list[Example]:
+    """VQA items (one split's) as examples, in M3D's prompt and answer formats."""
+    return [Example(i.volume_name, "vqa", question_prompt(i.question, i.choices), answer_target(answer_text(i)),
+                    i.question_type, i.form) for i in items]
 
 
-def vqa_examples(items: list[dict], names: set[str]) -> list[Example]:
-    """The items about the cases `names` (one split) as examples."""
-    out = []
-    for item in items:
-        if item["volume_name"] not in names:
-            continue
-        closed = bool(item["choices"])
-        answer = closed_answer(item["answer_letter"], item["answer"]) if closed else item["answer"]
-        out.append(Example(item["volume_name"], "vqa", question_prompt(item["question"], item["choices"] or None),
-                           answer_target(answer)))
-    return out
-
-
-def load_multimodal_split(dataset, cache, split: str, *, tasks, section: str, vqa_items: list[dict] | None,
+def load_multimodal_split(dataset, cache, split: str, *, tasks, section: str, vqa_items: dict[str, list] | None,
                           with_logits: bool, allow_empty: bool = False) -> MultimodalSplit:
     """Examples of `tasks` for the split's cases, with the cached features (the cache must hold them)."""
     examples: list[Example] = []
     if "report" in tasks:
         examples += report_examples(dataset, split, section)
     if "vqa" in tasks:
-        examples += vqa_examples(vqa_items or [], {c.volume_name for c in dataset.split(split)})
+        examples += vqa_examples((vqa_items or {}).get(split, []))
     if not examples and not allow_empty:
         raise DatasetError(f"split {split!r} has no examples for tasks {', '.join(tasks)}", dataset.root)
     names = sorted({e.volume_name for e in examples})

@@ -70,7 +70,8 @@ def train_multimodal(config: MultimodalTrainConfig, *, resume: bool = False, sto
     checkpoint = checkpoint_to_resume(out, resume)
     accelerator = make_accelerator(config.mixed_precision)
     data = _multimodal_data(config)
-    model, tokenizer = build_multimodal_model(config, data.cache.identity.latent_dim, len(data.image.label_set))
+    model, tokenizer = build_multimodal_model(config, data.cache.identity.latent_dim, len(data.image.label_set),
+                                              encoder=data.image.encoder)
     identity = {**config.identity(), "decoder": decoder_signature(model.decoder),
                 "num_processes": accelerator.num_processes, "train_examples": len(data.train)}
     state = resume_state(checkpoint, identity)
@@ -111,13 +112,14 @@ def _multimodal_data(config: MultimodalTrainConfig) -> MultimodalData:
     from engine.cache import EmbeddingCache
     from engine.data import resolve
     from engine.rundir import load_image_model
+    from engine.vqa import dataset_vqa
     from training.data import check_cache_matches
-    from training.multimodal_data import load_multimodal_split, read_vqa_items
+    from training.multimodal_data import load_multimodal_split
 
     root, image = load_image_model(config.image_model)
     section = config.section if "report" in config.tasks else None
     dataset = resolve(config.data, label_set=image.label_set, **({"section": section} if section else {}))
-    vqa_items = read_vqa_items(config.vqa_file) if "vqa" in config.tasks else None
+    vqa_items = dataset_vqa(dataset) if "vqa" in config.tasks else None
     cache = EmbeddingCache.open(config.cache)
     check_cache_matches(cache, encoder_name=image.encoder.name, encoder_config=image.encoder.config,
                         encoder_weights=image.encoder.weights, preprocess_config=image.preprocess,
@@ -128,19 +130,24 @@ def _multimodal_data(config: MultimodalTrainConfig) -> MultimodalData:
     return MultimodalData(image, dataset, cache, train, valid)
 
 
-def build_multimodal_model(config: MultimodalTrainConfig, d_features: int, n_labels: int):
-    """(MultimodalModel, tokenizer) of the stage: the connector seeded (stage 2: the stage-1 run's)."""
+def build_multimodal_model(config: MultimodalTrainConfig, d_features: int, n_labels: int, *, encoder=None):
+    """(MultimodalModel, tokenizer) of the stage: the connector seeded (stage 2: the stage-1 run's).
+    `encoder`: the image model's EncoderSpec, which a spatial-pooling connector takes its grid from."""
     from engine.decoders import load_causal_lm
     from engine.model_configs import ConnectorConfig, MultimodalConfig
     from engine.multimodal import MultimodalModel
 
     decoder, tokenizer = load_causal_lm(config.decoder, gguf_file=config.gguf_file)
-    connector = ConnectorConfig(kind=config.connector, d_embed=d_features, n_labels=n_labels if config.with_logits else 0,
-                                d_llm=decoder.get_input_embeddings().embedding_dim, prefix_len=config.image_tokens,
-                                clip_len=config.image_tokens, n_layers=2)
+    d_llm, labels = decoder.get_input_embeddings().embedding_dim, n_labels if config.with_logits else 0
+    if config.connector == "spatial-pooling":
+        connector = spatial_pooling_config(config, encoder, d_llm, labels)
+    else:
+        connector = ConnectorConfig(kind=config.connector, d_embed=d_features, n_labels=labels, d_llm=d_llm,
+                                    prefix_len=config.image_tokens, clip_len=config.image_tokens, n_layers=2)
     mode = "lora" if config.stage == 2 else "frozen"
     torch.manual_seed(config.seed)
-    model = MultimodalModel(MultimodalConfig(connector, mode), decoder, lora_settings(config) if mode == "lora" else None)
+    model = MultimodalModel(MultimodalConfig(connector, mode, use_image=config.image), decoder,
+                            lora_settings(config) if mode == "lora" else None)
     if config.init_from:
         from engine.multimodal_run import open_multimodal_run
         from engine.weights import load_weights_strict
@@ -151,6 +158,23 @@ def build_multimodal_model(config: MultimodalTrainConfig, d_features: int, n_lab
                               stage1.root)
         load_weights_strict(model.connector, stage1.resolve(stage1.config.connector_weights), "connector")
     return model, tokenizer
+
+
+def spatial_pooling_config(config: MultimodalTrainConfig, encoder, d_llm: int, n_labels: int):
+    """M3D's projector on the ViT3D patch encoder's token grid; its token count is the grid's, so
+    --image-tokens must name it (M3D: 256)."""
+    from engine.encoders import VIT3D_PATCHES, load_vit3d_config
+    from engine.model_configs import SpatialPoolingConfig
+
+    if encoder is None or encoder.name != VIT3D_PATCHES:
+        raise ConfigError(f"the spatial-pooling connector reads ViT3D patch tokens: the image model's encoder must be "
+                          f"{VIT3D_PATCHES!r}, not {getattr(encoder, 'name', None)!r}")
+    vit = load_vit3d_config(encoder.config)
+    connector = SpatialPoolingConfig(d_embed=vit.hidden_size, d_llm=d_llm, token_grid=vit.grid, n_labels=n_labels)
+    if connector.prefix_len != config.image_tokens:
+        raise ConfigError(f"--image-tokens must be {connector.prefix_len} for the spatial-pooling connector on the "
+                          f"encoder's {vit.grid} token grid (pooled {connector.pooled_grid}), got {config.image_tokens}")
+    return connector
 
 
 def lora_settings(config: MultimodalTrainConfig):
@@ -172,10 +196,11 @@ class MultimodalRecipe(Recipe):
         from training.multimodal_data import MultimodalCollator
 
         self.config, self.train, self.accelerator = config, data.train, accelerator
-        self.collator = MultimodalCollator(data.train, tokenizer, config.image_tokens, config.max_answer_tokens)
+        n_image = config.image_tokens if config.image else 0
+        self.collator = MultimodalCollator(data.train, tokenizer, n_image, config.max_answer_tokens)
         self.valid_loader = None
         if len(data.valid):
-            collator = MultimodalCollator(data.valid, tokenizer, config.image_tokens, config.max_answer_tokens)
+            collator = MultimodalCollator(data.valid, tokenizer, n_image, config.max_answer_tokens)
             batches = epoch_batches(len(data.valid), config.batch_size, seed=config.seed, epoch=0, shuffle=False)
             self.valid_loader = accelerator.prepare(batch_loader(data.valid, collator, batches, seed=config.seed))
 
@@ -236,7 +261,7 @@ def write_multimodal_run(result: MultimodalResult, config: MultimodalTrainConfig
     longest = max((len(tokenizer(e.instruction)["input_ids"]) for e in data.train.examples), default=0)
     max_new = config.max_answer_tokens or 256
     if positions:  # BOS, image tokens, instruction and answer must fit the decoder's positions
-        max_new = max(1, min(max_new, positions - config.image_tokens - longest - 1))
+        max_new = max(1, min(max_new, positions - model.n_image - longest - 1))
     provenance = data.image.provenance.merged(data=describe_dataset(config.data),
                                                decoder=describe_decoder(config.decoder, gguf_file=config.gguf_file))
     write(result.run, model, tokenizer, image_model=data.image, tasks=config.tasks, stage=config.stage,

@@ -100,12 +100,18 @@ class CaseBrowser:
 
     # -- runs ----------------------------------------------------------------------------------
     def session(self, run_name: str):
-        """The loaded InferenceSession of a configured run (loaded once, on first use)."""
+        """The loaded InferenceSession (MultimodalSession for a multimodal run) of a configured run
+        (loaded once, on first use)."""
         from engine.inference import InferenceSession
 
         if run_name not in self.config.runs:
             raise ConfigError(f"no run named {run_name!r} is configured (start the app with --run NAME=RUN_DIR)")
         with self._session_lock:
             if run_name not in self._sessions:
-                self._sessions[run_name] = InferenceSession.load(self.config.runs[run_name])
+                from engine.multimodal_run import is_multimodal_run
+                from engine.multimodal_session import MultimodalSession
+
+                path = self.config.runs[run_name]  # a multimodal run answers questions (the Ask box)
+                load = MultimodalSession.load if is_multimodal_run(path) else InferenceSession.load
+                self._sessions[run_name] = load(path)
             return self._sessions[run_name]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.encoders.ctvit import CTCLIPImageEncoder, CTViT, CTViTConfig, Trainable, count_parameters
-from engine.encoders.vit3d import ViT3DConfig, ViT3DEncoder
+from engine.encoders.vit3d import ViT3DConfig, ViT3DEncoder, ViT3DPatchEncoder
 from engine.errors import ConfigError
 from engine.registry import Registry
 
@@ -18,6 +18,7 @@ ENCODERS: Registry = Registry("encoder")
 DEFAULT_ENCODER = "ctvit"  # CT-CLIP's CT-ViT: the family every recipe and `rad3d embed` build today
 DEFAULT_ENCODER_CONFIG = "ctclip-full"  # CT-CLIP's public config
 VIT3D_ENCODER = "vit3d"  # M3D's 3D ViT (M3D-CLIP's vision encoder, M3D-LaMed's vision tower)
+VIT3D_PATCHES = "vit3d-patches"  # the same ViT giving its patch tokens (the spatial-pooling connector's input)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "encoders"
 VIT3D_CONFIG_DIR = CONFIG_DIR / "vit3d"
@@ -65,6 +66,13 @@ def build_vit3d(config: ViT3DConfig | dict | str | Path | None = None) -> ViT3DE
     return ViT3DEncoder(load_vit3d_config(config))
 
 
+@ENCODERS.register(VIT3D_PATCHES)
+def build_vit3d_patches(config: ViT3DConfig | dict | str | Path | None = None) -> ViT3DPatchEncoder:
+    """M3D's 3D ViT whose output is its patch tokens flattened (engine.encoders.vit3d.ViT3DPatchEncoder);
+    the same checkpoints as vit3d."""
+    return ViT3DPatchEncoder(load_vit3d_config(config))
+
+
 def load_vit3d_config(config: ViT3DConfig | dict | str | Path | None = None) -> ViT3DConfig:
     """A ViT3DConfig from itself, a dict, a name in engine/configs/encoders/vit3d or a JSON path."""
     if config is None or isinstance(config, ViT3DConfig):
@@ -85,7 +93,7 @@ def load_vit3d_config(config: ViT3DConfig | dict | str | Path | None = None) -> 
 def load_encoder_weights(name: str, encoder, path: str | Path):
     """Load a local checkpoint into an encoder `ENCODERS.build(name, ...)` made, strictly, by the
     reader of that encoder's checkpoints (CT-CLIP's for ctvit, M3D's for vit3d)."""
-    if name == VIT3D_ENCODER:
+    if name in (VIT3D_ENCODER, VIT3D_PATCHES):
         from engine.encoders.m3d_checkpoint import load_m3d_vision
 
         return load_m3d_vision(encoder, Path(path))
@@ -100,6 +108,7 @@ __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_ENCODER_CONFIG",
     "VIT3D_ENCODER",
+    "VIT3D_PATCHES",
     "CTCLIPImageEncoder",
     "CTViT",
     "CTViTConfig",

@@ -235,4 +235,18 @@ class ViT3DEncoder(nn.Module):
         return self.clip_embedding(self.encode(x)[0], normalize)
 
 
-__all__ = ["LAYER_NORM_EPS", "ViT3D", "ViT3DConfig", "ViT3DEncoder"]
+class ViT3DPatchEncoder(ViT3DEncoder):
+    """The same ViT whose output is LaMed's tower features flattened, (B, n_patches * hidden): what
+    the embedding cache keeps per volume for the spatial-pooling connector (one row a volume; the
+    connector's caller reshapes it to (B, n_patches, hidden)). Its own encoder name ("vit3d-patches")
+    keeps these rows and the CLIP embeddings in different caches."""
+
+    @property
+    def latent_dim(self) -> int:
+        return self.cfg.n_patches * self.cfg.hidden_size
+
+    def forward(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.patch_features(x).flatten(1)
+
+
+__all__ = ["LAYER_NORM_EPS", "ViT3D", "ViT3DConfig", "ViT3DEncoder", "ViT3DPatchEncoder"]

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     predictions, result = evaluate_run(config, progress=not args.no_progress, shard=Shard.launched(config.device))
     if predictions is None:  # another process's shard: the main process reports
         return 0
+    if (Path(args.out) / "vqa_metrics.md").is_file() and not (Path(args.out) / "metrics.md").is_file():
+        return _print_vqa(config, predictions)
     print((Path(args.out) / "metrics.md").read_text())
     if (Path(args.out) / "consistency.md").is_file():
         print((Path(args.out) / "consistency.md").read_text())
@@ -61,3 +63,31 @@ def run(args: argparse.Namespace) -> int:
         print("Domain guard: none in this run (made before guards; `rad3d domain-guard` adds one)")
     print(f"{len(predictions)} cases -> {args.out}")
     return 0
+
+
+def _print_vqa(config, predictions) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from training.multimodal_evaluate import side_by_side
+
+    out = Path(config.out)
+    print((out / "vqa_metrics.md").read_text())
+    if config.baseline:
+        tables = {out.name: pd.read_csv(out / "vqa_metrics.csv"),
+                  Path(config.baseline).name: _baseline_table(Path(config.baseline))}
+        print(side_by_side(tables))
+    print(f"{len(predictions)} items -> {config.out}")
+    return 0
+
+
+def _baseline_table(folder):
+    import pandas as pd
+
+    from engine.errors import ConfigError
+
+    path = folder / "vqa_metrics.csv"
+    if not path.is_file():
+        raise ConfigError("no vqa_metrics.csv (evaluate the baseline run with --task vqa first)", folder)
+    return pd.read_csv(path)

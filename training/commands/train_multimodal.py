@@ -16,8 +16,9 @@ def register(subparsers) -> None:
         description="M3D's two stages on cached image features: --stage 1 trains the connector alone (decoder "
         "frozen); --stage 2 --init-from STAGE1_RUN trains the connector and LoRA adapters and saves the decoder "
         "with the adapters merged in. Tasks: report (\"Findings:\" -> the report section) and vqa (question -> "
-        "answer, from --vqa-file). Checkpoints and --resume as rad3d train. Example: rad3d train-multimodal "
-        "--stage 1 --tasks report vqa --vqa-file vqa.jsonl --data DATA --cache CACHE --decoder DECODER_DIR "
+        "answer, from the dataset's vqa.csv: rad3d vqa build). "
+        "Checkpoints and --resume as rad3d train. Example: rad3d train-multimodal "
+        "--stage 1 --tasks report vqa --data DATA --cache CACHE --decoder DECODER_DIR "
         "--image-model IMAGE --out RUN1",
     )
     from training.configs import MultimodalTrainConfig

@@ -19,6 +19,7 @@ from ui.evidence_view import EvidenceOverlays
 from ui.findings_view import agreement, agreement_html, consistency_html, guard_marks_html, highlight_html
 from ui.plane_image import png_file
 from ui.reporting import DECODING, report_steps, settings_for
+from ui.screens.ask_box import build_ask
 from ui.screens.common import (
     NO_RUN,
     domain_html,
@@ -82,6 +83,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
     _wire_webgl_viewer(app, browser, c)
     _wire_case_list(browser, c)
     _wire_report(browser, config, extractor, hint, c)
+    build_ask(browser, config, c.case, c.run)  # a multimodal run with the vqa task: questions about the case
     return ReviewControls(c.case, c.run, c.report_status)
 
 
