@@ -48,7 +48,7 @@ def test_embed_then_tune_then_table(domains, capsys):
     assert cache.stack(names, with_logits=True)[1].shape == (10, 18)
     assert main(["train-classifier", "--tune-last-layer", "--data", insp, "--label-set", "inspect-like",
                  "--image-model", str(root / "image"), "--out", str(root / "tuned"), "--epochs", "1",
-                 "--batch-size", "4", "--workers", "0"]) == 0
+                 "--batch-size", "4"]) == 0
     capsys.readouterr()
     out = root / "table.md"
     assert main(["domain-table", "--image-models", f"base={root / 'image'}", f"adapted={root / 'tuned'}",
