@@ -2,8 +2,6 @@
 a CT-RATE-headed image model, train-classifier --tune-last-layer on the inspect-like labels, and the
 classifier's in/out-of-domain table (macro AUROC with intervals, checked against sklearn)."""
 
-import json
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -66,8 +64,9 @@ def test_embed_then_tune_then_table(domains, capsys):
     expected = np.mean([roc_auc_score(labels[:, j], logits[:, j]) for j in usable])
     row = next(line for line in table.splitlines() if line.startswith("| adapted |"))
     assert f"{expected:.3f}" in row.split("|")[3] and f"({len(usable)} findings" in row.split("|")[3]
-    assert "(2 findings" in next(line for line in table.splitlines() if line.startswith("| base |")).split("|")[3] \
-        or "(1 findings" in table
+    # the CT-RATE head on inspect-like data scores only the findings both sets hold (Atelectasis, Consolidation)
+    base = next(line for line in table.splitlines() if line.startswith("| base |")).split("|")[3]
+    assert int(base.split("(")[1].split()[0]) in (1, 2)
 
 
 def test_no_shared_finding_is_one_line():
