@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "ui.commands.study_serve",  # adds `serve` to `rad3d study` (the UI starts it; study never imports ui)
     "study.commands.umap",
     "study.commands.labels",
+    "study.commands.domain_table",
     "training.commands.train",
     "training.commands.train_classifier",
     "training.commands.train_encoder",

@@ -22,7 +22,6 @@ def register(subparsers) -> None:
     add_data_arguments(parser, required=False)
     parser.add_argument("--section", choices=("findings", "impression"), default="findings",
                         help="report section that must not be blank (default findings, what is trained)")
-    parser.add_argument("--label-set", default="ct-rate", help="built-in label set name or JSON file (default ct-rate)")
     parser.add_argument("--volumes", action="store_true", help="also read and check every volume (slow)")
     parser.set_defaults(handler=run)
 
@@ -51,7 +50,6 @@ def format_summary(dataset) -> str:
 def run(args: argparse.Namespace) -> int:
     from engine.data import check_volumes, resolve, source_from_args
     from engine.errors import ConfigError, DatasetError
-    from engine.labels import load_label_set
 
     if args.root and args.data and args.root != args.data:
         raise ConfigError(f"two dataset folders given ({args.root} and --data {args.data}): give one")
@@ -59,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     source = source_from_args(args)
     if source is None:
         raise ConfigError("give the dataset folder: rad3d scan --data ROOT")
-    dataset = resolve(source, label_set=load_label_set(args.label_set), section=args.section)
+    dataset = resolve(source, section=args.section)  # label set: --label-set, phantom truth or ct-rate
     if args.volumes:
         problems = check_volumes(dataset)
         if problems:

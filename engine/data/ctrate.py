@@ -18,6 +18,7 @@ byte-order mark are accepted.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from engine.data.splits import (
     split_by_patient,
 )
 from engine.errors import DatasetError
-from engine.labels import LabelSet, ct_rate
+from engine.labels import LabelSet, ct_rate, load_label_set
 from engine.volume import Volume
 
 EMPTY_SECTION = "Not given."
@@ -366,6 +367,24 @@ class CTRateDataset:
         return out
 
 
+def dataset_label_set(source: DataSource | str | Path) -> LabelSet:
+    """The label set a dataset's labels CSV is read with: the source's (`--label-set`), else the
+    `label_set` key of ROOT/phantom_truth.json (written by `rad3d synth` for a non-default domain),
+    else CT-RATE's 18."""
+    source = DataSource.coerce(source)
+    if source.label_set:
+        return load_label_set(source.label_set)
+    truth = Path(source.root) / "phantom_truth.json"
+    if truth.is_file():
+        try:
+            name = json.loads(truth.read_text()).get("label_set")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise DatasetError(f"unreadable phantom truth ({err})", truth) from None
+        if name:
+            return load_label_set(name)
+    return ct_rate()
+
+
 def resolve(source: DataSource | str | Path, *, label_set: LabelSet | None = None, section: str | None = "findings",
             split_seed: int = 0, valid_fraction: float = VALID_FRACTION) -> CTRateDataset:
     """The dataset a DataSource names, in either layout, or one DatasetError listing every problem.
@@ -378,7 +397,7 @@ def resolve(source: DataSource | str | Path, *, label_set: LabelSet | None = Non
         raise DatasetError("no such dataset folder", given)
     if section is not None and section not in SECTION_COLUMNS:
         raise DatasetError(f"unknown report section {section!r} (expected {list(SECTION_COLUMNS)})", given)
-    label_set = label_set or ct_rate()
+    label_set = label_set or dataset_label_set(source)
     problems: list[str] = []
     layout: Layout = find_layout(given, source, problems)
 

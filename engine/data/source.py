@@ -30,12 +30,13 @@ class DataSource(JsonConfig):
     metadata_csv: str | None = None
     splits_csv: str | None = None
     split_column: str | None = None
+    label_set: str | None = None  # built-in name or JSON file; None: phantom_truth.json's, else ct-rate
 
     def __post_init__(self):
         if not str(self.root).strip():
             raise ConfigError("the dataset folder (--data) is empty")
         object.__setattr__(self, "root", str(self.root))
-        for name in _OVERRIDES:
+        for name in (*_OVERRIDES, "label_set"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(value))
@@ -76,6 +77,8 @@ class DataSource(JsonConfig):
     def absolute(self) -> DataSource:
         """The same source with every path made absolute (for records read from elsewhere)."""
         paths = {k: str(Path(v).resolve()) for k, v in self.overrides.items() if k != "split_column"}
+        if self.label_set and Path(self.label_set).suffix == ".json" and Path(self.label_set).is_file():
+            paths["label_set"] = str(Path(self.label_set).resolve())  # a file, not a built-in name
         return DataSource(**{**self.to_dict(), "root": str(Path(self.root).resolve()), **paths})
 
 
@@ -93,13 +96,17 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True
     parser.add_argument("--split-column", metavar="NAME",
                         help="column holding each volume's split (train/valid/test), in the splits, reports or "
                         "metadata CSV; replaces the layout's split")
+    parser.add_argument("--label-set", metavar="NAME|FILE",
+                        help="the dataset's label set, a built-in name or a label-set JSON (default: the "
+                        "label_set of ROOT/phantom_truth.json, else ct-rate); labels CSV columns are checked against it")
 
 
 def source_from_args(args: argparse.Namespace) -> DataSource | None:
     """The DataSource the command line names (None without --data)."""
     if not getattr(args, "data", None):
-        overrides = [k for k in _OVERRIDES if getattr(args, k, None)]
+        overrides = [k for k in (*_OVERRIDES, "label_set") if getattr(args, k, None)]
         if overrides:
             raise ConfigError(f"--{overrides[0].replace('_', '-')} needs --data")
         return None
-    return DataSource(root=args.data, **{k: getattr(args, k, None) for k in _OVERRIDES})
+    return DataSource(root=args.data, label_set=getattr(args, "label_set", None),
+                      **{k: getattr(args, k, None) for k in _OVERRIDES})

@@ -43,8 +43,6 @@ def register(subparsers) -> None:
                        "`labels derive`). Example: rad3d labels split --data data/ph --labels-csv ph.csv "
                        "--fractions 0.7 0.15 0.15 --seed 0 --out data/ph/splits.csv")
     add_data_arguments(s)
-    s.add_argument("--label-set", metavar="SET", help="label set (built-in name or JSON); default: the labels "
-                   "CSV's columns")
     s.add_argument("--fractions", nargs=3, type=float, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VALID", "TEST"),
                    help="fractions of the patients (default 0.7 0.15 0.15; must sum to 1)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

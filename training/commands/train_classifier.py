@@ -29,7 +29,6 @@ def register(subparsers) -> None:
     p.add_argument("--encoder", help="encoder weights the cache was made with (CT-CLIP .pt or rad3d safetensors)")
     p.add_argument("--encoder-config", help="encoder config name or JSON (default: CT-CLIP's public config)")
     p.add_argument("--preprocess", help="PreprocessConfig JSON the cache was made with (default CT-CLIP's grid)")
-    p.add_argument("--label-set", help="label set name or JSON file (default ct-rate)")
     from training.configs import ClassifierTrainConfig
 
     add_config_arguments(p, ClassifierTrainConfig)  # the training settings, with their defaults
