@@ -8,6 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+# The shared fixtures, registered once here: a fixture imported into a test module is a new definition
+# per module, so a session-scoped one (a converted SmolLM2, a trained run) was built again in every module
+# that imported it. Test modules import only the helpers (functions, constants) from these files.
+pytest_plugins = ["decoder_fixtures", "training_fixtures", "run_fixtures", "consistency_fixtures"]
+
 
 def chest_phantom(shape=(40, 36, 24)) -> np.ndarray:
     """Integer HU in LPS voxel order: air, an elliptic body (40 HU) with two lungs (-850), a spine (700).

@@ -103,3 +103,11 @@ def degenerate_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
         torch.manual_seed(1)
         model = GPT2LMHeadModel(config)
     return _save(model, tiny_tokenizer, tmp_path_factory.mktemp("degenerate-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The demo's SmolLM2-135M converted once from its registry package (~1.5 min) for every test that needs it."""
+    from training.demo.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(tmp_path_factory.mktemp("demo") / "smollm2")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.inference import InferenceSession
-from run_fixtures import chest_like_volume, tiny_run  # noqa: F401
+from run_fixtures import chest_like_volume  # noqa: F401
 from ui.reporting import report_steps, settings_for
 
 

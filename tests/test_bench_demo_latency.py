@@ -10,8 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from run_fixtures import SETTINGS, chest_like_volume, tiny_run  # noqa: F401
+from run_fixtures import SETTINGS, chest_like_volume  # noqa: F401
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

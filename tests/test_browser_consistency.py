@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from consistency_fixtures import ASSERTED, DENIED, OMITTED, make_disagreeing_run
-from decoder_fixtures import tiny_tokenizer  # noqa: F401
 from test_browser_review import ARTIFACTS, chromium_page, free_port, require_chromium
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from test_browser_review import ARTIFACTS, chromium_page, free_port, require_chromium
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from run_fixtures import tiny_run  # noqa: F401
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from decoder_fixtures import tiny_tokenizer  # noqa: F401
 from engine.errors import ConfigError
 from study.consistency import (
     ASSERTS,

@@ -13,10 +13,9 @@ import pandas as pd
 import pytest
 
 import cli
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.data import DataSource, resolve
 from engine.data.splits import patient_id
-from training_fixtures import one_thread, write_image_model  # noqa: F401
+from training_fixtures import write_image_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RELEASE_FILES = [

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from decoder_fixtures import degenerate_gpt2_dir, tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 from engine.decoders import (
     apply_lora,
     assert_weights_unchanged,

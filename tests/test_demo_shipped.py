@@ -11,13 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.errors import CheckpointError, ConfigError
 from run_fixtures import chest_like_volume
 from training.demo.build import DemoPaths, DemoRecipe, build_demo
 from training.demo.shipped import export_demo, install_shipped, shipped_for
 from training.encoder_recipe import unused_by_latent
-from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ def test_missing_package_is_named():
 
 
 @pytest.mark.slow
-def test_smollm2_converts_once_and_generates(tmp_path):
-    out = ensure_smollm2(tmp_path / "smollm2")
-    assert (out / "config.json").is_file() and not (tmp_path / "smollm2.partial").exists()
+def test_smollm2_converts_once_and_generates(smollm2_dir):  # noqa: F811
+    out = smollm2_dir  # converted by the fixture, shared with tests/test_greedy_reference.py
+    assert (out / "config.json").is_file() and not out.with_name("smollm2.partial").exists()
     stamp = (out / "config.json").stat().st_mtime_ns
     assert ensure_smollm2(out) == out and (out / "config.json").stat().st_mtime_ns == stamp
     from engine.provenance import describe_decoder

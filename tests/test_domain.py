@@ -95,7 +95,6 @@ def test_real_chest_cts_are_chest(name):
 
 
 # -- wired into a run and the inference session ------------------------------------------------
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: E402,F401
 from run_fixtures import chest_like_volume, write_tiny_run  # noqa: E402
 
 

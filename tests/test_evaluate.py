@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.cache import EmbeddingCache
 from engine.data import CTRateDataset
 from engine.errors import ConfigError, DatasetError
@@ -19,7 +18,6 @@ from engine.generation import GenerationSettings
 from engine.inference import InferenceSession
 from training.configs import EvaluateConfig
 from training.evaluate import PREDICTION_COLUMNS, evaluate_run
-from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["--max-new-tokens", "6", "--no-bertscore", "--no-meteor", "--resamples", "50", "--no-progress"]

@@ -4,7 +4,6 @@ random GPT-2 and LLaMA models: same value, same connector gradients, no full log
 import pytest
 import torch
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 from engine.decoders import load_causal_lm
 from engine.losses import chunked_loss_supported, report_cross_entropy
 from engine.model import build_report_generator, encode_reports

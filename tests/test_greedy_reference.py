@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 from engine.decoders import apply_lora, load_causal_lm
 from engine.generation import (
     GenerationSettings,
@@ -125,12 +124,10 @@ def test_models_the_reference_loop_cannot_reproduce_are_named(tiny_gpt2_dir):  #
 
 
 @pytest.mark.slow
-def test_demo_decoder_reports_are_the_custom_loops_token_for_token(tmp_path_factory):
-    """The demo's SmolLM2 (converted from its registry package, ~1.5 min): left-padded embedded prompts,
-    greedy until EOS, through generate, equal the former custom loop's tokens (what the app wrote)."""
-    from training.demo.smollm2 import ensure_smollm2
-
-    decoder, tokenizer = load_causal_lm(ensure_smollm2(tmp_path_factory.mktemp("demo") / "smollm2"))
+def test_demo_decoder_reports_are_the_custom_loops_token_for_token(smollm2_dir):  # noqa: F811
+    """The demo's SmolLM2 (converted once per session from its registry package, ~1.5 min): left-padded
+    embedded prompts, greedy until EOS, through generate, equal the former custom loop's tokens (what the app wrote)."""
+    decoder, tokenizer = load_causal_lm(smollm2_dir)
     prompts = ["Findings:", "The lungs are clear. Impression:", "Heart size is normal. The mediastinum"]
     table = decoder.get_input_embeddings()
     with torch.no_grad():

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.errors import CheckpointError, ConfigError
 from engine.inference import InferenceSession
 from engine.labels import ct_rate
 from engine.preprocess import preprocess
 from engine.rundir import open_run
-from run_fixtures import SETTINGS, SMALL_GRID, THRESHOLDS, chest_like_volume, tiny_run  # noqa: F401
+from run_fixtures import SETTINGS, SMALL_GRID, THRESHOLDS, chest_like_volume  # noqa: F401
 
 
 def test_loaded_run_reproduces_its_parts(tiny_run):

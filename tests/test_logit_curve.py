@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.synthetic_logits import SyntheticLogits, case_noise, expected_auroc, scale_for_auroc
-from training_fixtures import one_thread, training_setup  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

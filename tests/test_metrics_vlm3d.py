@@ -12,14 +12,12 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from cli import main
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.errors import ConfigError, DatasetError
 from engine.labels import ct_rate
 from study.bootstrap import bootstrap
 from study.findings import FindingExtractor, FindingStatus
 from study.metrics import vlm3d
 from study.metrics.vlm3d import FINDINGS, Labels
-from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 K = len(FINDINGS)
 

@@ -8,7 +8,6 @@ import copy
 import pytest
 import torch
 
-from decoder_fixtures import degenerate_gpt2_dir, tiny_gpt2_dir, tiny_llama_dir, tiny_tokenizer  # noqa: F401
 from engine.decoders import load_causal_lm
 from engine.model import IGNORE_INDEX
 from engine.model_configs import ConnectorConfig, GenerationSettings, LoraSettings, MultimodalConfig

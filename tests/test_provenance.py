@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import pytest
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine import provenance as prov
 from engine.provenance import (
     CC_BY_NC_SA,
@@ -29,7 +28,6 @@ from engine.provenance import (
     file_sha256,
 )
 from run_fixtures import chest_like_volume, write_tiny_run
-from training_fixtures import one_thread, training_setup  # noqa: F401
 
 
 def _flat_dataset(root, *, names=("train_1_a_1.nii.gz", "train_2_a_1.nii.gz"), truth=None):

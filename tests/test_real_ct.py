@@ -17,9 +17,6 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from run_fixtures import tiny_run  # noqa: F401
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from engine.io import load_volume, read_itk  # noqa: E402
 from fetch_test_data import ARCHIVES, DEST  # noqa: E402

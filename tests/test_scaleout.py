@@ -21,12 +21,10 @@ import pytest
 import torch
 
 import cli
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.cache import EmbeddingCache
 from engine.errors import ConfigError
 from engine.shards import Shard
 from training.prediction_shards import PredictionShards
-from training_fixtures import one_thread, trained_v3_run, training_setup  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,9 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.sweep import SweepPoint, sweep_points
-from training_fixtures import one_thread, training_setup  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

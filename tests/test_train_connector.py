@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.cache import EmbeddingCache
 from engine.decoders import load_causal_lm
 from engine.errors import ConfigError, DatasetError
 from training.checkpointing import find_checkpoint, read_state, read_trainable
 from training.connector_recipe import train_connector
-from training_fixtures import assert_same_training, one_thread, train_config, training_setup  # noqa: F401
+from training_fixtures import assert_same_training, train_config  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import cli
+from conftest import lps_affine, write_nifti
 from engine.cache import EmbeddingCache
 from engine.classifier import AbnormalityHead, AbnormalityHeadConfig, pos_weight_from_prevalence
 from engine.embedding import identity_for
@@ -24,7 +25,6 @@ from engine.errors import ConfigError, DatasetError
 from engine.labels import ct_rate
 from engine.preprocess import PreprocessConfig, preprocess
 from engine.rundir import load_image_model
-from tests.conftest import lps_affine, write_nifti
 from training.classifier_recipe import ClassifierTrainConfig, fit_abnormality_head
 from training.configs import EncoderTrainConfig
 from training.encoder_recipe import train_encoder

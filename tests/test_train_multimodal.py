@@ -9,10 +9,9 @@ import json
 import pytest
 import torch
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from engine.labels import ct_rate
 from training.configs import MultimodalTrainConfig
-from training_fixtures import SENTENCES, assert_same_training, one_thread, training_setup  # noqa: F401
+from training_fixtures import SENTENCES, assert_same_training  # noqa: F401
 
 FAST = dict(batch_size=4, image_tokens=4, lr=1e-2, max_answer_tokens=16, lora_r=4, lora_dropout=0.0)
 

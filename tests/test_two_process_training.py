@@ -17,10 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from training.checkpointing import find_checkpoint, read_state
 from training.connector_recipe import train_connector
-from training_fixtures import assert_same_training, one_thread, train_config, training_setup  # noqa: F401
+from training_fixtures import assert_same_training, train_config  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

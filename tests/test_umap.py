@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import cli
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from training_fixtures import one_thread, train_config, trained_v3_run, training_setup  # noqa: F401
+from training_fixtures import train_config  # noqa: F401
 
 
 @pytest.fixture(scope="module")
