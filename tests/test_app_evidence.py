@@ -10,8 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
-from run_fixtures import tiny_run  # noqa: F401
 
 FINDING = "Pleural effusion"
 
