@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-
 FINDING = "Pleural effusion"
 
 

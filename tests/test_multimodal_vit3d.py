@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 FIXTURE = Path(__file__).parent / "fixtures" / "m3d"
 SMALL = "m3d-small-fixture"  # token grid (4, 6, 8), hidden 64: pooled to 2 x 3 x 4 = 24 image tokens
 
