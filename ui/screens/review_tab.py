@@ -80,6 +80,7 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
     views = _wire_case_viewer(app, browser, config, extractor, c, overlays)
     _wire_evidence(config, c, overlays, views)
     _wire_webgl_viewer(app, browser, c)
+    _wire_webgl_evidence(browser, c, overlays)
     _wire_case_list(browser, c)
     _wire_report(browser, config, extractor, hint, c)
     return ReviewControls(c.case, c.run, c.report_status)
@@ -262,10 +263,12 @@ def _wire_evidence(config, c: SimpleNamespace, overlays, views) -> None:
         except Exception as err:
             raise gr.Error(message(err, "Evidence map")) from None
 
-    c.show_ev.click(on_show, [c.case, c.run, c.ev_finding] + c.xyz + [c.width, c.level, c.opacity],
-                    c.images + [c.ev_shown, c.ev_status])
-    c.jump_ev.click(on_jump, [c.case, c.run, c.ev_finding, c.width, c.level, c.opacity],
-                    c.images + c.xyz + [c.ev_shown, c.ev_status])
+    # the events are kept: the WebGL viewer follows each once it succeeded (_wire_webgl_evidence)
+    c.ev_events = (
+        c.show_ev.click(on_show, [c.case, c.run, c.ev_finding] + c.xyz + [c.width, c.level, c.opacity],
+                        c.images + [c.ev_shown, c.ev_status]),
+        c.jump_ev.click(on_jump, [c.case, c.run, c.ev_finding, c.width, c.level, c.opacity],
+                        c.images + c.xyz + [c.ev_shown, c.ev_status]))
 
 
 def _wire_webgl_viewer(app: gr.Blocks, browser, c: SimpleNamespace) -> None:
@@ -290,6 +293,36 @@ def _wire_webgl_viewer(app: gr.Blocks, browser, c: SimpleNamespace) -> None:
     app.load(on_case_volume, [c.case], [c.webgl])
     c.webgl.nowebgl(lambda: [gr.HTML(visible=False)] + [gr.Row(visible=True)] * len(c.png_rows), None,
                     [c.webgl] + c.png_rows)
+
+
+def _wire_webgl_evidence(browser, c: SimpleNamespace, overlays) -> None:
+    """The evidence controls drive the WebGL viewer too: after "Show evidence" (or a new opacity) it gets
+    the shown finding's map in the slider's opacity, after "Jump to evidence" also the peak for its
+    crosshair. The map was computed by the planes' handler just before (taken from memory here), and
+    the value names the case's volume file already in the page, so only the overlay is downloaded,
+    once per map; a jump or a new opacity downloads nothing."""
+    if c.webgl is None:
+        return
+    files = c.viewer_files
+
+    def webgl_value(name, run_name, shown, opacity, owner, jump: bool):
+        overlay = overlays.shown(run_name, name, owner, shown) if name and shown else None
+        if overlay is None:  # nothing shown (or shown by another session's process state): leave it
+            return gr.HTML()
+        return files.value(browser.volume(name, owner), display_name(name), overlay=overlay.volume_map,
+                           opacity=float(opacity), jump=overlay.peak if jump else None)
+
+    def on_show_webgl(name, run_name, shown, opacity, request: gr.Request = None):
+        return webgl_value(name, run_name, shown, opacity, session_owner(request), jump=False)
+
+    def on_jump_webgl(name, run_name, shown, opacity, request: gr.Request = None):
+        return webgl_value(name, run_name, shown, opacity, session_owner(request), jump=True)
+
+    inputs = [c.case, c.run, c.ev_shown, c.opacity]
+    show, jump = c.ev_events
+    show.success(on_show_webgl, inputs, [c.webgl], show_progress="hidden")
+    jump.success(on_jump_webgl, inputs, [c.webgl], show_progress="hidden")
+    c.opacity.input(on_show_webgl, inputs, [c.webgl], show_progress="hidden", trigger_mode="always_last")
 
 
 def _wire_case_list(browser, c: SimpleNamespace) -> None:
