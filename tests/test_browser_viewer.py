@@ -204,12 +204,13 @@ def test_evidence_controls_drive_the_webgl_viewer(metal_app):
         assert FINDING in page.locator("#evidence-finding input").input_value()  # the finding chosen
         before = canvas_pixels(page)
         start = voxel(page)
+        loads = page.evaluate("sel => document.querySelector(sel).rad3d.loads", CANVAS)
         page.click("#evidence-show button, button#evidence-show")
         page.wait_for_function("sel => !(document.querySelector(sel)?.dataset.ready || '|').endsWith('|')",
                                arg=CANVAS, timeout=20000)
         state = page.evaluate("""sel => { const v = document.querySelector(sel).rad3d;
             return [v.loads, v.overlayLoads, v.nv.volumes.length, v.nv.volumes[1].opacity]; }""", CANVAS)
-        assert state == [1, 1, 2, 0.5]  # one volume download, the overlay once, at the slider's opacity
+        assert state == [loads, 1, 2, 0.5]  # the volume not again, the overlay once, at the slider's opacity
         assert voxel(page) == start  # showing does not move the crosshair
 
         page.click("#evidence-jump button, button#evidence-jump")
@@ -225,3 +226,12 @@ def test_evidence_controls_drive_the_webgl_viewer(metal_app):
 
         assert coloured(canvas_pixels(page)) > coloured(before) + 100  # the map shows around its peak
         assert page.evaluate("sel => document.querySelector(sel).rad3d.overlayLoads", CANVAS) == 1  # nothing re-sent
+
+        # a click on the finding in the reference report jumps there too (from a slice away from it)
+        page.mouse.move(*tile_centres(page)[0])
+        page.mouse.wheel(0, 300)
+        page.wait_for_function("([sel, v]) => document.querySelector(sel).dataset.vox !== v",
+                               arg=[CANVAS, ",".join(map(str, peak))])
+        page.click(f'#reference-report [data-finding="{FINDING}"]')
+        page.wait_for_function("([sel, v]) => document.querySelector(sel).dataset.vox === v",
+                               arg=[CANVAS, ",".join(map(str, peak))], timeout=20000)
