@@ -10,8 +10,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from decoder_fixtures import tiny_gpt2_dir, tiny_tokenizer  # noqa: F401
 from test_browser_review import ARTIFACTS, chromium_page, free_port, require_chromium
 
 pytestmark = pytest.mark.slow
@@ -143,3 +145,93 @@ def test_without_webgl_the_server_drawn_planes_show(served):
         page.locator("#slider-axial input[type=range]").fill("1")
         page.wait_for_function("old => document.querySelector('#plane-axial img').src !== old", arg=src)
 
+
+
+FINDING = "Medical material"
+
+
+@pytest.fixture(scope="module")
+def metal_app(tmp_path_factory, tiny_gpt2_dir):  # noqa: F811
+    """The app on one phantom with a planted pacemaker/port (synth seed 0) and a run whose image model
+    is replaced by one that detects metal (tests/test_evidence.py's), so the evidence peak is known."""
+    require_chromium()
+    from engine.classifier import AbnormalityHead, AbnormalityHeadConfig
+    from engine.image_model import ImageModel
+    from engine.labels import ct_rate
+    from engine.preprocess import PreprocessConfig
+    from engine.synth.config import SynthConfig
+    from engine.synth.writer import write_dataset
+    from run_fixtures import write_tiny_run
+    from test_evidence import MetalDetector
+    from ui.app import AppConfig, build_app, launch
+
+    root = tmp_path_factory.mktemp("metal")
+    data = write_dataset(SynthConfig(n=1, seed=0, scale=8.0), root / "data", progress=False)
+    run = write_tiny_run(root / "run", tiny_gpt2_dir)[0]
+    config = AppConfig(data_dir=data, runs={"tiny": run}, upload_dir=root / "uploads")
+    app = build_app(config)
+    head = AbnormalityHead(AbnormalityHeadConfig(in_dim=1, n_labels=18))
+    torch.nn.init.ones_(head.out.weight)
+    grid = PreprocessConfig(spacing_mm=(6.0, 6.0, 12.0), hu_range=(-1000.0, 3000.0), shape_xyz=(64, 64, 32))
+    app.rad3d_browser.session("tiny").image = ImageModel(MetalDetector(), head, preprocess=grid, label_set=ct_rate(),
+                                                         thresholds=np.full(18, 0.5))
+    port = free_port()
+    launch(app, config, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", app, data
+    app.close()
+
+
+def _planted_mask(data, case: str) -> np.ndarray:
+    """The planted object's voxels, regenerated from the phantom's seeds (as rad3d evidence-check does)."""
+    from engine.evidence_check import phantom_truth
+    from engine.synth.masks import finding_masks
+
+    entry = phantom_truth(data)["cases"][case]
+    patient, scan, recon = entry["seeds"]
+    names = [f["finding"] for f in entry["findings"]]
+    assert FINDING in names
+    return finding_masks(scan, names, 8.0, patient_seed=patient, recon_seed=recon, only=[FINDING])[FINDING]
+
+
+def test_evidence_controls_drive_the_webgl_viewer(metal_app):
+    """"Show evidence" puts the finding's map over the WebGL planes (the volume is not downloaded again),
+    "Jump to evidence" moves NiiVue's crosshair to a voxel inside the planted object."""
+    url, app, data = metal_app
+    case = app.rad3d_browser.case_names()[0]
+    with chromium_page(1400, 1200) as page:
+        page.goto(url)
+        page.wait_for_function("sel => (document.querySelector(sel)?.dataset.ready || '').length > 0", arg=CANVAS)
+        assert FINDING in page.locator("#evidence-finding input").input_value()  # the finding chosen
+        before = canvas_pixels(page)
+        start = voxel(page)
+        loads = page.evaluate("sel => document.querySelector(sel).rad3d.loads", CANVAS)
+        page.click("#evidence-show button, button#evidence-show")
+        page.wait_for_function("sel => !(document.querySelector(sel)?.dataset.ready || '|').endsWith('|')",
+                               arg=CANVAS, timeout=20000)
+        state = page.evaluate("""sel => { const v = document.querySelector(sel).rad3d;
+            return [v.loads, v.overlayLoads, v.nv.volumes.length, v.nv.volumes[1].opacity]; }""", CANVAS)
+        assert state == [loads, 1, 2, 0.5]  # the volume not again, the overlay once, at the slider's opacity
+        assert voxel(page) == start  # showing does not move the crosshair
+
+        page.click("#evidence-jump button, button#evidence-jump")
+        page.wait_for_function("([sel, v]) => document.querySelector(sel).dataset.vox !== v",
+                               arg=[CANVAS, ",".join(map(str, start))], timeout=20000)
+        peak = voxel(page)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#webgl-viewer").screenshot(path=str(ARTIFACTS / "viewer_evidence.png"))
+        assert _planted_mask(data, case)[peak], f"crosshair at {peak}, outside the planted object"
+
+        def coloured(p):  # saturated pixels: the warm colour map over grey CT (the crosshair is in both)
+            return ((p.max(axis=2) - p.min(axis=2)) > 80).sum()
+
+        assert coloured(canvas_pixels(page)) > coloured(before) + 100  # the map shows around its peak
+        assert page.evaluate("sel => document.querySelector(sel).rad3d.overlayLoads", CANVAS) == 1  # nothing re-sent
+
+        # a click on the finding in the reference report jumps there too (from a slice away from it)
+        page.mouse.move(*tile_centres(page)[0])
+        page.mouse.wheel(0, 300)
+        page.wait_for_function("([sel, v]) => document.querySelector(sel).dataset.vox !== v",
+                               arg=[CANVAS, ",".join(map(str, peak))])
+        page.click(f'#reference-report [data-finding="{FINDING}"]')
+        page.wait_for_function("([sel, v]) => document.querySelector(sel).dataset.vox === v",
+                               arg=[CANVAS, ",".join(map(str, peak))], timeout=20000)

@@ -54,6 +54,7 @@ def _highlight_body(text: str, extractor: FindingExtractor) -> str:
                 title = html.escape(f"{m.finding}: {m.status.value}", quote=True)
                 spans.append((hit.start(), hit.end(),
                               f'<mark class="finding {m.status.name.lower()}" style="background:{colour}" '
+                              f'data-finding="{html.escape(m.finding, quote=True)}" '
                               f'title="{title}">{hit.group(0)}</mark>'))
                 break
     out, pos = [], 0

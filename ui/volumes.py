@@ -26,7 +26,9 @@ class VolumeStore:
         volume = self._loader(key)
         with self._lock:
             self.loads += 1
-            self._volumes[key] = volume
+            # read twice at once (a page's first events): every caller gets the first array kept, so the
+            # WebGL viewer's file, named per array, stays the one the page has
+            volume = self._volumes.setdefault(key, volume)
             while len(self._volumes) > self._capacity:
                 self._volumes.popitem(last=False)
         return volume

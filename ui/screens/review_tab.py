@@ -5,7 +5,9 @@ banner when it learned from phantoms only)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,10 +83,22 @@ def build_review(app: gr.Blocks, browser, config, builder=None) -> ReviewControl
     views = _wire_case_viewer(app, browser, config, extractor, c, overlays)
     _wire_evidence(config, c, overlays, views)
     _wire_webgl_viewer(app, browser, c)
+    _wire_webgl_evidence(browser, c, overlays)
     _wire_case_list(browser, c)
     _wire_report(browser, config, extractor, hint, c)
     build_ask(browser, config, c.case, c.run)  # a multimodal run with the vqa task: questions about the case
     return ReviewControls(c.case, c.run, c.report_status)
+
+
+# A click on a highlighted finding (a <mark> or a flagged sentence, both with data-finding) in a report
+# fires the report's click event with the finding's name (gr.EventData), which jumps the viewers to its
+# evidence; a click anywhere else in the text fires nothing.
+PICK_JS = """
+element.addEventListener("click", (e) => {
+  const hit = e.target.closest("[data-finding]");
+  if (hit) trigger("click", { finding: hit.dataset.finding });
+});
+"""
 
 
 def _review_screen(browser, config, hint) -> SimpleNamespace:
@@ -143,13 +157,13 @@ def _review_screen(browser, config, hint) -> SimpleNamespace:
         with gr.Column(scale=1):
             gr.Markdown("#### Generated report (draft, not for patient care)")
             provenance = gr.HTML(run_provenance_html(config, run_names[0]), elem_id="run-provenance")
-            generated = gr.HTML(elem_id="generated-report")
+            generated = gr.HTML(elem_id="generated-report", js_on_load=PICK_JS)
             agreement_box = gr.HTML(elem_id="agreement")
             consistency_box = gr.HTML(elem_id="consistency")
             timing = gr.Markdown(elem_id="timing")
         with gr.Column(scale=1):
             gr.Markdown("#### Reference report")
-            reference = gr.HTML(elem_id="reference-report")
+            reference = gr.HTML(elem_id="reference-report", js_on_load=PICK_JS)
             reference_labels = gr.Markdown(elem_id="reference-labels")
     return SimpleNamespace(
         query=query, finding=finding, case=case, upload=upload, upload_status=upload_status, images=images,
@@ -264,10 +278,21 @@ def _wire_evidence(config, c: SimpleNamespace, overlays, views) -> None:
         except Exception as err:
             raise gr.Error(message(err, "Evidence map")) from None
 
-    c.show_ev.click(on_show, [c.case, c.run, c.ev_finding] + c.xyz + [c.width, c.level, c.opacity],
-                    c.images + [c.ev_shown, c.ev_status])
-    c.jump_ev.click(on_jump, [c.case, c.run, c.ev_finding, c.width, c.level, c.opacity],
-                    c.images + c.xyz + [c.ev_shown, c.ev_status])
+    def on_pick(name, run_name, w, lv, opacity, evt: gr.EventData, request: gr.Request = None,
+                progress=gr.Progress()):  # noqa: B008 (Gradio finds its tracker by this default)
+        finding = getattr(evt, "finding", None)
+        if finding not in overlays.browser.label_names:
+            raise gr.Error(f"{finding!r} is not a finding of this dataset's label set")
+        return [finding] + on_jump(name, run_name, finding, w, lv, opacity, request, progress)
+
+    # the events are kept: the WebGL viewer follows each once it succeeded (_wire_webgl_evidence)
+    jump_outputs = c.images + c.xyz + [c.ev_shown, c.ev_status]
+    c.ev_events = (
+        c.show_ev.click(on_show, [c.case, c.run, c.ev_finding] + c.xyz + [c.width, c.level, c.opacity],
+                        c.images + [c.ev_shown, c.ev_status]),
+        c.jump_ev.click(on_jump, [c.case, c.run, c.ev_finding, c.width, c.level, c.opacity], jump_outputs),
+        *(report.click(on_pick, [c.case, c.run, c.width, c.level, c.opacity], [c.ev_finding] + jump_outputs)
+          for report in (c.generated, c.reference)))
 
 
 def _wire_webgl_viewer(app: gr.Blocks, browser, c: SimpleNamespace) -> None:
@@ -292,6 +317,39 @@ def _wire_webgl_viewer(app: gr.Blocks, browser, c: SimpleNamespace) -> None:
     app.load(on_case_volume, [c.case], [c.webgl])
     c.webgl.nowebgl(lambda: [gr.HTML(visible=False)] + [gr.Row(visible=True)] * len(c.png_rows), None,
                     [c.webgl] + c.png_rows)
+
+
+def _wire_webgl_evidence(browser, c: SimpleNamespace, overlays) -> None:
+    """The evidence controls drive the WebGL viewer too: after "Show evidence" (or a new opacity) it gets
+    the shown finding's map in the slider's opacity, after "Jump to evidence" also the peak for its
+    crosshair. The map was computed by the planes' handler just before (taken from memory here), and
+    the value names the case's volume file already in the page, so only the overlay is downloaded,
+    once per map; a jump or a new opacity downloads nothing."""
+    if c.webgl is None:
+        return
+    files = c.viewer_files
+
+    def webgl_value(name, run_name, shown, opacity, owner, jump: bool):
+        overlay = overlays.shown(run_name, name, owner, shown) if name and shown else None
+        if overlay is None:  # nothing shown (or shown by another session's process state): leave it
+            return gr.HTML()
+        value = json.loads(files.value(browser.volume(name, owner), display_name(name), overlay=overlay.volume_map,
+                                       opacity=float(opacity), jump=overlay.peak if jump else None))
+        value["asked"] = time.time_ns()  # a second jump to the same peak is a new value: the page moves again
+        return json.dumps(value)
+
+    def on_show_webgl(name, run_name, shown, opacity, request: gr.Request = None):
+        return webgl_value(name, run_name, shown, opacity, session_owner(request), jump=False)
+
+    def on_jump_webgl(name, run_name, shown, opacity, request: gr.Request = None):
+        return webgl_value(name, run_name, shown, opacity, session_owner(request), jump=True)
+
+    inputs = [c.case, c.run, c.ev_shown, c.opacity]
+    show, *jumps = c.ev_events
+    show.success(on_show_webgl, inputs, [c.webgl], show_progress="hidden")
+    for jump in jumps:  # the button and a click on a finding in a report
+        jump.success(on_jump_webgl, inputs, [c.webgl], show_progress="hidden")
+    c.opacity.input(on_show_webgl, inputs, [c.webgl], show_progress="hidden", trigger_mode="always_last")
 
 
 def _wire_case_list(browser, c: SimpleNamespace) -> None:

@@ -79,16 +79,19 @@
         view.loads += 1;
         setWindow(...v.window);
       }
-      if (v.overlay !== view.overlay) {
+      if (v.overlay !== view.overlay) {  // the same overlay again (a jump, a new opacity): not downloaded again
         while (nv.volumes.length > 1) nv.removeVolumeByIndex(nv.volumes.length - 1);
         view.overlay = v.overlay;
         if (v.overlay) {
-          if (v.colormap) element.querySelector(".rad3d-colormap").value = v.colormap;
-          if (v.opacity != null) element.querySelector(".rad3d-opacity").value = v.opacity;
           await nv.addVolumeFromUrl({ url: v.overlay, name: "overlay.nii.gz", cal_min: v.overlay_range[0],
                                       cal_max: v.overlay_range[1] });
-          overlayLook();
+          view.overlayLoads = (view.overlayLoads || 0) + 1;
         }
+      }
+      if (v.overlay) {  // the look the server sent (the Review tab's opacity slider) wins over the toolbar's
+        if (v.colormap) element.querySelector(".rad3d-colormap").value = v.colormap;
+        if (v.opacity != null) element.querySelector(".rad3d-opacity").value = v.opacity;
+        overlayLook();
       }
       jump(v.jump);
       say(`ready: ${v.name}` + (v.overlay ? " with overlay" : "") +
