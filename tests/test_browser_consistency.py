@@ -23,7 +23,7 @@ def served(tmp_path_factory, tiny_tokenizer):  # noqa: F811
 
     root = tmp_path_factory.mktemp("consistency-app")
     data = write_dataset(SynthConfig(n=2, seed=0, scale=8.0), root / "data", progress=False)
-    config = AppConfig(data_dir=data, runs={}, upload_dir=root / "uploads")
+    config = AppConfig(data_dir=data, runs={}, upload_dir=root / "uploads", viewer="png")  # waits on its planes
     first = CaseBrowser(config).case_names()[0]  # the case the page opens on
     config.runs["built"] = make_disagreeing_run(root / "built", tiny_tokenizer, CaseBrowser(config).volume(first))
     app = build_app(config)

@@ -23,6 +23,7 @@ RELEASE_FILES = [
     "dataset/multi_abnormality_labels/train_predicted_labels.csv",
     "dataset/multi_abnormality_labels/valid_predicted_labels.csv",
     "dataset/radiology_text_reports/train_reports.csv", "dataset/radiology_text_reports/validation_reports.csv",
+    "dataset/vqa.csv",  # ours, beside phantom_truth.json: questions about the phantoms (engine.vqa)
 ]
 
 
@@ -159,7 +160,7 @@ def test_only_the_test_split_is_ctrate_valid_with_the_same_volumes(release, tmp_
     assert [p.name for p in written] == ["valid_1_a_1.nii.gz", "valid_1_b_1.nii.gz"]
     assert all((part / p).read_bytes() == (release / p).read_bytes() for p in written)
     assert sorted(p.name for p in part.rglob("*.csv")) == ["valid_predicted_labels.csv", "validation_metadata.csv",
-                                                           "validation_reports.csv"]
+                                                           "validation_reports.csv", "vqa.csv"]
     assert [c.split for c in resolve(str(part))] == ["test", "test"]
     assert cli.main(["synth", "--out", str(tmp_path / "v"), "--n", "8", "--layout", "ctrate",
                      "--only-splits", "valid"]) == 1

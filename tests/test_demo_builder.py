@@ -147,7 +147,7 @@ def test_the_app_shows_the_build_and_gets_its_runs(data_dir, tmp_path):
     assert run == status == compare == compare_status == {"__type__": "update"}  # unchanged while building
     assert timer.active
     generate = next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == "on_generate")
-    hint = next(generate("case", NO_RUN, "greedy", 8))[4]
+    hint = next(generate("case", NO_RUN, "greedy", 8, False))[4]
     assert "being built" in hint and "[2/2]" in hint  # Generate with no run yet: a readable reason
 
     fake.release.set()
@@ -165,7 +165,7 @@ def test_without_a_builder_the_app_is_unchanged(data_dir, tmp_path):
     app = build_app(AppConfig(data_dir=data_dir, upload_dir=tmp_path / "uploads"))
     assert app.rad3d_demo_tick is None
     generate = next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == "on_generate")
-    assert next(generate("case", NO_RUN, "greedy", 8))[4] == NO_RUN_HINT
+    assert next(generate("case", NO_RUN, "greedy", 8, False))[4] == NO_RUN_HINT
 
 
 class RecordingBuilder:

@@ -63,6 +63,12 @@ class DataSource(JsonConfig):
                 raise ConfigError(f"data source is not valid JSON ({err})") from None
         return value
 
+    def _json_out(self, data: dict) -> dict:
+        # Left out when unset, so records written before the setting existed keep their form.
+        if self.label_set is None:
+            del data["label_set"]
+        return data
+
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
