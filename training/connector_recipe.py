@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from engine.model import IGNORE_INDEX
 from training.configs import TrainConfig
 from training.loop import Recipe
+from training.token_nll import target_nll, validation_loss
 
 TRAIN_CONFIG_FILE = "train_config.json"
 
@@ -216,7 +215,7 @@ class ConnectorRecipe(Recipe):
         return model(batch["latent"], batch.get("logits"), batch["input_ids"], batch["attention_mask"])
 
     def evaluate(self, model, epoch: int) -> float | None:
-        return None if self.valid_loader is None else validation_loss(model, self.valid_loader, self.accelerator)
+        return None if self.valid_loader is None else validation_loss(model, self.valid_loader, self.accelerator, per_case_nll)
 
     def weights(self, model) -> dict[str, torch.Tensor]:
         return model.trainable_state_dict()
@@ -263,26 +262,7 @@ def per_case_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of report-token NLL, number of report tokens) per case, for a token-weighted mean."""
     prefix = model.prefix(batch["latent"], batch.get("logits"))
     inputs_embeds, mask, labels = model.build_inputs(prefix, batch["input_ids"], batch["attention_mask"])
-    logits = model.decoder(inputs_embeds=inputs_embeds, attention_mask=mask).logits[:, :-1].float()
-    targets = labels[:, 1:]
-    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-    return nll.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
-
-
-@torch.no_grad()
-def validation_loss(model, loader, accelerator) -> float:
-    """Token-weighted mean NLL of the report tokens over the whole loader, gathered from every process."""
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        with accelerator.autocast():
-            nll, n = per_case_nll(unwrapped, batch)
-        nll, n = accelerator.gather_for_metrics((nll, n))
-        total += float(nll.double().sum())
-        count += int(n.sum())
-    unwrapped.train()
-    return total / max(count, 1)
+    return target_nll(model.decoder, inputs_embeds, mask, labels)
 
 
 # -- the written run -------------------------------------------------------------------------------

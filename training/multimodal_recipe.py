@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from engine.errors import ConfigError
-from engine.model import IGNORE_INDEX
 from engine.multimodal import PromptBatch
 from training.configs import MultimodalTrainConfig
 from training.loop import Recipe
+from training.token_nll import target_nll, validation_loss
 
 TRAIN_CONFIG_FILE = "train_config.json"
 
@@ -215,7 +214,7 @@ class MultimodalRecipe(Recipe):
         return model(batch["features"], batch.get("logits"), prompts_of(batch))
 
     def evaluate(self, model, epoch: int) -> float | None:
-        return None if self.valid_loader is None else validation_loss(model, self.valid_loader, self.accelerator)
+        return None if self.valid_loader is None else validation_loss(model, self.valid_loader, self.accelerator, answer_nll)
 
     def weights(self, model) -> dict[str, torch.Tensor]:
         return model.trainable_state_dict()
@@ -228,26 +227,7 @@ def answer_nll(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of answer-token NLL, number of answer tokens) per example."""
     prompts = prompts_of(batch)
     embeds = model.splice(model.image_tokens(batch["features"], batch.get("logits")), prompts)
-    logits = model.decoder(inputs_embeds=embeds, attention_mask=prompts.attention_mask).logits[:, :-1].float()
-    targets = prompts.labels[:, 1:]
-    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-    return nll.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
-
-
-@torch.no_grad()
-def validation_loss(model, loader, accelerator) -> float:
-    """Token-weighted mean answer NLL over the loader, gathered from every process."""
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        with accelerator.autocast():
-            nll, n = answer_nll(unwrapped, batch)
-        nll, n = accelerator.gather_for_metrics((nll, n))
-        total += float(nll.double().sum())
-        count += int(n.sum())
-    unwrapped.train()
-    return total / max(count, 1)
+    return target_nll(model.decoder, embeds, prompts.attention_mask, prompts.labels)
 
 
 def write_multimodal_run(result: MultimodalResult, config: MultimodalTrainConfig, data: MultimodalData, tokenizer, *,
