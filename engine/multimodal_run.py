@@ -23,7 +23,7 @@ from engine.config import JsonConfig, coerce_nested, write_json
 from engine.errors import ConfigError
 from engine.model_configs import MULTIMODAL_TASKS, GenerationSettings, LoraSettings, MultimodalConfig, Task
 from engine.provenance import Provenance
-from engine.rundir import CONFIG_FILE, IMAGE_MODEL_FILE, RUN_FORMAT, DecoderSpec, _formatted
+from engine.rundir import CONFIG_FILE, IMAGE_MODEL_FILE, RUN_FORMAT, DecoderSpec, _formatted, read_run_config
 
 MULTIMODAL_RUN_FORMAT = "rad3d-multimodal-run/1"
 RUN_KINDS = {RUN_FORMAT: "prefix", MULTIMODAL_RUN_FORMAT: "multimodal"}
@@ -72,16 +72,7 @@ class MultimodalRun:
 def run_kind(root: str | Path) -> str:
     """"prefix" (RAD3D-Prefix, engine.rundir) or "multimodal" (this module), from config.json's format;
     ConfigError naming the folder when it is no run."""
-    root = Path(root)
-    path = root / CONFIG_FILE
-    if not root.is_dir():
-        raise ConfigError("no such run directory", root)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("not a run directory (config.json missing)", root) from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"config.json is not valid JSON ({err})", path) from None
+    path, data = read_run_config(root)
     kind = RUN_KINDS.get(data.get("format")) if isinstance(data, dict) else None
     if kind is None:
         found = data.get("format") if isinstance(data, dict) else None

@@ -224,17 +224,23 @@ def load_domain_guard(run: RunDir):
     return FeatureGuard.from_tensors(tensors, {"threshold": spec.threshold, "calibration": spec.calibration})
 
 
-def open_run(root: str | Path, *, check: bool = True) -> RunDir:
+def read_run_config(root: str | Path) -> tuple[Path, object]:
+    """(RUN/config.json, its parsed JSON) of any kind of run; ConfigError naming the folder or file."""
     root = Path(root)
     path = root / CONFIG_FILE
     if not root.is_dir():
         raise ConfigError("no such run directory", root)
     try:
-        data = json.loads(path.read_text())
+        return path, json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError("not a run directory (config.json missing)", root) from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"config.json is not valid JSON ({err})", path) from None
+
+
+def open_run(root: str | Path, *, check: bool = True) -> RunDir:
+    root = Path(root)
+    path, data = read_run_config(root)
     run = RunDir(root.resolve(), RunConfig.from_dict(data, path))
     if check:
         run.check()

@@ -23,11 +23,16 @@ def register(subparsers) -> None:
 
     add_config_arguments(p, TrainConfig)  # every setting of the recipe, with its default, from TrainConfig
     add_data_arguments(p)
+    add_checkpoint_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    """How a training run stops and resumes, the same for every decoder-training command."""
     p.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
     p.add_argument("--stop-at-step", type=int, help="stop (with a checkpoint) after this step; resume later")
     p.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

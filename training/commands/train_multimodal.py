@@ -21,14 +21,12 @@ def register(subparsers) -> None:
         "--stage 1 --tasks report vqa --data DATA --cache CACHE --decoder DECODER_DIR "
         "--image-model IMAGE --out RUN1",
     )
+    from training.commands.train import add_checkpoint_arguments
     from training.configs import MultimodalTrainConfig
 
     add_config_arguments(p, MultimodalTrainConfig)
     add_data_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue from RUN's last checkpoint")
-    p.add_argument("--stop-at-step", type=int, help="stop (with a checkpoint) after this step; resume later")
-    p.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many minutes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_checkpoint_arguments(p)
     p.set_defaults(handler=run)
 
 
