@@ -41,7 +41,7 @@ from training.image_model_common import (
     write_image_model,
     write_report,
 )
-from training.loop import Recipe
+from training.loop import Recipe, TensorBatches
 
 
 @dataclass
@@ -106,7 +106,7 @@ def fit_abnormality_head(
     return HeadFit(final, pos_weight, best_epoch, state.best_val_loss, len(history), history)
 
 
-class HeadRecipe(Recipe):
+class HeadRecipe(TensorBatches, Recipe):
     """The classifier's part of the loop: class-weighted BCE on standardised latents; validation
     on the whole valid split after every epoch."""
 
@@ -116,16 +116,6 @@ class HeadRecipe(Recipe):
         device = accelerator.device
         self.valid = (valid[0].to(device), valid[1].to(device))
         self.pos_weight = pos_weight.to(device)
-
-    def epoch_loader(self, epoch: int):
-        from training.data import batch_loader, epoch_batches
-
-        batches = epoch_batches(len(self.x), self.config.batch_size, seed=self.config.seed, epoch=epoch)
-        return batch_loader(self.x, self._collate, batches, seed=self.config.seed + epoch)
-
-    def _collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices)
-        return {"index": idx, "x": self.x[idx], "y": self.y[idx]}
 
     def loss(self, model, batch) -> torch.Tensor:
         return class_weighted_bce(model(batch["x"]).float(), batch["y"], self.pos_weight)

@@ -40,7 +40,7 @@ from engine.classifier import (
 from engine.errors import ConfigError
 from engine.preprocess import apply_windows
 from training.configs import ClassifierTrainConfig
-from training.loop import Recipe
+from training.loop import Recipe, TensorBatches
 
 ENCODER_FILE = "encoder.safetensors"
 LAST_LAYER = "visual_transformer.enc_temporal_transformer.layers[-1] + norm_out"
@@ -89,23 +89,13 @@ def last_block_inputs(encoder: nn.Module, videos: torch.Tensor, preprocess, *, b
     return torch.cat(out), grid
 
 
-class LastLayerRecipe(Recipe):
+class LastLayerRecipe(TensorBatches, Recipe):
     """Class-weighted BCE on batches of cached last-block inputs; validation loss on all of valid."""
 
     def __init__(self, x, y, valid, grid, pos_weight, config: ClassifierTrainConfig, accelerator):
         self.x, self.y, self.valid, self.grid, self.config = x, y, valid, grid, config
         self.accelerator = accelerator
         self.pos_weight = pos_weight.to(accelerator.device)
-
-    def epoch_loader(self, epoch: int):
-        from training.data import batch_loader, epoch_batches
-
-        batches = epoch_batches(len(self.x), self.config.batch_size, seed=self.config.seed, epoch=epoch)
-        return batch_loader(self.x, self._collate, batches, seed=self.config.seed + epoch)
-
-    def _collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices)
-        return {"index": idx, "x": self.x[idx], "y": self.y[idx]}
 
     def _logits(self, model, x: torch.Tensor) -> torch.Tensor:
         t, h, w = self.grid

@@ -284,3 +284,19 @@ class TrainLoop:
 
 def _every(step: int, every: int | None) -> bool:
     return every is not None and step % every == 0
+
+
+class TensorBatches:
+    """A recipe's `epoch_loader` over in-memory tensors `self.x` (inputs) and `self.y` (targets):
+    shuffled batches of `self.config.batch_size`, seeded by `self.config.seed` and the epoch, as
+    training.data gives them; each batch is {"index", "x", "y"}."""
+
+    def epoch_loader(self, epoch: int):
+        from training.data import batch_loader, epoch_batches
+
+        batches = epoch_batches(len(self.x), self.config.batch_size, seed=self.config.seed, epoch=epoch)
+        return batch_loader(self.x, self._collate, batches, seed=self.config.seed + epoch)
+
+    def _collate(self, indices: list[int]) -> dict:
+        idx = torch.as_tensor(indices)
+        return {"index": idx, "x": self.x[idx], "y": self.y[idx]}
