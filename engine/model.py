@@ -19,9 +19,10 @@ from torch import nn
 from engine.connectors import ConnectorConfig, build_connector
 from engine.decoders.loading import freeze, unfreeze
 from engine.decoders.lora import LoraSettings, apply_lora
-from engine.errors import CheckpointError, ConfigError
+from engine.errors import ConfigError
 from engine.model_configs import ReportGeneratorConfig  # defined without torch
 from engine.variants import get_variant
+from engine.weights import load_trainable_strict
 
 IGNORE_INDEX = -100  # positions the cross-entropy skips (transformers' convention)
 
@@ -115,20 +116,7 @@ class ReportGenerator(nn.Module):
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str | None = None) -> None:
         """Copy `state` into the trainable parameters; CheckpointError naming missing, unexpected or
         mis-shaped keys (`source`: the file, for the message)."""
-        expected = {name: p for name, p in self.named_parameters() if p.requires_grad}
-        problems = [f"missing {k}" for k in sorted(set(expected) - set(state))]
-        problems += [f"unexpected {k}" for k in sorted(set(state) - set(expected))]
-        problems += [
-            f"{k}: shape {tuple(state[k].shape)} in the checkpoint, {tuple(p.shape)} in the model"
-            for k, p in expected.items()
-            if k in state and tuple(state[k].shape) != tuple(p.shape)
-        ]
-        if problems:
-            shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            raise CheckpointError(f"weights do not fit variant {self.config.variant}: {shown}", source)
-        with torch.no_grad():
-            for k, p in expected.items():
-                p.copy_(state[k])
+        load_trainable_strict(self, state, f"variant {self.config.variant}", source)
 
     def count_parameters(self) -> tuple[int, int]:
         """(trainable, frozen) parameter counts; tied weights are counted once."""

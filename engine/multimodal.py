@@ -31,9 +31,10 @@ from torch import nn
 from engine.connectors import build_connector
 from engine.decoders.loading import freeze
 from engine.decoders.lora import apply_lora
-from engine.errors import CheckpointError, ConfigError
+from engine.errors import ConfigError
 from engine.model import IGNORE_INDEX
 from engine.model_configs import GenerationSettings, LoraSettings, MultimodalConfig
+from engine.weights import load_trainable_strict
 
 
 @dataclass
@@ -177,17 +178,7 @@ class MultimodalModel(nn.Module):
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str | None = None) -> None:
-        expected = {name: p for name, p in self.named_parameters() if p.requires_grad}
-        problems = [f"missing {k}" for k in sorted(set(expected) - set(state))]
-        problems += [f"unexpected {k}" for k in sorted(set(state) - set(expected))]
-        problems += [f"{k}: shape {tuple(state[k].shape)} in the checkpoint, {tuple(p.shape)} in the model"
-                     for k, p in expected.items() if k in state and state[k].shape != p.shape]
-        if problems:
-            shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            raise CheckpointError(f"weights do not fit this multimodal model: {shown}", source)
-        with torch.no_grad():
-            for k, p in expected.items():
-                p.copy_(state[k])
+        load_trainable_strict(self, state, "this multimodal model", source)
 
     def count_parameters(self) -> dict[str, tuple[int, int]]:
         """(trainable, frozen) per part: connector, LoRA adapters, decoder base, total."""

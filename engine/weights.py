@@ -70,3 +70,21 @@ def load_weights_strict(module: nn.Module, path: str | Path, what: str, *,
     if found:
         raise CheckpointError(f"{what} weights do not match the model: " + "; ".join(found), path)
     assign(module, state)
+
+
+def load_trainable_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str,
+                          source: str | Path | None = None) -> None:
+    """Copy `state` into `module`'s trainable parameters only (what a run stores; the frozen rest comes
+    from its own files). CheckpointError "weights do not fit {what}" naming missing, unexpected or
+    mis-shaped keys (the first five), and `source`, the file."""
+    expected = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    problems = [f"missing {k}" for k in sorted(set(expected) - set(state))]
+    problems += [f"unexpected {k}" for k in sorted(set(state) - set(expected))]
+    problems += [f"{k}: shape {tuple(state[k].shape)} in the checkpoint, {tuple(p.shape)} in the model"
+                 for k, p in expected.items() if k in state and tuple(state[k].shape) != tuple(p.shape)]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+        raise CheckpointError(f"weights do not fit {what}: {shown}", source)
+    with torch.no_grad():
+        for k, p in expected.items():
+            p.copy_(state[k])
